@@ -1,0 +1,1 @@
+//! debug-agent (placeholder; being written).

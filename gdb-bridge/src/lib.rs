@@ -1,0 +1,1 @@
+//! gdb-bridge (placeholder; being written).

@@ -1,0 +1,124 @@
+/* worker: demo guest, 2 vCPUs. Both vCPUs count primes in blocks of 10,000 numbers: global
+ * block b covers [b * 10000, (b + 1) * 10000) and is computed by vCPU b % 2 (compute_block is the
+ * function to break on in gdb; worker_progress[i] counts the blocks vCPU i finished). The vCPUs
+ * compute in parallel but print in block order, so the output is deterministic. When all blocks
+ * are done, vCPU 0 prints a line proving both vCPUs ran; then both idle in a 100 Hz periodic
+ * timer loop, re-checking one block per second (so compute_block keeps being called), and vCPU 0
+ * prints a line per second. vCPUs beyond the second park.
+ *
+ * Output (one line each):
+ *   worker: partition <id>, <n> vCPU, <b> blocks of 10000
+ *   worker: vcpu <i> block <b> primes <p>                        b = 0 .. 19, in order
+ *   worker: <n> vCPUs ran, progress <p0> <p1>, <t> primes below <N>   ("2 vCPUs ran, progress
+ *                                                                  10 10, 17984 primes below 200000")
+ *   worker: idle <s> s, block <b> primes <p>                     every second (vCPU 0 only)
+ */
+#include "hvdk.h"
+#include "demo.h"
+
+#define WORKER_MAX_VCPUS 2
+#define WORKER_BLOCKS 20
+#define WORKER_BLOCK_SIZE 10000ul
+#define WORKER_IDLE_TICK_NS 10000000ull /* 100 Hz */
+#define WORKER_IDLE_TICKS_PER_S 100
+
+/* Blocks finished by each vCPU (watch it from gdb: `p worker_progress`). */
+volatile unsigned long worker_progress[WORKER_MAX_VCPUS];
+/* Primes per block, filled in as the blocks are computed. */
+volatile unsigned long worker_primes[WORKER_BLOCKS];
+/* The next block to be printed: vCPUs print in turn, in block order. */
+volatile unsigned worker_turn;
+/* Idle-loop timer ticks per vCPU. */
+volatile unsigned long worker_ticks[WORKER_MAX_VCPUS];
+
+static int is_prime(unsigned long n)
+{
+    if (n < 2)
+        return 0;
+    if (n % 2 == 0)
+        return n == 2;
+    for (unsigned long d = 3; d * d <= n; d += 2) {
+        if (n % d == 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* Counts the primes in [block * 10000, (block + 1) * 10000). */
+HV_NOINLINE unsigned long compute_block(unsigned long block)
+{
+    unsigned long count = 0;
+    unsigned long first = block * WORKER_BLOCK_SIZE;
+    for (unsigned long n = first; n < first + WORKER_BLOCK_SIZE; n++)
+        count += (unsigned long)is_prime(n);
+    return count;
+}
+
+static void wait_for_turn(unsigned block)
+{
+    for (unsigned long spins = 1; __atomic_load_n(&worker_turn, __ATOMIC_ACQUIRE) != block; spins++) {
+        hv_cpu_relax();
+        if (spins % 4096 == 0)
+            hv_yield();
+    }
+}
+
+static void on_tick(unsigned vector, struct hv_irq_frame *frame)
+{
+    (void)vector;
+    (void)frame;
+    /* the tick is for the vCPU that runs the handler: its own timer */
+    unsigned vcpu = (unsigned)hv_partition_info(HV_INFO_VCPU_INDEX);
+    if (vcpu < WORKER_MAX_VCPUS)
+        worker_ticks[vcpu]++;
+}
+
+static HV_NOINLINE void idle_loop(unsigned vcpu)
+{
+    hv_irq_register(DEMO_TIMER_VECTOR, on_tick);
+    hv_timer_periodic(DEMO_TIMER_VECTOR, WORKER_IDLE_TICK_NS);
+    unsigned long second = 0;
+    for (;;) {
+        hv_wait_for_interrupt();
+        while (worker_ticks[vcpu] / WORKER_IDLE_TICKS_PER_S > second) {
+            second++;
+            unsigned long block = second % WORKER_BLOCKS;
+            unsigned long primes = compute_block(block);
+            if (vcpu == 0)
+                hv_printf("worker: idle %lu s, block %lu primes %lu\n", second, block, primes);
+        }
+    }
+}
+
+void hv_main(const struct hv_boot_info *boot, unsigned vcpu)
+{
+    unsigned workers = boot->vcpu_count < WORKER_MAX_VCPUS ? boot->vcpu_count : WORKER_MAX_VCPUS;
+    if (workers == 0)
+        workers = 1;
+    if (vcpu >= workers)
+        hv_park();
+
+    if (vcpu == 0)
+        hv_printf("worker: partition %u, %u vCPU, %u blocks of %lu\n", boot->partition_id,
+                  boot->vcpu_count, WORKER_BLOCKS, WORKER_BLOCK_SIZE);
+
+    for (unsigned block = vcpu; block < WORKER_BLOCKS; block += workers) {
+        unsigned long primes = compute_block(block);
+        worker_primes[block] = primes;
+        worker_progress[vcpu]++;
+        wait_for_turn(block);
+        hv_printf("worker: vcpu %u block %u primes %lu\n", vcpu, block, primes);
+        __atomic_store_n(&worker_turn, block + 1, __ATOMIC_RELEASE);
+    }
+
+    if (vcpu == 0) {
+        wait_for_turn(WORKER_BLOCKS);
+        unsigned long total = 0;
+        for (unsigned b = 0; b < WORKER_BLOCKS; b++)
+            total += worker_primes[b];
+        hv_printf("worker: %u vCPUs ran, progress %lu %lu, %lu primes below %lu\n", workers,
+                  worker_progress[0], worker_progress[1], total,
+                  WORKER_BLOCKS * WORKER_BLOCK_SIZE);
+    }
+    idle_loop(vcpu);
+}

@@ -1,0 +1,121 @@
+//! Guest-physical layout rules the system description is checked against (mirrors `hv-core`'s layout).
+//!
+//! Every partition sees the same map:
+//!
+//! | range | what |
+//! |---|---|
+//! | `0 .. IMAGE_BASE` | boot structures (GDT, TSS, boot info, page tables) |
+//! | `IMAGE_BASE .. memory - vcpus * VCPU_STACK_SIZE` | the ELF image's loadable segments |
+//! | `memory - vcpus * VCPU_STACK_SIZE .. memory` | one 64 KiB stack per vCPU, top of RAM |
+//! | `memory .. IPC_BASE` | free for MMIO devices |
+//! | `IPC_BASE .. IPC_END` | IPC channel windows, see [`place_ipc_windows`] |
+//! | `IPC_END .. IDENTITY_MAPPED` | free for MMIO devices |
+
+/// Size of a page; RAM, MMIO ranges and IPC windows are multiples of it.
+pub const PAGE_SIZE: u64 = 0x1000;
+/// ELF images load at or above this address; boot structures live below it.
+pub const IMAGE_BASE: u64 = 0x10_0000;
+/// Stack per vCPU, at the top of RAM: vCPU i's stack top is `memory - i * VCPU_STACK_SIZE`.
+pub const VCPU_STACK_SIZE: u64 = 0x1_0000;
+/// IPC shared windows are placed from here upward.
+pub const IPC_BASE: u64 = 0x8000_0000;
+/// End of the IPC area (exclusive); windows of one partition must fit below it.
+pub const IPC_END: u64 = 0x9000_0000;
+/// How much the boot page tables identity-map; MMIO ranges must end at or below it.
+pub const IDENTITY_MAPPED: u64 = 4 << 30;
+/// The vector the UART raises; no other source may use it.
+pub const UART_VECTOR: u8 = 36;
+/// The first vector a guest may use; 0..=31 are CPU exceptions.
+pub const FIRST_VECTOR: u8 = 32;
+
+/// Smallest partition RAM size.
+pub const MIN_MEMORY: u64 = 2 << 20;
+/// Largest partition RAM size.
+pub const MAX_MEMORY: u64 = 1 << 30;
+/// Partition RAM size when `memory` is not given.
+pub const DEFAULT_MEMORY: u64 = 16 << 20;
+/// Largest number of vCPUs per partition.
+pub const MAX_VCPUS: u32 = 16;
+/// Smallest IPC channel window.
+pub const MIN_CHANNEL_SIZE: u64 = 4 << 10;
+/// Largest IPC channel window.
+pub const MAX_CHANNEL_SIZE: u64 = 16 << 20;
+/// Channel window size when `size` is not given.
+pub const DEFAULT_CHANNEL_SIZE: u64 = 64 << 10;
+/// Channel doorbell vector when `vector` is not given.
+pub const DEFAULT_CHANNEL_VECTOR: u8 = 48;
+/// Device-model request vector when `request_vector` is not given.
+pub const DEFAULT_REQUEST_VECTOR: u8 = 33;
+/// Device-model reply timeout when `timeout_ms` is not given.
+pub const DEFAULT_TIMEOUT_MS: u64 = 100;
+
+/// Rounds `value` up to the next multiple of [`PAGE_SIZE`] (saturating).
+pub fn page_align_up(value: u64) -> u64 {
+    value.saturating_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
+}
+
+/// The range `[IMAGE_BASE, end)` an image's loadable segments must fall in, or `None` if the
+/// stacks leave no room at all.
+pub fn image_window(memory: u64, vcpus: u32) -> Option<(u64, u64)> {
+    let end = memory.checked_sub(u64::from(vcpus) * VCPU_STACK_SIZE)?;
+    (end > IMAGE_BASE).then_some((IMAGE_BASE, end))
+}
+
+/// Places IPC windows for one partition: the given `(channel index, size)` pairs, in channel
+/// declaration order, get consecutive addresses from [`IPC_BASE`], each slot rounded up to
+/// [`PAGE_SIZE`]. Returns `(channel index, guest-physical address, size)` for each window; a window
+/// whose slot would end past [`IPC_END`] is still placed (callers validate the total with
+/// [`ipc_fits`]).
+pub fn place_ipc_windows(channels: impl IntoIterator<Item = (usize, u64)>) -> Vec<(usize, u64, u64)> {
+    let mut next = IPC_BASE;
+    channels
+        .into_iter()
+        .map(|(index, size)| {
+            let gpa = next;
+            next = next.saturating_add(page_align_up(size));
+            (index, gpa, size)
+        })
+        .collect()
+}
+
+/// True if a window placed at `gpa` with `size` bytes ends at or below [`IPC_END`].
+pub fn ipc_fits(gpa: u64, size: u64) -> bool {
+    gpa.checked_add(page_align_up(size))
+        .is_some_and(|end| end <= IPC_END)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn areas_are_ordered() {
+        assert!(MAX_MEMORY <= IPC_BASE);
+        assert!(IPC_BASE < IPC_END && IPC_END <= IDENTITY_MAPPED);
+        assert_eq!(IPC_END - IPC_BASE, 256 << 20);
+        assert!(MIN_MEMORY - u64::from(MAX_VCPUS) * VCPU_STACK_SIZE >= IMAGE_BASE);
+    }
+
+    #[test]
+    fn ipc_windows_are_consecutive_and_page_rounded() {
+        let placed = place_ipc_windows([(0, 0x1000), (3, 0x1800), (4, 0x2000)]);
+        assert_eq!(
+            placed,
+            vec![
+                (0, IPC_BASE, 0x1000),
+                (3, IPC_BASE + 0x1000, 0x1800),
+                (4, IPC_BASE + 0x3000, 0x2000)
+            ]
+        );
+        assert!(ipc_fits(IPC_END - 0x1000, 0x1000));
+        assert!(!ipc_fits(IPC_END - 0x1000, 0x1001));
+    }
+
+    #[test]
+    fn image_window_leaves_room_for_stacks() {
+        assert_eq!(image_window(16 << 20, 1), Some((IMAGE_BASE, (16 << 20) - 0x1_0000)));
+        assert_eq!(image_window(2 << 20, 16), None);
+        assert_eq!(page_align_up(1), PAGE_SIZE);
+        assert_eq!(page_align_up(0), 0);
+    }
+}

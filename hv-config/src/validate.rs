@@ -1,0 +1,955 @@
+//! Semantic checks on a [`RawDocument`]: names, references, memory layout, vectors, schedule,
+//! agent link, host CPUs and guest images. Reports every problem, then builds the [`SystemConfig`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use crate::diagnostics::{Diagnostic, Diagnostics, suggest};
+use crate::image;
+use crate::layout::{self, PAGE_SIZE};
+use crate::raw::{RawChannel, RawDevice, RawDocument, RawPartition, RawRange, Spanned};
+use crate::{
+    AgentConfig, ChannelConfig, DeviceConfig, MemoryRange, ParseOptions, PartitionConfig,
+    ScheduleConfig, SystemConfig, WindowConfig,
+};
+
+/// Longest partition, channel or device name.
+pub const MAX_NAME_LEN: usize = 31;
+/// Built-in (Rust) device models a `[[device]]` without `served_by` may name. None exist yet.
+pub const BUILTIN_DEVICES: &[&str] = &[];
+/// Default first GDB port.
+pub const DEFAULT_GDB_BASE_PORT: u16 = 3333;
+/// Longest `unix:` socket path (`sun_path` holds 108 bytes including the NUL).
+const MAX_UNIX_PATH: usize = 107;
+
+/// Checks `raw` (read from `path`), reporting into `diags`; returns the best-effort result, which
+/// is only meaningful if `diags` has no errors.
+pub(crate) fn validate(
+    raw: &RawDocument,
+    path: &Path,
+    options: &ParseOptions,
+    diags: &mut Diagnostics,
+) -> SystemConfig {
+    let mut v = Validator {
+        diags,
+        base_dir: base_dir(path),
+        options,
+    };
+    let name = v.system_name(raw, path);
+    let agent = v.agent(raw);
+    let parts = v.partitions(&raw.partitions);
+    let index: HashMap<&str, usize> = first_definitions(parts.iter().map(|p| p.name));
+    let lookup = Lookup {
+        index: &index,
+        names: parts.iter().filter_map(|p| p.name.map(|n| n.get_ref().as_str())).collect(),
+    };
+    let channels = v.channels(&raw.channels, &lookup);
+    v.ipc_areas(&parts, &channels);
+    let devices = v.devices(&raw.devices, &parts, &lookup);
+    v.mmio_overlaps(&devices);
+    v.vector_conflicts(&parts, &channels, &devices);
+    let schedule = v.schedule(raw, &parts, &lookup);
+    if !parts.is_empty() && parts.iter().all(|p| !p.autostart) {
+        let first = &parts[0];
+        v.diags.push(
+            Diagnostic::warning(first.anchor(), "no partition starts automatically")
+                .with_label("every partition has `autostart = false`")
+                .with_note("the system will sit idle until a partition is started from a host tool"),
+        );
+    }
+    if raw.partitions.is_empty() {
+        v.diags.push(
+            Diagnostic::error(0..0, "the system has no partitions")
+                .with_label("expected at least one [[partition]]")
+                .with_note("add a [[partition]] table with `name` and `image`"),
+        );
+    }
+
+    SystemConfig {
+        source_path: absolute(path),
+        name,
+        partitions: parts.iter().map(Part::config).collect(),
+        channels: channels.iter().map(Chan::config).collect(),
+        devices: devices.iter().map(Dev::config).collect(),
+        schedule,
+        agent,
+        warnings: Diagnostics::new(path.display().to_string(), ""),
+    }
+}
+
+/// Partition names in declaration order and where the first definition of each is.
+struct Lookup<'a> {
+    index: &'a HashMap<&'a str, usize>,
+    names: Vec<&'a str>,
+}
+
+/// A partition with its checked values (`None` where the value was invalid).
+struct Part<'r> {
+    raw: &'r RawPartition,
+    name: Option<&'r Spanned<String>>,
+    image: PathBuf,
+    memory: Option<u64>,
+    vcpus: Option<u32>,
+    cpus: Option<Vec<usize>>,
+    autostart: bool,
+}
+
+impl Part<'_> {
+    fn anchor(&self) -> Range<usize> {
+        self.name.map_or(self.raw.span.clone(), Spanned::span)
+    }
+
+    fn label(&self) -> String {
+        self.name.map_or_else(|| "?".into(), |n| n.get_ref().clone())
+    }
+
+    fn config(&self) -> PartitionConfig {
+        PartitionConfig {
+            name: self.label(),
+            image: self.image.clone(),
+            memory: self.memory.unwrap_or(layout::DEFAULT_MEMORY),
+            vcpus: self.vcpus.unwrap_or(1),
+            cpus: self.cpus.clone(),
+            autostart: self.autostart,
+        }
+    }
+}
+
+/// A channel with its checked values.
+struct Chan<'r> {
+    raw: &'r RawChannel,
+    name: String,
+    /// Partition indices of both endpoints, if both resolve and differ.
+    ends: Option<[usize; 2]>,
+    endpoint_names: [String; 2],
+    size: u64,
+    vector: Option<u8>,
+}
+
+impl Chan<'_> {
+    fn anchor(&self) -> Range<usize> {
+        self.raw.name.as_ref().map_or(self.raw.span.clone(), Spanned::span)
+    }
+
+    fn config(&self) -> ChannelConfig {
+        ChannelConfig {
+            name: self.name.clone(),
+            endpoints: self.endpoint_names.clone(),
+            size: self.size,
+            vector: self.vector.unwrap_or(layout::DEFAULT_CHANNEL_VECTOR),
+        }
+    }
+}
+
+/// A device with its checked values.
+struct Dev<'r> {
+    raw: &'r RawDevice,
+    name: String,
+    client: Option<usize>,
+    model: Option<usize>,
+    mmio: Option<(u64, u64)>,
+    irq: Option<u8>,
+    request_vector: Option<u8>,
+    timeout_ms: u64,
+    grants: Vec<MemoryRange>,
+}
+
+impl Dev<'_> {
+    fn anchor(&self) -> Range<usize> {
+        self.raw.name.as_ref().map_or(self.raw.span.clone(), Spanned::span)
+    }
+
+    fn config(&self) -> DeviceConfig {
+        let (mmio_base, mmio_size) = self.mmio.unwrap_or_default();
+        DeviceConfig {
+            name: self.name.clone(),
+            partition: self.raw.partition.as_ref().map(|p| p.get_ref().clone()).unwrap_or_default(),
+            mmio_base,
+            mmio_size,
+            irq: self.irq,
+            served_by: self.raw.served_by.as_ref().map(|s| s.get_ref().clone()),
+            request_vector: self.request_vector.unwrap_or(layout::DEFAULT_REQUEST_VECTOR),
+            timeout_ms: self.timeout_ms,
+            grants: self.grants.clone(),
+        }
+    }
+}
+
+/// One use of an interrupt vector inside a partition.
+struct VectorUse {
+    vector: u8,
+    span: Range<usize>,
+    what: String,
+    is_request: bool,
+}
+
+struct Validator<'d> {
+    diags: &'d mut Diagnostics,
+    base_dir: PathBuf,
+    options: &'d ParseOptions,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) -> &mut Diagnostic {
+        self.push(Diagnostic::error(span, message))
+    }
+
+    fn warning(&mut self, span: Range<usize>, message: impl Into<String>) -> &mut Diagnostic {
+        self.push(Diagnostic::warning(span, message))
+    }
+
+    fn push(&mut self, diagnostic: Diagnostic) -> &mut Diagnostic {
+        self.diags.push_mut(diagnostic)
+    }
+
+    fn system_name(&mut self, raw: &RawDocument, path: &Path) -> String {
+        if let Some(name) = raw.system.as_ref().and_then(|s| s.name.as_ref()) {
+            let text = name.get_ref();
+            let bad = text
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')));
+            if text.is_empty() || text.len() > 63 || bad.is_some() {
+                self.error(name.span(), "invalid system name")
+                    .label("not a valid system name")
+                    .note("system names are 1 to 63 characters of letters, digits, `_`, `-` and `.`");
+            }
+            return text.clone();
+        }
+        match path.file_stem().map(|s| s.to_string_lossy().into_owned()) {
+            Some(stem) if !stem.is_empty() => stem,
+            _ => "system".into(),
+        }
+    }
+
+    fn agent(&mut self, raw: &RawDocument) -> AgentConfig {
+        let Some(agent) = raw.agent.as_ref() else {
+            return AgentConfig::default();
+        };
+        let mut is_tcp = false;
+        if let Some(link) = &agent.link {
+            is_tcp = link.get_ref().starts_with("tcp:");
+            self.link(link);
+        }
+        let token_file = agent.token_file.as_ref().map(|t| {
+            if t.get_ref().is_empty() {
+                self.error(t.span(), "`token_file` is empty").label("expected a path");
+            }
+            if !is_tcp {
+                self.warning(t.span(), "`token_file` is only used with a `tcp:` link")
+                    .label("ignored");
+            }
+            absolute(&self.base_dir.join(t.get_ref()))
+        });
+        let mut gdb_base_port = DEFAULT_GDB_BASE_PORT;
+        if let Some(port) = &agent.gdb_base_port {
+            match u16::try_from(*port.get_ref()) {
+                Ok(0) | Err(_) => {
+                    self.error(port.span(), format!("GDB port {} is out of range", port.get_ref()))
+                        .label("expected 1..=65535");
+                }
+                Ok(p) => {
+                    if p < 1024 {
+                        self.warning(port.span(), format!("GDB port {p} is a privileged port"))
+                            .label("below 1024")
+                            .note("binding it needs root or CAP_NET_BIND_SERVICE");
+                    }
+                    gdb_base_port = p;
+                }
+            }
+        }
+        AgentConfig {
+            link: agent.link.as_ref().map(|l| l.get_ref().clone()),
+            token_file,
+            gdb_base_port,
+            resume_on_detach: agent.resume_on_detach.as_ref().is_none_or(|r| *r.get_ref()),
+        }
+    }
+
+    fn link(&mut self, link: &Spanned<String>) {
+        let text = link.get_ref();
+        const FORMS: &str = "the link is \"unix:<socket path>\", \"tcp:127.0.0.1:<port>\" or \"pty\"";
+        if text == "pty" {
+            return;
+        }
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                self.error(link.span(), "`unix:` link has no socket path")
+                    .label("expected \"unix:<path>\"");
+            } else if path.len() > MAX_UNIX_PATH {
+                self.error(link.span(), "unix socket path is too long")
+                    .label(format!("{} bytes", path.len()))
+                    .note(format!("socket paths are limited to {MAX_UNIX_PATH} bytes"));
+            }
+            return;
+        }
+        if let Some(addr) = text.strip_prefix("tcp:") {
+            match addr.parse::<SocketAddr>() {
+                Err(_) => {
+                    self.error(link.span(), format!("invalid TCP address `{addr}`"))
+                        .label("expected <ip>:<port>")
+                        .note("write e.g. \"tcp:127.0.0.1:4000\"");
+                }
+                Ok(sock) if sock.port() == 0 => {
+                    self.error(link.span(), "TCP link port must not be 0")
+                        .label("port 0");
+                }
+                Ok(sock) if !sock.ip().is_loopback() => {
+                    self.error(link.span(), "TCP link must listen on a loopback address")
+                        .label(format!("{} is not loopback", sock.ip()))
+                        .note("the host link exposes guest memory and control; use 127.0.0.1 and an SSH tunnel for remote access");
+                }
+                Ok(_) => {}
+            }
+            return;
+        }
+        self.error(link.span(), format!("unknown link `{text}`"))
+            .label("not a link address")
+            .note(FORMS);
+    }
+
+    fn partitions<'r>(&mut self, raw: &'r [RawPartition]) -> Vec<Part<'r>> {
+        self.duplicates("partition", raw.iter().map(|p| p.name.as_ref()));
+        let host_cpus = self.options.host_cpus.unwrap_or_else(host_cpu_count);
+        raw.iter()
+            .map(|p| {
+                if let Some(name) = &p.name {
+                    self.check_name("partition", name);
+                }
+                let image = p.image.as_ref().map_or_else(PathBuf::new, |i| {
+                    if i.get_ref().is_empty() {
+                        self.error(i.span(), "`image` is empty").label("expected a path to an ELF file");
+                    }
+                    absolute(&self.base_dir.join(i.get_ref()))
+                });
+                let memory = match &p.memory {
+                    None => Some(layout::DEFAULT_MEMORY),
+                    Some(m) => self.memory(m),
+                };
+                let vcpus = match &p.vcpus {
+                    None => Some(1),
+                    Some(v) => match u32::try_from(*v.get_ref()) {
+                        Ok(n @ 1..=layout::MAX_VCPUS) => Some(n),
+                        _ => {
+                            self.error(v.span(), format!("`vcpus` = {} is out of range", v.get_ref()))
+                                .label(format!("expected 1..={}", layout::MAX_VCPUS));
+                            None
+                        }
+                    },
+                };
+                let cpus = p.cpus.as_ref().map(|cpus| {
+                    if cpus.get_ref().is_empty() {
+                        self.error(cpus.span(), "`cpus` is empty")
+                            .label("expected at least one host CPU")
+                            .note("leave `cpus` out to let the vCPU threads float");
+                    }
+                    cpus.get_ref()
+                        .iter()
+                        .map(|c| {
+                            let cpu = usize::try_from(*c.get_ref()).unwrap_or(usize::MAX);
+                            if cpu >= host_cpus {
+                                self.warning(c.span(), format!("host CPU {} does not exist on this machine", c.get_ref()))
+                                    .label(format!("this host has {host_cpus} CPUs (0..={})", host_cpus.saturating_sub(1)))
+                                    .note("pinning to it will fail here; it may exist on the target machine");
+                            }
+                            cpu
+                        })
+                        .collect()
+                });
+                Part {
+                    raw: p,
+                    name: p.name.as_ref(),
+                    image,
+                    memory,
+                    vcpus,
+                    cpus,
+                    autostart: p.autostart.as_ref().is_none_or(|a| *a.get_ref()),
+                }
+            })
+            .collect()
+    }
+
+    fn memory(&mut self, m: &Spanned<u64>) -> Option<u64> {
+        let bytes = *m.get_ref();
+        if bytes % PAGE_SIZE != 0 {
+            self.error(m.span(), format!("`memory` ({bytes} bytes) is not a multiple of 4 KiB"))
+                .label("not page aligned");
+            None
+        } else if !(layout::MIN_MEMORY..=layout::MAX_MEMORY).contains(&bytes) {
+            self.error(m.span(), format!("`memory` ({}) is out of range", human(bytes)))
+                .label("expected 2M..=1G");
+            None
+        } else {
+            Some(bytes)
+        }
+    }
+
+    /// Reports invalid characters or length in a partition, channel or device name.
+    fn check_name(&mut self, kind: &str, name: &Spanned<String>) {
+        let text = name.get_ref();
+        let problem = if text.is_empty() {
+            Some("is empty".to_owned())
+        } else if text.len() > MAX_NAME_LEN {
+            Some(format!("is longer than {MAX_NAME_LEN} characters"))
+        } else {
+            text.chars()
+                .find(|&c| !valid_name_char(c))
+                .map(|c| format!("contains {c:?}"))
+        };
+        if let Some(problem) = problem {
+            let fixed: String = text
+                .to_lowercase()
+                .chars()
+                .map(|c| if valid_name_char(c) { c } else { '_' })
+                .take(MAX_NAME_LEN)
+                .collect();
+            let hint = (!fixed.is_empty()).then(|| format!("try `{fixed}`"));
+            self.error(name.span(), format!("{kind} name `{text}` {problem}"))
+                .label("invalid name")
+                .note(format!("names are 1 to {MAX_NAME_LEN} characters of `a-z`, `0-9`, `_` and `-`"))
+                .optional_note(hint);
+        }
+    }
+
+    /// Reports every name defined again after its first definition.
+    fn duplicates<'a>(&mut self, kind: &str, names: impl Iterator<Item = Option<&'a Spanned<String>>>) {
+        let mut first: HashMap<&str, Range<usize>> = HashMap::new();
+        for name in names.flatten() {
+            match first.get(name.get_ref().as_str()) {
+                Some(span) => {
+                    let span = span.clone();
+                    self.error(name.span(), format!("duplicate {kind} name `{}`", name.get_ref()))
+                        .label("defined again here")
+                        .related(span, "first defined here");
+                }
+                None => {
+                    first.insert(name.get_ref(), name.span());
+                }
+            }
+        }
+    }
+
+    /// Resolves a partition reference, reporting unknown names with a "did you mean".
+    fn resolve(&mut self, lookup: &Lookup<'_>, name: &Spanned<String>, role: &str) -> Option<usize> {
+        if let Some(&i) = lookup.index.get(name.get_ref().as_str()) {
+            return Some(i);
+        }
+        let note = match suggest(name.get_ref(), lookup.names.iter().copied()) {
+            Some(close) => format!("did you mean `{close}`?"),
+            None if lookup.names.is_empty() => "no partitions are defined".to_owned(),
+            None => format!("defined partitions: {}", crate::raw::quoted_list(&lookup.names)),
+        };
+        self.error(name.span(), format!("unknown partition `{}`", name.get_ref()))
+            .label(format!("{role} names no partition"))
+            .note(note);
+        None
+    }
+
+    /// Checks a vector value: 32..=255 and not the UART's.
+    fn vector(&mut self, v: &Spanned<u64>, key: &str) -> Option<u8> {
+        let n = *v.get_ref();
+        let problem = match u8::try_from(n) {
+            Err(_) => Some((format!("`{key}` = {n} is not an interrupt vector"), "expected 32..=255")),
+            Ok(x) if x < layout::FIRST_VECTOR => Some((
+                format!("`{key}` = {n} is a CPU exception vector"),
+                "vectors 0..=31 are reserved for exceptions; expected 32..=255",
+            )),
+            Ok(layout::UART_VECTOR) => Some((
+                format!("`{key}` = {n} is reserved for the UART"),
+                "vector 36 is the UART's; pick another",
+            )),
+            Ok(_) => None,
+        };
+        match problem {
+            Some((message, label)) => {
+                self.error(v.span(), message).label(label);
+                None
+            }
+            None => u8::try_from(n).ok(),
+        }
+    }
+
+    fn channels<'r>(&mut self, raw: &'r [RawChannel], lookup: &Lookup<'_>) -> Vec<Chan<'r>> {
+        self.duplicates("channel", raw.iter().map(|c| c.name.as_ref()));
+        raw.iter()
+            .map(|c| {
+                if let Some(name) = &c.name {
+                    self.check_name("channel", name);
+                }
+                let mut endpoint_names = [String::new(), String::new()];
+                let mut ends = None;
+                if let Some(endpoints) = &c.endpoints {
+                    let list = endpoints.get_ref();
+                    let resolved: Vec<Option<usize>> = list
+                        .iter()
+                        .map(|e| self.resolve(lookup, e, "endpoint"))
+                        .collect();
+                    if list.len() != 2 {
+                        self.error(endpoints.span(), format!("a channel has exactly two endpoints, not {}", list.len()))
+                            .label("expected [\"<partition>\", \"<partition>\"]");
+                    } else if list[0].get_ref() == list[1].get_ref() {
+                        self.error(list[1].span(), format!("channel connects partition `{}` to itself", list[0].get_ref()))
+                            .label("same as the first endpoint")
+                            .related(list[0].span(), "first endpoint")
+                            .note("the two endpoints must be different partitions");
+                    } else if let [Some(a), Some(b)] = resolved[..] {
+                        ends = Some([a, b]);
+                    }
+                    for (slot, e) in endpoint_names.iter_mut().zip(list) {
+                        slot.clone_from(e.get_ref());
+                    }
+                }
+                let size = match &c.size {
+                    None => layout::DEFAULT_CHANNEL_SIZE,
+                    Some(s) => {
+                        let bytes = *s.get_ref();
+                        if bytes % PAGE_SIZE != 0 {
+                            self.error(s.span(), format!("channel `size` ({bytes} bytes) is not a multiple of 4 KiB"))
+                                .label("not page aligned");
+                        } else if !(layout::MIN_CHANNEL_SIZE..=layout::MAX_CHANNEL_SIZE).contains(&bytes) {
+                            self.error(s.span(), format!("channel `size` ({}) is out of range", human(bytes)))
+                                .label("expected 4K..=16M");
+                        }
+                        bytes
+                    }
+                };
+                let vector = match &c.vector {
+                    None => Some(layout::DEFAULT_CHANNEL_VECTOR),
+                    Some(v) => self.vector(v, "vector"),
+                };
+                Chan {
+                    raw: c,
+                    name: c.name.as_ref().map(|n| n.get_ref().clone()).unwrap_or_default(),
+                    ends,
+                    endpoint_names,
+                    size,
+                    vector,
+                }
+            })
+            .collect()
+    }
+
+    /// Each partition's channel windows must fit in the 256 MiB IPC area.
+    fn ipc_areas(&mut self, parts: &[Part<'_>], channels: &[Chan<'_>]) {
+        for (p, part) in parts.iter().enumerate() {
+            let mine = channels
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.ends.is_some_and(|e| e.contains(&p)))
+                .map(|(i, c)| (i, c.size));
+            let overflow = layout::place_ipc_windows(mine)
+                .into_iter()
+                .find(|&(_, gpa, size)| !layout::ipc_fits(gpa, size));
+            if let Some((i, gpa, _)) = overflow {
+                let chan = &channels[i];
+                let span = chan.raw.size.as_ref().map_or_else(|| chan.anchor(), Spanned::span);
+                self.error(span, format!("IPC windows of partition `{}` do not fit in the IPC area", part.label()))
+                    .label(format!("channel `{}` would start at {gpa:#x}", chan.name))
+                    .related(part.anchor(), "this partition")
+                    .note(format!(
+                        "a partition's channel windows share {} from {:#x} to {:#x}",
+                        human(layout::IPC_END - layout::IPC_BASE),
+                        layout::IPC_BASE,
+                        layout::IPC_END
+                    ));
+            }
+        }
+    }
+
+    fn devices<'r>(&mut self, raw: &'r [RawDevice], parts: &[Part<'_>], lookup: &Lookup<'_>) -> Vec<Dev<'r>> {
+        self.duplicates("device", raw.iter().map(|d| d.name.as_ref()));
+        raw.iter()
+            .map(|d| {
+                if let Some(name) = &d.name {
+                    self.check_name("device", name);
+                }
+                let client = d.partition.as_ref().and_then(|p| self.resolve(lookup, p, "`partition`"));
+                let model = d.served_by.as_ref().and_then(|s| {
+                    let model = self.resolve(lookup, s, "`served_by`")?;
+                    if Some(model) == client {
+                        self.error(s.span(), format!("device is served by its own client `{}`", s.get_ref()))
+                            .label("same partition as `partition`")
+                            .note("a device model must run in a different partition than the device's client");
+                        return None;
+                    }
+                    Some(model)
+                });
+                if d.served_by.is_none() {
+                    let name = d.name.as_ref().map_or("", |n| n.get_ref().as_str());
+                    if !BUILTIN_DEVICES.contains(&name) {
+                        let span = d.name.as_ref().map_or(d.span.clone(), Spanned::span);
+                        self.error(span, format!("device `{name}` has no `served_by` and is not a built-in device"))
+                            .label("no model serves this device")
+                            .note("set `served_by` to the device-model partition that implements it (there are no built-in devices yet)");
+                    }
+                }
+                let client_memory = client.and_then(|c| parts[c].memory);
+                let mmio = d.mmio.as_ref().and_then(|m| self.mmio(m, client_memory));
+                let irq = d.irq.as_ref().and_then(|v| self.vector(v, "irq"));
+                let request_vector = match &d.request_vector {
+                    None => Some(layout::DEFAULT_REQUEST_VECTOR),
+                    Some(v) => self.vector(v, "request_vector"),
+                };
+                let timeout_ms = match &d.timeout_ms {
+                    None => layout::DEFAULT_TIMEOUT_MS,
+                    Some(t) => {
+                        if *t.get_ref() == 0 {
+                            self.error(t.span(), "`timeout_ms` must be at least 1")
+                                .label("a zero timeout fails every access");
+                        }
+                        *t.get_ref()
+                    }
+                };
+                let grants = d
+                    .grants
+                    .as_ref()
+                    .map(|g| {
+                        g.get_ref()
+                            .iter()
+                            .map(|grant| {
+                                self.grant(grant, client_memory);
+                                MemoryRange {
+                                    base: *grant.get_ref().base.get_ref(),
+                                    size: *grant.get_ref().size.get_ref(),
+                                }
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Dev {
+                    raw: d,
+                    name: d.name.as_ref().map(|n| n.get_ref().clone()).unwrap_or_default(),
+                    client,
+                    model,
+                    mmio,
+                    irq,
+                    request_vector,
+                    timeout_ms,
+                    grants,
+                }
+            })
+            .collect()
+    }
+
+    /// Checks one MMIO range against alignment, RAM, the IPC area and the 4 GiB identity map.
+    fn mmio(&mut self, m: &Spanned<RawRange>, memory: Option<u64>) -> Option<(u64, u64)> {
+        let RawRange { base, size } = m.get_ref();
+        let (b, s) = (*base.get_ref(), *size.get_ref());
+        let mut ok = true;
+        if b % PAGE_SIZE != 0 {
+            self.error(base.span(), format!("MMIO base {b:#x} is not 4 KiB aligned"))
+                .label("not page aligned");
+            ok = false;
+        }
+        if s == 0 || s % PAGE_SIZE != 0 {
+            self.error(size.span(), format!("MMIO size {s:#x} is not a non-zero multiple of 4 KiB"))
+                .label("expected a multiple of 0x1000");
+            ok = false;
+        }
+        let end = b.checked_add(s).filter(|&e| e <= layout::IDENTITY_MAPPED);
+        let Some(end) = end else {
+            self.error(m.span(), format!("MMIO range at {b:#x} extends beyond 4 GiB"))
+                .label(format!("ends at {:#x}", u128::from(b) + u128::from(s)))
+                .note("the boot page tables identity-map only 0..4 GiB; MMIO must end at or below 0x1_0000_0000");
+            return None;
+        };
+        if let Some(memory) = memory.filter(|&mem| b < mem) {
+            self.error(m.span(), format!("MMIO range {b:#x}..{end:#x} overlaps the partition's RAM"))
+                .label(format!("RAM is 0x0..{memory:#x}"))
+                .note("MMIO ranges must lie above RAM, in [memory, 4 GiB)");
+            ok = false;
+        }
+        if b < layout::IPC_END && end > layout::IPC_BASE {
+            self.error(m.span(), format!("MMIO range {b:#x}..{end:#x} overlaps the IPC area"))
+                .label(format!("IPC area is {:#x}..{:#x}", layout::IPC_BASE, layout::IPC_END))
+                .note("channel windows are mapped there; move the device below 0x8000_0000 or to 0x9000_0000 or above");
+            ok = false;
+        }
+        ok.then_some((b, s))
+    }
+
+    fn grant(&mut self, grant: &Spanned<RawRange>, memory: Option<u64>) {
+        let RawRange { base, size } = grant.get_ref();
+        let (b, s) = (*base.get_ref(), *size.get_ref());
+        if s == 0 {
+            self.error(size.span(), "grant size must not be zero").label("empty grant");
+            return;
+        }
+        let Some(memory) = memory else { return };
+        if b.checked_add(s).is_none_or(|end| end > memory) {
+            self.error(grant.span(), format!("grant {b:#x}..{:#x} lies outside the client's RAM", u128::from(b) + u128::from(s)))
+                .label(format!("RAM is 0x0..{memory:#x}"))
+                .note("grants are windows of the client's RAM the device model may copy to and from");
+        }
+    }
+
+    /// Devices of one client whose MMIO ranges overlap.
+    fn mmio_overlaps(&mut self, devices: &[Dev<'_>]) {
+        for (i, d) in devices.iter().enumerate() {
+            let (Some(client), Some((base, size))) = (d.client, d.mmio) else { continue };
+            let earlier = devices[..i].iter().find(|e| {
+                e.client == Some(client)
+                    && e.mmio.is_some_and(|(eb, es)| base < eb + es && eb < base + size)
+            });
+            if let Some(e) = earlier {
+                let span = d.raw.mmio.as_ref().map_or_else(|| d.anchor(), Spanned::span);
+                let other = e.raw.mmio.as_ref().map_or_else(|| e.anchor(), Spanned::span);
+                self.error(span, format!("MMIO range of device `{}` overlaps device `{}`", d.name, e.name))
+                    .label(format!("{base:#x}..{:#x}", base + size))
+                    .related(other, format!("`{}` is mapped here", e.name))
+                    .note("devices of one partition must not share MMIO addresses");
+            }
+        }
+    }
+
+    /// Two sources using one vector in one partition (request vectors of devices served by the
+    /// same model may share: the model has one request queue).
+    fn vector_conflicts(&mut self, parts: &[Part<'_>], channels: &[Chan<'_>], devices: &[Dev<'_>]) {
+        let mut uses: Vec<Vec<VectorUse>> = parts.iter().map(|_| Vec::new()).collect();
+        for c in channels {
+            let (Some(ends), Some(vector)) = (c.ends, c.vector) else { continue };
+            let span = c.raw.vector.as_ref().map_or_else(|| c.anchor(), Spanned::span);
+            let default = if c.raw.vector.is_none() { " (default vector)" } else { "" };
+            for p in ends {
+                uses[p].push(VectorUse {
+                    vector,
+                    span: span.clone(),
+                    what: format!("doorbell of channel `{}`{default}", c.name),
+                    is_request: false,
+                });
+            }
+        }
+        for d in devices {
+            if let (Some(client), Some(irq), Some(raw)) = (d.client, d.irq, &d.raw.irq) {
+                uses[client].push(VectorUse {
+                    vector: irq,
+                    span: raw.span(),
+                    what: format!("interrupt of device `{}`", d.name),
+                    is_request: false,
+                });
+            }
+            if let (Some(model), Some(vector)) = (d.model, d.request_vector) {
+                let default = if d.raw.request_vector.is_none() { " (default vector)" } else { "" };
+                uses[model].push(VectorUse {
+                    vector,
+                    span: d.raw.request_vector.as_ref().map_or_else(|| d.anchor(), Spanned::span),
+                    what: format!("request vector of device `{}`{default}", d.name),
+                    is_request: true,
+                });
+            }
+        }
+        for (p, list) in uses.iter().enumerate() {
+            for (i, u) in list.iter().enumerate() {
+                let clash = list[..i]
+                    .iter()
+                    .find(|e| e.vector == u.vector && !(e.is_request && u.is_request));
+                if let Some(e) = clash {
+                    self.error(u.span.clone(), format!("vector {} is used twice in partition `{}`", u.vector, parts[p].label()))
+                        .label(u.what.clone())
+                        .related(e.span.clone(), format!("also used by the {}", e.what))
+                        .note("each interrupt source of a partition needs its own vector");
+                }
+            }
+        }
+    }
+
+    fn schedule(&mut self, raw: &RawDocument, parts: &[Part<'_>], lookup: &Lookup<'_>) -> Option<ScheduleConfig> {
+        let sched = raw.schedule.as_ref()?;
+        let major = sched.major_frame_us.as_ref().map(|m| {
+            if *m.get_ref() == 0 {
+                self.error(m.span(), "`major_frame_us` must not be zero").label("empty major frame");
+            }
+            *m.get_ref()
+        });
+        if sched.windows.is_empty() {
+            self.error(sched.span.clone(), "the schedule has no windows")
+                .label("no [[schedule.window]] follows")
+                .note("add a [[schedule.window]] with `partition`, `start_us` and `duration_us` for each partition");
+        }
+        let mut checked: Vec<(usize, u64, u64, Range<usize>)> = Vec::new();
+        let mut scheduled = vec![false; parts.len()];
+        for w in &sched.windows {
+            let part = w.partition.as_ref().and_then(|p| self.resolve(lookup, p, "window"));
+            if let Some(p) = part {
+                scheduled[p] = true;
+            }
+            let (Some(start), Some(duration)) = (&w.start_us, &w.duration_us) else { continue };
+            let (s, d) = (*start.get_ref(), *duration.get_ref());
+            if d == 0 {
+                self.error(duration.span(), "schedule window has zero duration")
+                    .label("`duration_us` = 0")
+                    .note("remove the window or give it a duration");
+                continue;
+            }
+            let end = s.saturating_add(d);
+            if let Some(major) = major.filter(|&m| m > 0 && end > m) {
+                let span = sched.major_frame_us.as_ref().map_or(sched.span.clone(), Spanned::span);
+                self.error(duration.span(), format!("schedule window ends at {end} µs, after the major frame"))
+                    .label(format!("{s} + {d} > {major}"))
+                    .related(span, format!("the major frame is {major} µs"));
+                continue;
+            }
+            if let Some(p) = part {
+                let overlap = checked.iter().find(|(q, qs, qe, _)| *q == p && s < *qe && *qs < end);
+                if let Some((_, qs, qe, qspan)) = overlap {
+                    let qspan = qspan.clone();
+                    self.error(start.span(), format!("schedule windows of partition `{}` overlap", parts[p].label()))
+                        .label(format!("{s}..{end} µs"))
+                        .related(qspan, format!("overlaps this window ({qs}..{qe} µs)"))
+                        .note("merge the windows or make them disjoint");
+                }
+                checked.push((p, s, end, start.span()));
+            }
+        }
+        for (p, part) in parts.iter().enumerate() {
+            if !scheduled[p] && part.name.is_some() {
+                self.warning(part.anchor(), format!("partition `{}` has no schedule window; it never runs", part.label()))
+                    .label("not in [schedule]")
+                    .related(sched.span.clone(), "the schedule");
+            }
+        }
+        Some(ScheduleConfig {
+            major_frame_us: major.unwrap_or_default(),
+            windows: sched
+                .windows
+                .iter()
+                .map(|w| WindowConfig {
+                    partition: w.partition.as_ref().map(|p| p.get_ref().clone()).unwrap_or_default(),
+                    start_us: w.start_us.as_ref().map_or(0, |s| *s.get_ref()),
+                    duration_us: w.duration_us.as_ref().map_or(0, |d| *d.get_ref()),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Checks every partition's image file (existence, ELF64 x86_64 executable, segment placement).
+pub(crate) fn check_images(raw: &RawDocument, config: &SystemConfig, diags: &mut Diagnostics) {
+    for (p, part) in raw.partitions.iter().zip(&config.partitions) {
+        let Some(written) = p.image.as_ref().filter(|i| !i.get_ref().is_empty()) else { continue };
+        let layout_window = valid_window(p, part);
+        let problems = match image::read_image(&part.image) {
+            Err(e) => vec![e],
+            Ok(info) => match layout_window {
+                Some((low, high)) => image::check_layout(&info, low, high),
+                None => Vec::new(),
+            },
+        };
+        for problem in problems {
+            let mut d = Diagnostic::error(written.span(), problem.to_string())
+                .with_label(format!("image of partition `{}`", part.name));
+            if let image::ImageError::Read(io) = &problem {
+                d = d.with_note(io.to_string());
+            }
+            if let image::ImageError::SegmentOutside { .. } = &problem {
+                d = d.with_note(format!(
+                    "partition `{}` has {} of RAM and {} vCPU stack(s) of 64 KiB at the top",
+                    part.name,
+                    human(part.memory),
+                    part.vcpus
+                ));
+            }
+            diags.push(
+                d.with_optional_note(problem.hint().map(str::to_owned))
+                    .with_note(format!("resolved to {}", part.image.display())),
+            );
+        }
+    }
+}
+
+/// The image window of a partition, if its `memory` and `vcpus` were valid.
+fn valid_window(raw: &RawPartition, part: &PartitionConfig) -> Option<(u64, u64)> {
+    let memory_ok = raw.memory.as_ref().is_none_or(|m| {
+        let m = *m.get_ref();
+        m % PAGE_SIZE == 0 && (layout::MIN_MEMORY..=layout::MAX_MEMORY).contains(&m)
+    });
+    let vcpus_ok = raw
+        .vcpus
+        .as_ref()
+        .is_none_or(|v| (1..=u64::from(layout::MAX_VCPUS)).contains(v.get_ref()));
+    if !(memory_ok && vcpus_ok) {
+        return None;
+    }
+    Some(layout::image_window(part.memory, part.vcpus).unwrap_or((layout::IMAGE_BASE, layout::IMAGE_BASE)))
+}
+
+fn first_definitions<'a>(names: impl Iterator<Item = Option<&'a Spanned<String>>>) -> HashMap<&'a str, usize> {
+    let mut index = HashMap::new();
+    for (i, name) in names.enumerate() {
+        if let Some(name) = name {
+            index.entry(name.get_ref().as_str()).or_insert(i);
+        }
+    }
+    index
+}
+
+fn valid_name_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+}
+
+/// The directory relative paths in the description are resolved against.
+fn base_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => absolute(dir),
+        _ => absolute(Path::new(".")),
+    }
+}
+
+/// `path` made absolute against the current directory (not canonicalized: symlinks stay).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `16M`-style rendering of a byte count.
+pub(crate) fn human(bytes: u64) -> String {
+    for (shift, suffix) in [(30, "G"), (20, "M"), (10, "K")] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+/// Number of host CPUs: one more than the highest online CPU (from sysfs), else the number of
+/// CPUs this process may run on.
+pub fn host_cpu_count() -> usize {
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").ok();
+    online
+        .as_deref()
+        .and_then(parse_cpu_list)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Parses a sysfs CPU list such as `0-3,6,8-9` into one more than its highest CPU.
+fn parse_cpu_list(text: &str) -> Option<usize> {
+    text.trim()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|part| part.rsplit('-').next().and_then(|n| n.trim().parse::<usize>().ok()))
+        .try_fold(0usize, |max, n| Some(max.max(n? + 1)))
+        .filter(|&n| n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-3\n"), Some(4));
+        assert_eq!(parse_cpu_list("0,2,8-9"), Some(10));
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list(""), None);
+        assert_eq!(parse_cpu_list("x"), None);
+        assert!(host_cpu_count() >= 1);
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(16 << 20), "16M");
+        assert_eq!(human(1 << 30), "1G");
+        assert_eq!(human(4096), "4K");
+        assert_eq!(human(4097), "4097 bytes");
+    }
+}

@@ -1,0 +1,61 @@
+//! Guest-physical memory layout of every partition: the one place these addresses live.
+//!
+//! The same numbers appear in `guests/sdk/include/hv_abi.h`; a unit test checks that they agree.
+
+/// The GDT the VMM writes for the boot CPU state (null, code64, data, 64-bit TSS).
+pub const GDT_ADDR: u64 = 0x1000;
+/// A 104-byte TSS the GDT's TSS descriptor points at.
+pub const TSS_ADDR: u64 = 0x1800;
+/// The boot-info block (`struct hv_boot_info`); `rdi` points here at entry.
+pub const BOOT_INFO_ADDR: u64 = 0x2000;
+/// Size reserved for the boot-info block.
+pub const BOOT_INFO_SIZE: u64 = 0x1000;
+/// Level-4 page table; the PDPT follows at +0x1000 and four page directories after it.
+pub const PML4_ADDR: u64 = 0x9000;
+/// The page-directory-pointer table.
+pub const PDPT_ADDR: u64 = PML4_ADDR + 0x1000;
+/// The first of four page directories, identity-mapping 0..4 GiB with 2 MiB pages.
+pub const PD_ADDR: u64 = PDPT_ADDR + 0x1000;
+/// How much the boot page tables identity-map.
+pub const IDENTITY_MAPPED: u64 = 4 << 30;
+/// ELF images load at or above this address.
+pub const IMAGE_BASE: u64 = 0x10_0000;
+/// IPC shared windows are placed from here upward.
+pub const IPC_BASE: u64 = 0x8000_0000;
+/// End of the IPC area (exclusive).
+pub const IPC_END: u64 = 0x9000_0000;
+/// Stack per vCPU, at the top of RAM: vCPU i's stack top is `memory - i * VCPU_STACK_SIZE`.
+pub const VCPU_STACK_SIZE: u64 = 0x1_0000;
+/// The hypercall I/O port (`out %eax, $0xE0`).
+pub const HYPERCALL_PORT: u16 = 0xE0;
+/// The 16550 UART's I/O base (COM1).
+pub const UART_PORT: u16 = 0x3F8;
+/// Number of I/O ports the UART decodes.
+pub const UART_PORT_COUNT: u16 = 8;
+/// The vector the UART raises.
+pub const UART_VECTOR: u8 = 36;
+/// The first vector a guest may use; 0..31 are CPU exceptions.
+pub const FIRST_VECTOR: u8 = 32;
+
+/// Top of vCPU `index`'s stack in a partition with `memory` bytes of RAM.
+pub fn vcpu_stack_top(memory: u64, index: u32) -> u64 {
+    memory - u64::from(index) * VCPU_STACK_SIZE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_structures_fit_below_the_image() {
+        assert!(PD_ADDR + 4 * 0x1000 <= IMAGE_BASE);
+        assert!(BOOT_INFO_ADDR + BOOT_INFO_SIZE <= PML4_ADDR);
+        assert!(TSS_ADDR + 104 <= BOOT_INFO_ADDR);
+    }
+
+    #[test]
+    fn stacks_grow_down_from_top_of_ram() {
+        assert_eq!(vcpu_stack_top(16 << 20, 0), 16 << 20);
+        assert_eq!(vcpu_stack_top(16 << 20, 1), (16 << 20) - 0x1_0000);
+    }
+}

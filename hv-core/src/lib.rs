@@ -1,0 +1,32 @@
+//! hv-core: the hvdk partitioning hypervisor on Linux KVM (x86_64).
+//!
+//! A [`System`] is built from a system description ([`hv_config::SystemConfig`]): each partition
+//! is its own KVM VM with its own memory ([`partition`]), vCPU threads ([`vcpu`]), UART and device
+//! bus ([`bus`], [`console`]), virtual timer ([`timer`]) and IPC endpoints ([`ipc`]). Guests talk
+//! to the hypervisor through the hypercall ABI in [`hypercall`]. Interrupts are injected from user
+//! space ([`irq`]) so every raise, injection and EOI is observable; every vCPU writes its own trace
+//! ring ([`trace`]). The debug agent controls partitions and vCPUs through [`Partition`] and
+//! [`VcpuShared`], never through a lock over the whole system.
+
+pub mod boot;
+pub mod bus;
+pub mod clock;
+pub mod console;
+pub mod events;
+pub mod hypercall;
+pub mod ipc;
+pub mod irq;
+pub mod kvm_ext;
+pub mod layout;
+pub mod loader;
+pub mod partition;
+pub mod scheduler;
+pub mod system;
+pub mod timer;
+pub mod trace;
+pub mod vcpu;
+
+pub use events::SystemEvent;
+pub use partition::{CrashReport, Partition, PartitionError, PartitionState};
+pub use system::{System, SystemError, kvm_available};
+pub use vcpu::{VcpuError, VcpuRegisters, VcpuShared, VcpuState};

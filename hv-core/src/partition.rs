@@ -1,0 +1,693 @@
+//! A partition: one KVM VM with its memory, vCPUs, devices, timer and IPC endpoints, and its
+//! lifecycle (created, running, paused, crashed, exited; reset and restart).
+//!
+//! Control calls (pause, resume, reset) lock only this partition's control mutex and talk to its
+//! vCPUs through their `VcpuShared`; nothing here can block another partition.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use hv_config::PartitionConfig;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use crate::boot::{self, BootInfo};
+use crate::bus::Bus;
+use crate::clock::Clock;
+use crate::console::{Console, Uart};
+use crate::events::{EventHub, SystemEvent};
+use crate::ipc::IpcChannel;
+use crate::loader::{GuestImage, LoadError};
+use crate::timer::VirtualTimer;
+use crate::vcpu::{DebugExit, DeviceAccess, VcpuError, VcpuRegisters, VcpuShared, VcpuState};
+
+/// Lifecycle state of a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionState {
+    /// Loaded, not started yet.
+    Created,
+    /// Running.
+    Running,
+    /// Paused by a control request.
+    Paused,
+    /// Stopped by a fatal guest error; the other partitions run on.
+    Crashed(CrashReport),
+    /// The guest called `HV_EXIT`.
+    Exited(i64),
+}
+
+impl PartitionState {
+    /// A short lowercase name (`running`, `crashed`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            PartitionState::Created => "created",
+            PartitionState::Running => "running",
+            PartitionState::Paused => "paused",
+            PartitionState::Crashed(_) => "crashed",
+            PartitionState::Exited(_) => "exited",
+        }
+    }
+}
+
+impl std::fmt::Display for PartitionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PartitionState::Crashed(report) => write!(f, "crashed: {report}"),
+            PartitionState::Exited(code) => write!(f, "exited with code {code}"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+/// Why and where a partition crashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrashReport {
+    /// What happened.
+    pub reason: String,
+    /// The vCPU that hit it.
+    pub vcpu: u32,
+    /// Its last registers, when they could be read.
+    pub registers: Option<CrashRegisters>,
+}
+
+/// The registers kept with a crash report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrashRegisters {
+    /// Instruction pointer.
+    pub rip: u64,
+    /// Stack pointer.
+    pub rsp: u64,
+    /// Flags.
+    pub rflags: u64,
+    /// CR0.
+    pub cr0: u64,
+    /// CR2 (last page-fault address).
+    pub cr2: u64,
+    /// CR3.
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// EFER.
+    pub efer: u64,
+}
+
+impl From<&VcpuRegisters> for CrashRegisters {
+    fn from(r: &VcpuRegisters) -> Self {
+        CrashRegisters {
+            rip: r.regs.rip,
+            rsp: r.regs.rsp,
+            rflags: r.regs.rflags,
+            cr0: r.sregs.cr0,
+            cr2: r.sregs.cr2,
+            cr3: r.sregs.cr3,
+            cr4: r.sregs.cr4,
+            efer: r.sregs.efer,
+        }
+    }
+}
+
+impl std::fmt::Display for CrashReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} on vCPU {}", self.reason, self.vcpu)?;
+        if let Some(r) = &self.registers {
+            write!(
+                f,
+                " (rip={:#x} rsp={:#x} rflags={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x})",
+                r.rip, r.rsp, r.rflags, r.cr0, r.cr2, r.cr3, r.cr4, r.efer
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Errors of partition control.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    /// The request does not apply in the current state.
+    #[error("partition {name} is {state}")]
+    WrongState {
+        /// Partition name.
+        name: String,
+        /// Its state.
+        state: String,
+    },
+    /// vCPUs did not park in time.
+    #[error("partition {0}: vCPUs did not stop in time")]
+    StopTimeout(String),
+    /// Reloading the image failed.
+    #[error("partition {name}: cannot reload")]
+    Load {
+        /// Partition name.
+        name: String,
+        /// Why.
+        #[source]
+        source: LoadError,
+    },
+    /// Writing boot structures failed.
+    #[error("partition {name}: cannot write boot structures")]
+    Boot {
+        /// Partition name.
+        name: String,
+        /// Why.
+        #[source]
+        source: boot::BootError,
+    },
+    /// A vCPU request failed.
+    #[error("partition {name}")]
+    Vcpu {
+        /// Partition name.
+        name: String,
+        /// Why.
+        #[source]
+        source: VcpuError,
+    },
+    /// No such vCPU.
+    #[error("partition {name} has no vCPU {index}")]
+    NoSuchVcpu {
+        /// Partition name.
+        name: String,
+        /// Requested index.
+        index: u32,
+    },
+    /// Guest memory access outside RAM and IPC windows.
+    #[error("partition {name}: no guest memory at {addr:#x}+{len:#x}")]
+    Memory {
+        /// Partition name.
+        name: String,
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: usize,
+    },
+}
+
+/// Counters of a partition (sums over its vCPUs where that is cheaper to keep here).
+#[derive(Debug, Default)]
+pub struct PartitionStats {
+    /// Hypercalls made.
+    pub hypercalls: AtomicU64,
+    /// Interrupts injected.
+    pub irqs_injected: AtomicU64,
+    /// Port or MMIO accesses nothing answered.
+    pub unmapped_accesses: AtomicU64,
+}
+
+/// One IPC channel as one partition sees it.
+#[derive(Debug)]
+pub struct IpcEndpoint {
+    /// The channel.
+    pub channel: Arc<IpcChannel>,
+    /// 0 or 1.
+    pub endpoint: usize,
+    /// Where the shared window is in this partition.
+    pub gpa: u64,
+}
+
+/// A debug event reported to an attached debugger.
+#[derive(Debug, Clone, Copy)]
+pub struct DebugStopEvent {
+    /// The vCPU that stopped.
+    pub vcpu: u32,
+    /// What it hit.
+    pub exit: DebugExit,
+}
+
+const RUN: u8 = 0;
+const HOLD: u8 = 1; // created or paused
+const RESETTING: u8 = 2;
+const CRASHED: u8 = 3;
+const EXITED: u8 = 4;
+
+/// How long control requests wait for vCPUs to park.
+const PARK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// At most this many unmapped-access warnings are published per partition (then they are only
+/// counted).
+const MAX_WARNINGS: u64 = 16;
+
+/// A partition and everything its vCPU threads share.
+pub struct Partition {
+    /// Index in the system description.
+    pub id: usize,
+    /// Name from the system description.
+    pub name: String,
+    /// Its description.
+    pub config: PartitionConfig,
+    /// Guest-physical memory: RAM plus IPC windows.
+    pub memory: GuestMemoryMmap,
+    /// vCPUs.
+    pub vcpus: Vec<Arc<VcpuShared>>,
+    /// Port I/O devices.
+    pub pio: Bus,
+    /// MMIO devices.
+    pub mmio: Bus,
+    /// The UART (for host input).
+    pub uart: Arc<Mutex<Uart>>,
+    /// Console output.
+    pub console: Arc<Console>,
+    /// The virtual timer.
+    pub timer: VirtualTimer,
+    /// IPC channels, in channel-number order.
+    pub ipc: Vec<IpcEndpoint>,
+    /// Where events go.
+    pub events: Arc<EventHub>,
+    /// Trace clock.
+    pub clock: Arc<Clock>,
+    /// Counters.
+    pub stats: PartitionStats,
+    image: GuestImage,
+    boot_info: BootInfo,
+    state: Mutex<PartitionState>,
+    run_state: AtomicU8,
+    in_window: AtomicBool,
+    shutdown: AtomicBool,
+    start_ns: AtomicU64,
+    control: Mutex<()>,
+    park_lock: Mutex<()>,
+    park_cond: Condvar,
+    debugger: Mutex<Option<Sender<DebugStopEvent>>>,
+    warnings: AtomicU64,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+/// What `Partition::new` needs besides the description.
+pub struct PartitionParts {
+    /// Guest memory (RAM and IPC windows), already registered with KVM.
+    pub memory: GuestMemoryMmap,
+    /// vCPU shared states.
+    pub vcpus: Vec<Arc<VcpuShared>>,
+    /// Port bus (the UART is already on it).
+    pub pio: Bus,
+    /// MMIO bus.
+    pub mmio: Bus,
+    /// The UART.
+    pub uart: Arc<Mutex<Uart>>,
+    /// The console.
+    pub console: Arc<Console>,
+    /// IPC endpoints.
+    pub ipc: Vec<IpcEndpoint>,
+    /// The parsed image.
+    pub image: GuestImage,
+    /// Boot info to write at every (re)load.
+    pub boot_info: BootInfo,
+    /// Whether the partition may run before the scheduler opens a window.
+    pub in_window: bool,
+}
+
+impl Partition {
+    /// Assembles a partition (not loaded, vCPU threads not started).
+    pub fn new(
+        id: usize,
+        config: PartitionConfig,
+        parts: PartitionParts,
+        events: Arc<EventHub>,
+        clock: Arc<Clock>,
+    ) -> std::io::Result<Partition> {
+        Ok(Partition {
+            id,
+            name: config.name.clone(),
+            timer: VirtualTimer::start(&config.name)?,
+            config,
+            memory: parts.memory,
+            vcpus: parts.vcpus,
+            pio: parts.pio,
+            mmio: parts.mmio,
+            uart: parts.uart,
+            console: parts.console,
+            ipc: parts.ipc,
+            events,
+            start_ns: AtomicU64::new(clock.now_ns()),
+            clock,
+            stats: PartitionStats::default(),
+            image: parts.image,
+            boot_info: parts.boot_info,
+            state: Mutex::new(PartitionState::Created),
+            run_state: AtomicU8::new(HOLD),
+            in_window: AtomicBool::new(parts.in_window),
+            shutdown: AtomicBool::new(false),
+            control: Mutex::new(()),
+            park_lock: Mutex::new(()),
+            park_cond: Condvar::new(),
+            debugger: Mutex::new(None),
+            warnings: AtomicU64::new(0),
+        })
+    }
+
+    /// The guest image's entry point.
+    pub fn entry(&self) -> u64 {
+        self.image.entry
+    }
+
+    /// The image path.
+    pub fn image_path(&self) -> &std::path::Path {
+        &self.image.path
+    }
+
+    /// Current state.
+    pub fn state(&self) -> PartitionState {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_state(&self, state: PartitionState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state.clone();
+        self.events.publish(SystemEvent::StateChanged {
+            partition: self.id,
+            state,
+        });
+    }
+
+    /// Zeroes RAM and writes boot structures, boot info and the image.
+    pub fn load(&self) -> Result<(), PartitionError> {
+        self.zero_ram();
+        let boot_err = |source| PartitionError::Boot {
+            name: self.name.clone(),
+            source,
+        };
+        boot::write_boot_tables(&self.memory).map_err(boot_err)?;
+        boot::write_boot_info(&self.memory, &self.boot_info).map_err(boot_err)?;
+        self.image
+            .load(&self.memory)
+            .map_err(|source| PartitionError::Load {
+                name: self.name.clone(),
+                source,
+            })
+    }
+
+    fn zero_ram(&self) {
+        let Some(ram) = self.memory.find_region(GuestAddress(0)) else {
+            return;
+        };
+        let Ok(host) = self.memory.get_host_address(GuestAddress(0)) else {
+            return;
+        };
+        // SAFETY: `host` is the start of the RAM region's private anonymous mapping, which is
+        // `len()` bytes long and lives as long as `self.memory`; MADV_DONTNEED on such a mapping
+        // replaces its pages with zero-filled ones and touches nothing else.
+        let ret = unsafe {
+            libc::madvise(
+                host.cast(),
+                ram.len() as usize,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if ret != 0 {
+            // Fallback: write zeros.
+            let zeros = vec![0u8; 1 << 20];
+            let mut addr = 0;
+            while addr < ram.len() {
+                let n = (ram.len() - addr).min(zeros.len() as u64) as usize;
+                let _ = vm_memory::Bytes::write_slice(&self.memory, &zeros[..n], GuestAddress(addr));
+                addr += n as u64;
+            }
+        }
+    }
+
+    /// vCPUs park in this state, or None when they may run.
+    pub(crate) fn parked_state(&self) -> Option<VcpuState> {
+        match self.run_state.load(Ordering::Acquire) {
+            RUN => None,
+            CRASHED => Some(VcpuState::Crashed),
+            EXITED => Some(VcpuState::Exited),
+            _ => Some(VcpuState::Paused),
+        }
+    }
+
+    /// Whether the schedule lets this partition run now.
+    pub fn in_window(&self) -> bool {
+        self.in_window.load(Ordering::Acquire)
+    }
+
+    /// Opens or closes the partition's schedule window.
+    pub fn set_in_window(&self, open: bool) {
+        if self.in_window.swap(open, Ordering::AcqRel) != open {
+            self.kick_all();
+        }
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Asks every vCPU thread to end (system shutdown).
+    pub fn shut_down(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        self.timer.cancel();
+        self.kick_all();
+    }
+
+    pub(crate) fn notify_parked(&self) {
+        let _guard = self.park_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.park_cond.notify_all();
+    }
+
+    fn kick_all(&self) {
+        for vcpu in &self.vcpus {
+            vcpu.kick();
+        }
+    }
+
+    /// Waits until every vCPU is parked (or gone).
+    pub fn wait_parked(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.park_lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if self.vcpus.iter().all(|v| v.state().is_parked()) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            guard = self
+                .park_cond
+                .wait_timeout(guard, (deadline - now).min(Duration::from_millis(50)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Nanoseconds since the partition (re)started.
+    pub fn uptime_ns(&self) -> u64 {
+        self.clock
+            .now_ns()
+            .saturating_sub(self.start_ns.load(Ordering::Relaxed))
+    }
+
+    fn wrong_state(&self) -> PartitionError {
+        PartitionError::WrongState {
+            name: self.name.clone(),
+            state: self.state().to_string(),
+        }
+    }
+
+    /// Starts a created partition, or resumes a paused one.
+    pub fn resume(&self) -> Result<(), PartitionError> {
+        let _control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        match self.state() {
+            PartitionState::Created | PartitionState::Paused => {
+                if self.state() == PartitionState::Created {
+                    self.start_ns.store(self.clock.now_ns(), Ordering::Relaxed);
+                }
+                self.run_state.store(RUN, Ordering::Release);
+                self.set_state(PartitionState::Running);
+                self.kick_all();
+                Ok(())
+            }
+            PartitionState::Running => Ok(()),
+            _ => Err(self.wrong_state()),
+        }
+    }
+
+    /// Pauses a running partition and returns once all its vCPUs are parked.
+    pub fn pause(&self) -> Result<(), PartitionError> {
+        let _control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        match self.state() {
+            PartitionState::Running => {
+                self.run_state.store(HOLD, Ordering::Release);
+                self.kick_all();
+                if !self.wait_parked(PARK_TIMEOUT) {
+                    return Err(PartitionError::StopTimeout(self.name.clone()));
+                }
+                self.set_state(PartitionState::Paused);
+                Ok(())
+            }
+            PartitionState::Paused => Ok(()),
+            _ => Err(self.wrong_state()),
+        }
+    }
+
+    /// Stops the partition, reloads its image into zeroed RAM, puts every vCPU back at the entry
+    /// and runs it again. Works from any state.
+    pub fn reset(&self) -> Result<(), PartitionError> {
+        let _control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        self.run_state.store(RESETTING, Ordering::Release);
+        self.kick_all();
+        if !self.wait_parked(PARK_TIMEOUT) {
+            return Err(PartitionError::StopTimeout(self.name.clone()));
+        }
+        self.timer.cancel();
+        self.console.reset();
+        for endpoint in &self.ipc {
+            endpoint.channel.clear(endpoint.endpoint);
+        }
+        self.load()?;
+        let entry = self.image.entry;
+        for vcpu in &self.vcpus {
+            vcpu.reset(entry).map_err(|source| PartitionError::Vcpu {
+                name: self.name.clone(),
+                source,
+            })?;
+        }
+        self.start_ns.store(self.clock.now_ns(), Ordering::Relaxed);
+        self.run_state.store(RUN, Ordering::Release);
+        self.set_state(PartitionState::Running);
+        self.kick_all();
+        Ok(())
+    }
+
+    /// Marks the partition crashed (first report wins); its other vCPUs park.
+    pub(crate) fn crash(&self, vcpu: u32, reason: String, registers: Option<VcpuRegisters>) {
+        let previous = self.run_state.swap(CRASHED, Ordering::AcqRel);
+        if previous == CRASHED || previous == EXITED {
+            self.run_state.store(previous, Ordering::Release);
+            return;
+        }
+        self.timer.cancel();
+        self.set_state(PartitionState::Crashed(CrashReport {
+            reason,
+            vcpu,
+            registers: registers.as_ref().map(CrashRegisters::from),
+        }));
+        self.kick_all();
+    }
+
+    /// Marks the partition exited; its vCPUs park.
+    pub(crate) fn exit(&self, code: i64) {
+        let previous = self.run_state.swap(EXITED, Ordering::AcqRel);
+        if previous == CRASHED || previous == EXITED {
+            self.run_state.store(previous, Ordering::Release);
+            return;
+        }
+        self.timer.cancel();
+        self.set_state(PartitionState::Exited(code));
+        self.kick_all();
+    }
+
+    /// Routes a debug exit: to the attached debugger, which then owns the stopped vCPU.
+    pub(crate) fn debug_exit(&self, vcpu: &VcpuShared, exit: DebugExit) {
+        let debugger = self.debugger.lock().unwrap_or_else(|p| p.into_inner());
+        match debugger.as_ref() {
+            Some(tx) => {
+                vcpu.request_stop();
+                let _ = tx.send(DebugStopEvent {
+                    vcpu: vcpu.index,
+                    exit,
+                });
+            }
+            None => self.warn(format!(
+                "vCPU {} debug exception {} at {:#x} with no debugger attached",
+                vcpu.index, exit.exception, exit.pc
+            )),
+        }
+    }
+
+    /// Attaches (or with None detaches) the receiver of debug stop events.
+    pub fn set_debugger(&self, sink: Option<Sender<DebugStopEvent>>) {
+        *self.debugger.lock().unwrap_or_else(|p| p.into_inner()) = sink;
+    }
+
+    /// vCPU `index`.
+    pub fn vcpu(&self, index: u32) -> Result<&Arc<VcpuShared>, PartitionError> {
+        self.vcpus
+            .get(index as usize)
+            .ok_or(PartitionError::NoSuchVcpu {
+                name: self.name.clone(),
+                index,
+            })
+    }
+
+    /// Reads guest-physical memory.
+    pub fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), PartitionError> {
+        vm_memory::Bytes::read_slice(&self.memory, buf, GuestAddress(addr)).map_err(|_| {
+            PartitionError::Memory {
+                name: self.name.clone(),
+                addr,
+                len: buf.len(),
+            }
+        })
+    }
+
+    /// Writes guest-physical memory.
+    pub fn write_memory(&self, addr: u64, buf: &[u8]) -> Result<(), PartitionError> {
+        vm_memory::Bytes::write_slice(&self.memory, buf, GuestAddress(addr)).map_err(|_| {
+            PartitionError::Memory {
+                name: self.name.clone(),
+                addr,
+                len: buf.len(),
+            }
+        })
+    }
+
+    /// Sends host input to the guest's UART; returns how many bytes fit.
+    pub fn console_input(&self, bytes: &[u8]) -> usize {
+        self.uart
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .input(bytes)
+    }
+
+    /// Publishes a warning, rate-limited per partition.
+    pub fn warn(&self, message: String) {
+        let n = self.warnings.fetch_add(1, Ordering::Relaxed);
+        if n < MAX_WARNINGS {
+            let message = if n + 1 == MAX_WARNINGS {
+                format!("{message} (further warnings of this partition are only counted)")
+            } else {
+                message
+            };
+            tracing::warn!(partition = %self.name, "{message}");
+            self.events.publish(SystemEvent::Warning {
+                partition: self.id,
+                message,
+            });
+        }
+    }
+
+    fn unmapped(&self, what: &str, addr: u64, len: usize) {
+        self.stats.unmapped_accesses.fetch_add(1, Ordering::Relaxed);
+        self.warn(format!("{what} of {len} bytes at unmapped {addr:#x}"));
+    }
+}
+
+impl DeviceAccess for Partition {
+    fn pio_read(&self, port: u16, data: &mut [u8]) {
+        if !self.pio.read(u64::from(port), data, 0xff) {
+            self.unmapped("port read", u64::from(port), data.len());
+        }
+    }
+    fn pio_write(&self, port: u16, data: &[u8]) {
+        if !self.pio.write(u64::from(port), data) {
+            self.unmapped("port write", u64::from(port), data.len());
+        }
+    }
+    fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        if !self.mmio.read(addr, data, 0) {
+            self.unmapped("MMIO read", addr, data.len());
+        }
+    }
+    fn mmio_write(&self, addr: u64, data: &[u8]) {
+        if !self.mmio.write(addr, data) {
+            self.unmapped("MMIO write", addr, data.len());
+        }
+    }
+}

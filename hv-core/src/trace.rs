@@ -1,0 +1,328 @@
+//! Per-vCPU trace rings: fixed-size records written by one vCPU thread (the only producer) and
+//! drained by one consumer, lock-free. Recording never blocks: when the ring is full the record is
+//! dropped and counted, and the count is written as a `Lost` record as soon as there is room, so
+//! that produced = delivered + lost, exactly.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// What a record describes. `a` and `b` are the two payload words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum TraceKind {
+    /// Entering the guest. a: 0, b: 0.
+    VmEntry = 1,
+    /// Back from the guest. a: exit reason (`ExitReason`), b: guest rip.
+    VmExit = 2,
+    /// An interrupt was raised. a: vector, b: source vCPU or u64::MAX for a device/timer.
+    IrqRaise = 3,
+    /// An interrupt was injected. a: vector.
+    IrqInject = 4,
+    /// The guest ended an interrupt. a: vector.
+    IrqEoi = 5,
+    /// A hypercall completed. a: number, b: result.
+    Hypercall = 6,
+    /// The vCPU's schedule window opened. a: 0.
+    ScheduleIn = 7,
+    /// The vCPU's schedule window closed. a: 0.
+    ScheduleOut = 8,
+    /// The vCPU halted waiting for an interrupt.
+    Halt = 9,
+    /// The vCPU woke from a halt.
+    Wake = 10,
+    /// A device access. a: address, b: (size << 1) | is_write.
+    DeviceAccess = 11,
+    /// IPC send. a: channel, b: length.
+    IpcSend = 12,
+    /// IPC receive. a: channel, b: length.
+    IpcReceive = 13,
+    /// A guest trace marker (HV_TRACE_MARKER). a: id, b: value.
+    Marker = 14,
+    /// The vCPU stopped for the debugger.
+    DebugStop = 15,
+    /// The vCPU resumed after a debugger stop.
+    DebugResume = 16,
+    /// Partition state changed. a: new state code.
+    StateChange = 17,
+    /// Records were dropped because the ring was full. a: how many.
+    Lost = 18,
+    /// Device-model request queued. a: request id, b: offset.
+    ModelRequest = 19,
+    /// Device-model reply. a: request id, b: latency in ns.
+    ModelReply = 20,
+}
+
+/// Event classes that can be switched on and off separately.
+pub mod class {
+    /// VM entries and exits.
+    pub const EXITS: u32 = 1 << 0;
+    /// Interrupt raise, inject, EOI.
+    pub const IRQ: u32 = 1 << 1;
+    /// Hypercalls.
+    pub const HYPERCALL: u32 = 1 << 2;
+    /// Schedule in/out, halt/wake, state changes, debug stops.
+    pub const SCHED: u32 = 1 << 3;
+    /// Device and device-model traffic.
+    pub const DEVICE: u32 = 1 << 4;
+    /// IPC.
+    pub const IPC: u32 = 1 << 5;
+    /// Guest markers.
+    pub const MARKER: u32 = 1 << 6;
+    /// Everything.
+    pub const ALL: u32 = (1 << 7) - 1;
+}
+
+impl TraceKind {
+    /// The class that switches this kind on and off (`Lost` always records).
+    pub fn class(self) -> u32 {
+        use TraceKind::*;
+        match self {
+            VmEntry | VmExit => class::EXITS,
+            IrqRaise | IrqInject | IrqEoi => class::IRQ,
+            Hypercall => class::HYPERCALL,
+            ScheduleIn | ScheduleOut | Halt | Wake | DebugStop | DebugResume | StateChange => {
+                class::SCHED
+            }
+            DeviceAccess | ModelRequest | ModelReply => class::DEVICE,
+            IpcSend | IpcReceive => class::IPC,
+            Marker => class::MARKER,
+            Lost => class::ALL,
+        }
+    }
+}
+
+/// One 32-byte record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct TraceRecord {
+    /// ns since the system's clock was calibrated.
+    pub timestamp: u64,
+    /// A `TraceKind` value.
+    pub kind: u16,
+    /// vCPU index inside its partition.
+    pub vcpu: u16,
+    /// Partition index.
+    pub partition: u32,
+    /// First payload word.
+    pub a: u64,
+    /// Second payload word.
+    pub b: u64,
+}
+
+/// A single-producer single-consumer ring of trace records.
+pub struct TraceRing {
+    slots: Box<[UnsafeCell<TraceRecord>]>,
+    mask: u64,
+    /// Next slot the producer writes (only the producer stores it).
+    head: AtomicU64,
+    /// Next slot the consumer reads (only the consumer stores it).
+    tail: AtomicU64,
+    /// Records dropped and not yet reported by a `Lost` record (producer only).
+    unreported: AtomicU64,
+    /// All records ever offered to the ring, including dropped ones.
+    produced: AtomicU64,
+    /// All records ever dropped.
+    lost: AtomicU64,
+    /// Enabled `class` bits.
+    mask_classes: AtomicU32,
+}
+
+// SAFETY: slots are written only by the single producer at indices in [tail+cap, head) that the
+// consumer does not read, and read only by the single consumer at indices in [tail, head) that the
+// producer has published with a release store of `head`; the `produce`/`drain` contracts below
+// forbid a second producer or consumer.
+unsafe impl Sync for TraceRing {}
+
+impl std::fmt::Debug for TraceRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceRing")
+            .field("capacity", &self.slots.len())
+            .field("produced", &self.produced())
+            .field("lost", &self.lost())
+            .finish()
+    }
+}
+
+impl TraceRing {
+    /// A ring of `capacity` records (rounded up to a power of two), with all classes disabled.
+    pub fn new(capacity: usize) -> TraceRing {
+        let capacity = capacity.next_power_of_two().max(2);
+        TraceRing {
+            slots: (0..capacity)
+                .map(|_| UnsafeCell::new(TraceRecord::default()))
+                .collect(),
+            mask: capacity as u64 - 1,
+            head: AtomicU64::new(0),
+            tail: AtomicU64::new(0),
+            unreported: AtomicU64::new(0),
+            produced: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            mask_classes: AtomicU32::new(0),
+        }
+    }
+
+    /// Sets the enabled classes.
+    pub fn set_classes(&self, classes: u32) {
+        self.mask_classes.store(classes, Ordering::Relaxed);
+    }
+
+    /// The enabled classes.
+    pub fn classes(&self) -> u32 {
+        self.mask_classes.load(Ordering::Relaxed)
+    }
+
+    /// Whether records of `kind` are being recorded.
+    #[inline]
+    pub fn wants(&self, kind: TraceKind) -> bool {
+        self.mask_classes.load(Ordering::Relaxed) & kind.class() != 0
+    }
+
+    /// Appends a record. Must only be called from the ring's one producer thread.
+    #[inline]
+    pub fn produce(&self, record: TraceRecord) {
+        self.produced.fetch_add(1, Ordering::Relaxed);
+        let head = self.head.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Acquire);
+        let capacity = self.mask + 1;
+        let unreported = self.unreported.load(Ordering::Relaxed);
+        let needed = if unreported > 0 { 2 } else { 1 };
+        if head - tail + needed > capacity {
+            self.unreported.store(unreported + 1, Ordering::Relaxed);
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut head = head;
+        if unreported > 0 {
+            self.write_slot(
+                head,
+                TraceRecord {
+                    kind: TraceKind::Lost as u16,
+                    a: unreported,
+                    ..record
+                },
+            );
+            head += 1;
+            self.unreported.store(0, Ordering::Relaxed);
+        }
+        self.write_slot(head, record);
+        self.head.store(head + 1, Ordering::Release);
+    }
+
+    fn write_slot(&self, index: u64, record: TraceRecord) {
+        let slot = &self.slots[(index & self.mask) as usize];
+        // SAFETY: only the producer writes, and this slot is outside [tail, head) so the consumer
+        // is not reading it (checked by the capacity test in `produce`).
+        unsafe { slot.get().write(record) };
+    }
+
+    /// Moves every published record to `out`. Must only be called from one consumer at a time.
+    pub fn drain(&self, out: &mut Vec<TraceRecord>) -> usize {
+        let tail = self.tail.load(Ordering::Relaxed);
+        let head = self.head.load(Ordering::Acquire);
+        for index in tail..head {
+            let slot = &self.slots[(index & self.mask) as usize];
+            // SAFETY: [tail, head) was published by the producer's release store of `head`, and
+            // the producer does not write these slots until we advance `tail` below.
+            out.push(unsafe { slot.get().read() });
+        }
+        self.tail.store(head, Ordering::Release);
+        (head - tail) as usize
+    }
+
+    /// Records offered so far (delivered + lost + still queued + `Lost` markers excluded).
+    pub fn produced(&self) -> u64 {
+        self.produced.load(Ordering::Relaxed)
+    }
+
+    /// Records dropped so far.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn marker(value: u64) -> TraceRecord {
+        TraceRecord {
+            kind: TraceKind::Marker as u16,
+            a: 7,
+            b: value,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn records_come_out_in_order() {
+        let ring = TraceRing::new(8);
+        for i in 0..5 {
+            ring.produce(marker(i));
+        }
+        let mut out = Vec::new();
+        assert_eq!(ring.drain(&mut out), 5);
+        assert_eq!(out.iter().map(|r| r.b).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn overflow_is_counted_and_reported_once_there_is_room() {
+        let ring = TraceRing::new(4);
+        for i in 0..10 {
+            ring.produce(marker(i));
+        }
+        let mut out = Vec::new();
+        ring.drain(&mut out);
+        assert_eq!(out.len(), 4);
+        ring.produce(marker(10));
+        ring.drain(&mut out);
+        let lost: u64 = out
+            .iter()
+            .filter(|r| r.kind == TraceKind::Lost as u16)
+            .map(|r| r.a)
+            .sum();
+        let delivered = out.iter().filter(|r| r.kind == TraceKind::Marker as u16).count() as u64;
+        assert_eq!(lost, 6);
+        assert_eq!(ring.lost(), lost);
+        assert_eq!(delivered + lost, ring.produced());
+    }
+
+    #[test]
+    fn concurrent_producer_and_consumer_account_exactly() {
+        let ring = Arc::new(TraceRing::new(256));
+        let producer = {
+            let ring = ring.clone();
+            std::thread::spawn(move || {
+                for i in 0..200_000 {
+                    ring.produce(marker(i));
+                }
+            })
+        };
+        let mut out = Vec::new();
+        let mut last = None;
+        loop {
+            let done = producer.is_finished();
+            let start = out.len();
+            ring.drain(&mut out);
+            for r in &out[start..] {
+                if r.kind == TraceKind::Marker as u16 {
+                    assert!(last.is_none_or(|l| r.b > l), "order kept");
+                    last = Some(r.b);
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        ring.produce(marker(u64::MAX)); // flushes a pending Lost count
+        ring.drain(&mut out);
+        let lost: u64 = out
+            .iter()
+            .filter(|r| r.kind == TraceKind::Lost as u16)
+            .map(|r| r.a)
+            .sum();
+        let delivered = out.iter().filter(|r| r.kind == TraceKind::Marker as u16).count() as u64;
+        assert_eq!(delivered + lost, ring.produced());
+        assert_eq!(lost, ring.lost());
+    }
+}

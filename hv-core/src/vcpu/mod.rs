@@ -1,0 +1,641 @@
+//! vCPU threads: each vCPU runs on its own host thread as an explicit state machine (running,
+//! halted, parked for a pause / schedule window / debugger, crashed, exited). Other threads reach a
+//! vCPU only through its `VcpuShared` (interrupt lines, requests, jobs) — never through a lock on
+//! the partition or the system — so stopping one partition can never stall another.
+
+mod exit;
+mod hypercalls;
+
+pub use exit::{DebugExit, DeviceAccess, ExitAction, handle_exit};
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use kvm_bindings::{
+    KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE, kvm_fpu, kvm_mp_state, kvm_regs, kvm_sregs,
+    kvm_vcpu_events,
+};
+use kvm_ioctls::{Kvm, SyncReg, VcpuFd};
+
+use crate::boot;
+use crate::irq::IrqController;
+use crate::kvm_ext;
+use crate::partition::Partition;
+use crate::trace::{TraceKind, TraceRecord, TraceRing};
+
+/// What a vCPU is doing, as seen from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum VcpuState {
+    /// Thread not started yet.
+    Created = 0,
+    /// Running guest code (or handling an exit).
+    Running = 1,
+    /// Halted, waiting for an interrupt.
+    Halted = 2,
+    /// Parked because its partition is paused (or being reset).
+    Paused = 3,
+    /// Parked outside its partition's schedule window.
+    OutOfWindow = 4,
+    /// Stopped by the debugger.
+    DebugStopped = 5,
+    /// Parked because its partition crashed.
+    Crashed = 6,
+    /// Parked because its partition exited.
+    Exited = 7,
+    /// Waiting for a device model's reply.
+    BlockedOnDevice = 8,
+    /// The thread has ended (system shutdown).
+    Gone = 9,
+}
+
+impl VcpuState {
+    fn from_u8(v: u8) -> VcpuState {
+        use VcpuState::*;
+        [
+            Created,
+            Running,
+            Halted,
+            Paused,
+            OutOfWindow,
+            DebugStopped,
+            Crashed,
+            Exited,
+            BlockedOnDevice,
+            Gone,
+        ]
+        .get(usize::from(v))
+        .copied()
+        .unwrap_or(Gone)
+    }
+
+    /// A short lowercase name (`running`, `halted`, ...).
+    pub fn name(self) -> &'static str {
+        use VcpuState::*;
+        match self {
+            Created => "created",
+            Running => "running",
+            Halted => "halted",
+            Paused => "paused",
+            OutOfWindow => "out-of-window",
+            DebugStopped => "debug-stopped",
+            Crashed => "crashed",
+            Exited => "exited",
+            BlockedOnDevice => "blocked-on-device",
+            Gone => "gone",
+        }
+    }
+
+    /// True while the vCPU is parked and will not run guest code until released.
+    pub fn is_parked(self) -> bool {
+        use VcpuState::*;
+        matches!(
+            self,
+            Created | Paused | OutOfWindow | DebugStopped | Crashed | Exited | Gone
+        )
+    }
+}
+
+/// Per-vCPU counters (written by the vCPU thread, read by anyone).
+#[derive(Debug, Default)]
+pub struct VcpuStats {
+    /// VM exits.
+    pub exits: AtomicU64,
+    /// Hypercalls.
+    pub hypercalls: AtomicU64,
+    /// Interrupts raised for this vCPU.
+    pub irqs_raised: AtomicU64,
+    /// Interrupts injected.
+    pub irqs_injected: AtomicU64,
+    /// Nanoseconds spent inside KVM_RUN.
+    pub guest_ns: AtomicU64,
+}
+
+/// A job run on the vCPU thread with access to its KVM state.
+type VcpuJob = Box<dyn FnOnce(&mut VcpuRunner) + Send>;
+
+/// The thread-safe face of a vCPU: interrupt controller, requests, jobs, state, trace ring.
+pub struct VcpuShared {
+    /// Partition index.
+    pub partition: usize,
+    /// vCPU index inside the partition.
+    pub index: u32,
+    irq: Mutex<IrqController>,
+    wake: Mutex<()>,
+    wake_cond: Condvar,
+    /// pthread id and `kvm_run` address while the thread is inside its run loop.
+    runner: Mutex<Option<(libc::pthread_t, usize)>>,
+    jobs_tx: Sender<VcpuJob>,
+    jobs_rx: Receiver<VcpuJob>,
+    stop_requested: AtomicBool,
+    state: AtomicU8,
+    /// This vCPU's trace ring (the vCPU thread is its only producer).
+    pub trace: TraceRing,
+    /// Counters.
+    pub stats: VcpuStats,
+}
+
+impl std::fmt::Debug for VcpuShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VcpuShared")
+            .field("partition", &self.partition)
+            .field("index", &self.index)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+/// Errors of vCPU control requests.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// The vCPU thread did not answer in time (it may be blocked on a device model).
+    #[error("vCPU {0} did not answer in time")]
+    Timeout(u32),
+    /// The vCPU thread is gone.
+    #[error("vCPU {0} is not running")]
+    Gone(u32),
+    /// A KVM call failed.
+    #[error("KVM refused {what}: {source}")]
+    Kvm {
+        /// Which call.
+        what: &'static str,
+        /// The errno.
+        #[source]
+        source: vmm_sys_util::errno::Error,
+    },
+}
+
+/// How long a control request waits for the vCPU thread.
+const JOB_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl VcpuShared {
+    /// A vCPU's shared state with a trace ring of `trace_capacity` records.
+    pub fn new(partition: usize, index: u32, trace_capacity: usize) -> VcpuShared {
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+        VcpuShared {
+            partition,
+            index,
+            irq: Mutex::default(),
+            wake: Mutex::new(()),
+            wake_cond: Condvar::new(),
+            runner: Mutex::new(None),
+            jobs_tx,
+            jobs_rx,
+            stop_requested: AtomicBool::new(false),
+            state: AtomicU8::new(VcpuState::Created as u8),
+            trace: TraceRing::new(trace_capacity),
+            stats: VcpuStats::default(),
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> VcpuState {
+        VcpuState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    fn set_state(&self, state: VcpuState) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    fn irq(&self) -> MutexGuard<'_, IrqController> {
+        self.irq.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Raises `vector` on this vCPU (from any thread).
+    pub fn raise(&self, vector: u8) {
+        self.stats.irqs_raised.fetch_add(1, Ordering::Relaxed);
+        let fresh = self.irq().raise(vector);
+        if fresh {
+            self.kick();
+        }
+    }
+
+    /// Makes the vCPU thread look at its requests now: wakes it if it waits, and forces it out of
+    /// `KVM_RUN` if it is in the guest.
+    pub fn kick(&self) {
+        {
+            let _guard = self.wake.lock().unwrap_or_else(|p| p.into_inner());
+            self.wake_cond.notify_all();
+        }
+        let runner = self.runner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((thread, run)) = *runner {
+            // SAFETY: `run` is the address of this vCPU's mmap'ed `kvm_run`, published by the vCPU
+            // thread and withdrawn (under this same lock) before the mapping is dropped; writing
+            // the one-byte `immediate_exit` flag is how KVM expects to be kicked.
+            unsafe {
+                std::ptr::addr_of_mut!((*(run as *mut kvm_bindings::kvm_run)).immediate_exit)
+                    .write_volatile(1);
+            }
+            kvm_ext::kick_thread(thread);
+        }
+    }
+
+    /// Asks the vCPU to stop for the debugger (`resume_from_debug` releases it).
+    pub fn request_stop(&self) {
+        self.stop_requested.store(true, Ordering::Release);
+        self.kick();
+    }
+
+    /// Releases a debugger stop.
+    pub fn release_stop(&self) {
+        self.stop_requested.store(false, Ordering::Release);
+        self.kick();
+    }
+
+    /// Whether a debugger stop is requested.
+    pub fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::Acquire)
+    }
+
+    /// Runs `job` on the vCPU thread and returns its result.
+    fn run_job<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut VcpuRunner) -> T + Send + 'static,
+    ) -> Result<T, VcpuError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.jobs_tx
+            .send(Box::new(move |runner| {
+                let _ = tx.send(job(runner));
+            }))
+            .map_err(|_| VcpuError::Gone(self.index))?;
+        self.kick();
+        rx.recv_timeout(JOB_TIMEOUT).map_err(|e| match e {
+            crossbeam_channel::RecvTimeoutError::Timeout => VcpuError::Timeout(self.index),
+            crossbeam_channel::RecvTimeoutError::Disconnected => VcpuError::Gone(self.index),
+        })
+    }
+
+    /// Reads general-purpose and system registers.
+    pub fn registers(&self) -> Result<VcpuRegisters, VcpuError> {
+        self.run_job(|runner| runner.read_registers())?
+    }
+
+    /// Writes general-purpose and system registers.
+    pub fn set_registers(&self, registers: VcpuRegisters) -> Result<(), VcpuError> {
+        self.run_job(move |runner| runner.write_registers(&registers))?
+    }
+
+    /// Puts the vCPU back at `entry` (its partition must be parked).
+    pub(crate) fn reset(&self, entry: u64) -> Result<(), VcpuError> {
+        self.run_job(move |runner| runner.reset(entry))?
+    }
+
+    /// Runs an arbitrary KVM job on the vCPU thread (debug-register and guest-debug control).
+    pub fn with_fd<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut VcpuFd) -> T + Send + 'static,
+    ) -> Result<T, VcpuError> {
+        self.run_job(move |runner| job(&mut runner.fd))
+    }
+
+    fn has_jobs(&self) -> bool {
+        !self.jobs_rx.is_empty()
+    }
+}
+
+/// An interrupt line: raising it makes `vector` pending on one vCPU.
+#[derive(Clone)]
+pub struct IrqLine {
+    vcpu: Arc<VcpuShared>,
+    vector: u8,
+}
+
+impl std::fmt::Debug for IrqLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "IrqLine(p{}.v{} vector {})",
+            self.vcpu.partition, self.vcpu.index, self.vector
+        )
+    }
+}
+
+impl IrqLine {
+    /// A line to `vector` on `vcpu`.
+    pub fn new(vcpu: Arc<VcpuShared>, vector: u8) -> IrqLine {
+        IrqLine { vcpu, vector }
+    }
+
+    /// Raises the line.
+    pub fn raise(&self) {
+        self.vcpu.raise(self.vector);
+    }
+}
+
+/// A vCPU's architectural register state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VcpuRegisters {
+    /// General-purpose registers, rip and rflags.
+    pub regs: kvm_regs,
+    /// Segment, control and descriptor-table registers, EFER.
+    pub sregs: kvm_sregs,
+}
+
+/// Sets up a fresh vCPU fd: CPUID and the long-mode entry state.
+pub fn init_vcpu(
+    kvm: &Kvm,
+    fd: &VcpuFd,
+    entry: u64,
+    memory: u64,
+    index: u32,
+) -> Result<(), VcpuError> {
+    let kvm_err = |what| move |source| VcpuError::Kvm { what, source };
+    let cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+    fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+    reset_vcpu(fd, entry, memory, index)
+}
+
+/// Puts a vCPU back at its entry state.
+pub fn reset_vcpu(fd: &VcpuFd, entry: u64, memory: u64, index: u32) -> Result<(), VcpuError> {
+    let kvm_err = |what| move |source| VcpuError::Kvm { what, source };
+    let mut sregs = fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+    boot::long_mode_sregs(&mut sregs);
+    fd.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
+    fd.set_regs(&boot::entry_regs(entry, memory, index))
+        .map_err(kvm_err("KVM_SET_REGS"))?;
+    fd.set_fpu(&boot::entry_fpu()).map_err(kvm_err("KVM_SET_FPU"))?;
+    // Forget a pending exception or interrupt from before a crash; best effort.
+    let _ = fd.set_vcpu_events(&kvm_vcpu_events::default());
+    let _ = fd.set_mp_state(kvm_mp_state {
+        mp_state: KVM_MP_STATE_RUNNABLE,
+    });
+    Ok(())
+}
+
+/// The vCPU thread's own state: the KVM fd and what only this thread touches.
+pub struct VcpuRunner {
+    fd: VcpuFd,
+    shared: Arc<VcpuShared>,
+    partition: Arc<Partition>,
+    halted: bool,
+    sync_regs: bool,
+}
+
+impl VcpuRunner {
+    /// Prepares the runner; `sync_regs` when KVM_CAP_SYNC_REGS is available.
+    pub fn new(
+        mut fd: VcpuFd,
+        shared: Arc<VcpuShared>,
+        partition: Arc<Partition>,
+        sync_regs: bool,
+    ) -> VcpuRunner {
+        if sync_regs {
+            fd.set_sync_valid_reg(SyncReg::Register);
+        }
+        VcpuRunner {
+            fd,
+            shared,
+            partition,
+            halted: false,
+            sync_regs,
+        }
+    }
+
+    #[inline]
+    fn trace(&self, kind: TraceKind, a: u64, b: u64) {
+        let ring = &self.shared.trace;
+        if ring.wants(kind) {
+            ring.produce(TraceRecord {
+                timestamp: self.partition.clock.now_ns(),
+                kind: kind as u16,
+                vcpu: self.shared.index as u16,
+                partition: self.shared.partition as u32,
+                a,
+                b,
+            });
+        }
+    }
+
+    /// The thread body: runs until the system shuts down.
+    pub fn run(mut self) {
+        let run_addr = self.fd.get_kvm_run() as *mut kvm_bindings::kvm_run as usize;
+        *self.shared.runner.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((kvm_ext::current_thread(), run_addr));
+        self.shared.set_state(VcpuState::Running);
+        loop {
+            self.serve_jobs();
+            if self.partition.is_shutting_down() {
+                break;
+            }
+            if let Some(state) = self.park_reason() {
+                self.park(state);
+                continue;
+            }
+            if self.halted && !self.wait_for_interrupt() {
+                continue;
+            }
+            self.enter_guest();
+        }
+        *self.shared.runner.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.shared.set_state(VcpuState::Gone);
+        self.partition.notify_parked();
+    }
+
+    fn serve_jobs(&mut self) {
+        while let Ok(job) = self.shared.jobs_rx.try_recv() {
+            job(self);
+        }
+    }
+
+    fn park_reason(&self) -> Option<VcpuState> {
+        let partition = &self.partition;
+        if let Some(state) = partition.parked_state() {
+            return Some(state);
+        }
+        if self.shared.stop_requested() {
+            return Some(VcpuState::DebugStopped);
+        }
+        if !partition.in_window() {
+            return Some(VcpuState::OutOfWindow);
+        }
+        None
+    }
+
+    fn park(&mut self, state: VcpuState) {
+        self.shared.set_state(state);
+        match state {
+            VcpuState::OutOfWindow => self.trace(TraceKind::ScheduleOut, 0, 0),
+            VcpuState::DebugStopped => self.trace(TraceKind::DebugStop, 0, 0),
+            _ => {}
+        }
+        self.partition.notify_parked();
+        {
+            let shared = self.shared.clone();
+            let mut guard = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
+            while !shared.has_jobs()
+                && !self.partition.is_shutting_down()
+                && self.park_reason() == Some(state)
+            {
+                guard = shared.wake_cond.wait(guard).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        if self.park_reason() != Some(state) {
+            match state {
+                VcpuState::OutOfWindow => self.trace(TraceKind::ScheduleIn, 0, 0),
+                VcpuState::DebugStopped => self.trace(TraceKind::DebugResume, 0, 0),
+                _ => {}
+            }
+            self.shared.set_state(if self.halted {
+                VcpuState::Halted
+            } else {
+                VcpuState::Running
+            });
+            self.partition.notify_parked();
+        }
+    }
+
+    /// Waits while halted; true when an interrupt is due, false when something else needs the
+    /// loop's attention first.
+    fn wait_for_interrupt(&mut self) -> bool {
+        self.shared.set_state(VcpuState::Halted);
+        let shared = self.shared.clone();
+        let mut guard = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if shared.irq().deliverable().is_some() {
+                self.halted = false;
+                self.shared.set_state(VcpuState::Running);
+                drop(guard);
+                self.trace(TraceKind::Wake, 0, 0);
+                return true;
+            }
+            if shared.has_jobs() || self.partition.is_shutting_down() || self.park_reason().is_some()
+            {
+                return false;
+            }
+            guard = shared.wake_cond.wait(guard).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Injects the next deliverable interrupt if the guest can take it, or asks KVM to exit as
+    /// soon as it can.
+    fn prepare_interrupts(&mut self) {
+        let (ready, if_flag) = {
+            let run = self.fd.get_kvm_run();
+            (run.ready_for_interrupt_injection != 0, run.if_flag != 0)
+        };
+        let mut irq = self.shared.irq();
+        let mut want_window = false;
+        if let Some(vector) = irq.deliverable() {
+            if ready && if_flag {
+                match kvm_ext::inject_interrupt(&self.fd, vector) {
+                    Ok(()) => {
+                        irq.injected(vector);
+                        drop(irq);
+                        self.shared.stats.irqs_injected.fetch_add(1, Ordering::Relaxed);
+                        self.partition.stats.irqs_injected.fetch_add(1, Ordering::Relaxed);
+                        self.trace(TraceKind::IrqInject, u64::from(vector), 0);
+                    }
+                    Err(_) => want_window = true,
+                }
+            } else {
+                want_window = true;
+            }
+        }
+        self.fd.get_kvm_run().request_interrupt_window = u8::from(want_window);
+    }
+
+    fn enter_guest(&mut self) {
+        self.prepare_interrupts();
+        self.trace(TraceKind::VmEntry, 0, 0);
+        let start = self.partition.clock.now_ns();
+        let action = handle_exit(self.fd.run(), &*self.partition);
+        let end = self.partition.clock.now_ns();
+        self.fd.set_kvm_immediate_exit(0);
+        self.shared.stats.exits.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .guest_ns
+            .fetch_add(end.saturating_sub(start), Ordering::Relaxed);
+        if self.shared.trace.wants(TraceKind::VmExit) {
+            let reason = u64::from(self.fd.get_kvm_run().exit_reason);
+            let rip = if self.sync_regs {
+                self.fd.sync_regs().regs.rip
+            } else {
+                0
+            };
+            self.trace(TraceKind::VmExit, reason, rip);
+        }
+        match action {
+            ExitAction::Resume | ExitAction::Interrupted => {}
+            ExitAction::Hypercall => self.hypercall(),
+            ExitAction::Halt => {
+                self.halted = true;
+                self.trace(TraceKind::Halt, 0, 0);
+            }
+            ExitAction::Debug(event) => self.partition.debug_exit(&self.shared, event),
+            ExitAction::Crash(reason) => self.crash(reason),
+        }
+    }
+
+    fn crash(&mut self, reason: String) {
+        let registers = self.read_registers().ok();
+        self.partition.crash(self.shared.index, reason, registers);
+    }
+
+    fn read_gprs(&mut self) -> Result<kvm_regs, VcpuError> {
+        if self.sync_regs {
+            Ok(self.fd.sync_regs().regs)
+        } else {
+            self.fd.get_regs().map_err(|source| VcpuError::Kvm {
+                what: "KVM_GET_REGS",
+                source,
+            })
+        }
+    }
+
+    fn write_rax(&mut self, rax: u64) -> Result<(), VcpuError> {
+        if self.sync_regs {
+            self.fd.sync_regs_mut().regs.rax = rax;
+            self.fd.set_sync_dirty_reg(SyncReg::Register);
+            Ok(())
+        } else {
+            let mut regs = self.read_gprs()?;
+            regs.rax = rax;
+            self.fd.set_regs(&regs).map_err(|source| VcpuError::Kvm {
+                what: "KVM_SET_REGS",
+                source,
+            })
+        }
+    }
+
+    /// Reads all registers (from the vCPU thread).
+    pub fn read_registers(&mut self) -> Result<VcpuRegisters, VcpuError> {
+        let kvm_err = |what| move |source| VcpuError::Kvm { what, source };
+        Ok(VcpuRegisters {
+            regs: self.fd.get_regs().map_err(kvm_err("KVM_GET_REGS"))?,
+            sregs: self.fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?,
+        })
+    }
+
+    /// Writes all registers (from the vCPU thread).
+    pub fn write_registers(&mut self, registers: &VcpuRegisters) -> Result<(), VcpuError> {
+        let kvm_err = |what| move |source| VcpuError::Kvm { what, source };
+        self.fd
+            .set_sregs(&registers.sregs)
+            .map_err(kvm_err("KVM_SET_SREGS"))?;
+        self.fd
+            .set_regs(&registers.regs)
+            .map_err(kvm_err("KVM_SET_REGS"))
+    }
+
+    /// Puts this vCPU back at its entry state (partition reset).
+    pub fn reset(&mut self, entry: u64) -> Result<(), VcpuError> {
+        self.halted = false;
+        self.shared.irq().reset();
+        reset_vcpu(
+            &self.fd,
+            entry,
+            self.partition.config.memory,
+            self.shared.index,
+        )
+    }
+
+    /// The raw FPU state (for debuggers).
+    pub fn fpu(&self) -> Option<kvm_fpu> {
+        self.fd.get_fpu().ok()
+    }
+}

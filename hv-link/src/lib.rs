@@ -1,0 +1,1 @@
+//! hv-link (placeholder; being written).

@@ -1,0 +1,4 @@
+//! The subcommands of `hv`, one file each.
+
+pub mod doctor;
+pub mod run;

@@ -1,0 +1,44 @@
+//! `hv`: the one user-facing binary of hvdk. Thin: parses arguments and calls the crates.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// hvdk: a partitioning hypervisor on KVM and the tools to debug the guests it runs.
+#[derive(Debug, Parser)]
+#[command(name = "hv", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a system description (the demo system when none is given).
+    Run(cmd::run::RunArgs),
+    /// Check that this machine can run hvdk (KVM access and capabilities, gcc, gdb, guest images).
+    Doctor,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HV_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => cmd::run::run(cmd::run::RunArgs::default()),
+        Some(Command::Run(args)) => cmd::run::run(args),
+        Some(Command::Doctor) => cmd::doctor::doctor(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hv: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Shared helpers for the end-to-end tests: KVM gating, system descriptions with real guest
+//! images, and a console collector for running systems.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hv_config::SystemConfig;
+use hv_core::{System, SystemEvent};
+
+/// True when /dev/kvm is usable; otherwise prints one loud line and the test returns early.
+pub fn kvm_or_skip(test: &str) -> bool {
+    if hv_core::kvm_available() {
+        return true;
+    }
+    eprintln!("SKIPPED {test}: /dev/kvm is missing or not accessible; tests that boot guests need KVM");
+    false
+}
+
+/// Serialises guest-booting tests inside one test binary (this machine has 2 cores; parallel
+/// systems would only measure each other).
+pub fn kvm_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A system description written to a temporary directory; `{guests}` in `toml` becomes the
+/// directory holding the built guest images.
+pub struct SystemFile {
+    _dir: tempfile::TempDir,
+    /// Path of the TOML file.
+    pub path: PathBuf,
+}
+
+/// Writes `toml` (with `{guests}` expanded) to a temporary file.
+pub fn system_file(toml: &str) -> SystemFile {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("system.toml");
+    std::fs::write(&path, toml.replace("{guests}", guests::GUESTS_DIR)).expect("write toml");
+    SystemFile { _dir: dir, path }
+}
+
+/// Loads a description or panics with its rendered diagnostics.
+pub fn load(path: &Path) -> SystemConfig {
+    match SystemConfig::load(path) {
+        Ok(config) => config,
+        Err(hv_config::ConfigError::Invalid(d)) => panic!("invalid test system:\n{}", d.render()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Console lines of a running system, by partition name, collected on a background thread.
+#[derive(Clone, Default)]
+pub struct Consoles {
+    inner: Arc<(Mutex<HashMap<String, Vec<String>>>, Condvar)>,
+}
+
+impl Consoles {
+    /// Starts collecting from `system`.
+    pub fn collect(system: &System) -> Consoles {
+        let consoles = Consoles::default();
+        let names: Vec<String> = system.partitions().iter().map(|p| p.name.clone()).collect();
+        let events = system.subscribe(1 << 20);
+        let inner = consoles.inner.clone();
+        std::thread::spawn(move || {
+            for event in events {
+                if let SystemEvent::ConsoleLine { partition, line } = event {
+                    let (lines, cond) = &*inner;
+                    lines
+                        .lock()
+                        .unwrap()
+                        .entry(names[partition].clone())
+                        .or_default()
+                        .push(line);
+                    cond.notify_all();
+                }
+            }
+        });
+        consoles
+    }
+
+    /// Lines printed by `partition` so far.
+    pub fn lines(&self, partition: &str) -> Vec<String> {
+        self.inner.0.lock().unwrap().get(partition).cloned().unwrap_or_default()
+    }
+
+    /// Waits until `partition` printed a line containing `needle`; returns that line.
+    pub fn wait_for(&self, partition: &str, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let (lines, cond) = &*self.inner;
+        let mut guard = lines.lock().unwrap();
+        loop {
+            if let Some(line) = guard
+                .get(partition)
+                .and_then(|l| l.iter().find(|l| l.contains(needle)))
+            {
+                return line.clone();
+            }
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "{partition} did not print {needle:?} within {timeout:?}; it printed:\n{}",
+                guard.get(partition).map(|l| l.join("\n")).unwrap_or_default()
+            );
+            guard = cond.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Waits until `partition` has printed at least `count` lines.
+    pub fn wait_count(&self, partition: &str, count: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let (lines, cond) = &*self.inner;
+        let mut guard = lines.lock().unwrap();
+        loop {
+            let have = guard.get(partition).map_or(0, Vec::len);
+            if have >= count {
+                return guard[partition].clone();
+            }
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "{partition} printed {have} of {count} lines within {timeout:?}"
+            );
+            guard = cond.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+}
+
+/// Builds and starts a system from TOML; returns it with its console collector.
+pub fn boot(toml: &str) -> (System, Consoles, SystemFile) {
+    let file = system_file(toml);
+    let mut system = System::new(load(&file.path)).expect("build system");
+    let consoles = Consoles::collect(&system);
+    system.start().expect("start system");
+    (system, consoles, file)
+}
+
+/// Waits until `f` is true or the timeout passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}
