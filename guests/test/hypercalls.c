@@ -167,7 +167,7 @@ static void check_idle_yield_ipi(const struct hv_boot_info *boot, int timer_work
     hv_irq_register(V_IPI, count_handler);
     long ret = hv_send_ipi(0, V_IPI);
     check("SEND_IPI", ret == 0 && wait_hits(V_IPI, 1, WAIT_NS), ret ? ret : (long)hits[V_IPI]);
-    expect("SEND_IPI_BAD_VCPU", hv_send_ipi(boot->vcpu_count + 100, V_IPI), HV_EINVAL);
+    expect("SEND_IPI_BAD_VCPU", hv_send_ipi(boot->vcpu_count + 100, V_IPI), HV_ENOENT);
 
     expect("TRACE_MARKER", hv_trace_marker(0x4856, 42), 0);
 }

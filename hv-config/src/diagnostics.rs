@@ -316,7 +316,8 @@ fn to_codespan(diagnostic: &Diagnostic) -> CsDiagnostic<()> {
         Severity::Error => CsDiagnostic::error(),
         Severity::Warning => CsDiagnostic::warning(),
     };
-    let mut labels = vec![Label::primary((), diagnostic.span.clone()).with_message(&diagnostic.label)];
+    let mut labels =
+        vec![Label::primary((), diagnostic.span.clone()).with_message(&diagnostic.label)];
     labels.extend(
         diagnostic
             .related
@@ -360,8 +361,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in rows.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        rows[0][j] = j;
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -408,7 +409,10 @@ mod tests {
     #[test]
     fn spans_are_clamped_to_char_boundaries() {
         let mut diags = Diagnostics::new("x.toml", "é");
-        diags.push(Diagnostic::error(1..99, "inside a character").with_related(7..3, "odd"));
+        diags.push(
+            Diagnostic::error(1..99, "inside a character")
+                .with_related(Range { start: 7, end: 3 }, "odd"),
+        );
         let d = diags.iter().next().unwrap();
         assert_eq!(d.span, 0..2);
         assert_eq!(d.related[0].0, 2..2);
@@ -428,7 +432,10 @@ mod tests {
         assert!(plain.contains("error: bad name"), "{plain}");
         assert!(plain.contains("sys.toml:2:8"), "{plain}");
         assert!(plain.contains("name = \"x\""), "{plain}");
-        assert!(plain.contains("this one") && plain.contains("in here"), "{plain}");
+        assert!(
+            plain.contains("this one") && plain.contains("in here"),
+            "{plain}"
+        );
         assert!(plain.contains("= try another"), "{plain}");
         assert!(!plain.contains('\u{1b}'));
         let colored = diags.render_colored();

@@ -87,10 +87,13 @@ impl ImageError {
                 "partitions boot straight into x86_64 long mode: build the guest as an ELF64 x86_64 executable",
             ),
             ImageError::PositionIndependent | ImageError::NotExecutable(_) => Some(
-                "link the guest as a static, fixed-address executable (e.g. `-static -no-pie -Wl,-Ttext=0x100000`)",
+                "link the guest as a static, fixed-address executable (e.g. `-static -no-pie -Wl,-Ttext-segment=0x100000`)",
+            ),
+            ImageError::SegmentOutside { start, low, .. } if start < low => Some(
+                "images load at or above 0x100000; note that `-Wl,-Ttext=0x100000` puts the ELF headers in a segment one page lower: link with `-Wl,-Ttext-segment=0x100000` or a linker script instead",
             ),
             ImageError::SegmentOutside { .. } => Some(
-                "images load at or above 0x100000 and must end below the vCPU stacks at memory - vcpus * 64 KiB; link at a higher or lower address or give the partition more memory",
+                "images must end below the vCPU stacks at memory - vcpus * 64 KiB: give the partition more memory or link the image lower",
             ),
             _ => None,
         }
@@ -185,9 +188,7 @@ pub fn inspect(data: &[u8]) -> Result<ImageInfo, ImageError> {
             memsz: ph.p_memsz(endian),
         };
         let file_end = segment.offset.checked_add(segment.filesz);
-        if segment.filesz > segment.memsz
-            || file_end.is_none_or(|end| end > data.len() as u64)
-        {
+        if segment.filesz > segment.memsz || file_end.is_none_or(|end| end > data.len() as u64) {
             return Err(ImageError::BadSegment(index));
         }
         if segment.memsz > 0 {
@@ -267,7 +268,17 @@ pub(crate) mod test_elf {
 
     /// A valid x86_64 executable with one 4 KiB segment at `addr`, entry at its start.
     pub fn executable_at(addr: u64) -> Vec<u8> {
-        build(2, 62, 2, addr, &[Seg { addr, memsz: 0x1000, filesz: 0x10 }])
+        build(
+            2,
+            62,
+            2,
+            addr,
+            &[Seg {
+                addr,
+                memsz: 0x1000,
+                filesz: 0x10,
+            }],
+        )
     }
 }
 
@@ -287,29 +298,73 @@ mod tests {
 
     #[test]
     fn rejects_what_cannot_boot() {
-        let seg = [Seg { addr: 0x10_0000, memsz: 0x1000, filesz: 0 }];
+        let seg = [Seg {
+            addr: 0x10_0000,
+            memsz: 0x1000,
+            filesz: 0,
+        }];
         assert!(matches!(inspect(b"#!/bin/sh\n"), Err(ImageError::NotElf)));
         assert!(matches!(inspect(b""), Err(ImageError::NotElf)));
         assert!(matches!(inspect(b"\x7fELF"), Err(ImageError::Malformed(_))));
-        assert!(matches!(inspect(&build(1, 62, 2, 0x10_0000, &seg)), Err(ImageError::Not64Bit)));
-        assert!(matches!(inspect(&build(2, 183, 2, 0x10_0000, &seg)), Err(ImageError::WrongMachine(183))));
-        assert!(matches!(inspect(&build(2, 62, 3, 0x10_0000, &seg)), Err(ImageError::PositionIndependent)));
-        assert!(matches!(inspect(&build(2, 62, 1, 0x10_0000, &seg)), Err(ImageError::NotExecutable(1))));
-        assert!(matches!(inspect(&build(2, 62, 2, 0x10_0000, &[])), Err(ImageError::NoLoadableSegments)));
-        assert!(matches!(inspect(&build(2, 62, 2, 0x5000, &seg)), Err(ImageError::EntryOutside(0x5000))));
+        assert!(matches!(
+            inspect(&build(1, 62, 2, 0x10_0000, &seg)),
+            Err(ImageError::Not64Bit)
+        ));
+        assert!(matches!(
+            inspect(&build(2, 183, 2, 0x10_0000, &seg)),
+            Err(ImageError::WrongMachine(183))
+        ));
+        assert!(matches!(
+            inspect(&build(2, 62, 3, 0x10_0000, &seg)),
+            Err(ImageError::PositionIndependent)
+        ));
+        assert!(matches!(
+            inspect(&build(2, 62, 1, 0x10_0000, &seg)),
+            Err(ImageError::NotExecutable(1))
+        ));
+        assert!(matches!(
+            inspect(&build(2, 62, 2, 0x10_0000, &[])),
+            Err(ImageError::NoLoadableSegments)
+        ));
+        assert!(matches!(
+            inspect(&build(2, 62, 2, 0x5000, &seg)),
+            Err(ImageError::EntryOutside(0x5000))
+        ));
         let mut truncated = executable_at(0x10_0000);
         truncated.truncate(100);
-        assert!(matches!(inspect(&truncated), Err(ImageError::Malformed(_) | ImageError::BadSegment(_))));
-        let bad = [Seg { addr: 0x10_0000, memsz: 0x10, filesz: 0x20 }];
-        assert!(matches!(inspect(&build(2, 62, 2, 0x10_0000, &bad)), Err(ImageError::BadSegment(0))));
+        assert!(matches!(
+            inspect(&truncated),
+            Err(ImageError::Malformed(_) | ImageError::BadSegment(_))
+        ));
+        let bad = [Seg {
+            addr: 0x10_0000,
+            memsz: 0x10,
+            filesz: 0x20,
+        }];
+        assert!(matches!(
+            inspect(&build(2, 62, 2, 0x10_0000, &bad)),
+            Err(ImageError::BadSegment(0))
+        ));
     }
 
     #[test]
     fn reports_each_segment_outside_the_window() {
         let segs = [
-            Seg { addr: 0x8000, memsz: 0x1000, filesz: 0 },
-            Seg { addr: 0x10_0000, memsz: 0x1000, filesz: 0 },
-            Seg { addr: 0xF0_0000, memsz: 0x20_0000, filesz: 0 },
+            Seg {
+                addr: 0x8000,
+                memsz: 0x1000,
+                filesz: 0,
+            },
+            Seg {
+                addr: 0x10_0000,
+                memsz: 0x1000,
+                filesz: 0,
+            },
+            Seg {
+                addr: 0xF0_0000,
+                memsz: 0x20_0000,
+                filesz: 0,
+            },
         ];
         let info = inspect(&build(2, 62, 2, 0x10_0000, &segs)).unwrap();
         let problems = check_layout(&info, 0x10_0000, 0xFF_0000);
@@ -323,7 +378,10 @@ mod tests {
     #[test]
     fn reads_only_regular_files() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(read_image(&dir.path().join("nope.elf")), Err(ImageError::Missing)));
+        assert!(matches!(
+            read_image(&dir.path().join("nope.elf")),
+            Err(ImageError::Missing)
+        ));
         assert!(matches!(read_image(dir.path()), Err(ImageError::NotAFile)));
         let path = dir.path().join("ok.elf");
         std::fs::write(&path, executable_at(0x20_0000)).unwrap();

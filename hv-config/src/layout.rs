@@ -66,7 +66,9 @@ pub fn image_window(memory: u64, vcpus: u32) -> Option<(u64, u64)> {
 /// [`PAGE_SIZE`]. Returns `(channel index, guest-physical address, size)` for each window; a window
 /// whose slot would end past [`IPC_END`] is still placed (callers validate the total with
 /// [`ipc_fits`]).
-pub fn place_ipc_windows(channels: impl IntoIterator<Item = (usize, u64)>) -> Vec<(usize, u64, u64)> {
+pub fn place_ipc_windows(
+    channels: impl IntoIterator<Item = (usize, u64)>,
+) -> Vec<(usize, u64, u64)> {
     let mut next = IPC_BASE;
     channels
         .into_iter()
@@ -90,10 +92,12 @@ mod tests {
 
     #[test]
     fn areas_are_ordered() {
-        assert!(MAX_MEMORY <= IPC_BASE);
-        assert!(IPC_BASE < IPC_END && IPC_END <= IDENTITY_MAPPED);
-        assert_eq!(IPC_END - IPC_BASE, 256 << 20);
-        assert!(MIN_MEMORY - u64::from(MAX_VCPUS) * VCPU_STACK_SIZE >= IMAGE_BASE);
+        const {
+            assert!(MAX_MEMORY <= IPC_BASE);
+            assert!(IPC_BASE < IPC_END && IPC_END <= IDENTITY_MAPPED);
+            assert!(IPC_END - IPC_BASE == 256 << 20);
+            assert!(MIN_MEMORY - MAX_VCPUS as u64 * VCPU_STACK_SIZE >= IMAGE_BASE);
+        }
     }
 
     #[test]
@@ -113,7 +117,10 @@ mod tests {
 
     #[test]
     fn image_window_leaves_room_for_stacks() {
-        assert_eq!(image_window(16 << 20, 1), Some((IMAGE_BASE, (16 << 20) - 0x1_0000)));
+        assert_eq!(
+            image_window(16 << 20, 1),
+            Some((IMAGE_BASE, (16 << 20) - 0x1_0000))
+        );
         assert_eq!(image_window(2 << 20, 16), None);
         assert_eq!(page_align_up(1), PAGE_SIZE);
         assert_eq!(page_align_up(0), 0);

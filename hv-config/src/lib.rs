@@ -3,7 +3,7 @@
 //! A system description names the partitions (guests) to run, the IPC channels between them,
 //! para-virtual devices and the device-model partitions serving them, an optional
 //! time-partitioned schedule, and the debug agent's settings. Every key is documented in
-//! [`reference`] (the crate's `CONFIG.md`).
+//! [`reference`](mod@reference) (the crate's `CONFIG.md`).
 //!
 //! ```no_run
 //! use hv_config::SystemConfig;

@@ -1,6 +1,6 @@
 //! Schema layer: TOML text to spanned raw structs, reporting syntax errors, unknown keys and wrong types.
 //!
-//! Nothing here knows what values mean; [`crate::validate`] checks that. Every value keeps its byte
+//! Nothing here knows what values mean; [`crate::analyze`] checks that. Every value keeps its byte
 //! span so diagnostics (and a language server: hover, go to definition) can point at it.
 
 use std::ops::Range;
@@ -159,7 +159,14 @@ pub struct RawWindow {
 }
 
 /// Keys allowed at the top level.
-pub const TOP_LEVEL_KEYS: &[&str] = &["system", "agent", "partition", "channel", "device", "schedule"];
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "system",
+    "agent",
+    "partition",
+    "channel",
+    "device",
+    "schedule",
+];
 /// Keys allowed in `[system]`.
 pub const SYSTEM_KEYS: &[&str] = &["name"];
 /// Keys allowed in `[agent]`.
@@ -206,14 +213,13 @@ pub(crate) fn read_document(source: &str, diags: &mut Diagnostics) -> (Option<Ra
     for error in &errors {
         let span = error.span().unwrap_or(0..0);
         let mut message = error.message().trim().to_owned();
-        if message == "duplicate key" {
-            if let Some(key) = source.get(span.clone()) {
-                message = format!("duplicate key `{key}`");
-            }
+        if let Some(key) = source
+            .get(span.clone())
+            .filter(|_| message == "duplicate key")
+        {
+            message = format!("duplicate key `{key}`");
         }
-        diags.push(
-            Diagnostic::error(span, format!("TOML syntax: {message}")).with_label("here"),
-        );
+        diags.push(Diagnostic::error(span, format!("TOML syntax: {message}")).with_label("here"));
     }
     let root = root.into_inner();
     if syntax_errors && root.is_empty() {
@@ -223,7 +229,10 @@ pub(crate) fn read_document(source: &str, diags: &mut Diagnostics) -> (Option<Ra
         // Schema problems in a recovered tree are mostly follow-on errors of the syntax error
         // (a broken header moves its keys elsewhere): read the document, drop what it reports.
         let mut scratch = Diagnostics::new("", source);
-        let doc = Reader { diags: &mut scratch }.document(&root);
+        let doc = Reader {
+            diags: &mut scratch,
+        }
+        .document(&root);
         return (Some(doc), true);
     }
     (Some(Reader { diags }.document(&root)), false)
@@ -266,7 +275,9 @@ impl Reader<'_> {
             });
         }
         if let Some(value) = fields.get("agent") {
-            doc.agent = self.section(value, "agent").map(|(t, span)| self.agent(t, span));
+            doc.agent = self
+                .section(value, "agent")
+                .map(|(t, span)| self.agent(t, span));
         }
         if let Some(value) = fields.get("partition") {
             doc.partitions = self
@@ -318,7 +329,9 @@ impl Reader<'_> {
             image: self.string(&f, "image"),
             memory: self.size(&f, "memory"),
             vcpus: self.integer(&f, "vcpus"),
-            cpus: self.array(&f, "cpus", "an integer", |r, v| r.integer_value("cpus", v)),
+            cpus: self.array(&f, "cpus", "an integer", |r, v| {
+                r.integer_value("each `cpus` entry", v)
+            }),
             autostart: self.boolean(&f, "autostart"),
         };
         self.require(&f, &["name", "image"]);
@@ -332,7 +345,7 @@ impl Reader<'_> {
             keys: sorted_keys(t),
             name: self.string(&f, "name"),
             endpoints: self.array(&f, "endpoints", "a partition name", |r, v| {
-                r.string_value("endpoints", v)
+                r.string_value("each `endpoints` entry", v)
             }),
             size: self.size(&f, "size"),
             vector: self.integer(&f, "vector"),
@@ -348,13 +361,13 @@ impl Reader<'_> {
             keys: sorted_keys(t),
             name: self.string(&f, "name"),
             partition: self.string(&f, "partition"),
-            mmio: f.get("mmio").and_then(|v| self.range_value("mmio", v)),
+            mmio: f.get("mmio").and_then(|v| self.range_value("`mmio`", v)),
             irq: self.integer(&f, "irq"),
             served_by: self.string(&f, "served_by"),
             request_vector: self.integer(&f, "request_vector"),
             timeout_ms: self.integer(&f, "timeout_ms"),
             grants: self.array(&f, "grants", "a `{ base, size }` table", |r, v| {
-                r.range_value("grants", v)
+                r.range_value("each `grants` entry", v)
             }),
         };
         self.require(&f, &["name", "partition", "mmio"]);
@@ -410,9 +423,12 @@ impl Reader<'_> {
                 None => format!("expected one of: {}", quoted_list(known)),
             };
             self.diags.push(
-                Diagnostic::error(key.span(), format!("unknown key `{}` in {section}", key.get_ref()))
-                    .with_label("unknown key")
-                    .with_note(note),
+                Diagnostic::error(
+                    key.span(),
+                    format!("unknown key `{}` in {section}", key.get_ref()),
+                )
+                .with_label("unknown key")
+                .with_note(note),
             );
         }
         Fields {
@@ -427,19 +443,26 @@ impl Reader<'_> {
         for key in keys {
             if f.get(key).is_none() {
                 self.diags.push(
-                    Diagnostic::error(f.span.clone(), format!("missing required key `{key}` in {}", f.section))
-                        .with_label(format!("this {} has no `{key}`", f.section)),
+                    Diagnostic::error(
+                        f.span.clone(),
+                        format!("missing required key `{key}` in {}", f.section),
+                    )
+                    .with_label(format!("this {} has no `{key}`", f.section)),
                 );
             }
         }
     }
 
     /// A single table such as `[agent]`.
-    fn section<'t, 'i>(&mut self, value: &'t Value<'i>, key: &str) -> Option<(&'t DeTable<'i>, Range<usize>)> {
+    fn section<'t, 'i>(
+        &mut self,
+        value: &'t Value<'i>,
+        key: &str,
+    ) -> Option<(&'t DeTable<'i>, Range<usize>)> {
         match value.get_ref() {
             DeValue::Table(t) => Some((t, value.span())),
             other => {
-                self.type_error(key, value.span(), "a table", other);
+                self.type_error(&format!("`{key}`"), value.span(), "a table", other);
                 None
             }
         }
@@ -458,7 +481,12 @@ impl Reader<'_> {
                 .filter_map(|item| match item.get_ref() {
                     DeValue::Table(t) => Some((t, item.span())),
                     other => {
-                        self.type_error(key, item.span(), "a table", other);
+                        self.type_error(
+                            &format!("each `{key}` entry"),
+                            item.span(),
+                            "a table",
+                            other,
+                        );
                         None
                     }
                 })
@@ -467,27 +495,37 @@ impl Reader<'_> {
                 self.diags.push(
                     Diagnostic::error(value.span(), format!("`{key}` must be an array of tables"))
                         .with_label("a single table")
-                        .with_note(format!("write `[[{key}]]` (double brackets) for each entry")),
+                        .with_note(format!(
+                            "write `[[{key}]]` (double brackets) for each entry"
+                        )),
                 );
                 vec![(t, value.span())]
             }
             other => {
-                self.type_error(key, value.span(), "an array of tables", other);
+                self.type_error(
+                    &format!("`{key}`"),
+                    value.span(),
+                    "an array of tables",
+                    other,
+                );
                 Vec::new()
             }
         }
     }
 
     fn string(&mut self, f: &Fields<'_, '_>, key: &str) -> Option<Spanned<String>> {
-        f.get(key).and_then(|v| self.string_value(key, v))
+        f.get(key)
+            .and_then(|v| self.string_value(&format!("`{key}`"), v))
     }
 
     fn integer(&mut self, f: &Fields<'_, '_>, key: &str) -> Option<Spanned<u64>> {
-        f.get(key).and_then(|v| self.integer_value(key, v))
+        f.get(key)
+            .and_then(|v| self.integer_value(&format!("`{key}`"), v))
     }
 
     fn size(&mut self, f: &Fields<'_, '_>, key: &str) -> Option<Spanned<u64>> {
-        f.get(key).and_then(|v| self.size_value(key, v))
+        f.get(key)
+            .and_then(|v| self.size_value(&format!("`{key}`"), v))
     }
 
     fn boolean(&mut self, f: &Fields<'_, '_>, key: &str) -> Option<Spanned<bool>> {
@@ -495,7 +533,12 @@ impl Reader<'_> {
         match value.get_ref() {
             DeValue::Boolean(b) => Some(Spanned::new(value.span(), *b)),
             other => {
-                self.type_error(key, value.span(), "`true` or `false`", other);
+                self.type_error(
+                    &format!("`{key}`"),
+                    value.span(),
+                    "`true` or `false`",
+                    other,
+                );
                 None
             }
         }
@@ -512,36 +555,44 @@ impl Reader<'_> {
         let value = f.get(key)?;
         match value.get_ref() {
             DeValue::Array(items) => {
-                let items = items.iter().filter_map(|item| element(self, item)).collect();
+                let items = items
+                    .iter()
+                    .filter_map(|item| element(self, item))
+                    .collect();
                 Some(Spanned::new(value.span(), items))
             }
             other => {
-                self.type_error(key, value.span(), &format!("an array of {what}s"), other);
+                self.type_error(
+                    &format!("`{key}`"),
+                    value.span(),
+                    &format!("an array of {what}s"),
+                    other,
+                );
                 None
             }
         }
     }
 
-    fn string_value(&mut self, key: &str, value: &Value<'_>) -> Option<Spanned<String>> {
+    fn string_value(&mut self, subject: &str, value: &Value<'_>) -> Option<Spanned<String>> {
         match value.get_ref() {
             DeValue::String(s) => Some(Spanned::new(value.span(), s.to_string())),
             other => {
-                self.type_error(key, value.span(), "a string", other);
+                self.type_error(subject, value.span(), "a string", other);
                 None
             }
         }
     }
 
-    fn integer_value(&mut self, key: &str, value: &Value<'_>) -> Option<Spanned<u64>> {
+    fn integer_value(&mut self, subject: &str, value: &Value<'_>) -> Option<Spanned<u64>> {
         match value.get_ref() {
             DeValue::Integer(i) => match u64::from_str_radix(i.as_str(), i.radix()) {
                 Ok(n) => Some(Spanned::new(value.span(), n)),
                 Err(_) => {
                     let negative = i.as_str().starts_with('-');
                     let message = if negative {
-                        format!("`{key}` must not be negative")
+                        format!("{subject} must not be negative")
                     } else {
-                        format!("`{key}` is too large")
+                        format!("{subject} is too large")
                     };
                     self.diags.push(
                         Diagnostic::error(value.span(), message)
@@ -551,21 +602,21 @@ impl Reader<'_> {
                 }
             },
             other => {
-                self.type_error(key, value.span(), "an integer", other);
+                self.type_error(subject, value.span(), "an integer", other);
                 None
             }
         }
     }
 
     /// Bytes: an integer, or a string such as `"64K"`, `"16M"`, `"1G"` (see [`parse_size`]).
-    fn size_value(&mut self, key: &str, value: &Value<'_>) -> Option<Spanned<u64>> {
+    fn size_value(&mut self, subject: &str, value: &Value<'_>) -> Option<Spanned<u64>> {
         match value.get_ref() {
-            DeValue::Integer(_) => self.integer_value(key, value),
+            DeValue::Integer(_) => self.integer_value(subject, value),
             DeValue::String(s) => match parse_size(s) {
                 Ok(n) => Some(Spanned::new(value.span(), n)),
                 Err(problem) => {
                     self.diags.push(
-                        Diagnostic::error(value.span(), format!("invalid size for `{key}`: {problem}"))
+                        Diagnostic::error(value.span(), format!("invalid size for {subject}: {problem}"))
                             .with_label("not a size")
                             .with_note("write bytes as an integer, or a string with a K, M or G suffix (powers of 1024), e.g. \"64K\" or \"16M\""),
                     );
@@ -573,19 +624,33 @@ impl Reader<'_> {
                 }
             },
             other => {
-                self.type_error(key, value.span(), "a size (integer or string like \"16M\")", other);
+                self.type_error(
+                    subject,
+                    value.span(),
+                    "a size (integer or string like \"16M\")",
+                    other,
+                );
                 None
             }
         }
     }
 
     /// `{ base = ..., size = ... }`.
-    fn range_value(&mut self, key: &str, value: &Value<'_>) -> Option<Spanned<RawRange>> {
+    fn range_value(&mut self, subject: &str, value: &Value<'_>) -> Option<Spanned<RawRange>> {
         let DeValue::Table(t) = value.get_ref() else {
-            self.type_error(key, value.span(), "a `{ base = ..., size = ... }` table", value.get_ref());
+            self.type_error(
+                subject,
+                value.span(),
+                "a `{ base = ..., size = ... }` table",
+                value.get_ref(),
+            );
             return None;
         };
-        let section = if key == "mmio" { "`mmio`" } else { "a grant" };
+        let section = if subject == "`mmio`" {
+            "`mmio`"
+        } else {
+            "a grant"
+        };
         let f = self.fields(t, value.span(), section, RANGE_KEYS);
         let base = self.integer(&f, "base");
         let size = self.size(&f, "size");
@@ -599,10 +664,22 @@ impl Reader<'_> {
         ))
     }
 
-    fn type_error(&mut self, key: &str, span: Range<usize>, expected: &str, found: &DeValue<'_>) {
+    fn type_error(
+        &mut self,
+        subject: &str,
+        span: Range<usize>,
+        expected: &str,
+        found: &DeValue<'_>,
+    ) {
         self.diags.push(
-            Diagnostic::error(span, format!("`{key}` must be {expected}, found {}", with_article(found.type_str())))
-                .with_label(format!("expected {expected}")),
+            Diagnostic::error(
+                span,
+                format!(
+                    "{subject} must be {expected}, found {}",
+                    with_article(found.type_str())
+                ),
+            )
+            .with_label(format!("expected {expected}")),
         );
     }
 }
@@ -626,7 +703,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "g" | "gib" => 30,
         _ => return Err(format!("unknown suffix \"{}\"", suffix.trim_start())),
     };
-    let number: u64 = digits.parse().map_err(|_| format!("\"{text}\" is too large"))?;
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("\"{text}\" is too large"))?;
     number
         .checked_mul(1 << shift)
         .ok_or_else(|| format!("\"{text}\" is too large"))
@@ -691,7 +770,14 @@ mod tests {
         let name = p.name.as_ref().unwrap();
         assert_eq!(&src[name.span()], "\"a\"");
         assert_eq!(*p.memory.as_ref().unwrap().get_ref(), 2 << 20);
-        let cpus: Vec<u64> = p.cpus.as_ref().unwrap().get_ref().iter().map(|c| *c.get_ref()).collect();
+        let cpus: Vec<u64> = p
+            .cpus
+            .as_ref()
+            .unwrap()
+            .get_ref()
+            .iter()
+            .map(|c| *c.get_ref())
+            .collect();
         assert_eq!(cpus, [0, 1]);
         let keys: Vec<&str> = p.keys.iter().map(|k| k.get_ref().as_str()).collect();
         assert_eq!(keys, ["name", "image", "memory", "cpus"]);
@@ -736,7 +822,11 @@ mod tests {
     fn syntax_errors_are_recovered_from() {
         let (doc, diags) = parse_document("[system\nname = \"x\"\n");
         assert!(diags.has_errors());
-        assert!(diags.iter().all(|d| d.message.starts_with("TOML syntax:")), "{}", diags.render());
+        assert!(
+            diags.iter().all(|d| d.message.starts_with("TOML syntax:")),
+            "{}",
+            diags.render()
+        );
         let _ = doc;
         let (doc, diags) = parse_document("a = 1\na = 2\n");
         assert!(doc.is_some());

@@ -43,7 +43,13 @@ pub(crate) fn validate(
     let index: HashMap<&str, usize> = first_definitions(parts.iter().map(|p| p.name));
     let lookup = Lookup {
         index: &index,
-        names: parts.iter().filter_map(|p| p.name.map(|n| n.get_ref().as_str())).collect(),
+        names: parts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.name.map(|n| (i, n.get_ref().as_str())))
+            .filter(|&(i, n)| index.get(n) == Some(&i))
+            .map(|(_, n)| n)
+            .collect(),
     };
     let channels = v.channels(&raw.channels, &lookup);
     v.ipc_areas(&parts, &channels);
@@ -56,7 +62,9 @@ pub(crate) fn validate(
         v.diags.push(
             Diagnostic::warning(first.anchor(), "no partition starts automatically")
                 .with_label("every partition has `autostart = false`")
-                .with_note("the system will sit idle until a partition is started from a host tool"),
+                .with_note(
+                    "the system will sit idle until a partition is started from a host tool",
+                ),
         );
     }
     if raw.partitions.is_empty() {
@@ -102,7 +110,8 @@ impl Part<'_> {
     }
 
     fn label(&self) -> String {
-        self.name.map_or_else(|| "?".into(), |n| n.get_ref().clone())
+        self.name
+            .map_or_else(|| "?".into(), |n| n.get_ref().clone())
     }
 
     fn config(&self) -> PartitionConfig {
@@ -130,7 +139,10 @@ struct Chan<'r> {
 
 impl Chan<'_> {
     fn anchor(&self) -> Range<usize> {
-        self.raw.name.as_ref().map_or(self.raw.span.clone(), Spanned::span)
+        self.raw
+            .name
+            .as_ref()
+            .map_or(self.raw.span.clone(), Spanned::span)
     }
 
     fn config(&self) -> ChannelConfig {
@@ -158,19 +170,29 @@ struct Dev<'r> {
 
 impl Dev<'_> {
     fn anchor(&self) -> Range<usize> {
-        self.raw.name.as_ref().map_or(self.raw.span.clone(), Spanned::span)
+        self.raw
+            .name
+            .as_ref()
+            .map_or(self.raw.span.clone(), Spanned::span)
     }
 
     fn config(&self) -> DeviceConfig {
         let (mmio_base, mmio_size) = self.mmio.unwrap_or_default();
         DeviceConfig {
             name: self.name.clone(),
-            partition: self.raw.partition.as_ref().map(|p| p.get_ref().clone()).unwrap_or_default(),
+            partition: self
+                .raw
+                .partition
+                .as_ref()
+                .map(|p| p.get_ref().clone())
+                .unwrap_or_default(),
             mmio_base,
             mmio_size,
             irq: self.irq,
             served_by: self.raw.served_by.as_ref().map(|s| s.get_ref().clone()),
-            request_vector: self.request_vector.unwrap_or(layout::DEFAULT_REQUEST_VECTOR),
+            request_vector: self
+                .request_vector
+                .unwrap_or(layout::DEFAULT_REQUEST_VECTOR),
             timeout_ms: self.timeout_ms,
             grants: self.grants.clone(),
         }
@@ -213,7 +235,9 @@ impl Validator<'_> {
             if text.is_empty() || text.len() > 63 || bad.is_some() {
                 self.error(name.span(), "invalid system name")
                     .label("not a valid system name")
-                    .note("system names are 1 to 63 characters of letters, digits, `_`, `-` and `.`");
+                    .note(
+                        "system names are 1 to 63 characters of letters, digits, `_`, `-` and `.`",
+                    );
             }
             return text.clone();
         }
@@ -234,7 +258,8 @@ impl Validator<'_> {
         }
         let token_file = agent.token_file.as_ref().map(|t| {
             if t.get_ref().is_empty() {
-                self.error(t.span(), "`token_file` is empty").label("expected a path");
+                self.error(t.span(), "`token_file` is empty")
+                    .label("expected a path");
             }
             if !is_tcp {
                 self.warning(t.span(), "`token_file` is only used with a `tcp:` link")
@@ -246,8 +271,11 @@ impl Validator<'_> {
         if let Some(port) = &agent.gdb_base_port {
             match u16::try_from(*port.get_ref()) {
                 Ok(0) | Err(_) => {
-                    self.error(port.span(), format!("GDB port {} is out of range", port.get_ref()))
-                        .label("expected 1..=65535");
+                    self.error(
+                        port.span(),
+                        format!("GDB port {} is out of range", port.get_ref()),
+                    )
+                    .label("expected 1..=65535");
                 }
                 Ok(p) => {
                     if p < 1024 {
@@ -269,7 +297,8 @@ impl Validator<'_> {
 
     fn link(&mut self, link: &Spanned<String>) {
         let text = link.get_ref();
-        const FORMS: &str = "the link is \"unix:<socket path>\", \"tcp:127.0.0.1:<port>\" or \"pty\"";
+        const FORMS: &str =
+            "the link is \"unix:<socket path>\", \"tcp:127.0.0.1:<port>\" or \"pty\"";
         if text == "pty" {
             return;
         }
@@ -372,13 +401,19 @@ impl Validator<'_> {
 
     fn memory(&mut self, m: &Spanned<u64>) -> Option<u64> {
         let bytes = *m.get_ref();
-        if bytes % PAGE_SIZE != 0 {
-            self.error(m.span(), format!("`memory` ({bytes} bytes) is not a multiple of 4 KiB"))
-                .label("not page aligned");
+        if !bytes.is_multiple_of(PAGE_SIZE) {
+            self.error(
+                m.span(),
+                format!("`memory` ({bytes} bytes) is not a multiple of 4 KiB"),
+            )
+            .label("not page aligned");
             None
         } else if !(layout::MIN_MEMORY..=layout::MAX_MEMORY).contains(&bytes) {
-            self.error(m.span(), format!("`memory` ({}) is out of range", human(bytes)))
-                .label("expected 2M..=1G");
+            self.error(
+                m.span(),
+                format!("`memory` ({}) is out of range", human(bytes)),
+            )
+            .label("expected 2M..=1G");
             None
         } else {
             Some(bytes)
@@ -407,21 +442,30 @@ impl Validator<'_> {
             let hint = (!fixed.is_empty()).then(|| format!("try `{fixed}`"));
             self.error(name.span(), format!("{kind} name `{text}` {problem}"))
                 .label("invalid name")
-                .note(format!("names are 1 to {MAX_NAME_LEN} characters of `a-z`, `0-9`, `_` and `-`"))
+                .note(format!(
+                    "names are 1 to {MAX_NAME_LEN} characters of `a-z`, `0-9`, `_` and `-`"
+                ))
                 .optional_note(hint);
         }
     }
 
     /// Reports every name defined again after its first definition.
-    fn duplicates<'a>(&mut self, kind: &str, names: impl Iterator<Item = Option<&'a Spanned<String>>>) {
+    fn duplicates<'a>(
+        &mut self,
+        kind: &str,
+        names: impl Iterator<Item = Option<&'a Spanned<String>>>,
+    ) {
         let mut first: HashMap<&str, Range<usize>> = HashMap::new();
         for name in names.flatten() {
             match first.get(name.get_ref().as_str()) {
                 Some(span) => {
                     let span = span.clone();
-                    self.error(name.span(), format!("duplicate {kind} name `{}`", name.get_ref()))
-                        .label("defined again here")
-                        .related(span, "first defined here");
+                    self.error(
+                        name.span(),
+                        format!("duplicate {kind} name `{}`", name.get_ref()),
+                    )
+                    .label("defined again here")
+                    .related(span, "first defined here");
                 }
                 None => {
                     first.insert(name.get_ref(), name.span());
@@ -431,18 +475,29 @@ impl Validator<'_> {
     }
 
     /// Resolves a partition reference, reporting unknown names with a "did you mean".
-    fn resolve(&mut self, lookup: &Lookup<'_>, name: &Spanned<String>, role: &str) -> Option<usize> {
+    fn resolve(
+        &mut self,
+        lookup: &Lookup<'_>,
+        name: &Spanned<String>,
+        role: &str,
+    ) -> Option<usize> {
         if let Some(&i) = lookup.index.get(name.get_ref().as_str()) {
             return Some(i);
         }
         let note = match suggest(name.get_ref(), lookup.names.iter().copied()) {
             Some(close) => format!("did you mean `{close}`?"),
             None if lookup.names.is_empty() => "no partitions are defined".to_owned(),
-            None => format!("defined partitions: {}", crate::raw::quoted_list(&lookup.names)),
+            None => format!(
+                "defined partitions: {}",
+                crate::raw::quoted_list(&lookup.names)
+            ),
         };
-        self.error(name.span(), format!("unknown partition `{}`", name.get_ref()))
-            .label(format!("{role} names no partition"))
-            .note(note);
+        self.error(
+            name.span(),
+            format!("unknown partition `{}`", name.get_ref()),
+        )
+        .label(format!("{role} names no partition"))
+        .note(note);
         None
     }
 
@@ -450,7 +505,10 @@ impl Validator<'_> {
     fn vector(&mut self, v: &Spanned<u64>, key: &str) -> Option<u8> {
         let n = *v.get_ref();
         let problem = match u8::try_from(n) {
-            Err(_) => Some((format!("`{key}` = {n} is not an interrupt vector"), "expected 32..=255")),
+            Err(_) => Some((
+                format!("`{key}` = {n} is not an interrupt vector"),
+                "expected 32..=255",
+            )),
             Ok(x) if x < layout::FIRST_VECTOR => Some((
                 format!("`{key}` = {n} is a CPU exception vector"),
                 "vectors 0..=31 are reserved for exceptions; expected 32..=255",
@@ -486,13 +544,22 @@ impl Validator<'_> {
                         .map(|e| self.resolve(lookup, e, "endpoint"))
                         .collect();
                     if list.len() != 2 {
-                        self.error(endpoints.span(), format!("a channel has exactly two endpoints, not {}", list.len()))
-                            .label("expected [\"<partition>\", \"<partition>\"]");
+                        self.error(
+                            endpoints.span(),
+                            format!("a channel has exactly two endpoints, not {}", list.len()),
+                        )
+                        .label("expected [\"<partition>\", \"<partition>\"]");
                     } else if list[0].get_ref() == list[1].get_ref() {
-                        self.error(list[1].span(), format!("channel connects partition `{}` to itself", list[0].get_ref()))
-                            .label("same as the first endpoint")
-                            .related(list[0].span(), "first endpoint")
-                            .note("the two endpoints must be different partitions");
+                        self.error(
+                            list[1].span(),
+                            format!(
+                                "channel connects partition `{}` to itself",
+                                list[0].get_ref()
+                            ),
+                        )
+                        .label("same as the first endpoint")
+                        .related(list[0].span(), "first endpoint")
+                        .note("the two endpoints must be different partitions");
                     } else if let [Some(a), Some(b)] = resolved[..] {
                         ends = Some([a, b]);
                     }
@@ -504,12 +571,22 @@ impl Validator<'_> {
                     None => layout::DEFAULT_CHANNEL_SIZE,
                     Some(s) => {
                         let bytes = *s.get_ref();
-                        if bytes % PAGE_SIZE != 0 {
-                            self.error(s.span(), format!("channel `size` ({bytes} bytes) is not a multiple of 4 KiB"))
-                                .label("not page aligned");
-                        } else if !(layout::MIN_CHANNEL_SIZE..=layout::MAX_CHANNEL_SIZE).contains(&bytes) {
-                            self.error(s.span(), format!("channel `size` ({}) is out of range", human(bytes)))
-                                .label("expected 4K..=16M");
+                        if !bytes.is_multiple_of(PAGE_SIZE) {
+                            self.error(
+                                s.span(),
+                                format!(
+                                    "channel `size` ({bytes} bytes) is not a multiple of 4 KiB"
+                                ),
+                            )
+                            .label("not page aligned");
+                        } else if !(layout::MIN_CHANNEL_SIZE..=layout::MAX_CHANNEL_SIZE)
+                            .contains(&bytes)
+                        {
+                            self.error(
+                                s.span(),
+                                format!("channel `size` ({}) is out of range", human(bytes)),
+                            )
+                            .label("expected 4K..=16M");
                         }
                         bytes
                     }
@@ -520,7 +597,11 @@ impl Validator<'_> {
                 };
                 Chan {
                     raw: c,
-                    name: c.name.as_ref().map(|n| n.get_ref().clone()).unwrap_or_default(),
+                    name: c
+                        .name
+                        .as_ref()
+                        .map(|n| n.get_ref().clone())
+                        .unwrap_or_default(),
                     ends,
                     endpoint_names,
                     size,
@@ -543,21 +624,36 @@ impl Validator<'_> {
                 .find(|&(_, gpa, size)| !layout::ipc_fits(gpa, size));
             if let Some((i, gpa, _)) = overflow {
                 let chan = &channels[i];
-                let span = chan.raw.size.as_ref().map_or_else(|| chan.anchor(), Spanned::span);
-                self.error(span, format!("IPC windows of partition `{}` do not fit in the IPC area", part.label()))
-                    .label(format!("channel `{}` would start at {gpa:#x}", chan.name))
-                    .related(part.anchor(), "this partition")
-                    .note(format!(
-                        "a partition's channel windows share {} from {:#x} to {:#x}",
-                        human(layout::IPC_END - layout::IPC_BASE),
-                        layout::IPC_BASE,
-                        layout::IPC_END
-                    ));
+                let span = chan
+                    .raw
+                    .size
+                    .as_ref()
+                    .map_or_else(|| chan.anchor(), Spanned::span);
+                self.error(
+                    span,
+                    format!(
+                        "IPC windows of partition `{}` do not fit in the IPC area",
+                        part.label()
+                    ),
+                )
+                .label(format!("channel `{}` would start at {gpa:#x}", chan.name))
+                .related(part.anchor(), "this partition")
+                .note(format!(
+                    "a partition's channel windows share {} from {:#x} to {:#x}",
+                    human(layout::IPC_END - layout::IPC_BASE),
+                    layout::IPC_BASE,
+                    layout::IPC_END
+                ));
             }
         }
     }
 
-    fn devices<'r>(&mut self, raw: &'r [RawDevice], parts: &[Part<'_>], lookup: &Lookup<'_>) -> Vec<Dev<'r>> {
+    fn devices<'r>(
+        &mut self,
+        raw: &'r [RawDevice],
+        parts: &[Part<'_>],
+        lookup: &Lookup<'_>,
+    ) -> Vec<Dev<'r>> {
         self.duplicates("device", raw.iter().map(|d| d.name.as_ref()));
         raw.iter()
             .map(|d| {
@@ -637,14 +733,20 @@ impl Validator<'_> {
         let RawRange { base, size } = m.get_ref();
         let (b, s) = (*base.get_ref(), *size.get_ref());
         let mut ok = true;
-        if b % PAGE_SIZE != 0 {
-            self.error(base.span(), format!("MMIO base {b:#x} is not 4 KiB aligned"))
-                .label("not page aligned");
+        if !b.is_multiple_of(PAGE_SIZE) {
+            self.error(
+                base.span(),
+                format!("MMIO base {b:#x} is not 4 KiB aligned"),
+            )
+            .label("not page aligned");
             ok = false;
         }
-        if s == 0 || s % PAGE_SIZE != 0 {
-            self.error(size.span(), format!("MMIO size {s:#x} is not a non-zero multiple of 4 KiB"))
-                .label("expected a multiple of 0x1000");
+        if s == 0 || !s.is_multiple_of(PAGE_SIZE) {
+            self.error(
+                size.span(),
+                format!("MMIO size {s:#x} is not a non-zero multiple of 4 KiB"),
+            )
+            .label("expected a multiple of 0x1000");
             ok = false;
         }
         let end = b.checked_add(s).filter(|&e| e <= layout::IDENTITY_MAPPED);
@@ -655,9 +757,12 @@ impl Validator<'_> {
             return None;
         };
         if let Some(memory) = memory.filter(|&mem| b < mem) {
-            self.error(m.span(), format!("MMIO range {b:#x}..{end:#x} overlaps the partition's RAM"))
-                .label(format!("RAM is 0x0..{memory:#x}"))
-                .note("MMIO ranges must lie above RAM, in [memory, 4 GiB)");
+            self.error(
+                m.span(),
+                format!("MMIO range {b:#x}..{end:#x} overlaps the partition's RAM"),
+            )
+            .label(format!("RAM is 0x0..{memory:#x}"))
+            .note("MMIO ranges must lie above RAM, in [memory, 4 GiB)");
             ok = false;
         }
         if b < layout::IPC_END && end > layout::IPC_BASE {
@@ -673,32 +778,56 @@ impl Validator<'_> {
         let RawRange { base, size } = grant.get_ref();
         let (b, s) = (*base.get_ref(), *size.get_ref());
         if s == 0 {
-            self.error(size.span(), "grant size must not be zero").label("empty grant");
+            self.error(size.span(), "grant size must not be zero")
+                .label("empty grant");
             return;
         }
         let Some(memory) = memory else { return };
         if b.checked_add(s).is_none_or(|end| end > memory) {
-            self.error(grant.span(), format!("grant {b:#x}..{:#x} lies outside the client's RAM", u128::from(b) + u128::from(s)))
-                .label(format!("RAM is 0x0..{memory:#x}"))
-                .note("grants are windows of the client's RAM the device model may copy to and from");
+            self.error(
+                grant.span(),
+                format!(
+                    "grant {b:#x}..{:#x} lies outside the client's RAM",
+                    u128::from(b) + u128::from(s)
+                ),
+            )
+            .label(format!("RAM is 0x0..{memory:#x}"))
+            .note("grants are windows of the client's RAM the device model may copy to and from");
         }
     }
 
     /// Devices of one client whose MMIO ranges overlap.
     fn mmio_overlaps(&mut self, devices: &[Dev<'_>]) {
         for (i, d) in devices.iter().enumerate() {
-            let (Some(client), Some((base, size))) = (d.client, d.mmio) else { continue };
+            let (Some(client), Some((base, size))) = (d.client, d.mmio) else {
+                continue;
+            };
             let earlier = devices[..i].iter().find(|e| {
                 e.client == Some(client)
-                    && e.mmio.is_some_and(|(eb, es)| base < eb + es && eb < base + size)
+                    && e.mmio
+                        .is_some_and(|(eb, es)| base < eb + es && eb < base + size)
             });
             if let Some(e) = earlier {
-                let span = d.raw.mmio.as_ref().map_or_else(|| d.anchor(), Spanned::span);
-                let other = e.raw.mmio.as_ref().map_or_else(|| e.anchor(), Spanned::span);
-                self.error(span, format!("MMIO range of device `{}` overlaps device `{}`", d.name, e.name))
-                    .label(format!("{base:#x}..{:#x}", base + size))
-                    .related(other, format!("`{}` is mapped here", e.name))
-                    .note("devices of one partition must not share MMIO addresses");
+                let span = d
+                    .raw
+                    .mmio
+                    .as_ref()
+                    .map_or_else(|| d.anchor(), Spanned::span);
+                let other = e
+                    .raw
+                    .mmio
+                    .as_ref()
+                    .map_or_else(|| e.anchor(), Spanned::span);
+                self.error(
+                    span,
+                    format!(
+                        "MMIO range of device `{}` overlaps device `{}`",
+                        d.name, e.name
+                    ),
+                )
+                .label(format!("{base:#x}..{:#x}", base + size))
+                .related(other, format!("`{}` is mapped here", e.name))
+                .note("devices of one partition must not share MMIO addresses");
             }
         }
     }
@@ -708,9 +837,19 @@ impl Validator<'_> {
     fn vector_conflicts(&mut self, parts: &[Part<'_>], channels: &[Chan<'_>], devices: &[Dev<'_>]) {
         let mut uses: Vec<Vec<VectorUse>> = parts.iter().map(|_| Vec::new()).collect();
         for c in channels {
-            let (Some(ends), Some(vector)) = (c.ends, c.vector) else { continue };
-            let span = c.raw.vector.as_ref().map_or_else(|| c.anchor(), Spanned::span);
-            let default = if c.raw.vector.is_none() { " (default vector)" } else { "" };
+            let (Some(ends), Some(vector)) = (c.ends, c.vector) else {
+                continue;
+            };
+            let span = c
+                .raw
+                .vector
+                .as_ref()
+                .map_or_else(|| c.anchor(), Spanned::span);
+            let default = if c.raw.vector.is_none() {
+                " (default vector)"
+            } else {
+                ""
+            };
             for p in ends {
                 uses[p].push(VectorUse {
                     vector,
@@ -730,10 +869,18 @@ impl Validator<'_> {
                 });
             }
             if let (Some(model), Some(vector)) = (d.model, d.request_vector) {
-                let default = if d.raw.request_vector.is_none() { " (default vector)" } else { "" };
+                let default = if d.raw.request_vector.is_none() {
+                    " (default vector)"
+                } else {
+                    ""
+                };
                 uses[model].push(VectorUse {
                     vector,
-                    span: d.raw.request_vector.as_ref().map_or_else(|| d.anchor(), Spanned::span),
+                    span: d
+                        .raw
+                        .request_vector
+                        .as_ref()
+                        .map_or_else(|| d.anchor(), Spanned::span),
                     what: format!("request vector of device `{}`{default}", d.name),
                     is_request: true,
                 });
@@ -745,20 +892,33 @@ impl Validator<'_> {
                     .iter()
                     .find(|e| e.vector == u.vector && !(e.is_request && u.is_request));
                 if let Some(e) = clash {
-                    self.error(u.span.clone(), format!("vector {} is used twice in partition `{}`", u.vector, parts[p].label()))
-                        .label(u.what.clone())
-                        .related(e.span.clone(), format!("also used by the {}", e.what))
-                        .note("each interrupt source of a partition needs its own vector");
+                    self.error(
+                        u.span.clone(),
+                        format!(
+                            "vector {} is used twice in partition `{}`",
+                            u.vector,
+                            parts[p].label()
+                        ),
+                    )
+                    .label(u.what.clone())
+                    .related(e.span.clone(), format!("also used by the {}", e.what))
+                    .note("each interrupt source of a partition needs its own vector");
                 }
             }
         }
     }
 
-    fn schedule(&mut self, raw: &RawDocument, parts: &[Part<'_>], lookup: &Lookup<'_>) -> Option<ScheduleConfig> {
+    fn schedule(
+        &mut self,
+        raw: &RawDocument,
+        parts: &[Part<'_>],
+        lookup: &Lookup<'_>,
+    ) -> Option<ScheduleConfig> {
         let sched = raw.schedule.as_ref()?;
         let major = sched.major_frame_us.as_ref().map(|m| {
             if *m.get_ref() == 0 {
-                self.error(m.span(), "`major_frame_us` must not be zero").label("empty major frame");
+                self.error(m.span(), "`major_frame_us` must not be zero")
+                    .label("empty major frame");
             }
             *m.get_ref()
         });
@@ -770,11 +930,16 @@ impl Validator<'_> {
         let mut checked: Vec<(usize, u64, u64, Range<usize>)> = Vec::new();
         let mut scheduled = vec![false; parts.len()];
         for w in &sched.windows {
-            let part = w.partition.as_ref().and_then(|p| self.resolve(lookup, p, "window"));
+            let part = w
+                .partition
+                .as_ref()
+                .and_then(|p| self.resolve(lookup, p, "window"));
             if let Some(p) = part {
                 scheduled[p] = true;
             }
-            let (Some(start), Some(duration)) = (&w.start_us, &w.duration_us) else { continue };
+            let (Some(start), Some(duration)) = (&w.start_us, &w.duration_us) else {
+                continue;
+            };
             let (s, d) = (*start.get_ref(), *duration.get_ref());
             if d == 0 {
                 self.error(duration.span(), "schedule window has zero duration")
@@ -784,29 +949,52 @@ impl Validator<'_> {
             }
             let end = s.saturating_add(d);
             if let Some(major) = major.filter(|&m| m > 0 && end > m) {
-                let span = sched.major_frame_us.as_ref().map_or(sched.span.clone(), Spanned::span);
-                self.error(duration.span(), format!("schedule window ends at {end} µs, after the major frame"))
-                    .label(format!("{s} + {d} > {major}"))
-                    .related(span, format!("the major frame is {major} µs"));
+                let span = sched
+                    .major_frame_us
+                    .as_ref()
+                    .map_or(sched.span.clone(), Spanned::span);
+                self.error(
+                    duration.span(),
+                    format!("schedule window ends at {end} µs, after the major frame"),
+                )
+                .label(format!("{s} + {d} > {major}"))
+                .related(span, format!("the major frame is {major} µs"));
                 continue;
             }
             if let Some(p) = part {
-                let overlap = checked.iter().find(|(q, qs, qe, _)| *q == p && s < *qe && *qs < end);
+                let overlap = checked
+                    .iter()
+                    .find(|(q, qs, qe, _)| *q == p && s < *qe && *qs < end);
                 if let Some((_, qs, qe, qspan)) = overlap {
                     let qspan = qspan.clone();
-                    self.error(start.span(), format!("schedule windows of partition `{}` overlap", parts[p].label()))
-                        .label(format!("{s}..{end} µs"))
-                        .related(qspan, format!("overlaps this window ({qs}..{qe} µs)"))
-                        .note("merge the windows or make them disjoint");
+                    self.error(
+                        start.span(),
+                        format!(
+                            "schedule windows of partition `{}` overlap",
+                            parts[p].label()
+                        ),
+                    )
+                    .label(format!("{s}..{end} µs"))
+                    .related(qspan, format!("overlaps this window ({qs}..{qe} µs)"))
+                    .note("merge the windows or make them disjoint");
                 }
                 checked.push((p, s, end, start.span()));
             }
         }
         for (p, part) in parts.iter().enumerate() {
-            if !scheduled[p] && part.name.is_some() {
-                self.warning(part.anchor(), format!("partition `{}` has no schedule window; it never runs", part.label()))
-                    .label("not in [schedule]")
-                    .related(sched.span.clone(), "the schedule");
+            let first_of_name = part
+                .name
+                .is_some_and(|n| lookup.index.get(n.get_ref().as_str()) == Some(&p));
+            if !scheduled[p] && first_of_name {
+                self.warning(
+                    part.anchor(),
+                    format!(
+                        "partition `{}` has no schedule window; it never runs",
+                        part.label()
+                    ),
+                )
+                .label("not in [schedule]")
+                .related(sched.span.clone(), "the schedule");
             }
         }
         Some(ScheduleConfig {
@@ -815,7 +1003,11 @@ impl Validator<'_> {
                 .windows
                 .iter()
                 .map(|w| WindowConfig {
-                    partition: w.partition.as_ref().map(|p| p.get_ref().clone()).unwrap_or_default(),
+                    partition: w
+                        .partition
+                        .as_ref()
+                        .map(|p| p.get_ref().clone())
+                        .unwrap_or_default(),
                     start_us: w.start_us.as_ref().map_or(0, |s| *s.get_ref()),
                     duration_us: w.duration_us.as_ref().map_or(0, |d| *d.get_ref()),
                 })
@@ -827,7 +1019,9 @@ impl Validator<'_> {
 /// Checks every partition's image file (existence, ELF64 x86_64 executable, segment placement).
 pub(crate) fn check_images(raw: &RawDocument, config: &SystemConfig, diags: &mut Diagnostics) {
     for (p, part) in raw.partitions.iter().zip(&config.partitions) {
-        let Some(written) = p.image.as_ref().filter(|i| !i.get_ref().is_empty()) else { continue };
+        let Some(written) = p.image.as_ref().filter(|i| !i.get_ref().is_empty()) else {
+            continue;
+        };
         let layout_window = valid_window(p, part);
         let problems = match image::read_image(&part.image) {
             Err(e) => vec![e],
@@ -862,7 +1056,7 @@ pub(crate) fn check_images(raw: &RawDocument, config: &SystemConfig, diags: &mut
 fn valid_window(raw: &RawPartition, part: &PartitionConfig) -> Option<(u64, u64)> {
     let memory_ok = raw.memory.as_ref().is_none_or(|m| {
         let m = *m.get_ref();
-        m % PAGE_SIZE == 0 && (layout::MIN_MEMORY..=layout::MAX_MEMORY).contains(&m)
+        m.is_multiple_of(PAGE_SIZE) && (layout::MIN_MEMORY..=layout::MAX_MEMORY).contains(&m)
     });
     let vcpus_ok = raw
         .vcpus
@@ -871,10 +1065,15 @@ fn valid_window(raw: &RawPartition, part: &PartitionConfig) -> Option<(u64, u64)
     if !(memory_ok && vcpus_ok) {
         return None;
     }
-    Some(layout::image_window(part.memory, part.vcpus).unwrap_or((layout::IMAGE_BASE, layout::IMAGE_BASE)))
+    Some(
+        layout::image_window(part.memory, part.vcpus)
+            .unwrap_or((layout::IMAGE_BASE, layout::IMAGE_BASE)),
+    )
 }
 
-fn first_definitions<'a>(names: impl Iterator<Item = Option<&'a Spanned<String>>>) -> HashMap<&'a str, usize> {
+fn first_definitions<'a>(
+    names: impl Iterator<Item = Option<&'a Spanned<String>>>,
+) -> HashMap<&'a str, usize> {
     let mut index = HashMap::new();
     for (i, name) in names.enumerate() {
         if let Some(name) = name {
@@ -904,7 +1103,7 @@ fn absolute(path: &Path) -> PathBuf {
 /// `16M`-style rendering of a byte count.
 pub(crate) fn human(bytes: u64) -> String {
     for (shift, suffix) in [(30, "G"), (20, "M"), (10, "K")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{}{suffix}", bytes >> shift);
         }
     }
@@ -926,7 +1125,11 @@ fn parse_cpu_list(text: &str) -> Option<usize> {
     text.trim()
         .split(',')
         .filter(|s| !s.is_empty())
-        .map(|part| part.rsplit('-').next().and_then(|n| n.trim().parse::<usize>().ok()))
+        .map(|part| {
+            part.rsplit('-')
+                .next()
+                .and_then(|n| n.trim().parse::<usize>().ok())
+        })
         .try_fold(0usize, |max, n| Some(max.max(n? + 1)))
         .filter(|&n| n > 0)
 }
@@ -934,6 +1137,658 @@ fn parse_cpu_list(text: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::test_elf::{self, Seg};
+    use crate::tests::{Fixture, expect};
+
+    /// Two valid partitions, `control` and `model`, on lines 1..=7; tests append from line 8.
+    const TWO: &str = "[[partition]]\nname = \"control\"\nimage = \"guest.elf\"\n\n[[partition]]\nname = \"model\"\nimage = \"guest.elf\"\n";
+
+    fn with_two(rest: &str) -> String {
+        format!("{TWO}{rest}")
+    }
+
+    #[test]
+    fn syntax_error() {
+        let fx = Fixture::new();
+        let diags = fx.errors(&with_two("[[channel]\nname = \"c\"\n"));
+        expect(
+            &diags,
+            "TOML syntax: unclosed array table, expected `]`",
+            8,
+            11,
+        );
+        assert_eq!(diags.len(), 1, "only the syntax error:\n{}", diags.render());
+    }
+
+    #[test]
+    fn unknown_key() {
+        let fx = Fixture::new();
+        let src = with_two(
+            "[[channel]]\nname = \"c\"\nendpoints = [\"control\", \"model\"]\nvectr = 50\n",
+        );
+        let diags = fx.errors(&src);
+        let i = expect(&diags, "unknown key `vectr` in [[channel]]", 11, 1);
+        assert_eq!(
+            diags.iter().nth(i).unwrap().notes,
+            ["did you mean `vector`?"]
+        );
+        let diags = fx.errors("[[partition]]\nname = \"a\"\nimage = \"guest.elf\"\nwhatever = 1\n");
+        let i = expect(&diags, "unknown key `whatever` in [[partition]]", 4, 1);
+        assert!(
+            diags.iter().nth(i).unwrap().notes[0].starts_with("expected one of: `name`, `image`")
+        );
+    }
+
+    #[test]
+    fn wrong_types() {
+        let fx = Fixture::new();
+        let src =
+            with_two("[[channel]]\nname = \"c\"\nendpoints = [\"control\", 7]\nvector = \"48\"\n");
+        let diags = fx.errors(&src);
+        expect(
+            &diags,
+            "each `endpoints` entry must be a string, found an integer",
+            10,
+            25,
+        );
+        expect(
+            &diags,
+            "`vector` must be an integer, found a string",
+            11,
+            10,
+        );
+        let diags = fx.errors("partition = 3\n");
+        expect(
+            &diags,
+            "`partition` must be an array of tables, found an integer",
+            1,
+            13,
+        );
+    }
+
+    #[test]
+    fn missing_required_key() {
+        let fx = Fixture::new();
+        let diags = fx.errors("[[partition]]\nname = \"a\"\n");
+        expect(
+            &diags,
+            "missing required key `image` in [[partition]]",
+            1,
+            1,
+        );
+    }
+
+    #[test]
+    fn bad_sizes() {
+        let fx = Fixture::new();
+        let src = "[[partition]]\nname = \"a\"\nimage = \"guest.elf\"\nmemory = \"16Q\"\n\
+                   [[partition]]\nname = \"b\"\nimage = \"guest.elf\"\nmemory = 4097\n\
+                   [[partition]]\nname = \"c\"\nimage = \"guest.elf\"\nmemory = \"4G\"\n\
+                   [[channel]]\nname = \"x\"\nendpoints = [\"a\", \"b\"]\nsize = \"32M\"\nvector = 50\n\
+                   [[channel]]\nname = \"y\"\nendpoints = [\"a\", \"c\"]\nsize = 6000\nvector = 51\n";
+        let diags = fx.errors(src);
+        expect(
+            &diags,
+            "invalid size for `memory`: unknown suffix \"Q\"",
+            4,
+            10,
+        );
+        expect(
+            &diags,
+            "`memory` (4097 bytes) is not a multiple of 4 KiB",
+            8,
+            10,
+        );
+        expect(&diags, "`memory` (4G) is out of range", 12, 10);
+        expect(&diags, "channel `size` (32M) is out of range", 16, 8);
+        expect(
+            &diags,
+            "channel `size` (6000 bytes) is not a multiple of 4 KiB",
+            21,
+            8,
+        );
+    }
+
+    #[test]
+    fn vcpus_out_of_range() {
+        let fx = Fixture::new();
+        let diags = fx.errors("[[partition]]\nname = \"a\"\nimage = \"guest.elf\"\nvcpus = 17\n");
+        expect(&diags, "`vcpus` = 17 is out of range", 4, 9);
+    }
+
+    #[test]
+    fn invalid_names() {
+        let fx = Fixture::new();
+        let diags = fx.errors("[system]\nname = \"my demo\"\n[[partition]]\nname = \"Control\"\nimage = \"guest.elf\"\n");
+        expect(&diags, "invalid system name", 2, 8);
+        let i = expect(&diags, "partition name `Control` contains 'C'", 4, 8);
+        assert!(
+            diags
+                .iter()
+                .nth(i)
+                .unwrap()
+                .notes
+                .contains(&"try `control`".to_owned())
+        );
+        let long = "x".repeat(32);
+        let diags = fx.errors(&format!(
+            "[[partition]]\nname = \"{long}\"\nimage = \"guest.elf\"\n"
+        ));
+        expect(
+            &diags,
+            &format!("partition name `{long}` is longer than 31 characters"),
+            2,
+            8,
+        );
+    }
+
+    #[test]
+    fn duplicate_names() {
+        let fx = Fixture::new();
+        let src = with_two(
+            "[[partition]]\nname = \"model\"\nimage = \"guest.elf\"\n\
+             [[channel]]\nname = \"c\"\nendpoints = [\"control\", \"model\"]\n\
+             [[channel]]\nname = \"c\"\nendpoints = [\"control\", \"model\"]\nvector = 49\n\
+             [[device]]\nname = \"d\"\npartition = \"control\"\nserved_by = \"model\"\nmmio = { base = 0xD000_0000, size = 0x1000 }\n\
+             [[device]]\nname = \"d\"\npartition = \"control\"\nserved_by = \"model\"\nmmio = { base = 0xD000_1000, size = 0x1000 }\n",
+        );
+        let diags = fx.errors(&src);
+        let i = expect(&diags, "duplicate partition name `model`", 9, 8);
+        let d = diags.iter().nth(i).unwrap();
+        assert_eq!(d.related.len(), 1);
+        assert_eq!(&src[d.related[0].0.clone()], "\"model\"");
+        assert!(diags.render().contains("first defined here"));
+        expect(&diags, "duplicate channel name `c`", 15, 8);
+        expect(&diags, "duplicate device name `d`", 24, 8);
+    }
+
+    #[test]
+    fn unknown_references_suggest_close_names() {
+        let fx = Fixture::new();
+        let src = with_two(
+            "[[channel]]\nname = \"c\"\nendpoints = [\"contrl\", \"model\"]\n\
+             [[device]]\nname = \"d\"\npartition = \"modle\"\nserved_by = \"sensor\"\nmmio = { base = 0xD000_0000, size = 0x1000 }\n\
+             [schedule]\nmajor_frame_us = 100\n[[schedule.window]]\npartition = \"Control\"\nstart_us = 0\nduration_us = 10\n",
+        );
+        let diags = fx.errors(&src);
+        let note = |i: usize| diags.iter().nth(i).unwrap().notes.clone();
+        let i = expect(&diags, "unknown partition `contrl`", 10, 14);
+        assert_eq!(note(i), ["did you mean `control`?"]);
+        let i = expect(&diags, "unknown partition `modle`", 13, 13);
+        assert_eq!(note(i), ["did you mean `model`?"]);
+        let i = expect(&diags, "unknown partition `sensor`", 14, 13);
+        assert_eq!(note(i), ["defined partitions: `control`, `model`"]);
+        let i = expect(&diags, "unknown partition `Control`", 19, 13);
+        assert_eq!(note(i), ["did you mean `control`?"]);
+    }
+
+    #[test]
+    fn channel_endpoints() {
+        let fx = Fixture::new();
+        let src = with_two(
+            "[[channel]]\nname = \"self\"\nendpoints = [\"control\", \"control\"]\n\
+             [[channel]]\nname = \"three\"\nendpoints = [\"control\", \"model\", \"model\"]\nvector = 49\n",
+        );
+        let diags = fx.errors(&src);
+        expect(
+            &diags,
+            "channel connects partition `control` to itself",
+            10,
+            25,
+        );
+        expect(&diags, "a channel has exactly two endpoints, not 3", 13, 13);
+    }
+
+    #[test]
+    fn device_served_by_its_client() {
+        let fx = Fixture::new();
+        let src = with_two(
+            "[[device]]\nname = \"d\"\npartition = \"control\"\nserved_by = \"control\"\nmmio = { base = 0xD000_0000, size = 0x1000 }\n",
+        );
+        let diags = fx.errors(&src);
+        expect(
+            &diags,
+            "device is served by its own client `control`",
+            11,
+            13,
+        );
+    }
+
+    #[test]
+    fn device_without_a_model() {
+        let fx = Fixture::new();
+        let src = with_two(
+            "[[device]]\nname = \"uart2\"\npartition = \"control\"\nmmio = { base = 0xD000_0000, size = 0x1000 }\n",
+        );
+        let diags = fx.errors(&src);
+        expect(
+            &diags,
+            "device `uart2` has no `served_by` and is not a built-in device",
+            9,
+            8,
+        );
+    }
+
+    fn device(name: &str, mmio: &str, extra: &str) -> String {
+        format!(
+            "[[device]]\nname = \"{name}\"\npartition = \"control\"\nserved_by = \"model\"\nmmio = {mmio}\n{extra}"
+        )
+    }
+
+    #[test]
+    fn mmio_placement() {
+        let fx = Fixture::new();
+        let src = with_two(
+            &[
+                device("ram", "{ base = 0x100000, size = 0x1000 }", ""),
+                device("ipc", "{ base = 0x8000_0000, size = 0x1000 }", ""),
+                device("high", "{ base = 0xFFFF_F000, size = 0x2000 }", ""),
+                device("odd", "{ base = 0xD000_0800, size = 0x800 }", ""),
+            ]
+            .concat(),
+        );
+        let diags = fx.errors(&src);
+        expect(
+            &diags,
+            "MMIO range 0x100000..0x101000 overlaps the partition's RAM",
+            12,
+            8,
+        );
+        expect(
+            &diags,
+            "MMIO range 0x80000000..0x80001000 overlaps the IPC area",
+            17,
+            8,
+        );
+        expect(
+            &diags,
+            "MMIO range at 0xfffff000 extends beyond 4 GiB",
+            22,
+            8,
+        );
+        expect(&diags, "MMIO base 0xd0000800 is not 4 KiB aligned", 27, 17);
+        expect(
+            &diags,
+            "MMIO size 0x800 is not a non-zero multiple of 4 KiB",
+            27,
+            37,
+        );
+    }
+
+    #[test]
+    fn overlapping_mmio_in_one_partition() {
+        let fx = Fixture::new();
+        let src = with_two(
+            &[
+                device("a", "{ base = 0xD000_0000, size = 0x2000 }", ""),
+                device("b", "{ base = 0xD000_1000, size = 0x1000 }", ""),
+            ]
+            .concat(),
+        );
+        let diags = fx.errors(&src);
+        let i = expect(
+            &diags,
+            "MMIO range of device `b` overlaps device `a`",
+            17,
+            8,
+        );
+        assert_eq!(
+            diags.iter().nth(i).unwrap().related[0].1,
+            "`a` is mapped here"
+        );
+        assert_eq!(
+            diags.len(),
+            1,
+            "shared default request vectors are fine:\n{}",
+            diags.render()
+        );
+    }
+
+    #[test]
+    fn grants_outside_client_ram() {
+        let fx = Fixture::new();
+        let src = with_two(&device(
+            "d",
+            "{ base = 0xD000_0000, size = 0x1000 }",
+            "grants = [{ base = 0x1000, size = 0x1000 }, { base = 0xFFF000, size = 0x2000 }]\n",
+        ));
+        let diags = fx.errors(&src);
+        expect(
+            &diags,
+            "grant 0xfff000..0x1001000 lies outside the client's RAM",
+            13,
+            45,
+        );
+        assert_eq!(diags.len(), 1, "{}", diags.render());
+    }
+
+    #[test]
+    fn vector_ranges() {
+        let fx = Fixture::new();
+        let src = with_two(
+            &[
+                device("a", "{ base = 0xD000_0000, size = 0x1000 }", "irq = 36\n"),
+                device(
+                    "b",
+                    "{ base = 0xD000_1000, size = 0x1000 }",
+                    "irq = 20\nrequest_vector = 300\n",
+                ),
+            ]
+            .concat(),
+        );
+        let diags = fx.errors(&src);
+        expect(&diags, "`irq` = 36 is reserved for the UART", 13, 7);
+        expect(&diags, "`irq` = 20 is a CPU exception vector", 19, 7);
+        expect(
+            &diags,
+            "`request_vector` = 300 is not an interrupt vector",
+            20,
+            18,
+        );
+    }
+
+    #[test]
+    fn vector_conflicts_in_one_partition() {
+        let fx = Fixture::new();
+        // control: channel c1's default 48 and device a's irq 48; c2's default 48 clashes too.
+        // model: device a's request vector 40 and device m's irq 40.
+        let src = with_two(
+            &[
+                "[[channel]]\nname = \"c1\"\nendpoints = [\"control\", \"model\"]\n",
+                "[[channel]]\nname = \"c2\"\nendpoints = [\"model\", \"control\"]\n",
+                &device(
+                    "a",
+                    "{ base = 0xD000_0000, size = 0x1000 }",
+                    "irq = 48\nrequest_vector = 40\n",
+                ),
+                "[[device]]\nname = \"m\"\npartition = \"model\"\nserved_by = \"control\"\n",
+                "mmio = { base = 0xD000_0000, size = 0x1000 }\nirq = 40\nrequest_vector = 41\n",
+            ]
+            .concat(),
+        );
+        let diags = fx.errors(&src);
+        let conflicts: Vec<_> = diags
+            .iter()
+            .filter(|d| d.message.starts_with("vector "))
+            .collect();
+        assert_eq!(conflicts.len(), 4, "{}", diags.render());
+        expect(
+            &diags,
+            "vector 48 is used twice in partition `control`",
+            12,
+            8,
+        );
+        expect(
+            &diags,
+            "vector 48 is used twice in partition `model`",
+            12,
+            8,
+        );
+        let irq48 = diags
+            .iter()
+            .find(|d| d.line == 19 && d.message == "vector 48 is used twice in partition `control`")
+            .expect("device irq clash");
+        assert_eq!(irq48.column, 7);
+        assert!(
+            irq48.related[0]
+                .1
+                .contains("doorbell of channel `c1` (default vector)")
+        );
+        let m40 = diags
+            .iter()
+            .find(|d| d.message == "vector 40 is used twice in partition `model`")
+            .unwrap();
+        assert_eq!((m40.line, m40.column), (26, 7));
+        assert!(m40.related[0].1.contains("request vector of device `a`"));
+    }
+
+    #[test]
+    fn schedule_problems() {
+        let fx = Fixture::new();
+        let src = with_two(
+            "[schedule]\nmajor_frame_us = 1000\n\
+             [[schedule.window]]\npartition = \"control\"\nstart_us = 0\nduration_us = 400\n\
+             [[schedule.window]]\npartition = \"control\"\nstart_us = 300\nduration_us = 200\n\
+             [[schedule.window]]\npartition = \"model\"\nstart_us = 500\nduration_us = 0\n\
+             [[schedule.window]]\npartition = \"model\"\nstart_us = 900\nduration_us = 200\n",
+        );
+        let diags = fx.errors(&src);
+        expect(
+            &diags,
+            "schedule windows of partition `control` overlap",
+            16,
+            12,
+        );
+        expect(&diags, "schedule window has zero duration", 21, 15);
+        let i = expect(
+            &diags,
+            "schedule window ends at 1100 µs, after the major frame",
+            25,
+            15,
+        );
+        assert_eq!(
+            diags.iter().nth(i).unwrap().related[0].1,
+            "the major frame is 1000 µs"
+        );
+        let diags = fx.errors(&with_two("[schedule]\nmajor_frame_us = 0\n"));
+        expect(&diags, "`major_frame_us` must not be zero", 9, 18);
+        expect(&diags, "the schedule has no windows", 8, 1);
+    }
+
+    #[test]
+    fn unscheduled_partition_is_a_warning() {
+        let fx = Fixture::new();
+        let src = with_two(
+            "[schedule]\nmajor_frame_us = 1000\n[[schedule.window]]\npartition = \"control\"\nstart_us = 0\nduration_us = 1000\n",
+        );
+        let warnings = fx.warnings(&src);
+        expect(
+            &warnings,
+            "partition `model` has no schedule window; it never runs",
+            6,
+            8,
+        );
+        assert_eq!(warnings.len(), 1);
+    }
+
+    #[test]
+    fn cpus_beyond_host_are_a_warning_and_empty_cpus_an_error() {
+        let fx = Fixture::new();
+        let warnings =
+            fx.warnings("[[partition]]\nname = \"a\"\nimage = \"guest.elf\"\ncpus = [3, 4]\n");
+        let i = expect(
+            &warnings,
+            "host CPU 4 does not exist on this machine",
+            4,
+            12,
+        );
+        assert_eq!(
+            warnings.iter().nth(i).unwrap().label,
+            "this host has 4 CPUs (0..=3)"
+        );
+        let diags = fx.errors("[[partition]]\nname = \"a\"\nimage = \"guest.elf\"\ncpus = []\n");
+        expect(&diags, "`cpus` is empty", 4, 8);
+    }
+
+    #[test]
+    fn no_partitions() {
+        let fx = Fixture::new();
+        let diags = fx.errors("# nothing here\n");
+        expect(&diags, "the system has no partitions", 1, 1);
+    }
+
+    #[test]
+    fn nothing_autostarts_is_a_warning() {
+        let fx = Fixture::new();
+        let warnings =
+            fx.warnings("[[partition]]\nname = \"a\"\nimage = \"guest.elf\"\nautostart = false\n");
+        expect(&warnings, "no partition starts automatically", 2, 8);
+    }
+
+    #[test]
+    fn ipc_area_overflow() {
+        let fx = Fixture::new();
+        let channels: String = (0..17)
+            .map(|i| format!("[[channel]]\nname = \"c{i}\"\nendpoints = [\"control\", \"model\"]\nsize = \"16M\"\nvector = {}\n", 50 + i))
+            .collect();
+        let diags = fx.errors(&with_two(&channels));
+        // The 17th channel (lines 88..=92) would start at 0x9000_0000.
+        let i = expect(
+            &diags,
+            "IPC windows of partition `control` do not fit in the IPC area",
+            91,
+            8,
+        );
+        assert_eq!(
+            diags.iter().nth(i).unwrap().label,
+            "channel `c16` would start at 0x90000000"
+        );
+        expect(
+            &diags,
+            "IPC windows of partition `model` do not fit in the IPC area",
+            91,
+            8,
+        );
+        assert_eq!(diags.len(), 2, "{}", diags.render());
+    }
+
+    #[test]
+    fn agent_settings() {
+        let fx = Fixture::new();
+        let part = "[[partition]]\nname = \"a\"\nimage = \"guest.elf\"\n";
+        let sys = fx
+            .parse(&format!("[agent]\nlink = \"tcp:127.0.0.1:4000\"\ntoken_file = \"token\"\ngdb_base_port = 5000\nresume_on_detach = false\n{part}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(sys.agent.link.as_deref(), Some("tcp:127.0.0.1:4000"));
+        assert_eq!(sys.agent.token_file, Some(fx.dir().join("token")));
+        assert_eq!(sys.agent.gdb_base_port, 5000);
+        assert!(!sys.agent.resume_on_detach);
+        assert!(
+            fx.parse(&format!("[agent]\nlink = \"pty\"\n{part}"))
+                .is_ok()
+        );
+
+        let diags = fx.errors(&format!(
+            "[agent]\nlink = \"tcp:10.0.0.1:4000\"\ngdb_base_port = 70000\n{part}"
+        ));
+        expect(&diags, "TCP link must listen on a loopback address", 2, 8);
+        expect(&diags, "GDB port 70000 is out of range", 3, 17);
+        let diags = fx.errors(&format!("[agent]\nlink = \"serial:/dev/ttyS0\"\n{part}"));
+        expect(&diags, "unknown link `serial:/dev/ttyS0`", 2, 8);
+        let diags = fx.errors(&format!("[agent]\nlink = \"tcp:localhost:4000\"\n{part}"));
+        expect(&diags, "invalid TCP address `localhost:4000`", 2, 8);
+        let diags = fx.errors(&format!("[agent]\nlink = \"unix:\"\n{part}"));
+        expect(&diags, "`unix:` link has no socket path", 2, 8);
+        let warnings = fx.warnings(&format!(
+            "[agent]\nlink = \"unix:/tmp/x.sock\"\ntoken_file = \"t\"\ngdb_base_port = 80\n{part}"
+        ));
+        expect(
+            &warnings,
+            "`token_file` is only used with a `tcp:` link",
+            3,
+            14,
+        );
+        expect(&warnings, "GDB port 80 is a privileged port", 4, 17);
+    }
+
+    /// One partition whose image is `name`, written with `bytes` (line 3 holds `image`).
+    fn image_diags(name: &str, bytes: &[u8], extra: &str) -> Diagnostics {
+        let fx = Fixture::new();
+        fx.write(name, bytes);
+        fx.errors(&format!(
+            "[[partition]]\nname = \"a\"\nimage = \"{name}\"\n{extra}"
+        ))
+    }
+
+    #[test]
+    fn image_missing() {
+        let fx = Fixture::new();
+        let diags =
+            fx.errors("[[partition]]\nname = \"a\"\nimage = \"../target/guests/nope.elf\"\n");
+        let i = expect(&diags, "image does not exist", 3, 9);
+        let notes = &diags.iter().nth(i).unwrap().notes;
+        assert!(
+            notes.last().unwrap().starts_with("resolved to /"),
+            "{notes:?}"
+        );
+        let diags = fx.errors("[[partition]]\nname = \"a\"\nimage = \".\"\n");
+        expect(&diags, "image is not a regular file", 3, 9);
+    }
+
+    #[test]
+    fn image_not_elf() {
+        let diags = image_diags("guest.bin", b"\x55\x48\x89\xe5", "");
+        expect(&diags, "image is not an ELF file", 3, 9);
+    }
+
+    #[test]
+    fn image_not_elf64_x86_64_executable() {
+        let seg = [Seg {
+            addr: 0x10_0000,
+            memsz: 0x1000,
+            filesz: 0x10,
+        }];
+        let diags = image_diags("a.elf", &test_elf::build(1, 3, 2, 0x10_0000, &seg), "");
+        expect(&diags, "image is not a 64-bit ELF file", 3, 9);
+        let diags = image_diags("a.elf", &test_elf::build(2, 183, 2, 0x10_0000, &seg), "");
+        expect(
+            &diags,
+            "image is built for ELF machine 183, not x86_64",
+            3,
+            9,
+        );
+        let diags = image_diags("a.elf", &test_elf::build(2, 62, 3, 0x10_0000, &seg), "");
+        expect(
+            &diags,
+            "image is position-independent (ET_DYN), not a fixed-address executable",
+            3,
+            9,
+        );
+        let diags = image_diags("a.elf", &test_elf::build(2, 62, 1, 0x10_0000, &seg), "");
+        expect(&diags, "image is not an executable (ELF type 1)", 3, 9);
+    }
+
+    #[test]
+    fn image_segments_outside_the_image_area() {
+        let low = test_elf::executable_at(0xF_0000);
+        let diags = image_diags("low.elf", &low, "");
+        expect(
+            &diags,
+            "image segment 0 at 0xf0000..0xf1000 lies outside the image area 0x100000..0xff0000",
+            3,
+            9,
+        );
+        // 2 MiB with 16 vCPUs leaves no room at all; 4 MiB with 2 vCPUs ends at 0x3e0000.
+        let diags = image_diags(
+            "a.elf",
+            &test_elf::executable_at(0x10_0000),
+            "memory = \"2M\"\nvcpus = 16\n",
+        );
+        expect(
+            &diags,
+            "image segment 0 at 0x100000..0x101000 lies outside the image area 0x100000..0x100000",
+            3,
+            9,
+        );
+        let big = test_elf::build(
+            2,
+            62,
+            2,
+            0x10_0000,
+            &[Seg {
+                addr: 0x10_0000,
+                memsz: 0x30_0000,
+                filesz: 0x10,
+            }],
+        );
+        let diags = image_diags("big.elf", &big, "memory = \"4M\"\nvcpus = 2\n");
+        expect(
+            &diags,
+            "image segment 0 at 0x100000..0x400000 lies outside the image area 0x100000..0x3e0000",
+            3,
+            9,
+        );
+    }
 
     #[test]
     fn cpu_lists() {

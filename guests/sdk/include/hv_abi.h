@@ -68,12 +68,12 @@
 #define HV_TIMER_PERIODIC 1
 
 /* Errors (returned in rax as negative numbers) */
-#define HV_EINVAL (-1)
-#define HV_ENOSYS (-2)
-#define HV_EAGAIN (-3)
-#define HV_EFAULT (-4)
-#define HV_ENOENT (-5)
-#define HV_EPERM (-6)
+#define HV_EINVAL (-1) /* invalid argument (bad vector, selector, mode, size) */
+#define HV_ENOSYS (-2) /* no such hypercall */
+#define HV_EAGAIN (-3) /* try again: IPC queue full (send) or empty (receive) */
+#define HV_EFAULT (-4) /* a buffer is not in guest memory */
+#define HV_ENOENT (-5) /* no such channel, vCPU or device */
+#define HV_EPERM (-6)  /* not permitted (device-model grants) */
 
 /* Interrupt vectors: guests own vectors 32..255; the UART uses HV_UART_VECTOR. */
 #define HV_FIRST_VECTOR 32

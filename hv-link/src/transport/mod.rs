@@ -682,20 +682,22 @@ mod tests {
     }
 
     fn pair_over(addr: &LinkAddr) -> (Listener, Connection, Connection) {
-        let tmp = tempfile::tempdir().unwrap();
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let token_file =
+            std::env::temp_dir().join(format!("hv-link-test-{}-{n}.token", std::process::id()));
         let opts = BindOptions {
-            token_file: Some(tmp.path().join("t.token")),
+            token_file: Some(token_file),
         };
         let l = Listener::bind_with(addr, &opts).unwrap();
         let local = l.local_addr().clone();
         let client = thread::spawn(move || connect(&local).unwrap());
         let server = l.accept().unwrap();
         let client = client.join().unwrap();
-        std::mem::forget(tmp); // token file removed by the listener's drop; dir leaks harmlessly
-        (l, server, client)
+        (l, server, client) // the listener's drop removes the token file
     }
 
-    fn exercise(mut server: Connection, mut client: Connection) {
+    fn exercise(mut server: Connection, client: Connection) {
         client.send_frame(ChannelId::CONTROL, b"hello").unwrap();
         let big = vec![7u8; 300_000];
         client.send_frame(ChannelId(3), &big).unwrap();
@@ -804,7 +806,7 @@ mod tests {
 
         // Second session on the same pty: previous connection gone, a new client opens it.
         let mut server = {
-            let mut c = connect(&addr).unwrap();
+            let c = connect(&addr).unwrap();
             let s = l.accept().unwrap();
             c.send_frame(ChannelId(1), b"again").unwrap();
             let mut s = s;

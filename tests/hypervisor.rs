@@ -1,0 +1,415 @@
+//! End-to-end tests of the hypervisor with real KVM partitions and real guests built from source.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Consoles, boot, kvm_lock, kvm_or_skip, wait_until};
+use hv_core::trace::{TraceKind, TraceRecord, class};
+use hv_core::{PartitionState, VcpuState};
+
+const DEMO_PAIR: &str = r#"
+[[partition]]
+name = "control"
+image = "{guests}/control.elf"
+
+[[partition]]
+name = "telemetry"
+image = "{guests}/telemetry.elf"
+
+[[channel]]
+name = "telemetry"
+endpoints = ["control", "telemetry"]
+"#;
+
+/// Guest output of `hv run`, grouped by partition.
+fn run_hv(args: &[&str]) -> (BTreeMap<String, Vec<String>>, String, bool) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hv"))
+        .args(args)
+        .output()
+        .expect("run hv");
+    let mut lines: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some((name, text)) = line.strip_prefix('[').and_then(|l| l.split_once("] ")) {
+            lines.entry(name.to_owned()).or_default().push(text.to_owned());
+        }
+    }
+    (
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
+#[test]
+fn demo_console_output_is_exact() {
+    if !kvm_or_skip("demo_console_output_is_exact") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.toml");
+    let (lines, stderr, ok) = run_hv(&["run", demo, "--time-limit", "3.6"]);
+    assert!(ok, "hv run failed: {stderr}");
+    assert_eq!(
+        lines["control"][..5],
+        [
+            "control: partition 0, 1 vCPU, 16 MiB, channel telemetry",
+            "control: uptime 1 s, 1000 ticks",
+            "control: sent telemetry #1",
+            "control: uptime 2 s, 2000 ticks",
+            "control: sent telemetry #2",
+        ],
+        "stderr: {stderr}"
+    );
+    assert_eq!(
+        lines["telemetry"][..3],
+        [
+            "telemetry: partition 1, listening on channel telemetry (doorbell 48)",
+            "telemetry: #1 ticks=1000 uptime=1 s",
+            "telemetry: #2 ticks=2000 uptime=2 s",
+        ]
+    );
+    assert_eq!(
+        lines["worker"][0],
+        "worker: partition 2, 2 vCPU, 20 blocks of 10000"
+    );
+    assert!(stderr.contains("time limit reached"), "{stderr}");
+}
+
+#[test]
+fn timer_interrupts_arrive_at_the_configured_rate() {
+    if !kvm_or_skip("timer_interrupts_arrive_at_the_configured_rate") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let (system, consoles, _file) = boot(DEMO_PAIR);
+    consoles.wait_for("control", "uptime 1 s", Duration::from_secs(10));
+    let control = system.partition("control").unwrap();
+    let injected = || {
+        control.vcpus[0]
+            .stats
+            .irqs_injected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let (n0, t0) = (injected(), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let (n1, t1) = (injected(), Instant::now());
+    // control also gets no other interrupts: every injection is a 1 kHz tick
+    let rate = (n1 - n0) as f64 / (t1 - t0).as_secs_f64();
+    assert!((900.0..=1100.0).contains(&rate), "{rate:.0} ticks/s, expected 1000 ±10%");
+}
+
+#[test]
+fn ipc_messages_make_the_round_trip() {
+    if !kvm_or_skip("ipc_messages_make_the_round_trip") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let (system, consoles, _file) = boot(
+        r#"
+[[partition]]
+name = "hypercalls"
+image = "{guests}/hypercalls.elf"
+
+[[partition]]
+name = "echo"
+image = "{guests}/echo.elf"
+
+[[channel]]
+name = "loop"
+endpoints = ["hypercalls", "echo"]
+"#,
+    );
+    let hypercalls = system.partition("hypercalls").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || matches!(
+            hypercalls.state(),
+            PartitionState::Exited(_)
+        )),
+        "hypercalls guest did not finish: {:?}",
+        consoles.lines("hypercalls")
+    );
+    let lines = consoles.lines("hypercalls");
+    let failures: Vec<&String> = lines.iter().filter(|l| l.contains("FAIL")).collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+    for check in ["IPC_SEND", "IPC_RECEIVE", "IPC_ECHO", "IPC_DOORBELL", "TIMER_PERIODIC", "SEND_IPI", "IDLE"] {
+        assert!(
+            lines.iter().any(|l| l == &format!("hypercalls: ok {check}")),
+            "missing ok {check}"
+        );
+    }
+    assert_eq!(lines.last().unwrap(), "hypercalls: all ok");
+    assert_eq!(hypercalls.state(), PartitionState::Exited(0));
+}
+
+#[test]
+fn smp_worker_uses_both_vcpus() {
+    if !kvm_or_skip("smp_worker_uses_both_vcpus") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let (system, consoles, _file) = boot(
+        r#"
+[[partition]]
+name = "worker"
+image = "{guests}/worker.elf"
+memory = "32M"
+vcpus = 2
+"#,
+    );
+    let line = consoles.wait_for("worker", "vCPUs ran", Duration::from_secs(60));
+    assert!(line.starts_with("worker: 2 vCPUs ran"), "{line}");
+    let lines = consoles.lines("worker");
+    for vcpu in 0..2 {
+        assert!(
+            lines.iter().any(|l| l.starts_with(&format!("worker: vcpu {vcpu} block"))),
+            "vCPU {vcpu} reported no block"
+        );
+    }
+    let worker = system.partition("worker").unwrap();
+    for vcpu in &worker.vcpus {
+        assert!(vcpu.stats.guest_ns.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    }
+}
+
+/// Open intervals of each partition's windows, from the scheduler's edge log.
+fn windows(edges: &[hv_core::scheduler::WindowEdge]) -> BTreeMap<usize, Vec<(u64, u64)>> {
+    let mut open: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut out: BTreeMap<usize, Vec<(u64, u64)>> = BTreeMap::new();
+    for edge in edges {
+        if edge.open {
+            open.insert(edge.partition, edge.at_ns);
+        } else if let Some(start) = open.remove(&edge.partition) {
+            out.entry(edge.partition).or_default().push((start, edge.at_ns));
+        }
+    }
+    out
+}
+
+#[test]
+fn time_partitioned_schedule_keeps_vcpus_inside_their_windows() {
+    if !kvm_or_skip("time_partitioned_schedule_keeps_vcpus_inside_their_windows") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let file = common::system_file(&format!(
+        "{DEMO_PAIR}{}",
+        r#"
+[schedule]
+major_frame_us = 20000
+
+[[schedule.window]]
+partition = "control"
+start_us = 0
+duration_us = 8000
+
+[[schedule.window]]
+partition = "telemetry"
+start_us = 10000
+duration_us = 6000
+"#
+    ));
+    let mut system = hv_core::System::new(common::load(&file.path)).unwrap();
+    for partition in system.partitions() {
+        for vcpu in &partition.vcpus {
+            vcpu.trace.set_classes(class::EXITS | class::SCHED);
+        }
+    }
+    let consoles = Consoles::collect(&system);
+    system.start().unwrap();
+    consoles.wait_for("control", "uptime 1 s", Duration::from_secs(20));
+    let mut records: Vec<TraceRecord> = Vec::new();
+    for partition in system.partitions() {
+        for vcpu in &partition.vcpus {
+            vcpu.trace.set_classes(0);
+            vcpu.trace.drain(&mut records);
+        }
+    }
+    let windows = windows(&system.schedule_log());
+    assert!(windows[&0].len() > 20 && windows[&1].len() > 20, "windows ran: {windows:?}");
+    // The flag flips just before the edge is logged: allow a little on the opening side, and the
+    // kick's latency on the closing side.
+    const OPEN_SLACK: u64 = 1_000_000;
+    const CLOSE_SLACK: u64 = 5_000_000;
+    let first_edge = system.schedule_log().first().unwrap().at_ns;
+    let last_edge = system.schedule_log().last().unwrap().at_ns;
+    let mut checked = 0;
+    for record in records.iter().filter(|r| {
+        r.timestamp > first_edge && r.timestamp < last_edge
+    }) {
+        let inside = |slack_open: u64, slack_close: u64| {
+            windows[&(record.partition as usize)]
+                .iter()
+                .any(|(open, close)| {
+                    record.timestamp + slack_open >= *open && record.timestamp <= close + slack_close
+                })
+        };
+        if record.kind == TraceKind::VmEntry as u16 {
+            assert!(inside(OPEN_SLACK, 0), "VM entry outside a window: {record:?}");
+            checked += 1;
+        } else if record.kind == TraceKind::VmExit as u16 {
+            assert!(inside(OPEN_SLACK, CLOSE_SLACK), "ran past its window: {record:?}");
+        }
+    }
+    assert!(checked > 100, "only {checked} VM entries checked");
+    let schedule_outs = records
+        .iter()
+        .filter(|r| r.kind == TraceKind::ScheduleOut as u16)
+        .count();
+    assert!(schedule_outs > 20, "vCPUs were parked {schedule_outs} times");
+}
+
+#[test]
+fn a_crashing_guest_is_marked_crashed_and_the_others_keep_running() {
+    if !kvm_or_skip("a_crashing_guest_is_marked_crashed_and_the_others_keep_running") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let (system, consoles, _file) = boot(&format!(
+        "{DEMO_PAIR}{}",
+        r#"
+[[partition]]
+name = "crasher"
+image = "{guests}/crasher.elf"
+"#
+    ));
+    let crasher = system.partition("crasher").unwrap();
+    assert!(wait_until(Duration::from_secs(10), || matches!(
+        crasher.state(),
+        PartitionState::Crashed(_)
+    )));
+    let PartitionState::Crashed(report) = crasher.state() else {
+        unreachable!()
+    };
+    assert_eq!(report.reason, "triple fault");
+    assert!(report.registers.is_some_and(|r| r.rip >= 0x10_0000), "{report}");
+    assert!(crasher.vcpus[0].state() == VcpuState::Crashed);
+    let before = consoles.lines("control").len();
+    consoles.wait_count("control", before + 2, Duration::from_secs(10));
+    consoles.wait_for("telemetry", "#2 ticks", Duration::from_secs(10));
+
+    // Reset brings it back (and it crashes again, as it should).
+    crasher.reset().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || {
+        consoles
+            .lines("crasher")
+            .iter()
+            .filter(|l| l.contains("about to crash"))
+            .count()
+            == 2
+    }));
+    assert!(wait_until(Duration::from_secs(10), || matches!(
+        crasher.state(),
+        PartitionState::Crashed(_)
+    )));
+}
+
+#[test]
+fn pause_and_resume_stop_only_that_partition() {
+    if !kvm_or_skip("pause_and_resume_stop_only_that_partition") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let (system, consoles, _file) = boot(&format!(
+        "{DEMO_PAIR}{}",
+        r#"
+[[partition]]
+name = "worker"
+image = "{guests}/worker.elf"
+memory = "32M"
+vcpus = 2
+"#
+    ));
+    consoles.wait_for("control", "uptime 1 s", Duration::from_secs(10));
+    let control = system.partition("control").unwrap();
+    control.pause().unwrap();
+    assert_eq!(control.state(), PartitionState::Paused);
+    assert_eq!(control.vcpus[0].state(), VcpuState::Paused);
+    let control_lines = consoles.lines("control").len();
+    let worker_lines = consoles.lines("worker").len();
+    consoles.wait_count("worker", worker_lines + 2, Duration::from_secs(20));
+    assert_eq!(consoles.lines("control").len(), control_lines, "paused partition printed");
+    control.resume().unwrap();
+    consoles.wait_count("control", control_lines + 1, Duration::from_secs(10));
+}
+
+#[test]
+fn a_hostile_guest_runs_100000_random_operations_without_harm() {
+    if !kvm_or_skip("a_hostile_guest_runs_100000_random_operations_without_harm") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let (system, consoles, _file) = boot(&format!(
+        "{DEMO_PAIR}{}",
+        r#"
+[[partition]]
+name = "random"
+image = "{guests}/random.elf"
+"#
+    ));
+    let random = system.partition("random").unwrap();
+    consoles.wait_for("random", "100000 operations done", Duration::from_secs(240));
+    assert!(wait_until(Duration::from_secs(5), || random.state() == PartitionState::Exited(0)));
+    // The others are unaffected: control still ticks and telemetry still receives.
+    let control = consoles.lines("control").len();
+    consoles.wait_count("control", control + 2, Duration::from_secs(10));
+    let telemetry = consoles.lines("telemetry").len();
+    consoles.wait_count("telemetry", telemetry + 1, Duration::from_secs(10));
+    let lines = consoles.lines("control");
+    let seconds: Vec<&String> = lines.iter().filter(|l| l.contains("uptime")).collect();
+    for (i, line) in seconds.iter().enumerate() {
+        assert_eq!(**line, format!("control: uptime {} s, {} ticks", i + 1, (i + 1) * 1000));
+    }
+}
+
+#[test]
+fn bad_system_descriptions_get_diagnostics_not_panics() {
+    let file = common::system_file(
+        r#"
+[[partition]]
+name = "a"
+image = "{guests}/control.elf"
+
+[[partition]]
+name = "a"
+image = "/nonexistent/x.elf"
+
+[[channel]]
+name = "c"
+endpoints = ["a", "b"]
+"#,
+    );
+    let path = file.path.to_str().unwrap();
+    let (_, stderr, ok) = run_hv(&["run", path]);
+    assert!(!ok);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("system.toml:7:8"), "{stderr}");
+    assert!(stderr.contains("duplicate"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/x.elf"), "{stderr}");
+    assert!(stderr.contains("\"b\""), "{stderr}");
+    assert!(stderr.contains("not a valid system description"), "{stderr}");
+}
+
+#[test]
+fn images_that_are_not_guests_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_elf = dir.path().join("not.elf");
+    std::fs::write(&not_elf, b"#!/bin/sh\necho hi\n").unwrap();
+    let big = dir.path().join("big.elf");
+    std::fs::copy(guests::image("control"), &big).unwrap();
+    for (image, memory, expect) in [
+        (not_elf.to_str().unwrap(), "16M", "ELF"),
+        ("/bin/true", "16M", "executable"),
+        (big.to_str().unwrap(), "2M", "stack"),
+    ] {
+        let file = common::system_file(&format!(
+            "[[partition]]\nname = \"p\"\nimage = \"{image}\"\nmemory = \"{memory}\"\nvcpus = 16\n"
+        ));
+        let (_, stderr, ok) = run_hv(&["run", file.path.to_str().unwrap()]);
+        assert!(!ok, "{image} was accepted");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(stderr.to_lowercase().contains(&expect.to_lowercase()), "{image}: {stderr}");
+    }
+}
