@@ -37,6 +37,10 @@ const CFLAGS: &[&str] = &[
     "-fno-asynchronous-unwind-tables",
     "-fcf-protection=none",
     "-mno-red-zone",
+    // Integer-only guests: no SSE/x87 code, so the interrupt stubs need not save that state, and
+    // the guests also run where KVM emulates guest instructions (e.g. kvm-pvm), which cannot
+    // execute many SSE instructions.
+    "-mgeneral-regs-only",
     "-Og",
     "-g3",
     "-gdwarf-5",
@@ -57,7 +61,8 @@ const LDFLAGS: &[&str] = &[
 ];
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     // OUT_DIR = <target>/<profile>/build/<pkg>-<hash>/out
     let target_dir = out_dir
@@ -97,7 +102,13 @@ fn main() {
         let file = src.file_name().unwrap().to_string_lossy().replace('.', "_");
         let obj = obj_dir.join(format!("{file}.o"));
         let mut cmd = Command::new(&cc);
-        cmd.args(CFLAGS).arg("-I").arg(&include).arg("-c").arg(src).arg("-o").arg(&obj);
+        cmd.args(CFLAGS)
+            .arg("-I")
+            .arg(&include)
+            .arg("-c")
+            .arg(src)
+            .arg("-o")
+            .arg(&obj);
         run_gcc(cmd, &format!("SDK source {}", src.display()));
         sdk_objects.push(obj);
     }
@@ -131,7 +142,10 @@ fn run_gcc(mut cmd: Command, what: &str) {
     });
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
-        panic!("gcc failed on {what} ({}):\n{stderr}\ncommand: {cmd:?}", output.status);
+        panic!(
+            "gcc failed on {what} ({}):\n{stderr}\ncommand: {cmd:?}",
+            output.status
+        );
     }
     // With -Werror a successful run is normally silent; pass anything else on as cargo warnings.
     for line in stderr.lines().filter(|l| !l.trim().is_empty()) {

@@ -9,16 +9,16 @@
  *
  * Output (one line each):
  *   worker: partition <id>, <n> vCPU, <b> blocks of 10000
- *   worker: vcpu <i> block <b> primes <p>                        b = 0 .. 9, in order, i = b % 2
+ *   worker: vcpu <i> block <b> primes <p>                        b = 0 .. 19, in order, i = b % 2
  *   worker: <n> vCPUs ran, progress <p0> <p1>, <t> primes below <N>   ("2 vCPUs ran, progress
- *                                                                  5 5, 9592 primes below 100000")
+ *                                                                 10 10, 17984 primes below 200000")
  *   worker: idle <s> s, block <b> primes <p>                     every second (vCPU 0 only)
  */
 #include "hvdk.h"
 #include "demo.h"
 
 #define WORKER_MAX_VCPUS 2
-#define WORKER_BLOCKS 10
+#define WORKER_BLOCKS 20
 #define WORKER_BLOCK_SIZE 10000ul
 #define WORKER_IDLE_TICK_NS 10000000ull /* 100 Hz */
 #define WORKER_IDLE_TICKS_PER_S 100

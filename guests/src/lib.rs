@@ -175,10 +175,21 @@ mod tests {
             assert_eq!(&bytes[..4], b"\x7fELF", "{name}");
             assert_eq!(bytes[4], 2, "{name}: ELFCLASS64");
             assert_eq!(bytes[5], 1, "{name}: little endian");
-            assert_eq!(u16::from_le_bytes([bytes[16], bytes[17]]), 2, "{name}: ET_EXEC");
-            assert_eq!(u16::from_le_bytes([bytes[18], bytes[19]]), 62, "{name}: EM_X86_64");
+            assert_eq!(
+                u16::from_le_bytes([bytes[16], bytes[17]]),
+                2,
+                "{name}: ET_EXEC"
+            );
+            assert_eq!(
+                u16::from_le_bytes([bytes[18], bytes[19]]),
+                62,
+                "{name}: EM_X86_64"
+            );
             let entry = u64::from_le_bytes(bytes[24..32].try_into().unwrap());
-            assert!((0x100000..0x200000).contains(&entry), "{name}: entry {entry:#x}");
+            assert!(
+                (0x100000..0x200000).contains(&entry),
+                "{name}: entry {entry:#x}"
+            );
         }
     }
 

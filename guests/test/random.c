@@ -61,23 +61,41 @@ static uint64_t rng_below(uint64_t n) { return rng() % n; }
 
 static uint64_t memory_size(void) { return hv_boot->memory_size; }
 
-/* A pointer the hypervisor must reject (outside RAM, non-canonical, or straddling the end). */
-static uint64_t bad_pointer(void)
+/* A pointer outside RAM or non-canonical: the hypervisor must reject any access through it. */
+static uint64_t invalid_pointer(void)
 {
-    switch (rng_below(6)) {
+    switch (rng_below(5)) {
     case 0:
         return 0xFFFFFFFF0000ull + rng_below(0x10000);
     case 1:
         return 0x8000000000000000ull | rng();
     case 2:
-        return memory_size() - 1 - rng_below(16); /* straddles the end with most lengths */
-    case 3:
         return memory_size() + rng_below(1ull << 32);
-    case 4:
+    case 3:
         return ~0ull - rng_below(4096);
     default:
         return rng() | (1ull << 47);
     }
+}
+
+/* A buffer that starts in RAM and runs past its end (len > 0 bytes). */
+static void straddling_buffer(uint64_t *addr, uint64_t *len)
+{
+    uint64_t inside = 1 + rng_below(16);
+    *addr = memory_size() - inside;
+    *len = inside + 1 + rng_below(64);
+}
+
+/* For arguments the hypervisor only reads: invalid, or straddling the end of RAM (whose length
+ * argument may well be short enough to make it valid: the hypervisor then reads those bytes). */
+static uint64_t bad_pointer(void)
+{
+    if (rng_below(4) == 0) {
+        uint64_t addr, len;
+        straddling_buffer(&addr, &len);
+        return addr;
+    }
+    return invalid_pointer();
 }
 
 static uint64_t scratch_pointer(void)
@@ -156,10 +174,18 @@ static void random_hypercall(void)
     uint64_t a[4] = {random_arg(), random_arg(), random_arg(), random_arg()};
     switch (nr) {
     case HV_CONSOLE_WRITE:
-        a[0] = bad_pointer();
-        if (rng_below(4) == 0) {
+        /* never a valid buffer with a nonzero length: no garbage on the console */
+        switch (rng_below(3)) {
+        case 0:
+            a[0] = invalid_pointer();
+            break;
+        case 1:
+            straddling_buffer(&a[0], &a[1]);
+            break;
+        default:
             a[0] = scratch_pointer();
             a[1] = 0;
+            break;
         }
         break;
     case HV_TIMER_SET:
@@ -169,17 +195,21 @@ static void random_hypercall(void)
             a[1] = RANDOM_MIN_PERIOD_NS + a[1];
         track_timer(a[0], a[1]);
         break;
+    /* calls that write guest memory only get the scratch buffer or invalid pointers */
     case HV_IPC_SEND:
     case HV_IPC_RECEIVE:
         a[0] = rng_below(2) ? rng_below(HV_MAX_IPC + 2) : a[0];
-        a[1] = rng_below(2) ? scratch_pointer() : bad_pointer();
+        if (rng_below(2))
+            a[1] = scratch_pointer();
+        else
+            a[1] = nr == HV_IPC_SEND ? bad_pointer() : invalid_pointer();
         a[2] = random_length();
         break;
     case HV_DM_RECEIVE:
-        a[0] = rng_below(2) ? scratch_pointer() : bad_pointer();
+        a[0] = rng_below(2) ? scratch_pointer() : invalid_pointer();
         break;
     case HV_DM_COPY_FROM:
-        a[2] = rng_below(2) ? scratch_pointer() : bad_pointer();
+        a[2] = rng_below(2) ? scratch_pointer() : invalid_pointer();
         if (a[3] > HV_IPC_MAX_MESSAGE && a[2] < memory_size())
             a[3] = rng_below(HV_IPC_MAX_MESSAGE + 1);
         break;

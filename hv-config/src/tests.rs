@@ -527,6 +527,79 @@ const TOKENS: &[&str] = &[
     "\r\n",
 ];
 
+/// Values and keys for mutations that keep the TOML well-formed, to reach the deeper checks.
+const VALUES: &[&str] = &[
+    "0",
+    "1",
+    "2",
+    "16",
+    "17",
+    "36",
+    "48",
+    "255",
+    "256",
+    "-1",
+    "4000",
+    "0xD000_0000",
+    "0xFFFF_F000",
+    "18446744073709551615",
+    "1.5",
+    "true",
+    "false",
+    "\"16M\"",
+    "\"2M\"",
+    "\"1G\"",
+    "\"4K\"",
+    "\"x\"",
+    "\"\"",
+    "\"control\"",
+    "\"telemetry\"",
+    "\"sensor-model\"",
+    "\"guest.elf\"",
+    "\"/dev/null\"",
+    "\"tcp:127.0.0.1:0\"",
+    "\"pty\"",
+    "[]",
+    "[0, 99]",
+    "[\"control\", \"control\"]",
+    "[\"control\", \"telemetry\", \"x\"]",
+    "{ base = 0x8000_0000, size = 0x1000 }",
+    "{ base = 0x1000 }",
+    "[{ base = 0, size = 0 }]",
+    "[{ base = 0xFFF000, size = 0x2000 }]",
+];
+
+fn mutate_lines(rng: &mut Rng, input: &str) -> String {
+    let keys: Vec<&str> = [
+        crate::raw::PARTITION_KEYS,
+        crate::raw::CHANNEL_KEYS,
+        crate::raw::DEVICE_KEYS,
+        crate::raw::WINDOW_KEYS,
+        crate::raw::AGENT_KEYS,
+    ]
+    .concat();
+    let mut lines: Vec<String> = input.lines().map(str::to_owned).collect();
+    for _ in 0..=rng.below(3) {
+        let at = rng.below(lines.len());
+        match rng.below(4) {
+            0 => {
+                lines.remove(at);
+            }
+            1 | 2 => {
+                if let Some((key, _)) = lines[at].split_once(" = ") {
+                    lines[at] = format!("{key} = {}", VALUES[rng.below(VALUES.len())]);
+                }
+            }
+            _ => {
+                if let Some((_, value)) = lines[at].split_once(" = ") {
+                    lines[at] = format!("{} = {value}", keys[rng.below(keys.len())]);
+                }
+            }
+        }
+    }
+    lines.join("\n")
+}
+
 fn mutate(rng: &mut Rng, input: &str) -> String {
     let mut chars: Vec<char> = input.chars().collect();
     for _ in 0..=rng.below(5) {
@@ -565,12 +638,12 @@ fn random_and_mutated_inputs_never_panic() {
     let mut failures = 0;
     let mut outcomes = [0usize; 3];
     for round in 0..3000 {
-        let input = if round % 10 == 9 {
-            (0..rng.below(30))
+        let input = match round % 10 {
+            9 => (0..rng.below(30))
                 .map(|_| TOKENS[rng.below(TOKENS.len())])
-                .collect()
-        } else {
-            mutate(&mut rng, FULL_EXAMPLE)
+                .collect(),
+            0..=4 => mutate_lines(&mut rng, FULL_EXAMPLE),
+            _ => mutate(&mut rng, FULL_EXAMPLE),
         };
         let outcome = std::panic::catch_unwind(|| {
             let (_, diags) = crate::parse_document(&input);

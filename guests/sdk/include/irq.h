@@ -1,7 +1,8 @@
 /* irq.h: the guest's IDT and interrupt dispatch.
  *
  * The SDK builds one IDT with 256 assembly stubs (irq_stubs.S). Each stub saves all general
- * purpose registers and the SSE state, then calls hv_dispatch(vector, frame):
+ * purpose registers (not SSE/x87 state: guests are built integer-only with -mgeneral-regs-only),
+ * then calls hv_dispatch(vector, frame):
  *   - vectors 0..31 (exceptions): the registered handler if any, otherwise a report line
  *     "exception <v> (<name>) on vcpu <n>: error <e> rip <rip> rsp <rsp> cr2 <cr2>" followed
  *     by HV_EXIT(128 + vector);
@@ -10,7 +11,10 @@
  * Handlers run with interrupts masked (interrupt gates) on the interrupted stack.
  *
  * The boot stub calls hv_irq_init() on every vCPU before hv_main, so the IDT is already loaded.
- * The handler table is shared by all vCPUs of the partition.
+ * The handler table is shared by all vCPUs of the partition, but the hypervisor's interrupt
+ * controller is per vCPU: HV_IRQ_ENABLE / HV_IRQ_DISABLE (and so hv_irq_register) act on the
+ * calling vCPU only, timers raise their vector on the vCPU that set them, and IPC doorbells and
+ * the UART interrupt go to vCPU 0.
  */
 #ifndef HV_IRQ_H
 #define HV_IRQ_H
@@ -37,8 +41,9 @@ typedef void (*hv_irq_handler)(unsigned vector, struct hv_irq_frame *frame);
 /* Builds the IDT (once per partition) and loads it on the calling vCPU. */
 void hv_irq_init(void);
 
-/* Installs `handler` for `vector`; for vectors >= 32 also calls HV_IRQ_ENABLE and returns its
- * result (0 on success). A NULL handler keeps the vector enabled with the default action (EOI). */
+/* Installs `handler` for `vector`; for vectors >= 32 also calls HV_IRQ_ENABLE (for the calling
+ * vCPU) and returns its result (0 on success). A NULL handler enables the vector with the
+ * default action (count it in hv_irq_spurious, EOI). */
 long hv_irq_register(unsigned vector, hv_irq_handler handler);
 long hv_irq_register_flags(unsigned vector, hv_irq_handler handler, unsigned flags);
 /* Removes the handler; for vectors >= 32 also calls HV_IRQ_DISABLE. */

@@ -2,12 +2,15 @@
  *
  * Each stub pushes a dummy error code (unless the CPU pushed one: vectors 8, 10-14, 17, 21, 29,
  * 30) and its vector, then jumps to hv_isr_common, which pushes the 15 general purpose
- * registers (forming struct hv_irq_frame, see irq.h), aligns the stack to 16 bytes, saves the
- * SSE/x87 state with fxsave (so C handlers may use SSE), calls hv_dispatch(vector, frame),
- * and restores everything before iretq.
+ * registers (forming struct hv_irq_frame, see irq.h), aligns the stack to 16 bytes, calls
+ * hv_dispatch(vector, frame), and restores everything before iretq.
  *
- * The part after the register pushes (hv_isr_body) carries DWARF CFI describing the interrupted
- * context as a signal frame, so gdb can backtrace from a handler into the interrupted code.
+ * SSE/x87 state is not saved: guests are compiled with -mgeneral-regs-only (see build.rs), so
+ * no C code touches it. A guest that uses SSE in its main code must not use it in handlers.
+ *
+ * The part after the register pushes (hv_isr_body) carries DWARF CFI that locates the interrupted
+ * context (rip, rsp and all GPRs) in the frame through rbx, so gdb can backtrace from a handler
+ * into the interrupted code.
  */
     .cfi_sections .debug_frame
 
@@ -67,7 +70,7 @@ hv_isr_common:
     .type hv_isr_body, @function
 hv_isr_body:
     .cfi_startproc simple
-    .cfi_signal_frame
+    /* (.cfi_signal_frame would be dropped: .debug_frame CIEs carry no augmentation) */
     /* CFA = interrupted rsp = *(rbx + 20*8) */
     .cfi_escape 0x0f, 0x04, 0x73, 0xa0, 0x01, 0x06
     cfi_saved 16, 136           /* rip */
@@ -86,14 +89,11 @@ hv_isr_body:
     cfi_saved 13, 16            /* r13 */
     cfi_saved 14, 8             /* r14 */
     cfi_saved 15, 0             /* r15 */
-    and $-16, %rsp
-    sub $512, %rsp
-    fxsave (%rsp)
+    and $-16, %rsp              /* the ABI wants rsp % 16 == 0 at the call */
     cld
     mov 15*8(%rbx), %rdi        /* vector */
     mov %rbx, %rsi              /* frame */
     call hv_dispatch
-    fxrstor (%rsp)
     mov %rbx, %rsp
     popq %r15
     popq %r14
