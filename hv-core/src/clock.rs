@@ -19,6 +19,13 @@ fn rdtsc() -> u64 {
 }
 
 impl Clock {
+    /// The process-wide clock, calibrated on first use (so every system and trace in one process
+    /// shares one time base, and only the first system start pays for calibration).
+    pub fn shared() -> &'static Clock {
+        static CLOCK: std::sync::OnceLock<Clock> = std::sync::OnceLock::new();
+        CLOCK.get_or_init(Clock::calibrate)
+    }
+
     /// Calibrates over a few milliseconds.
     pub fn calibrate() -> Clock {
         let epoch = Instant::now();

@@ -138,7 +138,7 @@ impl System {
         kvm_ext::install_kick_handler().map_err(kvm_err("installing the kick signal handler"))?;
         let kvm = open_kvm()?;
         let sync_regs = kvm.check_extension(Cap::SyncRegs);
-        let clock = Arc::new(Clock::calibrate());
+        let clock = Arc::new(Clock::shared().clone());
         let events = Arc::new(EventHub::default());
 
         let channels = config
