@@ -266,7 +266,7 @@ pub struct Partition {
     control: Mutex<()>,
     park_lock: Mutex<()>,
     park_cond: Condvar,
-    debugger: Mutex<Option<Sender<DebugStopEvent>>>,
+    debuggers: Mutex<Vec<(Option<u32>, Sender<DebugStopEvent>)>>,
     warnings: AtomicU64,
 }
 
@@ -338,7 +338,7 @@ impl Partition {
             control: Mutex::new(()),
             park_lock: Mutex::new(()),
             park_cond: Condvar::new(),
-            debugger: Mutex::new(None),
+            debuggers: Mutex::new(Vec::new()),
             warnings: AtomicU64::new(0),
         })
     }
@@ -583,11 +583,16 @@ impl Partition {
         self.kick_all();
     }
 
-    /// Routes a debug exit: to the attached debugger, which then owns the stopped vCPU.
+    /// Routes a debug exit to the debugger attached to this vCPU (a per-vCPU one first, else the
+    /// partition's), which then owns the stopped vCPU.
     pub(crate) fn debug_exit(&self, vcpu: &VcpuShared, exit: DebugExit) {
-        let debugger = self.debugger.lock().unwrap_or_else(|p| p.into_inner());
-        match debugger.as_ref() {
-            Some(tx) => {
+        let debuggers = self.debuggers.lock().unwrap_or_else(|p| p.into_inner());
+        let sink = debuggers
+            .iter()
+            .find(|(filter, _)| *filter == Some(vcpu.index))
+            .or_else(|| debuggers.iter().find(|(filter, _)| filter.is_none()));
+        match sink {
+            Some((_, tx)) => {
                 vcpu.request_stop();
                 let _ = tx.send(DebugStopEvent {
                     vcpu: vcpu.index,
@@ -601,9 +606,20 @@ impl Partition {
         }
     }
 
-    /// Attaches (or with None detaches) the receiver of debug stop events.
-    pub fn set_debugger(&self, sink: Option<Sender<DebugStopEvent>>) {
-        *self.debugger.lock().unwrap_or_else(|p| p.into_inner()) = sink;
+    /// Attaches a debugger for one vCPU (`Some(index)`) or the whole partition (`None`); its
+    /// debug exits are sent to `sink`. Replaces an earlier debugger with the same scope.
+    pub fn attach_debugger(&self, scope: Option<u32>, sink: Sender<DebugStopEvent>) {
+        let mut debuggers = self.debuggers.lock().unwrap_or_else(|p| p.into_inner());
+        debuggers.retain(|(filter, _)| *filter != scope);
+        debuggers.push((scope, sink));
+    }
+
+    /// Detaches the debugger of `scope`.
+    pub fn detach_debugger(&self, scope: Option<u32>) {
+        self.debuggers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(filter, _)| *filter != scope);
     }
 
     /// vCPU `index`.

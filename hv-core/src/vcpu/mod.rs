@@ -3,9 +3,11 @@
 //! vCPU only through its `VcpuShared` (interrupt lines, requests, jobs) — never through a lock on
 //! the partition or the system — so stopping one partition can never stall another.
 
+mod debug;
 mod exit;
 mod hypercalls;
 
+pub use debug::{DebugControl, HwBreakpoint, HwKind};
 pub use exit::{DebugExit, DeviceAccess, ExitAction, handle_exit};
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -250,7 +252,7 @@ impl VcpuShared {
     }
 
     /// Runs `job` on the vCPU thread and returns its result.
-    fn run_job<T: Send + 'static>(
+    pub(crate) fn run_job<T: Send + 'static>(
         &self,
         job: impl FnOnce(&mut VcpuRunner) -> T + Send + 'static,
     ) -> Result<T, VcpuError> {
@@ -331,6 +333,8 @@ pub struct VcpuRegisters {
     pub regs: kvm_regs,
     /// Segment, control and descriptor-table registers, EFER.
     pub sregs: kvm_sregs,
+    /// x87 and SSE state.
+    pub fpu: kvm_fpu,
 }
 
 /// Sets up a fresh vCPU fd: CPUID and the long-mode entry state.
@@ -373,6 +377,7 @@ pub struct VcpuRunner {
     partition: Arc<Partition>,
     halted: bool,
     sync_regs: bool,
+    debug: DebugControl,
 }
 
 impl VcpuRunner {
@@ -392,6 +397,7 @@ impl VcpuRunner {
             partition,
             halted: false,
             sync_regs,
+            debug: DebugControl::default(),
         }
     }
 
@@ -559,6 +565,13 @@ impl VcpuRunner {
             };
             self.trace(TraceKind::VmExit, reason, rip);
         }
+        // KVM folds the single-step trap of an instruction that exits to user space (port I/O,
+        // the hypercall, hlt) into that exit: no debug exit follows, so the step ends here.
+        let step_folded = self.debug.single_step
+            && matches!(
+                self.fd.get_kvm_run().exit_reason,
+                kvm_bindings::KVM_EXIT_IO | kvm_bindings::KVM_EXIT_HLT
+            );
         match action {
             ExitAction::Resume | ExitAction::Interrupted => {}
             ExitAction::Hypercall => self.hypercall(),
@@ -568,6 +581,18 @@ impl VcpuRunner {
             }
             ExitAction::Debug(event) => self.partition.debug_exit(&self.shared, event),
             ExitAction::Crash(reason) => self.crash(reason),
+        }
+        if step_folded {
+            let pc = self.read_gprs().map(|r| r.rip).unwrap_or(0);
+            self.partition.debug_exit(
+                &self.shared,
+                DebugExit {
+                    exception: 1,
+                    pc,
+                    dr6: 1 << 14,
+                    dr7: 0,
+                },
+            );
         }
     }
 
@@ -608,6 +633,7 @@ impl VcpuRunner {
         Ok(VcpuRegisters {
             regs: self.fd.get_regs().map_err(kvm_err("KVM_GET_REGS"))?,
             sregs: self.fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?,
+            fpu: self.fd.get_fpu().map_err(kvm_err("KVM_GET_FPU"))?,
         })
     }
 
@@ -618,6 +644,9 @@ impl VcpuRunner {
             .set_sregs(&registers.sregs)
             .map_err(kvm_err("KVM_SET_SREGS"))?;
         self.fd
+            .set_fpu(&registers.fpu)
+            .map_err(kvm_err("KVM_SET_FPU"))?;
+        self.fd
             .set_regs(&registers.regs)
             .map_err(kvm_err("KVM_SET_REGS"))
     }
@@ -625,6 +654,10 @@ impl VcpuRunner {
     /// Puts this vCPU back at its entry state (partition reset).
     pub fn reset(&mut self, entry: u64) -> Result<(), VcpuError> {
         self.halted = false;
+        let debug = self.debug;
+        if debug.single_step {
+            let _ = self.set_debug(DebugControl { single_step: false, ..debug }, false);
+        }
         self.shared.irq().reset();
         reset_vcpu(
             &self.fd,
@@ -634,8 +667,4 @@ impl VcpuRunner {
         )
     }
 
-    /// The raw FPU state (for debuggers).
-    pub fn fpu(&self) -> Option<kvm_fpu> {
-        self.fd.get_fpu().ok()
-    }
 }

@@ -1,0 +1,288 @@
+//! GDB stubs: a `GdbSession` runs gdbstub's state machine for one partition (a multi-thread
+//! target whose threads are its vCPUs) or one vCPU (a single-thread target that stops only that
+//! vCPU), fed with raw GDB remote bytes from a host-link channel.
+//!
+//! The session owns a thread. Bytes from the link go in with [`GdbSession::input`]; bytes for
+//! gdb come out through the [`GdbOutput`] callback. Closing the session (detach, dropped
+//! connection) removes breakpoints and, by default, lets the guest run on.
+
+mod arch;
+mod monitor;
+mod target;
+
+pub use arch::{HvRegisters, HvX86_64, TARGET_XML};
+pub use target::{PartitionTarget, Stop};
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, select};
+use gdbstub::common::Signal;
+use gdbstub::conn::Connection;
+use gdbstub::stub::state_machine::GdbStubStateMachine;
+use gdbstub::stub::{GdbStubBuilder, GdbStubError};
+use hv_core::Partition;
+
+use arch::HvRegId;
+
+/// Where a session's outgoing bytes go; returns false once the peer is gone.
+pub type GdbOutput = Box<dyn FnMut(&[u8]) -> bool + Send>;
+
+/// The packet size we offer gdb (large, so memory moves in few packets).
+pub const PACKET_SIZE: usize = 0x20000;
+
+/// Session options.
+#[derive(Debug, Clone, Copy)]
+pub struct GdbSessionOptions {
+    /// Let the guest run on when gdb detaches or the connection drops.
+    pub resume_on_detach: bool,
+}
+
+impl Default for GdbSessionOptions {
+    fn default() -> Self {
+        GdbSessionOptions {
+            resume_on_detach: true,
+        }
+    }
+}
+
+/// A running gdb session on one partition or one vCPU.
+pub struct GdbSession {
+    input: Sender<Vec<u8>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for GdbSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GdbSession").finish_non_exhaustive()
+    }
+}
+
+/// Errors starting a session.
+#[derive(Debug, thiserror::Error)]
+pub enum GdbSessionError {
+    /// No such vCPU.
+    #[error("partition {partition} has no vCPU {vcpu}")]
+    NoSuchVcpu {
+        /// Partition name.
+        partition: String,
+        /// Requested vCPU.
+        vcpu: u32,
+    },
+    /// The session thread could not start.
+    #[error("cannot start the gdb session thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+impl GdbSession {
+    /// Starts a session; `all` is every partition of the system (for `monitor partitions`).
+    pub fn start(
+        partition: Arc<Partition>,
+        all: Arc<[Arc<Partition>]>,
+        vcpu: Option<u32>,
+        output: GdbOutput,
+        options: GdbSessionOptions,
+    ) -> Result<GdbSession, GdbSessionError> {
+        if let Some(v) = vcpu {
+            if v as usize >= partition.vcpus.len() {
+                return Err(GdbSessionError::NoSuchVcpu {
+                    partition: partition.name.clone(),
+                    vcpu: v,
+                });
+            }
+        }
+        let (input_tx, input_rx) = crossbeam_channel::unbounded();
+        let name = match vcpu {
+            Some(v) => format!("gdb-{}.{v}", partition.name),
+            None => format!("gdb-{}", partition.name),
+        };
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
+            run_session(partition, all, vcpu, output, input_rx, options);
+        })?;
+        Ok(GdbSession {
+            input: input_tx,
+            thread: Some(thread),
+        })
+    }
+
+    /// Feeds bytes that arrived from gdb.
+    pub fn input(&self, bytes: &[u8]) {
+        let _ = self.input.send(bytes.to_vec());
+    }
+
+    /// Ends the session (the connection or channel is gone) and waits for its cleanup.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let (dead, _) = crossbeam_channel::bounded(0);
+        self.input = dead;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for GdbSession {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// gdbstub's connection: buffers a packet and hands it to the output at flush.
+struct LinkConnection {
+    buffer: Vec<u8>,
+    output: GdbOutput,
+    alive: bool,
+}
+
+impl Connection for LinkConnection {
+    type Error = &'static str;
+
+    fn write(&mut self, byte: u8) -> Result<(), Self::Error> {
+        self.buffer.push(byte);
+        Ok(())
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), Self::Error> {
+        self.buffer.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        if !self.buffer.is_empty() {
+            self.alive = (self.output)(&self.buffer) && self.alive;
+            self.buffer.clear();
+        }
+        if self.alive { Ok(()) } else { Err("gdb connection closed") }
+    }
+}
+
+/// Pulls the next input byte, blocking; None when the input side is closed.
+fn next_byte(pending: &mut VecDeque<u8>, input: &Receiver<Vec<u8>>) -> Option<u8> {
+    loop {
+        if let Some(b) = pending.pop_front() {
+            return Some(b);
+        }
+        pending.extend(input.recv().ok()?);
+    }
+}
+
+fn run_session(
+    partition: Arc<Partition>,
+    all: Arc<[Arc<Partition>]>,
+    vcpu: Option<u32>,
+    output: GdbOutput,
+    input: Receiver<Vec<u8>>,
+    options: GdbSessionOptions,
+) {
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    partition.attach_debugger(vcpu, events_tx);
+    let mut target = PartitionTarget::new(partition.clone(), all, vcpu);
+    // gdb expects a stopped target on attach.
+    target.stop_all();
+    let connection = LinkConnection {
+        buffer: Vec::with_capacity(PACKET_SIZE),
+        output,
+        alive: true,
+    };
+    let result = drive(&mut target, connection, &input, &events);
+    if let Err(e) = result {
+        tracing::info!(partition = %partition.name, "gdb session ended: {e}");
+    }
+    partition.detach_debugger(vcpu);
+    target.detach();
+    if options.resume_on_detach {
+        target.release_all();
+    }
+}
+
+fn drive(
+    target: &mut PartitionTarget,
+    connection: LinkConnection,
+    input: &Receiver<Vec<u8>>,
+    events: &Receiver<hv_core::partition::DebugStopEvent>,
+) -> Result<(), String> {
+    let stub = GdbStubBuilder::new(connection)
+        .packet_buffer_size(PACKET_SIZE)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut machine = stub
+        .run_state_machine(target)
+        .map_err(|e: GdbStubError<_, _>| e.to_string())?;
+    let mut pending = VecDeque::new();
+    loop {
+        machine = match machine {
+            GdbStubStateMachine::Idle(gdb) => {
+                let Some(byte) = next_byte(&mut pending, input) else {
+                    return Ok(());
+                };
+                gdb.incoming_data(target, byte).map_err(|e| e.to_string())?
+            }
+            GdbStubStateMachine::Running(gdb) => {
+                if let Some(byte) = pending.pop_front() {
+                    gdb.incoming_data(target, byte).map_err(|e| e.to_string())?
+                } else {
+                    let mut stop = None;
+                    select! {
+                        recv(input) -> bytes => match bytes {
+                            Ok(bytes) => pending.extend(bytes),
+                            Err(_) => return Ok(()),
+                        },
+                        recv(events) -> event => {
+                            if let Ok(event) = event {
+                                stop = target.on_debug_event(event);
+                            }
+                        },
+                        default(Duration::from_millis(100)) => stop = target.poll_state(),
+                    }
+                    match stop {
+                        Some(stop) => report(gdb, target, stop)?,
+                        None => GdbStubStateMachine::Running(gdb),
+                    }
+                }
+            }
+            GdbStubStateMachine::CtrlCInterrupt(gdb) => {
+                target.stop_all();
+                let first = target.vcpus()[0];
+                let stop = Stop::Signal(first, Signal::SIGINT);
+                let reason_multi = PartitionTarget::multi_reason(stop);
+                let reason_single = PartitionTarget::single_reason(stop);
+                if target.scope.is_some() {
+                    gdb.interrupt_handled(target, Some(reason_single))
+                } else {
+                    gdb.interrupt_handled(target, Some(reason_multi))
+                }
+                .map_err(|e| e.to_string())?
+            }
+            GdbStubStateMachine::Disconnected(_) => return Ok(()),
+        };
+    }
+}
+
+type Running<'a> = gdbstub::stub::state_machine::GdbStubStateMachineInner<
+    'a,
+    gdbstub::stub::state_machine::state::Running,
+    PartitionTarget,
+    LinkConnection,
+>;
+
+fn report<'a>(
+    gdb: Running<'a>,
+    target: &mut PartitionTarget,
+    stop: Stop,
+) -> Result<GdbStubStateMachine<'a, PartitionTarget, LinkConnection>, String> {
+    let expedited = PartitionTarget::stop_vcpu(stop)
+        .map(|v| target.expedited(v))
+        .unwrap_or_default();
+    let mut regs = expedited.iter().map(|(id, bytes)| (HvRegId(*id), &bytes[..]));
+    let next = if target.scope.is_some() {
+        gdb.report_stop_with_regs(target, PartitionTarget::single_reason(stop), &mut regs)
+    } else {
+        gdb.report_stop_with_regs(target, PartitionTarget::multi_reason(stop), &mut regs)
+    };
+    next.map_err(|e| e.to_string())
+}

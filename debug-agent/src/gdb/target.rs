@@ -1,0 +1,665 @@
+//! The gdbstub target: one partition seen as a multi-thread target (threads are its vCPUs), or
+//! one vCPU of it as a single-thread target that stops only that vCPU.
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gdbstub::common::{Signal, Tid};
+use gdbstub::stub::{BaseStopReason, MultiThreadStopReason};
+use gdbstub::target::ext::base::BaseOps;
+use gdbstub::target::ext::base::multithread::{
+    MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
+    MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
+};
+use gdbstub::target::ext::base::singlethread::{
+    SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep,
+    SingleThreadSingleStepOps,
+};
+use gdbstub::target::ext::breakpoints::{
+    Breakpoints, BreakpointsOps, HwBreakpoint as GdbHwBreakpoint, HwBreakpointOps, HwWatchpoint,
+    HwWatchpointOps, SwBreakpoint, SwBreakpointOps, WatchKind,
+};
+use gdbstub::target::{Target, TargetError, TargetResult};
+use hv_core::partition::DebugStopEvent;
+use hv_core::vcpu::{DebugControl, HwBreakpoint, HwKind};
+use hv_core::{Partition, PartitionState, VcpuRegisters, VcpuState};
+
+use super::arch::{HvRegisters, HvX86_64};
+use crate::pagewalk::{PagingState, translate};
+
+/// How long a stop request waits for vCPUs to park.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Errors that end a gdb session.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetFault {
+    /// A vCPU stopped answering.
+    #[error(transparent)]
+    Vcpu(#[from] hv_core::VcpuError),
+}
+
+/// A resume action gdb asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Continue,
+    Step,
+}
+
+/// A stop to report, in target-neutral form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Single step done.
+    Step(u32),
+    /// Software breakpoint.
+    SwBreak(u32),
+    /// Hardware breakpoint.
+    HwBreak(u32),
+    /// Watchpoint.
+    Watch(u32, WatchKind, u64),
+    /// Stopped by a signal (Ctrl-C: SIGINT; crash: SIGSEGV).
+    Signal(u32, Signal),
+    /// The partition exited.
+    Exited(u8),
+}
+
+/// One partition (or one vCPU of it) as a gdb target.
+pub struct PartitionTarget {
+    pub(super) partition: Arc<Partition>,
+    pub(super) all: Arc<[Arc<Partition>]>,
+    /// Some(i): a single-thread target for vCPU i only.
+    pub(super) scope: Option<u32>,
+    /// Patched int3 addresses and the bytes they replaced.
+    sw_breakpoints: BTreeMap<u64, u8>,
+    hw: [Option<HwBreakpoint>; 4],
+    actions: HashMap<u32, Action>,
+    cache: HashMap<u32, VcpuRegisters>,
+    reported_crash: bool,
+}
+
+fn tid(vcpu: u32) -> Tid {
+    NonZeroUsize::new(vcpu as usize + 1).unwrap_or(NonZeroUsize::MIN)
+}
+
+fn vcpu_of(tid: Tid) -> u32 {
+    (tid.get() - 1) as u32
+}
+
+impl PartitionTarget {
+    /// A target for `partition` (all its vCPUs, or only `scope`).
+    pub fn new(partition: Arc<Partition>, all: Arc<[Arc<Partition>]>, scope: Option<u32>) -> Self {
+        PartitionTarget {
+            partition,
+            all,
+            scope,
+            sw_breakpoints: BTreeMap::new(),
+            hw: [None; 4],
+            actions: HashMap::new(),
+            cache: HashMap::new(),
+            reported_crash: false,
+        }
+    }
+
+    /// The vCPUs this target controls.
+    pub fn vcpus(&self) -> Vec<u32> {
+        match self.scope {
+            Some(v) => vec![v],
+            None => (0..self.partition.vcpus.len() as u32).collect(),
+        }
+    }
+
+    /// Stops every vCPU of this target and waits until they are parked.
+    pub fn stop_all(&mut self) {
+        for v in self.vcpus() {
+            self.partition.vcpus[v as usize].request_stop();
+        }
+        let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+        for v in self.vcpus() {
+            let vcpu = &self.partition.vcpus[v as usize];
+            while !vcpu.state().is_parked() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        self.cache.clear();
+    }
+
+    fn registers(&mut self, vcpu: u32) -> Result<VcpuRegisters, TargetError<TargetFault>> {
+        if let Some(r) = self.cache.get(&vcpu) {
+            return Ok(*r);
+        }
+        let r = self
+            .partition
+            .vcpu(vcpu)
+            .map_err(|_| TargetError::NonFatal)?
+            .registers()
+            .map_err(|_| TargetError::NonFatal)?;
+        self.cache.insert(vcpu, r);
+        Ok(r)
+    }
+
+    fn paging(&mut self, vcpu: u32) -> Result<PagingState, TargetError<TargetFault>> {
+        let s = self.registers(vcpu)?.sregs;
+        Ok(PagingState {
+            cr0: s.cr0,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            efer: s.efer,
+        })
+    }
+
+    /// Reads guest-virtual memory as `vcpu` sees it; returns how many bytes could be read.
+    fn read_virtual(&mut self, vcpu: u32, start: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
+        let paging = self.paging(vcpu)?;
+        let partition = &self.partition;
+        let mut done = 0;
+        while done < data.len() {
+            let va = start.wrapping_add(done as u64);
+            let Ok(t) = translate(paging, va, |pa| {
+                let mut b = [0u8; 8];
+                partition.read_memory(pa, &mut b).ok().map(|()| u64::from_le_bytes(b))
+            }) else {
+                break;
+            };
+            let n = (t.remaining as usize).min(data.len() - done);
+            if partition.read_memory(t.phys, &mut data[done..done + n]).is_err() {
+                break;
+            }
+            done += n;
+        }
+        if done == 0 && !data.is_empty() {
+            return Err(TargetError::Errno(14)); // EFAULT
+        }
+        Ok(done)
+    }
+
+    fn write_virtual(&mut self, vcpu: u32, start: u64, data: &[u8]) -> TargetResult<(), Self> {
+        let paging = self.paging(vcpu)?;
+        let partition = &self.partition;
+        let mut done = 0;
+        while done < data.len() {
+            let va = start.wrapping_add(done as u64);
+            let t = translate(paging, va, |pa| {
+                let mut b = [0u8; 8];
+                partition.read_memory(pa, &mut b).ok().map(|()| u64::from_le_bytes(b))
+            })
+            .map_err(|_| TargetError::Errno(14))?;
+            let n = (t.remaining as usize).min(data.len() - done);
+            partition
+                .write_memory(t.phys, &data[done..done + n])
+                .map_err(|_| TargetError::Errno(14))?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn first_vcpu(&self) -> u32 {
+        self.scope.unwrap_or(0)
+    }
+
+    fn debug_control(&self, step: bool) -> DebugControl {
+        DebugControl {
+            single_step: step,
+            sw_breakpoints: !self.sw_breakpoints.is_empty(),
+            hw: self.hw,
+        }
+    }
+
+    /// Applies the pending resume actions: vCPUs with an action run, the others stay stopped.
+    fn apply_resume(&mut self) -> Result<(), TargetFault> {
+        self.cache.clear();
+        let actions: Vec<(u32, Action)> = self.actions.drain().collect();
+        for (vcpu, action) in actions {
+            let shared = &self.partition.vcpus[vcpu as usize];
+            shared.set_debug(self.debug_control(action == Action::Step))?;
+            shared.release_stop();
+        }
+        Ok(())
+    }
+
+    /// Makes every vCPU of this target forget the debugger and run (detach).
+    pub fn detach(&mut self) {
+        let breakpoints: Vec<u64> = self.sw_breakpoints.keys().copied().collect();
+        for addr in breakpoints {
+            self.remove_sw(addr);
+        }
+        self.hw = [None; 4];
+        for v in self.vcpus() {
+            let vcpu = &self.partition.vcpus[v as usize];
+            let _ = vcpu.set_debug(DebugControl::default());
+        }
+    }
+
+    /// Releases every vCPU of this target.
+    pub fn release_all(&mut self) {
+        self.cache.clear();
+        for v in self.vcpus() {
+            self.partition.vcpus[v as usize].release_stop();
+        }
+    }
+
+    fn remove_sw(&mut self, addr: u64) -> bool {
+        let Some(original) = self.sw_breakpoints.remove(&addr) else {
+            return false;
+        };
+        let vcpu = self.first_vcpu();
+        self.write_virtual(vcpu, addr, &[original]).is_ok()
+    }
+
+    /// Decides what a debug exit means. None: not for the debugger (the guest's own int3,
+    /// re-injected), keep running.
+    pub fn on_debug_event(&mut self, event: DebugStopEvent) -> Option<Stop> {
+        let vcpu = event.vcpu;
+        let exit = event.exit;
+        let stop = match exit.exception {
+            3 if !self.sw_breakpoints.contains_key(&exit.pc) => {
+                // The guest's own int3: give it back.
+                let shared = &self.partition.vcpus[vcpu as usize];
+                let _ = shared.reinject_breakpoint();
+                shared.release_stop();
+                return None;
+            }
+            3 => Stop::SwBreak(vcpu),
+            _ => {
+                let hit = (0..4).find(|slot| exit.dr6 & (1 << slot) != 0);
+                match hit.and_then(|slot| self.hw[slot]) {
+                    Some(bp) if bp.kind == HwKind::Execute => Stop::HwBreak(vcpu),
+                    Some(bp) => Stop::Watch(
+                        vcpu,
+                        if bp.kind == HwKind::Write {
+                            WatchKind::Write
+                        } else {
+                            WatchKind::ReadWrite
+                        },
+                        bp.addr,
+                    ),
+                    None => Stop::Step(vcpu),
+                }
+            }
+        };
+        // All-stop: the other vCPUs of this target stop too before gdb hears of it.
+        self.stop_all();
+        for v in self.vcpus() {
+            let _ = self.partition.vcpus[v as usize].set_debug(self.debug_control(false));
+        }
+        Some(stop)
+    }
+
+    /// Checks for a crash or exit of the partition while running.
+    pub fn poll_state(&mut self) -> Option<Stop> {
+        match self.partition.state() {
+            PartitionState::Exited(code) => Some(Stop::Exited(code as u8)),
+            PartitionState::Crashed(report) if !self.reported_crash => {
+                if self.scope.is_some_and(|v| v != report.vcpu) {
+                    return None;
+                }
+                self.reported_crash = true;
+                self.cache.clear();
+                Some(Stop::Signal(report.vcpu, Signal::SIGSEGV))
+            }
+            _ => None,
+        }
+    }
+
+    /// Converts a stop to gdbstub's multi-thread form.
+    pub fn multi_reason(stop: Stop) -> MultiThreadStopReason<u64> {
+        match stop {
+            Stop::Step(v) => BaseStopReason::SignalWithThread {
+                tid: tid(v),
+                signal: Signal::SIGTRAP,
+            },
+            Stop::SwBreak(v) => BaseStopReason::SwBreak(tid(v)),
+            Stop::HwBreak(v) => BaseStopReason::HwBreak(tid(v)),
+            Stop::Watch(v, kind, addr) => BaseStopReason::Watch {
+                tid: tid(v),
+                kind,
+                addr,
+            },
+            Stop::Signal(v, signal) => BaseStopReason::SignalWithThread { tid: tid(v), signal },
+            Stop::Exited(code) => BaseStopReason::Exited(code),
+        }
+    }
+
+    /// Converts a stop to gdbstub's single-thread form.
+    pub fn single_reason(stop: Stop) -> BaseStopReason<(), u64> {
+        match stop {
+            Stop::Step(_) => BaseStopReason::DoneStep,
+            Stop::SwBreak(_) => BaseStopReason::SwBreak(()),
+            Stop::HwBreak(_) => BaseStopReason::HwBreak(()),
+            Stop::Watch(_, kind, addr) => BaseStopReason::Watch { tid: (), kind, addr },
+            Stop::Signal(_, signal) => BaseStopReason::Signal(signal),
+            Stop::Exited(code) => BaseStopReason::Exited(code),
+        }
+    }
+
+    /// The vCPU a stop belongs to.
+    pub fn stop_vcpu(stop: Stop) -> Option<u32> {
+        match stop {
+            Stop::Step(v) | Stop::SwBreak(v) | Stop::HwBreak(v) | Stop::Signal(v, _) => Some(v),
+            Stop::Watch(v, _, _) => Some(v),
+            Stop::Exited(_) => None,
+        }
+    }
+
+    /// Expedited registers (rbp, rsp, rip) of `vcpu` for a stop reply.
+    pub fn expedited(&mut self, vcpu: u32) -> Vec<(usize, [u8; 8])> {
+        match self.registers(vcpu) {
+            Ok(r) => vec![
+                (super::arch::REG_RBP, r.regs.rbp.to_le_bytes()),
+                (super::arch::REG_RSP, r.regs.rsp.to_le_bytes()),
+                (super::arch::REG_RIP, r.regs.rip.to_le_bytes()),
+            ],
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn read_regs(&mut self, vcpu: u32, regs: &mut HvRegisters) -> TargetResult<(), Self> {
+        *regs = HvRegisters::from_kvm(&self.registers(vcpu)?);
+        Ok(())
+    }
+
+    fn write_regs(&mut self, vcpu: u32, regs: &HvRegisters) -> TargetResult<(), Self> {
+        let mut kvm = self.registers(vcpu)?;
+        regs.to_kvm(&mut kvm);
+        self.partition.vcpus[vcpu as usize]
+            .set_registers(kvm)
+            .map_err(|_| TargetError::NonFatal)?;
+        self.cache.insert(vcpu, kvm);
+        Ok(())
+    }
+
+    /// Lines of `monitor partitions`.
+    pub fn partitions_report(&self) -> Vec<String> {
+        self.all
+            .iter()
+            .map(|p| {
+                let vcpus: Vec<String> = p
+                    .vcpus
+                    .iter()
+                    .map(|v| format!("{}:{}", v.index, v.state().name()))
+                    .collect();
+                format!("{:<3} {:<16} {:<10} vcpus {}", p.id, p.name, p.state().name(), vcpus.join(" "))
+            })
+            .collect()
+    }
+
+    /// Whether `vcpu` is parked (for tests and monitor output).
+    pub fn vcpu_state(&self, vcpu: u32) -> Option<VcpuState> {
+        self.partition.vcpus.get(vcpu as usize).map(|v| v.state())
+    }
+}
+
+impl Target for PartitionTarget {
+    type Arch = HvX86_64;
+    type Error = TargetFault;
+
+    fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
+        if self.scope.is_some() {
+            BaseOps::SingleThread(self)
+        } else {
+            BaseOps::MultiThread(self)
+        }
+    }
+
+    fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_monitor_cmd(
+        &mut self,
+    ) -> Option<gdbstub::target::ext::monitor_cmd::MonitorCmdOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn guard_rail_implicit_sw_breakpoints(&self) -> bool {
+        true
+    }
+}
+
+impl MultiThreadBase for PartitionTarget {
+    fn read_registers(&mut self, regs: &mut HvRegisters, tid: Tid) -> TargetResult<(), Self> {
+        self.read_regs(vcpu_of(tid), regs)
+    }
+
+    fn write_registers(&mut self, regs: &HvRegisters, tid: Tid) -> TargetResult<(), Self> {
+        self.write_regs(vcpu_of(tid), regs)
+    }
+
+    fn read_addrs(&mut self, start: u64, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {
+        self.read_virtual(vcpu_of(tid), start, data)
+    }
+
+    fn write_addrs(&mut self, start: u64, data: &[u8], tid: Tid) -> TargetResult<(), Self> {
+        self.write_virtual(vcpu_of(tid), start, data)
+    }
+
+    fn list_active_threads(
+        &mut self,
+        register_thread: &mut dyn FnMut(Tid),
+    ) -> Result<(), Self::Error> {
+        for v in self.vcpus() {
+            register_thread(tid(v));
+        }
+        Ok(())
+    }
+
+    fn support_resume(&mut self) -> Option<MultiThreadResumeOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl MultiThreadResume for PartitionTarget {
+    fn resume(&mut self) -> Result<(), Self::Error> {
+        self.apply_resume()
+    }
+
+    fn clear_resume_actions(&mut self) -> Result<(), Self::Error> {
+        self.actions.clear();
+        Ok(())
+    }
+
+    fn set_resume_action_continue(
+        &mut self,
+        tid: Tid,
+        _signal: Option<Signal>,
+    ) -> Result<(), Self::Error> {
+        self.actions.insert(vcpu_of(tid), Action::Continue);
+        Ok(())
+    }
+
+    fn support_single_step(&mut self) -> Option<MultiThreadSingleStepOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_scheduler_locking(&mut self) -> Option<MultiThreadSchedulerLockingOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl MultiThreadSingleStep for PartitionTarget {
+    fn set_resume_action_step(
+        &mut self,
+        tid: Tid,
+        _signal: Option<Signal>,
+    ) -> Result<(), Self::Error> {
+        self.actions.insert(vcpu_of(tid), Action::Step);
+        Ok(())
+    }
+}
+
+impl MultiThreadSchedulerLocking for PartitionTarget {
+    fn set_resume_action_scheduler_lock(&mut self) -> Result<(), Self::Error> {
+        // Threads without an action already stay stopped.
+        Ok(())
+    }
+}
+
+impl SingleThreadBase for PartitionTarget {
+    fn read_registers(&mut self, regs: &mut HvRegisters) -> TargetResult<(), Self> {
+        let v = self.first_vcpu();
+        self.read_regs(v, regs)
+    }
+
+    fn write_registers(&mut self, regs: &HvRegisters) -> TargetResult<(), Self> {
+        let v = self.first_vcpu();
+        self.write_regs(v, regs)
+    }
+
+    fn read_addrs(&mut self, start: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
+        let v = self.first_vcpu();
+        self.read_virtual(v, start, data)
+    }
+
+    fn write_addrs(&mut self, start: u64, data: &[u8]) -> TargetResult<(), Self> {
+        let v = self.first_vcpu();
+        self.write_virtual(v, start, data)
+    }
+
+    fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SingleThreadResume for PartitionTarget {
+    fn resume(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
+        self.actions.insert(self.first_vcpu(), Action::Continue);
+        self.apply_resume()
+    }
+
+    fn support_single_step(&mut self) -> Option<SingleThreadSingleStepOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SingleThreadSingleStep for PartitionTarget {
+    fn step(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
+        self.actions.insert(self.first_vcpu(), Action::Step);
+        self.apply_resume()
+    }
+}
+
+impl Breakpoints for PartitionTarget {
+    fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+    fn support_hw_breakpoint(&mut self) -> Option<HwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+    fn support_hw_watchpoint(&mut self) -> Option<HwWatchpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SwBreakpoint for PartitionTarget {
+    fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if self.sw_breakpoints.contains_key(&addr) {
+            return Ok(true);
+        }
+        let vcpu = self.first_vcpu();
+        let mut original = [0u8];
+        if self.read_virtual(vcpu, addr, &mut original).is_err() {
+            return Ok(false);
+        }
+        self.write_virtual(vcpu, addr, &[0xcc])?;
+        self.sw_breakpoints.insert(addr, original[0]);
+        Ok(true)
+    }
+
+    fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        Ok(self.remove_sw(addr))
+    }
+}
+
+impl PartitionTarget {
+    fn add_hw(&mut self, bp: HwBreakpoint) -> bool {
+        if self.hw.contains(&Some(bp)) {
+            return true;
+        }
+        match self.hw.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => {
+                *slot = Some(bp);
+                true
+            }
+            None => false, // x86 has four debug-address registers
+        }
+    }
+
+    fn remove_hw(&mut self, bp: HwBreakpoint) -> bool {
+        match self.hw.iter_mut().find(|slot| **slot == Some(bp)) {
+            Some(slot) => {
+                *slot = None;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl GdbHwBreakpoint for PartitionTarget {
+    fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        Ok(self.add_hw(HwBreakpoint {
+            addr,
+            kind: HwKind::Execute,
+            len: 1,
+        }))
+    }
+
+    fn remove_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        Ok(self.remove_hw(HwBreakpoint {
+            addr,
+            kind: HwKind::Execute,
+            len: 1,
+        }))
+    }
+}
+
+/// x86 watches only naturally aligned 1, 2, 4 or 8 bytes, and cannot watch reads alone.
+fn watch(addr: u64, len: u64, kind: WatchKind) -> Option<HwBreakpoint> {
+    let kind = match kind {
+        WatchKind::Write => HwKind::Write,
+        WatchKind::Read | WatchKind::ReadWrite => HwKind::ReadWrite,
+    };
+    (matches!(len, 1 | 2 | 4 | 8) && addr % len == 0).then_some(HwBreakpoint {
+        addr,
+        kind,
+        len: len as u8,
+    })
+}
+
+impl HwWatchpoint for PartitionTarget {
+    fn add_hw_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
+        Ok(watch(addr, len, kind).is_some_and(|bp| self.add_hw(bp)))
+    }
+
+    fn remove_hw_watchpoint(
+        &mut self,
+        addr: u64,
+        len: u64,
+        kind: WatchKind,
+    ) -> TargetResult<bool, Self> {
+        Ok(watch(addr, len, kind).is_some_and(|bp| self.remove_hw(bp)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchpoints_follow_x86_rules() {
+        assert!(watch(0x1000, 8, WatchKind::Write).is_some());
+        assert!(watch(0x1004, 8, WatchKind::Write).is_none(), "unaligned");
+        assert!(watch(0x1000, 3, WatchKind::Write).is_none(), "odd length");
+        assert_eq!(
+            watch(0x1000, 4, WatchKind::Read).unwrap().kind,
+            HwKind::ReadWrite,
+            "no read-only watch on x86"
+        );
+    }
+
+    #[test]
+    fn thread_ids_are_vcpu_plus_one() {
+        assert_eq!(tid(0).get(), 1);
+        assert_eq!(vcpu_of(tid(5)), 5);
+    }
+}
