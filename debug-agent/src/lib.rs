@@ -7,3 +7,6 @@
 
 pub mod gdb;
 pub mod pagewalk;
+pub mod server;
+
+pub use server::{Agent, AgentError, AgentOptions};

@@ -20,6 +20,7 @@ pub mod kvm_ext;
 pub mod layout;
 pub mod loader;
 pub mod partition;
+pub mod probe;
 pub mod scheduler;
 pub mod system;
 pub mod timer;

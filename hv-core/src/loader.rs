@@ -187,6 +187,10 @@ impl GuestImage {
 mod tests {
     use super::*;
 
+    const X86_64: u16 = 62;
+    const EXEC: u16 = 2;
+    const LOAD: u32 = 1;
+
     fn elf_header(class: u8, machine: u16, kind: u16) -> Vec<u8> {
         let mut h = vec![0u8; 64];
         h[..4].copy_from_slice(b"\x7fELF");
@@ -206,7 +210,7 @@ mod tests {
         h[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
         h[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
         let mut ph = vec![0u8; 56];
-        ph[..4].copy_from_slice(&PT_LOAD.to_le_bytes());
+        ph[..4].copy_from_slice(&LOAD.to_le_bytes());
         ph[8..16].copy_from_slice(&120u64.to_le_bytes()); // p_offset
         ph[16..24].copy_from_slice(&paddr.to_le_bytes());
         ph[24..32].copy_from_slice(&paddr.to_le_bytes());
@@ -223,7 +227,7 @@ mod tests {
 
     #[test]
     fn accepts_a_minimal_executable() {
-        let image = parse(&with_segment(elf_header(2, EM_X86_64, ET_EXEC), 0x10_0000, 16)).unwrap();
+        let image = parse(&with_segment(elf_header(2, X86_64, EXEC), 0x10_0000, 16)).unwrap();
         assert_eq!(image.entry, 0x10_0000);
         assert_eq!(image.segments.len(), 1);
         assert_eq!(image.segments[0].data, [0x90; 8]);
@@ -234,15 +238,15 @@ mod tests {
         assert!(matches!(parse(b"hello"), Err(LoadError::NotElf { .. })));
         assert!(matches!(parse(&[]), Err(LoadError::NotElf { .. })));
         assert!(matches!(
-            parse(&elf_header(1, EM_X86_64, ET_EXEC)),
+            parse(&elf_header(1, X86_64, EXEC)),
             Err(LoadError::WrongKind { .. })
         ));
         assert!(matches!(
-            parse(&with_segment(elf_header(2, 183, ET_EXEC), 0x10_0000, 16)),
+            parse(&with_segment(elf_header(2, 183, EXEC), 0x10_0000, 16)),
             Err(LoadError::WrongKind { .. })
         ));
         assert!(matches!(
-            parse(&with_segment(elf_header(2, EM_X86_64, 3), 0x10_0000, 16)),
+            parse(&with_segment(elf_header(2, X86_64, 3), 0x10_0000, 16)),
             Err(LoadError::WrongKind { .. })
         ));
     }
@@ -250,14 +254,14 @@ mod tests {
     #[test]
     fn rejects_segments_outside_partition_memory() {
         for (addr, size) in [(0x1000, 16), (16 << 20, 16), (0x10_0000, 64 << 20), (u64::MAX - 4, 16)] {
-            let err = parse(&with_segment(elf_header(2, EM_X86_64, ET_EXEC), addr, size)).unwrap_err();
+            let err = parse(&with_segment(elf_header(2, X86_64, EXEC), addr, size)).unwrap_err();
             assert!(matches!(err, LoadError::SegmentOutside { .. }), "{addr:#x}: {err}");
         }
     }
 
     #[test]
     fn truncated_or_random_bytes_never_panic() {
-        let good = with_segment(elf_header(2, EM_X86_64, ET_EXEC), 0x10_0000, 16);
+        let good = with_segment(elf_header(2, X86_64, EXEC), 0x10_0000, 16);
         for len in 0..good.len() {
             let _ = parse(&good[..len]);
         }

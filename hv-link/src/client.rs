@@ -377,6 +377,13 @@ impl LinkClient {
 
     /// Close the link now (also done on drop).
     pub fn close(self) {}
+
+    /// Close the link now from a shared reference (e.g. through an `Arc` held by several
+    /// threads): pending and later calls fail with [`ClientError::Closed`], channel receivers
+    /// and the notification receiver disconnect once the router has stopped.
+    pub fn shutdown(&self) {
+        self.inner.writer.shutdown();
+    }
 }
 
 impl Drop for LinkClient {

@@ -366,7 +366,7 @@ mod tests {
         drop(b);
         assert!(claims.owner(&ChannelName::gdb("ctl")).is_none());
         assert!(a.open(ChannelName::gdb("ctl")).is_ok());
-        assert_eq!(a.iter().count(), 5);
+        assert_eq!(a.iter().count(), 4);
     }
 
     /// Run `accept_handshake` on a listener in a thread and a client handshake against it.

@@ -74,6 +74,8 @@ pub struct PartitionTarget {
     sw_breakpoints: BTreeMap<u64, u8>,
     hw: [Option<HwBreakpoint>; 4],
     actions: HashMap<u32, Action>,
+    /// gdb asked that threads without an action stay stopped (`set scheduler-locking on`).
+    scheduler_lock: bool,
     cache: HashMap<u32, VcpuRegisters>,
     reported_crash: bool,
 }
@@ -96,6 +98,7 @@ impl PartitionTarget {
             sw_breakpoints: BTreeMap::new(),
             hw: [None; 4],
             actions: HashMap::new(),
+            scheduler_lock: false,
             cache: HashMap::new(),
             reported_crash: false,
         }
@@ -205,9 +208,15 @@ impl PartitionTarget {
         }
     }
 
-    /// Applies the pending resume actions: vCPUs with an action run, the others stay stopped.
+    /// Applies the pending resume actions. vCPUs without an action continue (gdbstub's contract),
+    /// unless scheduler locking keeps them stopped.
     fn apply_resume(&mut self) -> Result<(), TargetFault> {
         self.cache.clear();
+        if !self.scheduler_lock {
+            for v in self.vcpus() {
+                self.actions.entry(v).or_insert(Action::Continue);
+            }
+        }
         let actions: Vec<(u32, Action)> = self.actions.drain().collect();
         for (vcpu, action) in actions {
             let shared = &self.partition.vcpus[vcpu as usize];
@@ -455,6 +464,7 @@ impl MultiThreadResume for PartitionTarget {
 
     fn clear_resume_actions(&mut self) -> Result<(), Self::Error> {
         self.actions.clear();
+        self.scheduler_lock = false;
         Ok(())
     }
 
@@ -489,7 +499,7 @@ impl MultiThreadSingleStep for PartitionTarget {
 
 impl MultiThreadSchedulerLocking for PartitionTarget {
     fn set_resume_action_scheduler_lock(&mut self) -> Result<(), Self::Error> {
-        // Threads without an action already stay stopped.
+        self.scheduler_lock = true;
         Ok(())
     }
 }

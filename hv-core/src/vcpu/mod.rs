@@ -519,6 +519,12 @@ impl VcpuRunner {
     /// Injects the next deliverable interrupt if the guest can take it, or asks KVM to exit as
     /// soon as it can.
     fn prepare_interrupts(&mut self) {
+        if self.debug.single_step {
+            // A step executes the next instruction, not an interrupt handler (as in QEMU);
+            // pending interrupts wait for the debugger to continue.
+            self.fd.get_kvm_run().request_interrupt_window = 0;
+            return;
+        }
         let (ready, if_flag) = {
             let run = self.fd.get_kvm_run();
             (run.ready_for_interrupt_injection != 0, run.if_flag != 0)

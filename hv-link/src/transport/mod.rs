@@ -698,11 +698,17 @@ mod tests {
     }
 
     fn exercise(mut server: Connection, client: Connection) {
-        client.send_frame(ChannelId::CONTROL, b"hello").unwrap();
+        // Sent from another thread: a big frame does not fit in the socket / pty buffers.
         let big = vec![7u8; 300_000];
-        client.send_frame(ChannelId(3), &big).unwrap();
+        let w = client.writer().clone();
+        let big2 = big.clone();
+        let t = thread::spawn(move || {
+            w.send_frame(ChannelId::CONTROL, b"hello").unwrap();
+            w.send_frame(ChannelId(3), &big2).unwrap();
+        });
         assert_eq!(server.recv_frame().unwrap(), Some(Frame::new(ChannelId::CONTROL, b"hello".to_vec())));
         assert_eq!(server.recv_frame().unwrap(), Some(Frame::new(ChannelId(3), big)));
+        t.join().unwrap();
         // Writer from another thread while this thread reads.
         let (mut rd, wr) = client.split();
         let w2 = wr.clone();

@@ -1,0 +1,181 @@
+//! The control methods that do not depend on a connection's channels: system and partition
+//! information, pause / resume / reset, interrupt injection, and the mapping of hv-core states
+//! to their wire form.
+
+use std::sync::Arc;
+
+use hv_core::partition::PartitionError;
+use hv_core::{Partition, PartitionState, VcpuState};
+use hv_link::control::{InjectIrqParams, PartitionParams, SystemInfo};
+use hv_link::rpc::codes;
+use hv_link::{PartitionInfo, RpcError, VcpuInfo};
+
+use super::Shared;
+
+/// The wire form of a partition's state. A running partition whose vCPUs are all stopped by a
+/// debugger is `stopped_in_debugger`.
+pub fn link_partition_state(state: &PartitionState) -> hv_link::PartitionState {
+    use hv_link::PartitionState as L;
+    match state {
+        PartitionState::Created => L::Created,
+        PartitionState::Running => L::Running,
+        PartitionState::Paused => L::Paused,
+        PartitionState::Crashed(report) => L::Crashed {
+            reason: report.reason.clone(),
+        },
+        PartitionState::Exited(code) => L::Exited {
+            code: i32::try_from(*code).unwrap_or(if *code < 0 { i32::MIN } else { i32::MAX }),
+        },
+    }
+}
+
+/// Extra detail for a state change (the crash report with vCPU and registers).
+pub(crate) fn state_detail(state: &PartitionState) -> Option<String> {
+    match state {
+        PartitionState::Crashed(report) => Some(report.to_string()),
+        PartitionState::Exited(code) => Some(format!("exit code {code}")),
+        _ => None,
+    }
+}
+
+/// The wire form of a vCPU's state: parked outside its schedule window or waiting for a device
+/// model counts as `running` (it is runnable); a vCPU whose thread ended is `stopped`.
+pub fn link_vcpu_state(state: VcpuState) -> hv_link::VcpuState {
+    use hv_link::VcpuState as L;
+    match state {
+        VcpuState::Created => L::Created,
+        VcpuState::Running | VcpuState::OutOfWindow | VcpuState::BlockedOnDevice => L::Running,
+        VcpuState::Halted => L::Halted,
+        VcpuState::Paused => L::Paused,
+        VcpuState::DebugStopped => L::StoppedInDebugger,
+        VcpuState::Crashed | VcpuState::Exited | VcpuState::Gone => L::Stopped,
+    }
+}
+
+/// One `partitions.list` entry.
+pub(crate) fn partition_info(p: &Partition) -> PartitionInfo {
+    let vcpus: Vec<VcpuInfo> = p
+        .vcpus
+        .iter()
+        .map(|v| VcpuInfo {
+            index: v.index,
+            state: link_vcpu_state(v.state()),
+        })
+        .collect();
+    let mut state = link_partition_state(&p.state());
+    if state == hv_link::PartitionState::Running
+        && !vcpus.is_empty()
+        && vcpus.iter().all(|v| v.state == hv_link::VcpuState::StoppedInDebugger)
+    {
+        state = hv_link::PartitionState::StoppedInDebugger;
+    }
+    PartitionInfo {
+        id: u32::try_from(p.id).unwrap_or(u32::MAX),
+        name: p.name.clone(),
+        state,
+        vcpus,
+        image: p.image_path().display().to_string(),
+    }
+}
+
+pub(crate) fn system_info(shared: &Shared) -> SystemInfo {
+    SystemInfo {
+        system: shared.system.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+pub(crate) fn partitions_list(shared: &Shared) -> Vec<PartitionInfo> {
+    shared.partitions.iter().map(|p| partition_info(p)).collect()
+}
+
+pub(crate) fn find<'a>(shared: &'a Shared, name: &str) -> Result<&'a Arc<Partition>, RpcError> {
+    shared.partition(name).ok_or_else(|| RpcError::unknown_partition(name))
+}
+
+/// `e` with its sources, `: `-separated.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn partition_error(e: &PartitionError) -> RpcError {
+    match e {
+        PartitionError::WrongState { .. } => RpcError::invalid_state(chain(e)),
+        PartitionError::NoSuchVcpu { name, index } => RpcError::unknown_vcpu(name, *index),
+        _ => RpcError::new(codes::INTERNAL_ERROR, chain(e)),
+    }
+}
+
+/// Which lifecycle call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Lifecycle {
+    Pause,
+    Resume,
+    Reset,
+}
+
+pub(crate) fn lifecycle(shared: &Shared, params: &PartitionParams, op: Lifecycle) -> Result<(), RpcError> {
+    let p = find(shared, &params.partition)?;
+    let r = match op {
+        Lifecycle::Pause => p.pause(),
+        Lifecycle::Resume => p.resume(),
+        Lifecycle::Reset => p.reset(),
+    };
+    r.map_err(|e| partition_error(&e))
+}
+
+pub(crate) fn inject_irq(shared: &Shared, params: &InjectIrqParams) -> Result<(), RpcError> {
+    let p = find(shared, &params.partition)?;
+    if params.vector < 32 {
+        return Err(RpcError::invalid_params(format!(
+            "vector {} is an exception vector; external interrupts use 32..=255",
+            params.vector
+        )));
+    }
+    let vcpu = p
+        .vcpus
+        .get(params.vcpu as usize)
+        .ok_or_else(|| RpcError::unknown_vcpu(&p.name, params.vcpu))?;
+    vcpu.raise(params.vector);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hv_core::CrashReport;
+
+    #[test]
+    fn states_map_to_the_wire() {
+        use hv_link::PartitionState as L;
+        assert_eq!(link_partition_state(&PartitionState::Created), L::Created);
+        assert_eq!(link_partition_state(&PartitionState::Paused), L::Paused);
+        assert_eq!(link_partition_state(&PartitionState::Exited(3)), L::Exited { code: 3 });
+        assert_eq!(
+            link_partition_state(&PartitionState::Exited(i64::MAX)),
+            L::Exited { code: i32::MAX }
+        );
+        let crash = PartitionState::Crashed(CrashReport {
+            reason: "triple fault".into(),
+            vcpu: 1,
+            registers: None,
+        });
+        assert_eq!(
+            link_partition_state(&crash),
+            L::Crashed {
+                reason: "triple fault".into()
+            }
+        );
+        assert_eq!(state_detail(&crash).as_deref(), Some("triple fault on vCPU 1"));
+        assert_eq!(link_vcpu_state(VcpuState::DebugStopped), hv_link::VcpuState::StoppedInDebugger);
+        assert_eq!(link_vcpu_state(VcpuState::OutOfWindow), hv_link::VcpuState::Running);
+        assert_eq!(link_vcpu_state(VcpuState::Gone), hv_link::VcpuState::Stopped);
+    }
+}
