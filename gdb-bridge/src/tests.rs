@@ -67,8 +67,9 @@ fn port_plan_and_table_are_stable() {
     assert_eq!(plan[6].channel(), ChannelName::gdb_vcpu("worker", 1));
     assert_eq!(plan[0].describe(), "gdb for partition control");
     assert_eq!(partition_port(65535, 1), None);
-    assert_eq!(vcpu_port(65400, 2, 0), None);
-    let e = port_plan(&parts, 65430).unwrap_err();
+    assert_eq!(vcpu_port(65400, 2, 0), Some(65532));
+    assert_eq!(vcpu_port(65440, 2, 0), None);
+    let e = port_plan(&parts, 65436).unwrap_err();
     assert!(e.to_string().contains("vCPU 0 of partition control"), "{e}");
     let e = port_plan(&[info("big", 17)], 3333).unwrap_err();
     assert!(e.to_string().contains("17 vCPUs"), "{e}");
@@ -232,6 +233,7 @@ fn connect(port: u16) -> TcpStream {
 /// Reads from a refused gdb connection until the bridge hangs up.
 fn refused_reply(mut s: TcpStream) -> String {
     s.write_all(b"+$qSupported:multiprocess+#c6").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
@@ -308,12 +310,12 @@ fn a_guest_owned_by_another_client_is_refused_with_its_name() {
 fn a_taken_port_is_named() {
     let agent = FakeAgent::start(ChannelClaims::new());
     let base = free_base();
-    let _squatter = TcpListener::bind((Ipv4Addr::LOCALHOST, base + 101)).unwrap();
+    let _squatter = TcpListener::bind((Ipv4Addr::LOCALHOST, base + 116)).unwrap();
     let e = Bridge::start(&agent.addr, base, BridgeOptions::default()).unwrap_err();
-    assert!(matches!(e, BridgeError::PortInUse { port, .. } if port == base + 101), "{e:?}");
+    assert!(matches!(e, BridgeError::PortInUse { port, .. } if port == base + 116), "{e:?}");
     let text = e.to_string();
     assert!(
-        text.contains(&format!("port {}", base + 101)) && text.contains("vCPU 0 of partition worker"),
+        text.contains(&format!("port {}", base + 116)) && text.contains("vCPU 0 of partition worker"),
         "{text}"
     );
     // Nothing stays bound after the failure.

@@ -72,6 +72,10 @@ pub struct PartitionTarget {
     pub(super) scope: Option<u32>,
     /// Patched int3 addresses and the bytes they replaced.
     sw_breakpoints: BTreeMap<u64, u8>,
+    /// Software breakpoints kept in debug registers instead, on hosts whose KVM cannot trap
+    /// `int3` (see `hv_core::probe`).
+    emulated_sw: std::collections::BTreeSet<u64>,
+    caps: hv_core::probe::DebugCaps,
     hw: [Option<HwBreakpoint>; 4],
     actions: HashMap<u32, Action>,
     /// gdb asked that threads without an action stay stopped (`set scheduler-locking on`).
@@ -96,6 +100,8 @@ impl PartitionTarget {
             all,
             scope,
             sw_breakpoints: BTreeMap::new(),
+            emulated_sw: Default::default(),
+            caps: hv_core::probe::debug_caps(),
             hw: [None; 4],
             actions: HashMap::new(),
             scheduler_lock: false,
@@ -233,6 +239,7 @@ impl PartitionTarget {
             self.remove_sw(addr);
         }
         self.hw = [None; 4];
+        self.emulated_sw.clear();
         for v in self.vcpus() {
             let vcpu = &self.partition.vcpus[v as usize];
             let _ = vcpu.set_debug(DebugControl::default());
@@ -272,6 +279,9 @@ impl PartitionTarget {
             _ => {
                 let hit = (0..4).find(|slot| exit.dr6 & (1 << slot) != 0);
                 match hit.and_then(|slot| self.hw[slot]) {
+                    Some(bp) if bp.kind == HwKind::Execute && self.emulated_sw.contains(&bp.addr) => {
+                        Stop::SwBreak(vcpu)
+                    }
                     Some(bp) if bp.kind == HwKind::Execute => Stop::HwBreak(vcpu),
                     Some(bp) => Stop::Watch(
                         vcpu,
@@ -562,6 +572,18 @@ impl Breakpoints for PartitionTarget {
 
 impl SwBreakpoint for PartitionTarget {
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if !self.caps.sw_breakpoints {
+            let added = self.emulated_sw.contains(&addr)
+                || self.add_hw(HwBreakpoint {
+                    addr,
+                    kind: HwKind::Execute,
+                    len: 1,
+                });
+            if added {
+                self.emulated_sw.insert(addr);
+            }
+            return Ok(added);
+        }
         if self.sw_breakpoints.contains_key(&addr) {
             return Ok(true);
         }
@@ -576,6 +598,13 @@ impl SwBreakpoint for PartitionTarget {
     }
 
     fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if self.emulated_sw.remove(&addr) {
+            return Ok(self.remove_hw(HwBreakpoint {
+                addr,
+                kind: HwKind::Execute,
+                len: 1,
+            }));
+        }
         Ok(self.remove_sw(addr))
     }
 }
@@ -638,7 +667,9 @@ fn watch(addr: u64, len: u64, kind: WatchKind) -> Option<HwBreakpoint> {
 
 impl HwWatchpoint for PartitionTarget {
     fn add_hw_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
-        Ok(watch(addr, len, kind).is_some_and(|bp| self.add_hw(bp)))
+        // Refused where the host never raises data breakpoints: gdb then says so instead of
+        // waiting forever.
+        Ok(self.caps.data_watchpoints && watch(addr, len, kind).is_some_and(|bp| self.add_hw(bp)))
     }
 
     fn remove_hw_watchpoint(
