@@ -307,10 +307,10 @@ impl System {
                 let name = format!("{}-vcpu{}", partition.name, shared.index);
                 let partition_for_thread = partition.clone();
                 self.threads.push(std::thread::Builder::new().name(name).spawn(move || {
-                    if let Some(cpu) = pin {
-                        if let Err(e) = kvm_ext::pin_current_thread(cpu) {
-                            partition_for_thread.warn(format!("cannot pin to host CPU {cpu}: {e}"));
-                        }
+                    if let Some(cpu) = pin
+                        && let Err(e) = kvm_ext::pin_current_thread(cpu)
+                    {
+                        partition_for_thread.warn(format!("cannot pin to host CPU {cpu}: {e}"));
                     }
                     runner.run();
                 })?);

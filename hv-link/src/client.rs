@@ -283,7 +283,7 @@ impl LinkClient {
 
     /// True until the link closes.
     pub fn is_connected(&self) -> bool {
-        self.inner.lock().closed.is_none()
+        self.inner.lock().closed.is_none() && !self.inner.writer.is_closed()
     }
 
     /// Frames received on channels with no open handle (dropped).

@@ -1,6 +1,7 @@
 //! `hv run`: build a system from its description, run it, print guest consoles as
 //! `[<partition>] <line>`, and stop cleanly on Ctrl-C, a time limit, or when no partition is left
-//! running.
+//! running. While it runs, the debug agent serves the host link and an in-process gdb bridge
+//! gives every guest and vCPU a TCP port for gdb (the port table goes to stderr).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,13 +11,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use hv_config::{ConfigError, SystemConfig};
+use debug_agent::{Agent, AgentOptions};
+use gdb_bridge::{Bridge, BridgeOptions};
 use hv_core::{PartitionState, System, SystemEvent};
+use hv_link::LinkAddr;
+use std::sync::Arc;
 
 /// The demo system, run when no description is given.
 pub const DEMO_SYSTEM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.toml");
 
 /// Options of `hv run`.
 #[derive(Debug, Args, Default)]
+#[command(after_long_help = RUN_AFTER_HELP)]
 pub struct RunArgs {
     /// System description (TOML). Default: the demo system (examples/demo.toml).
     pub system: Option<PathBuf>,
@@ -26,10 +32,42 @@ pub struct RunArgs {
     /// Do not print guest console output (state changes and errors are still printed).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Serve the host link on ADDR instead of the description's `[agent] link` (default: a Unix
+    /// socket named after the system in the per-user runtime directory).
+    ///
+    /// ADDR is `unix:<path>`, `tcp:127.0.0.1:<port>` (clients need the token written to the
+    /// token file) or `pty` (a pseudo-terminal; its path is printed).
+    #[arg(long, value_name = "ADDR")]
+    pub link: Option<String>,
+    /// First TCP port of the gdb bridge: partition k (in description order) on BASE+k, vCPU j of
+    /// partition k alone on BASE+100+16k+j. Default: the description's `[agent] gdb_base_port`
+    /// (3333).
+    #[arg(long, value_name = "BASE")]
+    pub gdb_port: Option<u16>,
+    /// Do not start the in-process gdb bridge (the host link still runs; `hv gdb-bridge` can
+    /// bridge later).
+    #[arg(long)]
+    pub no_gdb_bridge: bool,
 }
 
+const RUN_AFTER_HELP: &str = "\
+Debugging:
+  The debug agent serves the host link while the system runs (path printed at start).
+  Unless --no-gdb-bridge, the gdb bridge listens on 127.0.0.1 and prints its port table:
+
+    partition  vcpu  port   image
+    control    all   3333   .../target/guests/control.elf
+    control    0     3433   .../target/guests/control.elf
+
+  Attach with: gdb target/guests/control.elf -ex 'target remote :3333'
+  A guest stops while gdb is attached; it runs on when gdb detaches or disconnects.
+
+  When the link address or the gdb port was chosen explicitly (--link, --gdb-port, or
+  [agent] link in the description) and cannot be used, hv run fails; with the defaults it
+  warns and runs without it (e.g. when another instance of the same system is running).";
+
 /// Blocks SIGINT/SIGTERM in every thread and returns a receiver that fires when one arrives.
-fn termination_signal() -> anyhow::Result<crossbeam_channel::Receiver<i32>> {
+pub(crate) fn termination_signal() -> anyhow::Result<crossbeam_channel::Receiver<i32>> {
     // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it; pthread_sigmask only
     // reads it. Blocking before any thread starts makes every later thread inherit the mask.
     let set = unsafe {
@@ -92,6 +130,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         names.len(),
         names.join(", ")
     );
+    let (agent, bridge) = match start_debugging(&system, &args.link, args.gdb_port, args.no_gdb_bridge) {
+        Ok(d) => d,
+        Err(e) => {
+            system.shutdown();
+            return Err(e);
+        }
+    };
 
     let deadline = args
         .time_limit
@@ -138,6 +183,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let _ = std::io::stdout().flush();
+    // Debuggers first: their guests resume before the system stops.
+    drop(bridge);
+    drop(agent);
     system.shutdown();
     let summary: Vec<String> = system
         .partitions()
@@ -150,4 +198,80 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         summary.join(", ")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the debug agent and, unless disabled, the in-process gdb bridge, and prints where
+/// they listen. Failures of explicitly requested addresses are errors; failures with defaults
+/// are warnings (the system runs without them).
+fn start_debugging(
+    system: &System,
+    link: &Option<String>,
+    gdb_port: Option<u16>,
+    no_gdb_bridge: bool,
+) -> anyhow::Result<(Option<Agent>, Option<Bridge>)> {
+    let config = &system.config.agent;
+    let explicit_link = link.is_some() || config.link.is_some();
+    let options = AgentOptions {
+        link: match link {
+            Some(text) => Some(text.parse::<LinkAddr>().with_context(|| format!("bad --link {text:?}"))?),
+            None => None,
+        },
+        ..AgentOptions::default()
+    };
+    let agent = match Agent::start(system, config, options) {
+        Ok(a) => a,
+        Err(e) if !explicit_link => {
+            eprintln!("hv: warning: no host link (debugging and host tools unavailable): {:#}", anyhow::Error::new(e));
+            return Ok((None, None));
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("cannot start the debug agent")),
+    };
+    eprintln!("hv: host link: {}", agent.local_addr());
+    if let Some(file) = agent.token_file() {
+        eprintln!("hv: host link token file: {}", file.display());
+    }
+    if no_gdb_bridge {
+        return Ok((Some(agent), None));
+    }
+    if let LinkAddr::Serial(_) = agent.local_addr() {
+        eprintln!(
+            "hv: no in-process gdb bridge on a pty link (it takes one connection at a time); run `hv gdb-bridge --connect {}`",
+            agent.local_addr()
+        );
+        return Ok((Some(agent), None));
+    }
+    let base = gdb_port.unwrap_or(config.gdb_base_port);
+    let events: gdb_bridge::EventSink = Arc::new(|e: &gdb_bridge::BridgeEvent| eprintln!("hv: {e}"));
+    let options = BridgeOptions {
+        token: agent.token().map(str::to_owned),
+        events: Some(events),
+        ..BridgeOptions::default()
+    };
+    match Bridge::start(agent.local_addr(), base, options) {
+        Ok(bridge) => {
+            print_port_table(&bridge);
+            Ok((Some(agent), Some(bridge)))
+        }
+        Err(e) if gdb_port.is_none() => {
+            eprintln!(
+                "hv: warning: no gdb bridge: {:#} (use --gdb-port BASE, or `hv gdb-bridge --base-port BASE` later)",
+                anyhow::Error::new(e)
+            );
+            Ok((Some(agent), None))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("cannot start the gdb bridge")),
+    }
+}
+
+/// Prints the bridge's port table and how to attach, to stderr.
+pub(crate) fn print_port_table(bridge: &Bridge) {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{}", bridge.port_table());
+    if let Some(first) = bridge.ports().first() {
+        let _ = writeln!(
+            err,
+            "hv: attach with: gdb {} -ex 'target remote :{}'",
+            first.image, first.port
+        );
+    }
 }

@@ -51,10 +51,13 @@ pub fn load(path: &Path) -> SystemConfig {
     }
 }
 
+/// Lines by partition name, with a condition variable signalled on every new line.
+type LineStore = (Mutex<HashMap<String, Vec<String>>>, Condvar);
+
 /// Console lines of a running system, by partition name, collected on a background thread.
 #[derive(Clone, Default)]
 pub struct Consoles {
-    inner: Arc<(Mutex<HashMap<String, Vec<String>>>, Condvar)>,
+    inner: Arc<LineStore>,
 }
 
 impl Consoles {

@@ -697,7 +697,9 @@ mod tests {
         (l, server, client) // the listener's drop removes the token file
     }
 
-    fn exercise(mut server: Connection, client: Connection) {
+    /// Exchange frames both ways; at the end drop the server side (connection and listener: a
+    /// pty slave sees end of stream only once the master is closed).
+    fn exercise(l: Listener, mut server: Connection, client: Connection) {
         // Sent from another thread: a big frame does not fit in the socket / pty buffers.
         let big = vec![7u8; 300_000];
         let w = client.writer().clone();
@@ -730,6 +732,7 @@ mod tests {
         rd.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         assert!(matches!(rd.recv_frame(), Err(TransportError::TimedOut)));
         drop(server);
+        drop(l);
         rd.set_read_timeout(None).unwrap();
         assert!(matches!(rd.recv_frame(), Ok(None)));
     }
@@ -747,8 +750,7 @@ mod tests {
             Listener::bind(&LinkAddr::Unix(path.clone())),
             Err(TransportError::AddressInUse { .. })
         ));
-        exercise(server, client);
-        drop(l);
+        exercise(l, server, client);
         assert!(!path.exists(), "socket removed on drop");
         // A stale socket file is replaced.
         drop(UnixListener::bind(&path).unwrap());
@@ -780,8 +782,7 @@ mod tests {
         assert_eq!(std::fs::metadata(&tf).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(read_token_file(&tf).unwrap(), l.token().unwrap());
         assert!(server.peer().starts_with("tcp:127.0.0.1:"));
-        exercise(server, client);
-        drop(l);
+        exercise(l, server, client);
         assert!(!tf.exists(), "token file removed on drop");
     }
 
@@ -806,21 +807,19 @@ mod tests {
         let LinkAddr::Serial(slave) = l.local_addr().clone() else { panic!() };
         assert!(slave.starts_with("/dev/pts"), "{slave:?}");
         let addr = l.local_addr().clone();
+        // First session: the client closes the slave, the server reads end of stream.
+        {
+            let c = connect(&addr).unwrap();
+            let mut s = l.accept().unwrap();
+            c.send_frame(ChannelId(1), b"first").unwrap();
+            assert_eq!(s.recv_frame().unwrap().unwrap().payload, b"first");
+            drop(c);
+            assert!(matches!(s.recv_frame(), Ok(None)));
+        }
+        // Second session on the same pty, once the first connection is gone.
         let client = connect(&addr).unwrap();
         let server = l.accept().unwrap();
-        exercise(server, client); // ends with the server dropped: the client sees EOF
-
-        // Second session on the same pty: previous connection gone, a new client opens it.
-        let mut server = {
-            let c = connect(&addr).unwrap();
-            let s = l.accept().unwrap();
-            c.send_frame(ChannelId(1), b"again").unwrap();
-            let mut s = s;
-            assert_eq!(s.recv_frame().unwrap().unwrap().payload, b"again");
-            drop(c); // client closes the slave: server reads end of stream
-            s
-        };
-        assert!(matches!(server.recv_frame(), Ok(None)));
+        exercise(l, server, client);
     }
 
     #[test]
