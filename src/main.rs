@@ -14,8 +14,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a system description (the demo system when none is given).
+    /// Run a system description (the demo system when none is given), with its host link and a
+    /// gdb bridge.
     Run(cmd::run::RunArgs),
+    /// Give every guest and vCPU of a running system a local TCP port for gdb.
+    GdbBridge(cmd::gdb_bridge::GdbBridgeArgs),
     /// Check that this machine can run hvdk (KVM access and capabilities, gcc, gdb, guest images).
     Doctor,
 }
@@ -32,6 +35,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         None => cmd::run::run(cmd::run::RunArgs::default()),
         Some(Command::Run(args)) => cmd::run::run(args),
+        Some(Command::GdbBridge(args)) => cmd::gdb_bridge::gdb_bridge(args),
         Some(Command::Doctor) => cmd::doctor::doctor(),
     };
     match result {

@@ -458,10 +458,20 @@ impl Partition {
 
     /// Waits until every vCPU is parked (or gone).
     pub fn wait_parked(&self, timeout: Duration) -> bool {
+        let all: Vec<u32> = (0..self.vcpus.len() as u32).collect();
+        self.wait_vcpus_parked(&all, timeout)
+    }
+
+    /// Waits until the listed vCPUs are parked (or gone).
+    pub fn wait_vcpus_parked(&self, vcpus: &[u32], timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut guard = self.park_lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if self.vcpus.iter().all(|v| v.state().is_parked()) {
+            if vcpus
+                .iter()
+                .filter_map(|i| self.vcpus.get(*i as usize))
+                .all(|v| v.state().is_parked())
+            {
                 return true;
             }
             let now = Instant::now();

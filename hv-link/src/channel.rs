@@ -12,13 +12,17 @@ pub const MAX_PARTITION_NAME: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelError {
     /// The name has no known kind prefix.
-    #[error("unknown channel kind in {name:?} (expected control, trace, gdb:<partition>[.<vcpu>] or console:<partition>)")]
+    #[error(
+        "unknown channel kind in {name:?} (expected control, trace, gdb:<partition>[.<vcpu>] or console:<partition>)"
+    )]
     UnknownKind {
         /// The rejected name.
         name: String,
     },
     /// The partition part is empty, too long or has characters outside `[A-Za-z0-9_-]`.
-    #[error("bad partition name {partition:?} in channel {name:?}: use 1-64 characters from [A-Za-z0-9_-]")]
+    #[error(
+        "bad partition name {partition:?} in channel {name:?}: use 1-64 characters from [A-Za-z0-9_-]"
+    )]
     BadPartition {
         /// The rejected channel name.
         name: String,
@@ -161,7 +165,8 @@ impl FromStr for ChannelName {
         if let Some(rest) = name.strip_prefix("gdb:") {
             let (partition, vcpu) = match rest.split_once('.') {
                 Some((p, v)) => {
-                    let ok = !v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit());
+                    let ok =
+                        !v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit());
                     let idx = ok.then(|| v.parse::<u32>().ok()).flatten();
                     let Some(idx) = idx else {
                         return Err(ChannelError::BadVcpu {
@@ -182,7 +187,9 @@ impl FromStr for ChannelName {
             });
         }
         if let Some(partition) = name.strip_prefix("console:") {
-            if partition.contains('.') && is_valid_partition_name(partition.split('.').next().unwrap_or("")) {
+            if partition.contains('.')
+                && is_valid_partition_name(partition.split('.').next().unwrap_or(""))
+            {
                 return Err(ChannelError::UnexpectedVcpu {
                     name: name.to_owned(),
                 });
@@ -275,7 +282,10 @@ mod tests {
     fn serde_as_string() {
         let n = ChannelName::gdb_vcpu("ctl", 2);
         assert_eq!(serde_json::to_string(&n).unwrap(), r#""gdb:ctl.2""#);
-        assert_eq!(serde_json::from_str::<ChannelName>(r#""gdb:ctl.2""#).unwrap(), n);
+        assert_eq!(
+            serde_json::from_str::<ChannelName>(r#""gdb:ctl.2""#).unwrap(),
+            n
+        );
         assert!(serde_json::from_str::<ChannelName>(r#""gdb:""#).is_err());
         assert_eq!(serde_json::to_string(&ChannelId(5)).unwrap(), "5");
     }

@@ -20,7 +20,9 @@ use crate::control::{
     PartitionResume, PartitionsList, SystemInfo, SystemInfoMethod,
 };
 use crate::handshake::{HandshakeError, Hello, Welcome, caps, client_handshake};
-use crate::rpc::{Message, Notification, RequestId, RpcError, encode_error, encode_notification, encode_request};
+use crate::rpc::{
+    Message, Notification, RequestId, RpcError, encode_error, encode_notification, encode_request,
+};
 use crate::transport::{
     Connection, FrameReader, FrameWriter, LinkAddr, TransportError, connect, default_token_path,
     read_token_file,
@@ -147,7 +149,11 @@ impl Inner {
     }
 
     fn closed_error(&self) -> ClientError {
-        let reason = self.lock().closed.clone().unwrap_or_else(|| "connection closed".into());
+        let reason = self
+            .lock()
+            .closed
+            .clone()
+            .unwrap_or_else(|| "connection closed".into());
         ClientError::Closed { reason }
     }
 
@@ -158,9 +164,11 @@ impl Inner {
         opens_channel: bool,
     ) -> Result<CallReply, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let bytes = encode_request(&RequestId::Number(id), method, params).map_err(|source| ClientError::Json {
-            method: method.to_owned(),
-            source,
+        let bytes = encode_request(&RequestId::Number(id), method, params).map_err(|source| {
+            ClientError::Json {
+                method: method.to_owned(),
+                source,
+            }
         })?;
         let (tx, rx) = crossbeam_channel::bounded(1);
         {
@@ -193,7 +201,11 @@ impl Inner {
         }
     }
 
-    fn call_value<P: Serialize + ?Sized>(&self, method: &str, params: &P) -> Result<Value, ClientError> {
+    fn call_value<P: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        params: &P,
+    ) -> Result<Value, ClientError> {
         self.call_raw(method, params, false)?
             .outcome
             .map_err(|error| ClientError::Rpc {
@@ -213,7 +225,9 @@ pub struct LinkClient {
 
 impl std::fmt::Debug for LinkClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinkClient").field("welcome", &self.welcome).finish_non_exhaustive()
+        f.debug_struct("LinkClient")
+            .field("welcome", &self.welcome)
+            .finish_non_exhaustive()
     }
 }
 
@@ -228,7 +242,10 @@ impl LinkClient {
         let token = match (&opts.token, addr) {
             (Some(t), _) => Some(t.clone()),
             (None, LinkAddr::Tcp(a)) => {
-                let path = opts.token_file.clone().unwrap_or_else(|| default_token_path(a.port()));
+                let path = opts
+                    .token_file
+                    .clone()
+                    .unwrap_or_else(|| default_token_path(a.port()));
                 Some(read_token_file(&path)?)
             }
             (None, _) => None,
@@ -244,7 +261,11 @@ impl LinkClient {
     }
 
     /// Start the router on a connection whose handshake is done.
-    pub fn from_connection(conn: Connection, welcome: Welcome, call_timeout: Option<Duration>) -> Self {
+    pub fn from_connection(
+        conn: Connection,
+        welcome: Welcome,
+        call_timeout: Option<Duration>,
+    ) -> Self {
         let (reader, writer) = conn.split();
         let inner = Arc::new(Inner {
             writer,
@@ -322,10 +343,11 @@ impl LinkClient {
             method: ChannelOpen::NAME.to_owned(),
             error,
         })?;
-        let res: ChannelOpenResult = serde_json::from_value(v).map_err(|source| ClientError::Json {
-            method: ChannelOpen::NAME.to_owned(),
-            source,
-        })?;
+        let res: ChannelOpenResult =
+            serde_json::from_value(v).map_err(|source| ClientError::Json {
+                method: ChannelOpen::NAME.to_owned(),
+                source,
+            })?;
         let rx = reply.channel.ok_or_else(|| self.inner.closed_error())?;
         Ok(ChannelHandle {
             id: res.id,
@@ -348,17 +370,23 @@ impl LinkClient {
 
     /// `partition.pause`.
     pub fn pause(&self, partition: &str) -> Result<(), ClientError> {
-        self.call_typed::<PartitionPause>(&PartitionParams { partition: partition.into() })
+        self.call_typed::<PartitionPause>(&PartitionParams {
+            partition: partition.into(),
+        })
     }
 
     /// `partition.resume`.
     pub fn resume(&self, partition: &str) -> Result<(), ClientError> {
-        self.call_typed::<PartitionResume>(&PartitionParams { partition: partition.into() })
+        self.call_typed::<PartitionResume>(&PartitionParams {
+            partition: partition.into(),
+        })
     }
 
     /// `partition.reset`.
     pub fn reset(&self, partition: &str) -> Result<(), ClientError> {
-        self.call_typed::<PartitionReset>(&PartitionParams { partition: partition.into() })
+        self.call_typed::<PartitionReset>(&PartitionParams {
+            partition: partition.into(),
+        })
     }
 
     /// `partition.inject_irq`.
@@ -451,12 +479,14 @@ impl ChannelHandle {
 
     /// Wait for the next data frame.
     pub fn recv(&self) -> Result<Vec<u8>, ClientError> {
-        self.rx.recv().map_err(|_| match self.inner.lock().closed.clone() {
-            Some(reason) => ClientError::Closed { reason },
-            None => ClientError::Closed {
-                reason: format!("channel {} closed", self.name),
-            },
-        })
+        self.rx
+            .recv()
+            .map_err(|_| match self.inner.lock().closed.clone() {
+                Some(reason) => ClientError::Closed { reason },
+                None => ClientError::Closed {
+                    reason: format!("channel {} closed", self.name),
+                },
+            })
     }
 
     /// `channel.close` and wait for the server's answer.
@@ -479,7 +509,10 @@ impl Drop for ChannelHandle {
             st.channels.remove(&self.id);
             st.closed.is_none()
         };
-        if live && let Ok(b) = encode_notification(ChannelClose::NAME, &ChannelCloseParams { id: self.id }) {
+        if live
+            && let Ok(b) =
+                encode_notification(ChannelClose::NAME, &ChannelCloseParams { id: self.id })
+        {
             let _ = self.inner.writer.send_frame(ChannelId::CONTROL, &b);
         }
     }
@@ -586,9 +619,14 @@ fn route_control(payload: &[u8], inner: &Inner, notifications: &Sender<Notificat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{PartitionState, PartitionStateChanged, StateChangedParams, VcpuInfo, VcpuState};
+    use crate::control::{
+        PartitionState, PartitionStateChanged, StateChangedParams, VcpuInfo, VcpuState,
+    };
     use crate::rpc::{Request, codes};
-    use crate::server::{ChannelClaims, ChannelTable, ServerConfig, accept_handshake, send_error, send_event, send_result};
+    use crate::server::{
+        ChannelClaims, ChannelTable, ServerConfig, accept_handshake, send_error, send_event,
+        send_result,
+    };
     use crate::transport::{BindOptions, Listener};
     use serde_json::json;
     use std::thread;
@@ -629,7 +667,15 @@ mod tests {
     fn handle(w: &FrameWriter, table: &mut ChannelTable, req: &Request) {
         let known = |p: &str| p == "ctl" || p == "tel";
         match req.method.as_str() {
-            "system.info" => send_result(w, &req.id, &SystemInfo { system: "demo".into(), version: "0.1.0".into() }).unwrap(),
+            "system.info" => send_result(
+                w,
+                &req.id,
+                &SystemInfo {
+                    system: "demo".into(),
+                    version: "0.1.0".into(),
+                },
+            )
+            .unwrap(),
             "partitions.list" => send_result(
                 w,
                 &req.id,
@@ -637,7 +683,10 @@ mod tests {
                     id: 0,
                     name: "ctl".into(),
                     state: PartitionState::Running,
-                    vcpus: vec![VcpuInfo { index: 0, state: VcpuState::Running }],
+                    vcpus: vec![VcpuInfo {
+                        index: 0,
+                        state: VcpuState::Running,
+                    }],
                     image: "ctl.elf".into(),
                 }],
             )
@@ -647,17 +696,25 @@ mod tests {
                     send_result(w, &req.id, &()).unwrap();
                     send_event::<PartitionStateChanged>(
                         w,
-                        &StateChangedParams { partition: p.partition, state: PartitionState::Paused, detail: None },
+                        &StateChangedParams {
+                            partition: p.partition,
+                            state: PartitionState::Paused,
+                            detail: None,
+                        },
                     )
                     .unwrap();
                 }
-                Ok(p) => send_error(w, &req.id, &RpcError::unknown_partition(&p.partition)).unwrap(),
+                Ok(p) => {
+                    send_error(w, &req.id, &RpcError::unknown_partition(&p.partition)).unwrap()
+                }
                 Err(e) => send_error(w, &req.id, &e).unwrap(),
             },
             "channel.open" => {
                 let r = req.params_as::<ChannelOpenParams>().and_then(|p| {
                     if p.name.partition().is_some_and(|x| !known(x)) {
-                        return Err(RpcError::unknown_partition(p.name.partition().unwrap_or("")));
+                        return Err(RpcError::unknown_partition(
+                            p.name.partition().unwrap_or(""),
+                        ));
                     }
                     let trace = p.name == ChannelName::Trace;
                     let id = table.open(p.name)?;
@@ -677,7 +734,10 @@ mod tests {
                     Err(e) => send_error(w, &req.id, &e).unwrap(),
                 }
             }
-            "channel.close" => match req.params_as::<ChannelCloseParams>().and_then(|p| table.close(p.id)) {
+            "channel.close" => match req
+                .params_as::<ChannelCloseParams>()
+                .and_then(|p| table.close(p.id))
+            {
                 Ok(_) => send_result(w, &req.id, &()).unwrap(),
                 Err(e) => send_error(w, &req.id, &e).unwrap(),
             },
@@ -686,7 +746,14 @@ mod tests {
                 send_result(w, &req.id, &()).unwrap();
                 let id = table.iter().next().map(|(id, _)| id).unwrap();
                 table.close(id).unwrap();
-                send_event::<ChannelClosed>(w, &ChannelClosedParams { id, reason: "partition reset".into() }).unwrap();
+                send_event::<ChannelClosed>(
+                    w,
+                    &ChannelClosedParams {
+                        id,
+                        reason: "partition reset".into(),
+                    },
+                )
+                .unwrap();
             }
             "test.bye" => {
                 send_result(w, &req.id, &()).unwrap();
@@ -713,18 +780,32 @@ mod tests {
         assert_eq!(c.welcome().system, "demo");
         assert_eq!(c.system_info().unwrap().system, "demo");
         assert_eq!(c.partitions().unwrap()[0].name, "ctl");
-        assert_eq!(c.call("system.info", Value::Null).unwrap()["version"], "0.1.0");
+        assert_eq!(
+            c.call("system.info", Value::Null).unwrap()["version"],
+            "0.1.0"
+        );
 
         // Errors carry codes.
         let e = c.pause("nope").unwrap_err();
         assert_eq!(e.rpc_code(), Some(codes::UNKNOWN_PARTITION));
         assert!(e.to_string().contains("unknown partition: nope"), "{e}");
-        assert_eq!(c.call("no.such", Value::Null).unwrap_err().rpc_code(), Some(codes::METHOD_NOT_FOUND));
-        assert_eq!(c.call("partition.pause", json!({"x": 1})).unwrap_err().rpc_code(), Some(codes::INVALID_PARAMS));
+        assert_eq!(
+            c.call("no.such", Value::Null).unwrap_err().rpc_code(),
+            Some(codes::METHOD_NOT_FOUND)
+        );
+        assert_eq!(
+            c.call("partition.pause", json!({"x": 1}))
+                .unwrap_err()
+                .rpc_code(),
+            Some(codes::INVALID_PARAMS)
+        );
 
         // Notifications.
         c.pause("ctl").unwrap();
-        let n = c.notifications().recv_timeout(Duration::from_secs(5)).unwrap();
+        let n = c
+            .notifications()
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap();
         let p = parse_event::<PartitionStateChanged>(&n).unwrap().unwrap();
         assert_eq!(p.state, PartitionState::Paused);
 
@@ -746,14 +827,24 @@ mod tests {
         for _ in 0..50 {
             assert_eq!(gdb.recv().unwrap(), b"$G#67");
         }
-        assert_eq!(con.receiver().recv_timeout(Duration::from_secs(5)).unwrap(), b"HELLO");
-        assert_eq!(claims.owner(&ChannelName::gdb("ctl")).as_deref(), Some("test-tool"));
         assert_eq!(
-            c.open_channel(&ChannelName::gdb_vcpu("ctl", 0)).unwrap_err().rpc_code(),
+            con.receiver().recv_timeout(Duration::from_secs(5)).unwrap(),
+            b"HELLO"
+        );
+        assert_eq!(
+            claims.owner(&ChannelName::gdb("ctl")).as_deref(),
+            Some("test-tool")
+        );
+        assert_eq!(
+            c.open_channel(&ChannelName::gdb_vcpu("ctl", 0))
+                .unwrap_err()
+                .rpc_code(),
             Some(codes::CHANNEL_OWNED)
         );
         assert_eq!(
-            c.open_channel(&ChannelName::gdb("zzz")).unwrap_err().rpc_code(),
+            c.open_channel(&ChannelName::gdb("zzz"))
+                .unwrap_err()
+                .rpc_code(),
             Some(codes::UNKNOWN_PARTITION)
         );
         gdb.close().unwrap();
@@ -768,7 +859,10 @@ mod tests {
 
         // Server-side close of a channel: its receiver disconnects.
         c.call("test.kick", Value::Null).unwrap();
-        let n = c.notifications().recv_timeout(Duration::from_secs(5)).unwrap();
+        let n = c
+            .notifications()
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap();
         assert_eq!(n.method, "channel.closed");
         assert!(con.recv().is_err());
 
@@ -776,7 +870,10 @@ mod tests {
         c.call("test.bye", Value::Null).unwrap();
         agent.join().unwrap();
         let e = c.system_info().unwrap_err();
-        assert!(matches!(e, ClientError::Closed { .. } | ClientError::Transport(_)), "{e:?}");
+        assert!(
+            matches!(e, ClientError::Closed { .. } | ClientError::Transport(_)),
+            "{e:?}"
+        );
         assert!(!c.is_connected());
     }
 
@@ -784,13 +881,22 @@ mod tests {
     fn client_timeouts_and_tcp_token() {
         let tmp = tempfile::tempdir().unwrap();
         let tf = tmp.path().join("tcp.token");
-        let l = Listener::bind_with(&"tcp:127.0.0.1:0".parse().unwrap(), &BindOptions { token_file: Some(tf.clone()) }).unwrap();
+        let l = Listener::bind_with(
+            &"tcp:127.0.0.1:0".parse().unwrap(),
+            &BindOptions {
+                token_file: Some(tf.clone()),
+            },
+        )
+        .unwrap();
         let addr = l.local_addr().clone();
         let agent = fake_agent(l, ChannelClaims::new());
         // No token file given and none at the default path for this port: clear error.
         let e = LinkClient::connect_with(
             &addr,
-            ClientOptions { token_file: Some(tmp.path().join("missing")), ..opts("t") },
+            ClientOptions {
+                token_file: Some(tmp.path().join("missing")),
+                ..opts("t")
+            },
         )
         .unwrap_err();
         assert!(e.to_string().contains("read token file"), "{e}");
@@ -803,7 +909,10 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(matches!(c.call("test.slow", Value::Null), Err(ClientError::TimedOut { .. })));
+        assert!(matches!(
+            c.call("test.slow", Value::Null),
+            Err(ClientError::TimedOut { .. })
+        ));
         assert_eq!(c.system_info().unwrap().version, "0.1.0");
         drop(c);
         agent.join().unwrap();

@@ -72,7 +72,10 @@ impl PartitionState {
 
     /// True once the partition cannot run again without a reset.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, Self::Halted | Self::Crashed { .. } | Self::Exited { .. })
+        matches!(
+            self,
+            Self::Halted | Self::Crashed { .. } | Self::Exited { .. }
+        )
     }
 }
 
@@ -329,27 +332,50 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"system.info"}"#
         );
         assert_eq!(
-            s(request_bytes::<PartitionPause>(&id, &PartitionParams { partition: "control".into() }).unwrap()),
+            s(request_bytes::<PartitionPause>(
+                &id,
+                &PartitionParams {
+                    partition: "control".into()
+                }
+            )
+            .unwrap()),
             r#"{"jsonrpc":"2.0","id":1,"method":"partition.pause","params":{"partition":"control"}}"#
         );
         assert_eq!(
             s(request_bytes::<PartitionInjectIrq>(
                 &RequestId::Number(2),
-                &InjectIrqParams { partition: "telemetry".into(), vcpu: 1, vector: 48 }
+                &InjectIrqParams {
+                    partition: "telemetry".into(),
+                    vcpu: 1,
+                    vector: 48
+                }
             )
             .unwrap()),
             r#"{"jsonrpc":"2.0","id":2,"method":"partition.inject_irq","params":{"partition":"telemetry","vcpu":1,"vector":48}}"#
         );
         assert_eq!(
-            s(request_bytes::<ChannelOpen>(&RequestId::Number(3), &ChannelOpenParams { name: ChannelName::gdb_vcpu("control", 0) }).unwrap()),
+            s(request_bytes::<ChannelOpen>(
+                &RequestId::Number(3),
+                &ChannelOpenParams {
+                    name: ChannelName::gdb_vcpu("control", 0)
+                }
+            )
+            .unwrap()),
             r#"{"jsonrpc":"2.0","id":3,"method":"channel.open","params":{"name":"gdb:control.0"}}"#
         );
         assert_eq!(
-            s(request_bytes::<ChannelClose>(&RequestId::Number(4), &ChannelCloseParams { id: ChannelId(2) }).unwrap()),
+            s(request_bytes::<ChannelClose>(
+                &RequestId::Number(4),
+                &ChannelCloseParams { id: ChannelId(2) }
+            )
+            .unwrap()),
             r#"{"jsonrpc":"2.0","id":4,"method":"channel.close","params":{"id":2}}"#
         );
         assert_eq!(
-            s(request_bytes::<TraceStart>(&RequestId::Number(5), &TraceStartParams::default()).unwrap()),
+            s(
+                request_bytes::<TraceStart>(&RequestId::Number(5), &TraceStartParams::default())
+                    .unwrap()
+            ),
             r#"{"jsonrpc":"2.0","id":5,"method":"trace.start","params":{}}"#
         );
     }
@@ -361,8 +387,14 @@ mod tests {
             name: "control".into(),
             state: PartitionState::Running,
             vcpus: vec![
-                VcpuInfo { index: 0, state: VcpuState::Running },
-                VcpuInfo { index: 1, state: VcpuState::Halted },
+                VcpuInfo {
+                    index: 0,
+                    state: VcpuState::Running,
+                },
+                VcpuInfo {
+                    index: 1,
+                    state: VcpuState::Halted,
+                },
             ],
             image: "target/guests/control.elf".into(),
         }];
@@ -371,24 +403,41 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":2,"result":[{"id":0,"name":"control","state":{"kind":"running"},"vcpus":[{"index":0,"state":"running"},{"index":1,"state":"halted"}],"image":"target/guests/control.elf"}]}"#
         );
         assert_eq!(
-            s(encode_result(&RequestId::Number(3), &ChannelOpenResult { id: ChannelId(1) }).unwrap()),
+            s(encode_result(
+                &RequestId::Number(3),
+                &ChannelOpenResult { id: ChannelId(1) }
+            )
+            .unwrap()),
             r#"{"jsonrpc":"2.0","id":3,"result":{"id":1}}"#
         );
         assert_eq!(
-            s(encode_result(&RequestId::Number(1), &SystemInfo { system: "demo".into(), version: "0.1.0".into() }).unwrap()),
+            s(encode_result(
+                &RequestId::Number(1),
+                &SystemInfo {
+                    system: "demo".into(),
+                    version: "0.1.0".into()
+                }
+            )
+            .unwrap()),
             r#"{"jsonrpc":"2.0","id":1,"result":{"system":"demo","version":"0.1.0"}}"#
         );
         assert_eq!(
             s(event_bytes::<PartitionStateChanged>(&StateChangedParams {
                 partition: "telemetry".into(),
-                state: PartitionState::Crashed { reason: "triple fault".into() },
+                state: PartitionState::Crashed {
+                    reason: "triple fault".into()
+                },
                 detail: Some("vCPU 0 at rip 0x1000".into()),
             })
             .unwrap()),
             r#"{"jsonrpc":"2.0","method":"partition.state_changed","params":{"partition":"telemetry","state":{"kind":"crashed","reason":"triple fault"},"detail":"vCPU 0 at rip 0x1000"}}"#
         );
         assert_eq!(
-            s(event_bytes::<ChannelClosed>(&ChannelClosedParams { id: ChannelId(4), reason: "partition reset".into() }).unwrap()),
+            s(event_bytes::<ChannelClosed>(&ChannelClosedParams {
+                id: ChannelId(4),
+                reason: "partition reset".into()
+            })
+            .unwrap()),
             r#"{"jsonrpc":"2.0","method":"channel.closed","params":{"id":4,"reason":"partition reset"}}"#
         );
     }
@@ -416,18 +465,31 @@ mod tests {
             serde_json::to_string(&VcpuState::StoppedInDebugger).unwrap(),
             r#""stopped_in_debugger""#
         );
-        assert_eq!(PartitionState::Crashed { reason: "tf".into() }.to_string(), "crashed (tf)");
+        assert_eq!(
+            PartitionState::Crashed {
+                reason: "tf".into()
+            }
+            .to_string(),
+            "crashed (tf)"
+        );
         assert!(serde_json::from_str::<PartitionState>(r#"{"kind":"bogus"}"#).is_err());
     }
 
     #[test]
     fn server_side_decoding_of_a_request() {
-        let m = Message::parse(br#"{"jsonrpc":"2.0","id":9,"method":"channel.open","params":{"name":"gdb:bad name"}}"#).unwrap();
+        let m = Message::parse(
+            br#"{"jsonrpc":"2.0","id":9,"method":"channel.open","params":{"name":"gdb:bad name"}}"#,
+        )
+        .unwrap();
         let Message::Request(req) = m else { panic!() };
         assert_eq!(req.method, ChannelOpen::NAME);
         let err = req.params_as::<ChannelOpenParams>().unwrap_err();
         assert_eq!(err.code, crate::rpc::codes::INVALID_PARAMS);
-        assert!(err.message.contains("bad partition name"), "{}", err.message);
+        assert!(
+            err.message.contains("bad partition name"),
+            "{}",
+            err.message
+        );
         assert!(METHODS.contains(&"partition.inject_irq"));
     }
 }

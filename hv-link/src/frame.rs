@@ -27,7 +27,9 @@ pub const KNOWN_FLAGS: u16 = 0;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// The stream does not start with the frame magic (not an hv-link peer, or lost sync).
-    #[error("bad frame magic {found:02x?} (expected {MAGIC:02x?}): not an hv-link stream or out of sync")]
+    #[error(
+        "bad frame magic {found:02x?} (expected {MAGIC:02x?}): not an hv-link stream or out of sync"
+    )]
     BadMagic {
         /// The bytes found where the magic should be (only those received so far).
         found: Vec<u8>,
@@ -151,7 +153,11 @@ impl FrameRef<'_> {
 }
 
 /// Append one encoded frame (header + payload) to `out`.
-pub fn encode_frame(channel: ChannelId, payload: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
+pub fn encode_frame(
+    channel: ChannelId,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
     let len = checked_len(payload.len(), MAX_PAYLOAD)?;
     out.reserve(HEADER_LEN + payload.len());
     out.extend_from_slice(&FrameHeader::new(channel, len).encode());
@@ -216,7 +222,8 @@ impl FrameEncoder {
         fill: impl FnOnce(&mut Vec<u8>),
     ) -> Result<(), FrameError> {
         let start = self.buf.len();
-        self.buf.extend_from_slice(&FrameHeader::new(channel, 0).encode());
+        self.buf
+            .extend_from_slice(&FrameHeader::new(channel, 0).encode());
         fill(&mut self.buf);
         let payload_len = self.buf.len() - start - HEADER_LEN;
         match checked_len(payload_len, MAX_PAYLOAD) {
@@ -334,7 +341,11 @@ impl FrameDecoder {
         if avail < HEADER_LEN {
             return HEADER_LEN - avail;
         }
-        let len = u32::from_le_bytes(self.buf[self.pos + 8..self.pos + 12].try_into().unwrap_or([0; 4]));
+        let len = u32::from_le_bytes(
+            self.buf[self.pos + 8..self.pos + 12]
+                .try_into()
+                .unwrap_or([0; 4]),
+        );
         let total = HEADER_LEN + (len.min(self.max_payload) as usize);
         total.saturating_sub(avail)
     }
@@ -449,10 +460,16 @@ pub(crate) mod tests {
 
     fn sample_frames() -> Vec<Frame> {
         vec![
-            Frame::new(ChannelId::CONTROL, br#"{"jsonrpc":"2.0","id":1,"method":"system.info"}"#.to_vec()),
+            Frame::new(
+                ChannelId::CONTROL,
+                br#"{"jsonrpc":"2.0","id":1,"method":"system.info"}"#.to_vec(),
+            ),
             Frame::new(ChannelId(7), Vec::new()),
             Frame::new(ChannelId(u32::MAX), vec![0xA5, 0x4C, 0, 0]),
-            Frame::new(ChannelId(3), (0..300u32).map(|i| i as u8).collect::<Vec<_>>()),
+            Frame::new(
+                ChannelId(3),
+                (0..300u32).map(|i| i as u8).collect::<Vec<_>>(),
+            ),
         ]
     }
 
@@ -569,7 +586,9 @@ pub(crate) mod tests {
         let mut enc = FrameEncoder::new();
         enc.push(ChannelId(1), b"ok").unwrap();
         let before = enc.as_bytes().len();
-        let err = enc.push_with(ChannelId(1), |b| b.resize(b.len() + MAX_PAYLOAD as usize + 1, 0));
+        let err = enc.push_with(ChannelId(1), |b| {
+            b.resize(b.len() + MAX_PAYLOAD as usize + 1, 0)
+        });
         assert!(err.is_err());
         assert_eq!(enc.as_bytes().len(), before);
         assert_eq!(enc.frames(), 1);
@@ -595,7 +614,10 @@ pub(crate) mod tests {
         // A smaller configured limit.
         let mut dec = FrameDecoder::with_max_payload(16);
         dec.push(&Frame::new(ChannelId(1), vec![0; 17]).encode().unwrap());
-        assert!(matches!(dec.next_frame(), Err(FrameError::PayloadTooLarge { len: 17, max: 16 })));
+        assert!(matches!(
+            dec.next_frame(),
+            Err(FrameError::PayloadTooLarge { len: 17, max: 16 })
+        ));
     }
 
     #[test]
@@ -628,13 +650,17 @@ pub(crate) mod tests {
         let mut dec = FrameDecoder::new();
         dec.push(&Frame::new(ChannelId(1), b"abc".to_vec()).encode().unwrap()[..14]);
         assert_eq!(dec.next_frame().unwrap(), None);
-        assert_eq!(dec.finish().unwrap_err(), FrameError::Truncated { buffered: 14 });
+        assert_eq!(
+            dec.finish().unwrap_err(),
+            FrameError::Truncated { buffered: 14 }
+        );
     }
 
     /// Decode `input` pushed in random chunks; must never panic. Returns frames decoded and
     /// the terminal error if any.
     pub(crate) fn decode_chunked(input: &[u8], rng: &mut Rng) -> (Vec<Frame>, Option<FrameError>) {
-        let mut dec = FrameDecoder::with_max_payload(if rng.below(2) == 0 { MAX_PAYLOAD } else { 64 });
+        let mut dec =
+            FrameDecoder::with_max_payload(if rng.below(2) == 0 { MAX_PAYLOAD } else { 64 });
         let mut out = Vec::new();
         let mut rest = input;
         while !rest.is_empty() {
@@ -719,7 +745,9 @@ pub(crate) mod tests {
             let mut whole = FrameDecoder::new();
             whole.push(&input);
             let mut frames = Vec::new();
-            let whole_err = drain(&mut whole, &mut frames).err().or_else(|| whole.finish().err());
+            let whole_err = drain(&mut whole, &mut frames)
+                .err()
+                .or_else(|| whole.finish().err());
             for _ in 0..20 {
                 let (f2, e2) = decode_chunked_full_limit(&input, &mut rng);
                 assert_eq!(f2, frames, "{name}");

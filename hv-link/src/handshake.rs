@@ -40,7 +40,9 @@ pub mod caps {
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
     /// The two sides have no protocol version in common.
-    #[error("protocol version mismatch: client speaks v{client}, server supports v{server_min}..=v{server_max}")]
+    #[error(
+        "protocol version mismatch: client speaks v{client}, server supports v{server_min}..=v{server_max}"
+    )]
     WrongVersion {
         /// Version in the hello.
         client: u32,
@@ -185,7 +187,9 @@ impl HandshakeMessage {
     /// Parse a handshake frame payload.
     pub fn parse(payload: &[u8]) -> Result<Self, HandshakeError> {
         let m: HandshakeMessage = serde_json::from_slice(payload).map_err(|e| {
-            HandshakeError::Malformed(format!("not a handshake message ({e}); is the peer an hv-link endpoint?"))
+            HandshakeError::Malformed(format!(
+                "not a handshake message ({e}); is the peer an hv-link endpoint?"
+            ))
         })?;
         let protocol = match &m {
             HandshakeMessage::Hello(h) => Some(&h.protocol),
@@ -233,7 +237,10 @@ pub fn tokens_match(expected: &str, given: &str) -> bool {
 
 /// Sans-IO server decision: the welcome to send, or the refusal to send and the error to
 /// report.
-pub fn evaluate_hello(hello: &Hello, policy: &HandshakePolicy) -> Result<Welcome, (Refusal, HandshakeError)> {
+pub fn evaluate_hello(
+    hello: &Hello,
+    policy: &HandshakePolicy,
+) -> Result<Welcome, (Refusal, HandshakeError)> {
     if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.version) {
         let err = HandshakeError::WrongVersion {
             client: hello.version,
@@ -251,7 +258,10 @@ pub fn evaluate_hello(hello: &Hello, policy: &HandshakePolicy) -> Result<Welcome
         ));
     }
     if let Some(expected) = &policy.token {
-        let ok = hello.token.as_deref().is_some_and(|t| tokens_match(expected, t));
+        let ok = hello
+            .token
+            .as_deref()
+            .is_some_and(|t| tokens_match(expected, t));
         if !ok {
             let message = if hello.token.is_none() {
                 "this link requires a token; none was given"
@@ -326,7 +336,10 @@ pub fn client_handshake(
     timeout: Option<std::time::Duration>,
 ) -> Result<Welcome, HandshakeError> {
     conn.set_read_timeout(timeout)?;
-    conn.send_frame(ChannelId::CONTROL, &HandshakeMessage::Hello(hello.clone()).to_vec())?;
+    conn.send_frame(
+        ChannelId::CONTROL,
+        &HandshakeMessage::Hello(hello.clone()).to_vec(),
+    )?;
     let reply = recv_handshake(conn)?;
     conn.set_read_timeout(None)?;
     evaluate_reply(hello, reply)
@@ -362,7 +375,10 @@ mod tests {
             r#"{"type":"welcome","protocol":"hv-link","version":1,"server":"test-agent 0.1.0","system":"demo","capabilities":["gdb"]}"#
         );
         assert!(w.has("gdb") && !w.has("trace"));
-        assert_eq!(HandshakeMessage::parse(&HandshakeMessage::Welcome(w.clone()).to_vec()).unwrap(), HandshakeMessage::Welcome(w));
+        assert_eq!(
+            HandshakeMessage::parse(&HandshakeMessage::Welcome(w.clone()).to_vec()).unwrap(),
+            HandshakeMessage::Welcome(w)
+        );
     }
 
     #[test]
@@ -370,27 +386,43 @@ mod tests {
         let mut h = Hello::new("x");
         h.version = 99;
         let (r, e) = evaluate_hello(&h, &policy(None)).unwrap_err();
-        assert!(matches!(e, HandshakeError::WrongVersion { client: 99, server_min: 1, server_max: 1 }));
+        assert!(matches!(
+            e,
+            HandshakeError::WrongVersion {
+                client: 99,
+                server_min: 1,
+                server_max: 1
+            }
+        ));
         assert_eq!(
             String::from_utf8(HandshakeMessage::Refused(r.clone()).to_vec()).unwrap(),
             r#"{"type":"refused","reason":"version_mismatch","message":"protocol version mismatch: client speaks v99, server supports v1..=v1","min_version":1,"max_version":1}"#
         );
-        assert!(matches!(evaluate_reply(&h, HandshakeMessage::Refused(r)), Err(HandshakeError::WrongVersion { client: 99, .. })));
+        assert!(matches!(
+            evaluate_reply(&h, HandshakeMessage::Refused(r)),
+            Err(HandshakeError::WrongVersion { client: 99, .. })
+        ));
 
         let h = Hello::new("x");
         let (r, e) = evaluate_hello(&h, &policy(Some("secret"))).unwrap_err();
         assert!(matches!(e, HandshakeError::BadToken));
         assert_eq!(r.reason, RefusalReason::BadToken);
         assert!(r.message.contains("requires a token"));
-        let (r, _) = evaluate_hello(&h.clone().with_token("secreT"), &policy(Some("secret"))).unwrap_err();
+        let (r, _) =
+            evaluate_hello(&h.clone().with_token("secreT"), &policy(Some("secret"))).unwrap_err();
         assert_eq!(r.message, "wrong token");
         assert!(evaluate_hello(&h.clone().with_token("secret"), &policy(Some("secret"))).is_ok());
         // A token given where none is needed is ignored.
         assert!(evaluate_hello(&h.with_token("x"), &policy(None)).is_ok());
 
         // Unknown reasons from a newer server.
-        let m = HandshakeMessage::parse(br#"{"type":"refused","reason":"too_many_clients","message":"busy"}"#).unwrap();
-        assert!(matches!(evaluate_reply(&Hello::new("x"), m), Err(HandshakeError::Refused { message }) if message == "busy"));
+        let m = HandshakeMessage::parse(
+            br#"{"type":"refused","reason":"too_many_clients","message":"busy"}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(evaluate_reply(&Hello::new("x"), m), Err(HandshakeError::Refused { message }) if message == "busy")
+        );
     }
 
     #[test]
@@ -404,11 +436,22 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":1,"method":"system.info"}"#,
             b"\xff\xfe",
         ] {
-            assert!(matches!(HandshakeMessage::parse(bad), Err(HandshakeError::Malformed(_))), "{bad:?}");
+            assert!(
+                matches!(
+                    HandshakeMessage::parse(bad),
+                    Err(HandshakeError::Malformed(_))
+                ),
+                "{bad:?}"
+            );
         }
         // Capabilities and token may be absent.
-        let m = HandshakeMessage::parse(br#"{"type":"hello","protocol":"hv-link","version":1,"client":"x"}"#).unwrap();
-        assert!(matches!(m, HandshakeMessage::Hello(Hello { ref capabilities, token: None, .. }) if capabilities.is_empty()));
+        let m = HandshakeMessage::parse(
+            br#"{"type":"hello","protocol":"hv-link","version":1,"client":"x"}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(m, HandshakeMessage::Hello(Hello { ref capabilities, token: None, .. }) if capabilities.is_empty())
+        );
         let w = Welcome {
             protocol: PROTOCOL_NAME.into(),
             version: 2,
@@ -416,7 +459,12 @@ mod tests {
             system: "d".into(),
             capabilities: vec![],
         };
-        assert!(matches!(evaluate_reply(&Hello::new("x"), HandshakeMessage::Welcome(w)), Err(HandshakeError::Malformed(_))));
-        assert!(tokens_match("abc", "abc") && !tokens_match("abc", "abd") && !tokens_match("abc", "ab"));
+        assert!(matches!(
+            evaluate_reply(&Hello::new("x"), HandshakeMessage::Welcome(w)),
+            Err(HandshakeError::Malformed(_))
+        ));
+        assert!(
+            tokens_match("abc", "abc") && !tokens_match("abc", "abd") && !tokens_match("abc", "ab")
+        );
     }
 }

@@ -81,7 +81,10 @@ impl RpcError {
 
     /// -32601 method not found.
     pub fn method_not_found(method: &str) -> Self {
-        Self::new(codes::METHOD_NOT_FOUND, format!("method not found: {method}"))
+        Self::new(
+            codes::METHOD_NOT_FOUND,
+            format!("method not found: {method}"),
+        )
     }
 
     /// -32602 invalid params.
@@ -285,7 +288,10 @@ fn open(out: &mut Vec<u8>) {
 }
 
 /// Encode `params` after a `,"params":` key, dropping the key again when they are `null`.
-fn push_params<P: Serialize + ?Sized>(out: &mut Vec<u8>, params: &P) -> Result<(), serde_json::Error> {
+fn push_params<P: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    params: &P,
+) -> Result<(), serde_json::Error> {
     let mark = out.len();
     out.extend_from_slice(br#","params":"#);
     let start = out.len();
@@ -367,7 +373,10 @@ impl Message {
             } else {
                 "not a JSON object"
             };
-            return Err(Response::error(RequestId::Null, RpcError::invalid_request(what)));
+            return Err(Response::error(
+                RequestId::Null,
+                RpcError::invalid_request(what),
+            ));
         };
         let id = match obj.get("id") {
             None => None,
@@ -382,7 +391,10 @@ impl Message {
             },
         };
         let bad = |id: &Option<RequestId>, why: &str| {
-            Response::error(id.clone().unwrap_or(RequestId::Null), RpcError::invalid_request(why))
+            Response::error(
+                id.clone().unwrap_or(RequestId::Null),
+                RpcError::invalid_request(why),
+            )
         };
         if obj.get("jsonrpc").and_then(Value::as_str) != Some(JSONRPC_VERSION) {
             return Err(bad(&id, r#"missing "jsonrpc":"2.0""#));
@@ -404,7 +416,12 @@ impl Message {
             return Err(bad(&id, "neither a request (method) nor a response (id)"));
         };
         parse_outcome(&mut obj)
-            .map(|outcome| Message::Response(Response { id: id.clone(), outcome }))
+            .map(|outcome| {
+                Message::Response(Response {
+                    id: id.clone(),
+                    outcome,
+                })
+            })
             .map_err(|why| bad(&Some(id), why))
     }
 
@@ -446,7 +463,12 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"system.info"}"#
         );
         assert_eq!(
-            s(encode_request(&RequestId::String("a".into()), "partition.pause", &json!({"partition": "ctl"})).unwrap()),
+            s(encode_request(
+                &RequestId::String("a".into()),
+                "partition.pause",
+                &json!({"partition": "ctl"})
+            )
+            .unwrap()),
             r#"{"jsonrpc":"2.0","id":"a","method":"partition.pause","params":{"partition":"ctl"}}"#
         );
         assert_eq!(
@@ -458,7 +480,10 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"result":null}"#
         );
         assert_eq!(
-            s(encode_error(&RequestId::Null, &RpcError::new(codes::PARSE_ERROR, "bad"))),
+            s(encode_error(
+                &RequestId::Null,
+                &RpcError::new(codes::PARSE_ERROR, "bad")
+            )),
             r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"bad"}}"#
         );
         assert_eq!(
@@ -485,8 +510,17 @@ mod tests {
             m,
             Message::Response(Response::ok(RequestId::String("q".into()), Value::Null))
         );
-        let m = Message::parse(br#"{"jsonrpc":"2.0","id":2,"error":{"code":-32003,"message":"owned"}}"#).unwrap();
-        assert!(matches!(m, Message::Response(Response { outcome: Err(RpcError { code: -32003, .. }), .. })));
+        let m = Message::parse(
+            br#"{"jsonrpc":"2.0","id":2,"error":{"code":-32003,"message":"owned"}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            m,
+            Message::Response(Response {
+                outcome: Err(RpcError { code: -32003, .. }),
+                ..
+            })
+        ));
         // Round trip through to_vec.
         for m in [
             Message::Request(Request {
@@ -513,15 +547,42 @@ mod tests {
         assert_eq!(code(b"{"), (RequestId::Null, codes::PARSE_ERROR));
         assert_eq!(code(b"[]"), (RequestId::Null, codes::INVALID_REQUEST));
         assert_eq!(code(b"3"), (RequestId::Null, codes::INVALID_REQUEST));
-        assert_eq!(code(br#"{"id":1,"method":"x"}"#), (1.into(), codes::INVALID_REQUEST));
-        assert_eq!(code(br#"{"jsonrpc":"1.0","id":1,"method":"x"}"#), (1.into(), codes::INVALID_REQUEST));
-        assert_eq!(code(br#"{"jsonrpc":"2.0","id":1.5,"method":"x"}"#), (RequestId::Null, codes::INVALID_REQUEST));
-        assert_eq!(code(br#"{"jsonrpc":"2.0","id":1,"method":3}"#), (1.into(), codes::INVALID_REQUEST));
-        assert_eq!(code(br#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#), (1.into(), codes::INVALID_REQUEST));
-        assert_eq!(code(br#"{"jsonrpc":"2.0","id":1}"#), (1.into(), codes::INVALID_REQUEST));
-        assert_eq!(code(br#"{"jsonrpc":"2.0","id":1,"result":1,"error":{"code":1,"message":""}}"#), (1.into(), codes::INVALID_REQUEST));
-        assert_eq!(code(br#"{"jsonrpc":"2.0","id":1,"error":{"code":"x"}}"#), (1.into(), codes::INVALID_REQUEST));
-        assert_eq!(code(br#"{"jsonrpc":"2.0"}"#), (RequestId::Null, codes::INVALID_REQUEST));
+        assert_eq!(
+            code(br#"{"id":1,"method":"x"}"#),
+            (1.into(), codes::INVALID_REQUEST)
+        );
+        assert_eq!(
+            code(br#"{"jsonrpc":"1.0","id":1,"method":"x"}"#),
+            (1.into(), codes::INVALID_REQUEST)
+        );
+        assert_eq!(
+            code(br#"{"jsonrpc":"2.0","id":1.5,"method":"x"}"#),
+            (RequestId::Null, codes::INVALID_REQUEST)
+        );
+        assert_eq!(
+            code(br#"{"jsonrpc":"2.0","id":1,"method":3}"#),
+            (1.into(), codes::INVALID_REQUEST)
+        );
+        assert_eq!(
+            code(br#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#),
+            (1.into(), codes::INVALID_REQUEST)
+        );
+        assert_eq!(
+            code(br#"{"jsonrpc":"2.0","id":1}"#),
+            (1.into(), codes::INVALID_REQUEST)
+        );
+        assert_eq!(
+            code(br#"{"jsonrpc":"2.0","id":1,"result":1,"error":{"code":1,"message":""}}"#),
+            (1.into(), codes::INVALID_REQUEST)
+        );
+        assert_eq!(
+            code(br#"{"jsonrpc":"2.0","id":1,"error":{"code":"x"}}"#),
+            (1.into(), codes::INVALID_REQUEST)
+        );
+        assert_eq!(
+            code(br#"{"jsonrpc":"2.0"}"#),
+            (RequestId::Null, codes::INVALID_REQUEST)
+        );
     }
 
     #[test]
@@ -535,9 +596,17 @@ mod tests {
         assert_eq!(decode_params::<()>(&json!([])), Ok(()));
         assert_eq!(
             decode_params::<P>(&json!({"partition":"a"})),
-            Ok(P { partition: "a".into() })
+            Ok(P {
+                partition: "a".into()
+            })
         );
-        assert_eq!(decode_params::<P>(&json!({})).unwrap_err().code, codes::INVALID_PARAMS);
-        assert_eq!(decode_params::<P>(&Value::Null).unwrap_err().code, codes::INVALID_PARAMS);
+        assert_eq!(
+            decode_params::<P>(&json!({})).unwrap_err().code,
+            codes::INVALID_PARAMS
+        );
+        assert_eq!(
+            decode_params::<P>(&Value::Null).unwrap_err().code,
+            codes::INVALID_PARAMS
+        );
     }
 }

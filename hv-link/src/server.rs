@@ -95,7 +95,10 @@ pub struct Accepted {
 /// Run the server side of the handshake on a fresh connection: wait for the hello (with the
 /// configured timeout), check version and token, answer welcome or refusal. On any error the
 /// connection has been shut down (after sending the refusal, if any).
-pub fn accept_handshake(conn: &mut Connection, cfg: &ServerConfig) -> Result<Accepted, HandshakeError> {
+pub fn accept_handshake(
+    conn: &mut Connection,
+    cfg: &ServerConfig,
+) -> Result<Accepted, HandshakeError> {
     let r = accept_inner(conn, cfg);
     if r.is_err() {
         conn.shutdown();
@@ -150,14 +153,23 @@ pub fn send_result<R: Serialize + ?Sized>(
 }
 
 /// Send an error response for request `id` on the control channel.
-pub fn send_error(writer: &FrameWriter, id: &RequestId, error: &RpcError) -> Result<(), TransportError> {
+pub fn send_error(
+    writer: &FrameWriter,
+    id: &RequestId,
+    error: &RpcError,
+) -> Result<(), TransportError> {
     writer.send_frame(ChannelId::CONTROL, &encode_error(id, error))
 }
 
 /// Send event `E` as a notification on the control channel.
-pub fn send_event<E: Event>(writer: &FrameWriter, params: &E::Params) -> Result<(), TransportError> {
-    let bytes = encode_notification(E::NAME, params)
-        .map_err(|e| TransportError::Io { context: "encode event".into(), source: e.into() })?;
+pub fn send_event<E: Event>(
+    writer: &FrameWriter,
+    params: &E::Params,
+) -> Result<(), TransportError> {
+    let bytes = encode_notification(E::NAME, params).map_err(|e| TransportError::Io {
+        context: "encode event".into(),
+        source: e.into(),
+    })?;
     writer.send_frame(ChannelId::CONTROL, &bytes)
 }
 
@@ -195,8 +207,14 @@ impl Drop for ClaimGuard {
 fn conflicts(a: &ChannelName, b: &ChannelName) -> bool {
     match (a, b) {
         (
-            ChannelName::Gdb { partition: pa, vcpu: va },
-            ChannelName::Gdb { partition: pb, vcpu: vb },
+            ChannelName::Gdb {
+                partition: pa,
+                vcpu: va,
+            },
+            ChannelName::Gdb {
+                partition: pb,
+                vcpu: vb,
+            },
         ) => pa == pb && (va.is_none() || vb.is_none() || va == vb),
         _ => false,
     }
@@ -224,7 +242,8 @@ impl ChannelClaims {
         if let Some((_, (_, owner))) = g.owners.iter().find(|(n, _)| conflicts(n, name)) {
             return Err(RpcError::channel_owned(name, owner));
         }
-        g.owners.insert(name.clone(), (client, client_name.to_owned()));
+        g.owners
+            .insert(name.clone(), (client, client_name.to_owned()));
         Ok(ClaimGuard {
             claim: Some((self.clone(), name.clone(), client)),
         })
@@ -286,7 +305,13 @@ impl ChannelTable {
         }
         let id = ChannelId(self.next);
         self.next = self.next.wrapping_add(1);
-        self.open.insert(id, OpenChannel { name, _claim: claim });
+        self.open.insert(
+            id,
+            OpenChannel {
+                name,
+                _claim: claim,
+            },
+        );
         Ok(id)
     }
 
@@ -305,7 +330,10 @@ impl ChannelTable {
 
     /// Id of the open channel called `name`.
     pub fn id_of(&self, name: &ChannelName) -> Option<ChannelId> {
-        self.open.iter().find(|(_, c)| &c.name == name).map(|(id, _)| *id)
+        self.open
+            .iter()
+            .find(|(_, c)| &c.name == name)
+            .map(|(id, _)| *id)
     }
 
     /// Open channels in id order.
@@ -346,7 +374,10 @@ mod tests {
         assert_eq!(e.code, crate::rpc::codes::CHANNEL_OWNED);
         assert!(e.message.contains("bridge-a"), "{}", e.message);
         assert!(b.open(ChannelName::gdb_vcpu("ctl", 0)).is_err());
-        assert!(a.open(ChannelName::gdb("ctl")).is_err(), "twice on one connection");
+        assert!(
+            a.open(ChannelName::gdb("ctl")).is_err(),
+            "twice on one connection"
+        );
         // Other partitions and non-exclusive channels are free.
         let gb = b.open(ChannelName::gdb_vcpu("tel", 1)).unwrap();
         assert!(a.open(ChannelName::gdb_vcpu("tel", 0)).is_ok());
@@ -355,10 +386,16 @@ mod tests {
         assert!(a.open(ChannelName::console("ctl")).is_ok());
         assert!(a.open(ChannelName::Trace).is_ok());
         assert!(a.open(ChannelName::Control).is_err());
-        assert_eq!(claims.owner(&ChannelName::gdb("ctl")).as_deref(), Some("bridge-a"));
+        assert_eq!(
+            claims.owner(&ChannelName::gdb("ctl")).as_deref(),
+            Some("bridge-a")
+        );
         // Closing releases; ids are not reused.
         assert_eq!(a.close(ga).unwrap(), ChannelName::gdb("ctl"));
-        assert_eq!(a.close(ga).unwrap_err().code, crate::rpc::codes::UNKNOWN_CHANNEL);
+        assert_eq!(
+            a.close(ga).unwrap_err().code,
+            crate::rpc::codes::UNKNOWN_CHANNEL
+        );
         let again = b.open(ChannelName::gdb("ctl")).unwrap();
         assert_ne!(again, gb);
         assert_eq!(b.name(again), Some(&ChannelName::gdb("ctl")));
@@ -374,7 +411,10 @@ mod tests {
         l: Listener,
         cfg: ServerConfig,
         hello: Hello,
-    ) -> (Result<Accepted, HandshakeError>, Result<Welcome, HandshakeError>) {
+    ) -> (
+        Result<Accepted, HandshakeError>,
+        Result<Welcome, HandshakeError>,
+    ) {
         let addr = l.local_addr().clone();
         let server = thread::spawn(move || {
             let mut c = l.accept().unwrap();
@@ -404,7 +444,11 @@ mod tests {
         let addr = LinkAddr::Unix(tmp.path().join("demo.sock"));
         let cfg = ServerConfig::new("agent 0.1.0", "demo");
 
-        let (s, c) = handshake_over(Listener::bind(&addr).unwrap(), cfg.clone(), Hello::new("tui"));
+        let (s, c) = handshake_over(
+            Listener::bind(&addr).unwrap(),
+            cfg.clone(),
+            Hello::new("tui"),
+        );
         let (s, c) = (s.unwrap(), c.unwrap());
         assert_eq!(s.hello.client, "tui");
         assert_eq!(c.system, "demo");
@@ -414,16 +458,40 @@ mod tests {
         let mut old = Hello::new("old-tool");
         old.version = 0;
         let (s, c) = handshake_over(Listener::bind(&addr).unwrap(), cfg.clone(), old);
-        assert!(matches!(s, Err(HandshakeError::WrongVersion { client: 0, .. })));
+        assert!(matches!(
+            s,
+            Err(HandshakeError::WrongVersion { client: 0, .. })
+        ));
         let e = c.unwrap_err();
-        assert!(matches!(e, HandshakeError::WrongVersion { client: 0, server_min: 1, server_max: 1 }));
-        assert_eq!(e.to_string(), "protocol version mismatch: client speaks v0, server supports v1..=v1");
+        assert!(matches!(
+            e,
+            HandshakeError::WrongVersion {
+                client: 0,
+                server_min: 1,
+                server_max: 1
+            }
+        ));
+        assert_eq!(
+            e.to_string(),
+            "protocol version mismatch: client speaks v0, server supports v1..=v1"
+        );
 
-        let tok = ServerConfig { token: Some("s3cret".into()), ..cfg };
-        let (s, c) = handshake_over(Listener::bind(&addr).unwrap(), tok.clone(), Hello::new("x").with_token("nope"));
+        let tok = ServerConfig {
+            token: Some("s3cret".into()),
+            ..cfg
+        };
+        let (s, c) = handshake_over(
+            Listener::bind(&addr).unwrap(),
+            tok.clone(),
+            Hello::new("x").with_token("nope"),
+        );
         assert!(matches!(s, Err(HandshakeError::BadToken)));
         assert!(matches!(c, Err(HandshakeError::BadToken)));
-        let (s, c) = handshake_over(Listener::bind(&addr).unwrap(), tok, Hello::new("x").with_token("s3cret"));
+        let (s, c) = handshake_over(
+            Listener::bind(&addr).unwrap(),
+            tok,
+            Hello::new("x").with_token("s3cret"),
+        );
         assert!(s.is_ok() && c.is_ok());
     }
 
@@ -457,8 +525,14 @@ mod tests {
         let mut h = Hello::new("future-tool").with_token(token);
         h.version = 2;
         let (s, c) = handshake_over(l, cfg, h);
-        assert!(matches!(s, Err(HandshakeError::WrongVersion { client: 2, .. })));
-        assert!(matches!(c, Err(HandshakeError::WrongVersion { client: 2, .. })));
+        assert!(matches!(
+            s,
+            Err(HandshakeError::WrongVersion { client: 2, .. })
+        ));
+        assert!(matches!(
+            c,
+            Err(HandshakeError::WrongVersion { client: 2, .. })
+        ));
     }
 
     #[test]
@@ -472,25 +546,47 @@ mod tests {
         // Silent client.
         let _c = connect(l.local_addr()).unwrap();
         let mut s = l.accept().unwrap();
-        assert!(matches!(accept_handshake(&mut s, &cfg), Err(HandshakeError::TimedOut)));
+        assert!(matches!(
+            accept_handshake(&mut s, &cfg),
+            Err(HandshakeError::TimedOut)
+        ));
         // Client that closes at once (e.g. a liveness probe).
         drop(connect(l.local_addr()).unwrap());
         let mut s = l.accept().unwrap();
-        assert!(matches!(accept_handshake(&mut s, &cfg), Err(HandshakeError::Closed)));
+        assert!(matches!(
+            accept_handshake(&mut s, &cfg),
+            Err(HandshakeError::Closed)
+        ));
         // A JSON-RPC request instead of a hello.
         let c = connect(l.local_addr()).unwrap();
-        c.send_frame(ChannelId(0), br#"{"jsonrpc":"2.0","id":1,"method":"system.info"}"#).unwrap();
+        c.send_frame(
+            ChannelId(0),
+            br#"{"jsonrpc":"2.0","id":1,"method":"system.info"}"#,
+        )
+        .unwrap();
         let mut s = l.accept().unwrap();
-        assert!(matches!(accept_handshake(&mut s, &cfg), Err(HandshakeError::Malformed(_))));
+        assert!(matches!(
+            accept_handshake(&mut s, &cfg),
+            Err(HandshakeError::Malformed(_))
+        ));
         // Garbage bytes.
         let mut raw = std::os::unix::net::UnixStream::connect(tmp.path().join("t.sock")).unwrap();
         std::io::Write::write_all(&mut raw, b"+$g#67").unwrap();
         let mut s = l.accept().unwrap();
-        assert!(matches!(accept_handshake(&mut s, &cfg), Err(HandshakeError::Transport(TransportError::Frame(_)))));
+        assert!(matches!(
+            accept_handshake(&mut s, &cfg),
+            Err(HandshakeError::Transport(TransportError::Frame(_)))
+        ));
         // Hello on the wrong channel.
         let c = connect(l.local_addr()).unwrap();
-        c.send_frame(ChannelId(3), &HandshakeMessage::Hello(Hello::new("x")).to_vec()).unwrap();
+        c.send_frame(
+            ChannelId(3),
+            &HandshakeMessage::Hello(Hello::new("x")).to_vec(),
+        )
+        .unwrap();
         let mut s = l.accept().unwrap();
-        assert!(matches!(accept_handshake(&mut s, &cfg), Err(HandshakeError::Malformed(m)) if m.contains("channel 3")));
+        assert!(
+            matches!(accept_handshake(&mut s, &cfg), Err(HandshakeError::Malformed(m)) if m.contains("channel 3"))
+        );
     }
 }

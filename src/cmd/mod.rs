@@ -1,4 +1,5 @@
 //! The subcommands of `hv`, one file each.
 
 pub mod doctor;
+pub mod gdb_bridge;
 pub mod run;

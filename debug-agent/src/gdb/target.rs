@@ -123,13 +123,7 @@ impl PartitionTarget {
         for v in self.vcpus() {
             self.partition.vcpus[v as usize].request_stop();
         }
-        let deadline = std::time::Instant::now() + STOP_TIMEOUT;
-        for v in self.vcpus() {
-            let vcpu = &self.partition.vcpus[v as usize];
-            while !vcpu.state().is_parked() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_micros(50));
-            }
-        }
+        self.partition.wait_vcpus_parked(&self.vcpus(), STOP_TIMEOUT);
         self.cache.clear();
     }
 
@@ -226,7 +220,7 @@ impl PartitionTarget {
         let actions: Vec<(u32, Action)> = self.actions.drain().collect();
         for (vcpu, action) in actions {
             let shared = &self.partition.vcpus[vcpu as usize];
-            shared.set_debug(self.debug_control(action == Action::Step))?;
+            shared.set_debug(self.debug_control(action == Action::Step));
             shared.release_stop();
         }
         Ok(())
@@ -242,7 +236,7 @@ impl PartitionTarget {
         self.emulated_sw.clear();
         for v in self.vcpus() {
             let vcpu = &self.partition.vcpus[v as usize];
-            let _ = vcpu.set_debug(DebugControl::default());
+            vcpu.set_debug(DebugControl::default());
         }
     }
 
@@ -296,11 +290,9 @@ impl PartitionTarget {
                 }
             }
         };
-        // All-stop: the other vCPUs of this target stop too before gdb hears of it.
+        // All-stop: the other vCPUs of this target stop too before gdb hears of it. (Their
+        // debug controls are set again at the next resume.)
         self.stop_all();
-        for v in self.vcpus() {
-            let _ = self.partition.vcpus[v as usize].set_debug(self.debug_control(false));
-        }
         Some(stop)
     }
 

@@ -2,6 +2,7 @@
 //! information, pause / resume / reset, interrupt injection, and the mapping of hv-core states
 //! to their wire form.
 
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use hv_core::partition::PartitionError;
@@ -74,8 +75,31 @@ pub(crate) fn partition_info(p: &Partition) -> PartitionInfo {
         name: p.name.clone(),
         state,
         vcpus,
-        image: p.image_path().display().to_string(),
+        image: normalize(p.image_path()).display().to_string(),
     }
+}
+
+/// `path` with `.` and `dir/..` components removed lexically (no file-system access), so that
+/// `/x/examples/../target/a.elf` reads `/x/target/a.elf`.
+pub(crate) fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                match out.components().next_back() {
+                    Some(Component::Normal(_)) => {
+                        out.pop();
+                    }
+                    // `/..` is `/`.
+                    Some(Component::RootDir | Component::Prefix(_)) => {}
+                    _ => out.push(c),
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 pub(crate) fn system_info(shared: &Shared) -> SystemInfo {
@@ -177,5 +201,14 @@ mod tests {
         assert_eq!(link_vcpu_state(VcpuState::DebugStopped), hv_link::VcpuState::StoppedInDebugger);
         assert_eq!(link_vcpu_state(VcpuState::OutOfWindow), hv_link::VcpuState::Running);
         assert_eq!(link_vcpu_state(VcpuState::Gone), hv_link::VcpuState::Stopped);
+    }
+
+    #[test]
+    fn image_paths_are_normalized() {
+        let n = |p: &str| normalize(Path::new(p)).display().to_string();
+        assert_eq!(n("/w/examples/../target/guests/a.elf"), "/w/target/guests/a.elf");
+        assert_eq!(n("/w/./a/b/../../c.elf"), "/w/c.elf");
+        assert_eq!(n("../x/./y"), "../x/y");
+        assert_eq!(n("/../a"), "/a");
     }
 }

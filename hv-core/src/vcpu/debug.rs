@@ -88,9 +88,11 @@ impl DebugControl {
 }
 
 impl VcpuShared {
-    /// Sets this vCPU's debug controls (takes effect at its next entry into the guest).
-    pub fn set_debug(&self, control: DebugControl) -> Result<(), VcpuError> {
-        self.run_job(move |runner| runner.set_debug(control, false))?
+    /// Sets this vCPU's debug controls; the vCPU thread applies them before it next enters the
+    /// guest (no round trip: stepping is latency-bound).
+    pub fn set_debug(&self, control: DebugControl) {
+        *self.pending_debug.lock().unwrap_or_else(|p| p.into_inner()) = Some(control);
+        self.kick();
     }
 
     /// Queues a #BP for the guest (an `int3` that was the guest's own, not the debugger's).
@@ -103,6 +105,21 @@ impl VcpuShared {
 }
 
 impl VcpuRunner {
+    /// Applies debug controls set from another thread since the last entry.
+    pub(super) fn apply_pending_debug(&mut self) {
+        let pending = self
+            .shared
+            .pending_debug
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(control) = pending
+            && let Err(e) = self.set_debug(control, false)
+        {
+            self.partition.warn(format!("vCPU {}: {e}", self.shared.index));
+        }
+    }
+
     pub(super) fn set_debug(&mut self, control: DebugControl, inject_bp: bool) -> Result<(), VcpuError> {
         let mut dbg = control.to_kvm();
         if inject_bp {

@@ -132,6 +132,9 @@ pub struct VcpuShared {
     jobs_tx: Sender<VcpuJob>,
     jobs_rx: Receiver<VcpuJob>,
     stop_requested: AtomicBool,
+    pending_debug: Mutex<Option<DebugControl>>,
+    /// Registers captured when the vCPU parked for the debugger (valid until it runs again).
+    stopped_registers: Mutex<Option<VcpuRegisters>>,
     state: AtomicU8,
     /// This vCPU's trace ring (the vCPU thread is its only producer).
     pub trace: TraceRing,
@@ -186,6 +189,8 @@ impl VcpuShared {
             jobs_tx,
             jobs_rx,
             stop_requested: AtomicBool::new(false),
+            pending_debug: Mutex::new(None),
+            stopped_registers: Mutex::new(None),
             state: AtomicU8::new(VcpuState::Created as u8),
             trace: TraceRing::new(trace_capacity),
             stats: VcpuStats::default(),
@@ -269,14 +274,29 @@ impl VcpuShared {
         })
     }
 
-    /// Reads general-purpose and system registers.
+    /// Reads all registers (from the snapshot taken when it stopped for the debugger, else from
+    /// the vCPU thread).
     pub fn registers(&self) -> Result<VcpuRegisters, VcpuError> {
+        if let Some(r) = *self.stopped_registers.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(r);
+        }
         self.run_job(|runner| runner.read_registers())?
     }
 
-    /// Writes general-purpose and system registers.
+    /// Writes all registers.
     pub fn set_registers(&self, registers: VcpuRegisters) -> Result<(), VcpuError> {
-        self.run_job(move |runner| runner.write_registers(&registers))?
+        self.run_job(move |runner| {
+            runner.write_registers(&registers)?;
+            let mut snapshot = runner
+                .shared
+                .stopped_registers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if snapshot.is_some() {
+                *snapshot = Some(registers);
+            }
+            Ok(())
+        })?
     }
 
     /// Puts the vCPU back at `entry` (its partition must be parked).
@@ -462,12 +482,20 @@ impl VcpuRunner {
     }
 
     fn park(&mut self, state: VcpuState) {
-        self.shared.set_state(state);
         match state {
             VcpuState::OutOfWindow => self.trace(TraceKind::ScheduleOut, 0, 0),
-            VcpuState::DebugStopped => self.trace(TraceKind::DebugStop, 0, 0),
+            VcpuState::DebugStopped => {
+                self.trace(TraceKind::DebugStop, 0, 0);
+                let snapshot = self.read_registers().ok();
+                *self
+                    .shared
+                    .stopped_registers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = snapshot;
+            }
             _ => {}
         }
+        self.shared.set_state(state);
         self.partition.notify_parked();
         {
             let shared = self.shared.clone();
@@ -480,6 +508,11 @@ impl VcpuRunner {
             }
         }
         if self.park_reason() != Some(state) {
+            *self
+                .shared
+                .stopped_registers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
             match state {
                 VcpuState::OutOfWindow => self.trace(TraceKind::ScheduleIn, 0, 0),
                 VcpuState::DebugStopped => self.trace(TraceKind::DebugResume, 0, 0),
@@ -551,6 +584,7 @@ impl VcpuRunner {
     }
 
     fn enter_guest(&mut self) {
+        self.apply_pending_debug();
         self.prepare_interrupts();
         self.trace(TraceKind::VmEntry, 0, 0);
         let start = self.partition.clock.now_ns();

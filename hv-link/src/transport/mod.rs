@@ -71,7 +71,9 @@ pub enum TransportError {
         hint: &'static str,
     },
     /// The system name cannot be used in a socket file name.
-    #[error("bad system name {name:?}: use 1-64 characters from [A-Za-z0-9_.-], not starting with '.' or '-'")]
+    #[error(
+        "bad system name {name:?}: use 1-64 characters from [A-Za-z0-9_.-], not starting with '.' or '-'"
+    )]
     BadSystemName {
         /// The name.
         name: String,
@@ -309,7 +311,10 @@ impl FrameWriter {
         })
     }
 
-    fn with_stream(&self, f: impl FnOnce(&mut WriterState) -> io::Result<()>) -> Result<(), TransportError> {
+    fn with_stream(
+        &self,
+        f: impl FnOnce(&mut WriterState) -> io::Result<()>,
+    ) -> Result<(), TransportError> {
         if self.inner.broken.load(Ordering::SeqCst) {
             return Err(TransportError::Closed);
         }
@@ -574,7 +579,8 @@ impl Listener {
         if !addr.ip().is_loopback() {
             return Err(TransportError::NotLoopback { addr });
         }
-        let listener = TcpListener::bind(addr).map_err(|e| io_err(format!("bind tcp:{addr}"), e))?;
+        let listener =
+            TcpListener::bind(addr).map_err(|e| io_err(format!("bind tcp:{addr}"), e))?;
         let local = listener
             .local_addr()
             .map_err(|e| io_err("local address", e))?;
@@ -663,9 +669,15 @@ mod tests {
             ("unix:/run/x.sock", LinkAddr::Unix("/run/x.sock".into())),
             ("/run/x.sock", LinkAddr::Unix("/run/x.sock".into())),
             ("./x.sock", LinkAddr::Unix("./x.sock".into())),
-            ("tcp:127.0.0.1:4567", LinkAddr::Tcp("127.0.0.1:4567".parse().unwrap())),
+            (
+                "tcp:127.0.0.1:4567",
+                LinkAddr::Tcp("127.0.0.1:4567".parse().unwrap()),
+            ),
             ("tcp:[::1]:80", LinkAddr::Tcp("[::1]:80".parse().unwrap())),
-            ("tcp:localhost:9", LinkAddr::Tcp("127.0.0.1:9".parse().unwrap())),
+            (
+                "tcp:localhost:9",
+                LinkAddr::Tcp("127.0.0.1:9".parse().unwrap()),
+            ),
             ("pty", LinkAddr::Pty),
             ("serial:/dev/pts/3", LinkAddr::Serial("/dev/pts/3".into())),
             ("pty:/dev/pts/3", LinkAddr::Serial("/dev/pts/3".into())),
@@ -676,8 +688,24 @@ mod tests {
             assert_eq!(printed.parse::<LinkAddr>().unwrap(), a, "{printed}");
         }
         assert_eq!(LinkAddr::Unix("/a".into()).to_string(), "unix:/a");
-        for bad in ["", "unix:", "tcp:", "tcp:127.0.0.1", "tcp:host:1", "tcp:localhost:x", "serial:", "ws://x", "x.sock"] {
-            assert!(matches!(bad.parse::<LinkAddr>(), Err(TransportError::BadAddress { .. })), "{bad:?}");
+        for bad in [
+            "",
+            "unix:",
+            "tcp:",
+            "tcp:127.0.0.1",
+            "tcp:host:1",
+            "tcp:localhost:x",
+            "serial:",
+            "ws://x",
+            "x.sock",
+        ] {
+            assert!(
+                matches!(
+                    bad.parse::<LinkAddr>(),
+                    Err(TransportError::BadAddress { .. })
+                ),
+                "{bad:?}"
+            );
         }
     }
 
@@ -708,8 +736,14 @@ mod tests {
             w.send_frame(ChannelId::CONTROL, b"hello").unwrap();
             w.send_frame(ChannelId(3), &big2).unwrap();
         });
-        assert_eq!(server.recv_frame().unwrap(), Some(Frame::new(ChannelId::CONTROL, b"hello".to_vec())));
-        assert_eq!(server.recv_frame().unwrap(), Some(Frame::new(ChannelId(3), big)));
+        assert_eq!(
+            server.recv_frame().unwrap(),
+            Some(Frame::new(ChannelId::CONTROL, b"hello".to_vec()))
+        );
+        assert_eq!(
+            server.recv_frame().unwrap(),
+            Some(Frame::new(ChannelId(3), big))
+        );
         t.join().unwrap();
         // Writer from another thread while this thread reads.
         let (mut rd, wr) = client.split();
@@ -729,7 +763,8 @@ mod tests {
         server.send_frame(ChannelId(9), b"back").unwrap();
         assert_eq!(rd.recv_frame().unwrap().unwrap().payload, b"back");
         // Timeout, then clean close.
-        rd.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        rd.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         assert!(matches!(rd.recv_frame(), Err(TransportError::TimedOut)));
         drop(server);
         drop(l);
@@ -769,17 +804,25 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("rt");
         let l = Listener::bind(&LinkAddr::Unix(dir.join("demo.sock"))).unwrap();
-        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         drop(l);
     }
 
     #[test]
     fn tcp_loopback_round_trip_with_token_file() {
         let (l, server, client) = pair_over(&"tcp:127.0.0.1:0".parse().unwrap());
-        let LinkAddr::Tcp(a) = l.local_addr() else { panic!() };
+        let LinkAddr::Tcp(a) = l.local_addr() else {
+            panic!()
+        };
         assert_ne!(a.port(), 0);
         let tf = l.token_file().unwrap().to_owned();
-        assert_eq!(std::fs::metadata(&tf).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&tf).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(read_token_file(&tf).unwrap(), l.token().unwrap());
         assert!(server.peer().starts_with("tcp:127.0.0.1:"));
         exercise(l, server, client);
@@ -789,12 +832,18 @@ mod tests {
     #[test]
     fn tcp_refuses_non_loopback() {
         for a in ["tcp:0.0.0.0:0", "tcp:[::]:0", "tcp:192.0.2.1:0"] {
-            assert!(matches!(
-                Listener::bind(&a.parse().unwrap()),
-                Err(TransportError::NotLoopback { .. })
-            ), "{a}");
+            assert!(
+                matches!(
+                    Listener::bind(&a.parse().unwrap()),
+                    Err(TransportError::NotLoopback { .. })
+                ),
+                "{a}"
+            );
         }
-        assert!(matches!(connect(&LinkAddr::Pty), Err(TransportError::Unsupported { .. })));
+        assert!(matches!(
+            connect(&LinkAddr::Pty),
+            Err(TransportError::Unsupported { .. })
+        ));
         assert!(matches!(
             Listener::bind(&LinkAddr::Serial("/dev/null".into())),
             Err(TransportError::Unsupported { .. })
@@ -804,7 +853,9 @@ mod tests {
     #[test]
     fn pty_round_trip_and_reconnect() {
         let l = Listener::bind(&LinkAddr::Pty).unwrap();
-        let LinkAddr::Serial(slave) = l.local_addr().clone() else { panic!() };
+        let LinkAddr::Serial(slave) = l.local_addr().clone() else {
+            panic!()
+        };
         assert!(slave.starts_with("/dev/pts"), "{slave:?}");
         let addr = l.local_addr().clone();
         // First session: the client closes the slave, the server reads end of stream.
@@ -839,7 +890,10 @@ mod tests {
             wr.shutdown();
             let r = t.join().unwrap();
             assert!(matches!(r, Ok(None) | Err(_)), "{r:?}");
-            assert!(matches!(wr.send_frame(ChannelId(1), b"x"), Err(TransportError::Closed)));
+            assert!(matches!(
+                wr.send_frame(ChannelId(1), b"x"),
+                Err(TransportError::Closed)
+            ));
             assert!(wr.is_closed());
             drop(client);
         }
@@ -859,12 +913,15 @@ mod tests {
         // Truncated frame then close.
         let mut raw = UnixStream::connect(tmp.path().join("m.sock")).unwrap();
         let mut server = l.accept().unwrap();
-        raw.write_all(&FrameHeader::new(ChannelId(1), 10).encode()).unwrap();
+        raw.write_all(&FrameHeader::new(ChannelId(1), 10).encode())
+            .unwrap();
         raw.write_all(b"abc").unwrap();
         drop(raw);
         assert!(matches!(
             server.recv_frame(),
-            Err(TransportError::Frame(FrameError::Truncated { buffered: 15 }))
+            Err(TransportError::Frame(FrameError::Truncated {
+                buffered: 15
+            }))
         ));
         assert!(matches!(
             server.send_frame(ChannelId(1), &vec![0; MAX_PAYLOAD as usize + 1]),

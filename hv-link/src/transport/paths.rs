@@ -124,7 +124,8 @@ pub fn write_token_file(path: &Path, token: &str) -> Result<(), TransportError> 
 
 /// Read a token file written by [`write_token_file`].
 pub fn read_token_file(path: &Path) -> Result<String, TransportError> {
-    let s = fs::read_to_string(path).map_err(|e| io_err(format!("read token file {}", path.display()), e))?;
+    let s = fs::read_to_string(path)
+        .map_err(|e| io_err(format!("read token file {}", path.display()), e))?;
     Ok(s.trim().to_owned())
 }
 
@@ -183,7 +184,10 @@ pub fn find_system(name: Option<&str>) -> Result<LinkAddr, TransportError> {
 /// The address of the live system called `name`, or of the only live system when `name` is
 /// `None`. Errors name what was found when there is none or more than one.
 pub fn find_system_in(dir: &Path, name: Option<&str>) -> Result<LinkAddr, TransportError> {
-    let live: Vec<RunningSystem> = list_systems_in(dir)?.into_iter().filter(|s| s.alive).collect();
+    let live: Vec<RunningSystem> = list_systems_in(dir)?
+        .into_iter()
+        .filter(|s| s.alive)
+        .collect();
     match name {
         Some(n) => {
             validate_system_name(n)?;
@@ -198,7 +202,9 @@ pub fn find_system_in(dir: &Path, name: Option<&str>) -> Result<LinkAddr, Transp
         None => {
             let mut live = live;
             match live.len() {
-                0 => Err(TransportError::NoSystemRunning { dir: dir.to_owned() }),
+                0 => Err(TransportError::NoSystemRunning {
+                    dir: dir.to_owned(),
+                }),
                 1 => Ok(live.remove(0).addr),
                 _ => Err(TransportError::AmbiguousSystem {
                     names: live.into_iter().map(|s| s.name).collect(),
@@ -217,7 +223,10 @@ mod tests {
         for ok in ["demo", "a", "my-system_2", "v1.2"] {
             validate_system_name(ok).unwrap();
             let p = default_link_path(ok).unwrap();
-            assert_eq!(p.file_name().unwrap().to_str().unwrap(), format!("{ok}.sock"));
+            assert_eq!(
+                p.file_name().unwrap().to_str().unwrap(),
+                format!("{ok}.sock")
+            );
             assert_eq!(p.parent().unwrap(), runtime_dir());
         }
         for bad in ["", ".hidden", "-x", "a/b", "..", "a b", &"x".repeat(65)] {

@@ -165,10 +165,19 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-fn poll2(fd: RawFd, events: libc::c_short, wake: RawFd, timeout_ms: libc::c_int) -> io::Result<(libc::c_short, bool)> {
+fn poll2(
+    fd: RawFd,
+    events: libc::c_short,
+    wake: RawFd,
+    timeout_ms: libc::c_int,
+) -> io::Result<(libc::c_short, bool)> {
     loop {
         let mut fds = [
-            libc::pollfd { fd, events, revents: 0 },
+            libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            },
             libc::pollfd {
                 fd: wake,
                 events: libc::POLLIN,
@@ -230,7 +239,8 @@ impl SerialStream {
     fn shutdown(&self) {
         if !self.shared.shut.swap(true, Ordering::SeqCst) {
             // SAFETY: writes one byte from a valid buffer to our own pipe.
-            let _ = unsafe { libc::write(self.shared.wake_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+            let _ =
+                unsafe { libc::write(self.shared.wake_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
         }
     }
 
@@ -275,10 +285,7 @@ impl SerialStream {
             if self.shared.shut.load(Ordering::SeqCst) {
                 return Err(closed());
             }
-            let (rev, woken) = match poll2(fd, libc::POLLOUT, self.shared.wake_r.as_raw_fd(), -1) {
-                Ok(r) => r,
-                Err(e) => return Err(e),
-            };
+            let (rev, woken) = poll2(fd, libc::POLLOUT, self.shared.wake_r.as_raw_fd(), -1)?;
             if woken {
                 return Err(closed());
             }
@@ -316,7 +323,8 @@ impl PtyMaster {
     /// `posix_openpt` + `grantpt` + `unlockpt`, raw mode, and the slave's path.
     pub(crate) fn open() -> io::Result<Self> {
         // SAFETY: posix_openpt has no memory-safety preconditions.
-        let raw = cvt(unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) })?;
+        let raw =
+            cvt(unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) })?;
         // SAFETY: `raw` was just returned by posix_openpt and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // SAFETY: `fd` is an open pty master.
@@ -331,8 +339,7 @@ impl PtyMaster {
         }
         // SAFETY: ptsname_r succeeded, so `name` holds a NUL-terminated string.
         let cstr = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
-        let slave_path =
-            std::path::PathBuf::from(std::ffi::OsStr::from_bytes(cstr.to_bytes()));
+        let slave_path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(cstr.to_bytes()));
         // Raw mode set through the master applies to the slave too (Linux shares termios), so
         // no echo or line editing happens even before a client configures its end.
         set_raw(fd.as_raw_fd())?;
