@@ -33,7 +33,9 @@ use hv_config::AgentConfig;
 use hv_core::{Partition, System, SystemEvent};
 use hv_link::handshake::caps;
 use hv_link::transport::BindOptions;
-use hv_link::{ChannelClaims, Connection, FrameWriter, LinkAddr, Listener, ServerConfig, TransportError};
+use hv_link::{
+    ChannelClaims, Connection, FrameWriter, LinkAddr, Listener, ServerConfig, TransportError,
+};
 
 use crate::gdb::GdbSessionOptions;
 
@@ -154,7 +156,11 @@ impl std::fmt::Debug for Agent {
 
 /// The address the agent listens on for `system` given `config` and `options`: the override,
 /// else `[agent] link`, else hv-link's default Unix socket for the system name.
-pub fn link_addr(system: &str, config: &AgentConfig, options: &AgentOptions) -> Result<LinkAddr, AgentError> {
+pub fn link_addr(
+    system: &str,
+    config: &AgentConfig,
+    options: &AgentOptions,
+) -> Result<LinkAddr, AgentError> {
     if let Some(addr) = &options.link {
         return Ok(addr.clone());
     }
@@ -175,7 +181,11 @@ pub fn link_addr(system: &str, config: &AgentConfig, options: &AgentOptions) -> 
 impl Agent {
     /// Binds the link for `system` and starts serving. Call after `System::new` (before or
     /// after `System::start`); the agent keeps handles to the partitions, not to `system`.
-    pub fn start(system: &System, config: &AgentConfig, options: AgentOptions) -> Result<Agent, AgentError> {
+    pub fn start(
+        system: &System,
+        config: &AgentConfig,
+        options: AgentOptions,
+    ) -> Result<Agent, AgentError> {
         let events = system.subscribe(EVENT_CAPACITY);
         Agent::start_parts(
             &system.config.name,
@@ -333,7 +343,12 @@ fn accept_loop(shared: &Arc<Shared>, listener: &Listener) {
         let conn = match listener.accept() {
             Ok(c) => c,
             Err(e) => {
-                if shared.conns.lock().unwrap_or_else(|p| p.into_inner()).stopping {
+                if shared
+                    .conns
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .stopping
+                {
                     return;
                 }
                 tracing::warn!("debug agent: accept failed: {e}");

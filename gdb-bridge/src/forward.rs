@@ -5,6 +5,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -26,7 +27,11 @@ pub(crate) struct ConnEntry {
 }
 
 impl ConnEntry {
-    pub(crate) fn spawn(shared: Arc<Shared>, entry: PortEntry, stream: TcpStream) -> io::Result<ConnEntry> {
+    pub(crate) fn spawn(
+        shared: Arc<Shared>,
+        entry: PortEntry,
+        stream: TcpStream,
+    ) -> io::Result<ConnEntry> {
         let control = stream.try_clone()?;
         let thread = std::thread::Builder::new()
             .name(format!("gdb-bridge-conn-{}", entry.port))
@@ -68,7 +73,12 @@ fn conflicts(a: &ChannelName, b: &ChannelName) -> bool {
 }
 
 /// Reserve `channel` for this connection unless this bridge already debugs the same guest.
-fn reserve(shared: &Shared, channel: &ChannelName, port: u16, peer: Option<SocketAddr>) -> Result<(), String> {
+fn reserve(
+    shared: &Shared,
+    channel: &ChannelName,
+    port: u16,
+    peer: Option<SocketAddr>,
+) -> Result<(), String> {
     let mut attached = shared.attached();
     if let Some((name, (p, who))) = attached.iter().find(|(n, _)| conflicts(n, channel)) {
         let who = who.map(|a| format!(" by gdb at {a}")).unwrap_or_default();
@@ -115,8 +125,9 @@ fn serve(shared: &Arc<Shared>, entry: &PortEntry, stream: TcpStream) {
         channel: channel.clone(),
         peer,
     });
-    forward(handle, stream);
-    shared.attached().remove(&channel);
+    forward(handle, stream, || {
+        shared.attached().remove(&channel);
+    });
     shared.emit(&BridgeEvent::Detached {
         port: entry.port,
         channel,
@@ -125,10 +136,13 @@ fn serve(shared: &Arc<Shared>, entry: &PortEntry, stream: TcpStream) {
 }
 
 /// Forward until gdb or the channel closes; then close the channel (waiting for the agent to
-/// detach, so the guest runs again when this returns).
-fn forward(handle: ChannelHandle, mut from_gdb: TcpStream) {
+/// detach), call `released`, and only then hang up on gdb: a debugger that sees the hang-up
+/// may reconnect at once and find the guest free.
+fn forward(handle: ChannelHandle, mut from_gdb: TcpStream, released: impl FnOnce()) {
     let rx = handle.receiver().clone();
+    let closing = Arc::new(AtomicBool::new(false));
     let to_gdb = from_gdb.try_clone();
+    let down_closing = closing.clone();
     let down = to_gdb.and_then(|mut to_gdb| {
         std::thread::Builder::new()
             .name("gdb-bridge-down".into())
@@ -138,8 +152,11 @@ fn forward(handle: ChannelHandle, mut from_gdb: TcpStream) {
                         break;
                     }
                 }
-                // Channel closed (or gdb gone): hang up so the reading side ends too.
-                let _ = to_gdb.shutdown(Shutdown::Both);
+                // Closed by the agent or the link (not by us): hang up so the reading side
+                // ends too.
+                if !down_closing.load(Ordering::SeqCst) {
+                    let _ = to_gdb.shutdown(Shutdown::Both);
+                }
             })
     });
     let down = match down {
@@ -147,6 +164,7 @@ fn forward(handle: ChannelHandle, mut from_gdb: TcpStream) {
         Err(e) => {
             tracing::warn!("gdb-bridge: cannot start a forwarding thread: {e}");
             let _ = handle.close();
+            released();
             return;
         }
     };
@@ -163,7 +181,9 @@ fn forward(handle: ChannelHandle, mut from_gdb: TcpStream) {
             Err(_) => break,
         }
     }
+    closing.store(true, Ordering::SeqCst);
     let _ = handle.close();
+    released();
     let _ = from_gdb.shutdown(Shutdown::Both);
     let _ = down.join();
 }

@@ -74,7 +74,9 @@ pub enum BridgeError {
         source: io::Error,
     },
     /// The port plan does not fit below 65536 (or a partition has too many vCPUs).
-    #[error("no port for {what} with base port {base}: it would be beyond 65535; choose a lower base port")]
+    #[error(
+        "no port for {what} with base port {base}: it would be beyond 65535; choose a lower base port"
+    )]
     PortOutOfRange {
         /// The base port.
         base: u16,
@@ -132,7 +134,9 @@ pub fn partition_port(base: u16, k: usize) -> Option<u16> {
 
 /// Port of vCPU `j` of partition `k`: `base + 100 + 16·k + j` (`None` past 65535).
 pub fn vcpu_port(base: u16, k: usize, j: u32) -> Option<u16> {
-    let off = u32::from(VCPU_PORT_OFFSET) + u32::from(VCPU_PORTS_PER_PARTITION) * u32::try_from(k).ok()? + j;
+    let off = u32::from(VCPU_PORT_OFFSET)
+        + u32::from(VCPU_PORTS_PER_PARTITION) * u32::try_from(k).ok()?
+        + j;
     u16::try_from(u32::from(base) + off).ok()
 }
 
@@ -188,10 +192,23 @@ pub fn port_plan(partitions: &[PartitionInfo], base: u16) -> Result<Vec<PortEntr
 /// partition; each line ends with a newline.
 pub fn format_port_table(entries: &[PortEntry]) -> String {
     let vcpu = |e: &PortEntry| e.vcpu.map_or_else(|| "all".to_owned(), |v| v.to_string());
-    let w_part = entries.iter().map(|e| e.partition.len()).max().unwrap_or(0).max("partition".len());
-    let w_vcpu = entries.iter().map(|e| vcpu(e).len()).max().unwrap_or(0).max("vcpu".len());
+    let w_part = entries
+        .iter()
+        .map(|e| e.partition.len())
+        .max()
+        .unwrap_or(0)
+        .max("partition".len());
+    let w_vcpu = entries
+        .iter()
+        .map(|e| vcpu(e).len())
+        .max()
+        .unwrap_or(0)
+        .max("vcpu".len());
     let w_port = "port".len().max(5);
-    let mut out = format!("{:<w_part$}  {:<w_vcpu$}  {:<w_port$}  image\n", "partition", "vcpu", "port");
+    let mut out = format!(
+        "{:<w_part$}  {:<w_vcpu$}  {:<w_port$}  image\n",
+        "partition", "vcpu", "port"
+    );
     for e in entries {
         out.push_str(&format!(
             "{:<w_part$}  {:<w_vcpu$}  {:<w_port$}  {}\n",
@@ -244,18 +261,34 @@ impl std::fmt::Display for BridgeEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let from = |p: &Option<SocketAddr>| p.map(|a| format!(" from {a}")).unwrap_or_default();
         match self {
-            BridgeEvent::Attached { port, channel, peer } => {
+            BridgeEvent::Attached {
+                port,
+                channel,
+                peer,
+            } => {
                 write!(f, "gdb attached to {channel} on port {port}{}", from(peer))
             }
-            BridgeEvent::Detached { port, channel, peer } => {
-                write!(f, "gdb detached from {channel} on port {port}{}", from(peer))
+            BridgeEvent::Detached {
+                port,
+                channel,
+                peer,
+            } => {
+                write!(
+                    f,
+                    "gdb detached from {channel} on port {port}{}",
+                    from(peer)
+                )
             }
             BridgeEvent::Refused {
                 port,
                 channel,
                 peer,
                 reason,
-            } => write!(f, "refused gdb{} on port {port} ({channel}): {reason}", from(peer)),
+            } => write!(
+                f,
+                "refused gdb{} on port {port} ({channel}): {reason}",
+                from(peer)
+            ),
             BridgeEvent::LinkClosed => f.write_str("the host link closed; no more forwarding"),
         }
     }
@@ -315,7 +348,9 @@ impl Shared {
         }
     }
 
-    pub(crate) fn attached(&self) -> MutexGuard<'_, HashMap<ChannelName, (u16, Option<SocketAddr>)>> {
+    pub(crate) fn attached(
+        &self,
+    ) -> MutexGuard<'_, HashMap<ChannelName, (u16, Option<SocketAddr>)>> {
         self.attached.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -366,15 +401,21 @@ fn bind(entry: &PortEntry) -> Result<TcpListener, BridgeError> {
 impl Bridge {
     /// Connects to `link`, lists the partitions and listens on every port of the plan
     /// ([`port_plan`]) from `base_port`. Fails, naming the port, if any port is taken.
-    pub fn start(link: &LinkAddr, base_port: u16, options: BridgeOptions) -> Result<Bridge, BridgeError> {
+    pub fn start(
+        link: &LinkAddr,
+        base_port: u16,
+        options: BridgeOptions,
+    ) -> Result<Bridge, BridgeError> {
         let client_options = ClientOptions {
             token: options.token.clone(),
             token_file: options.token_file.clone(),
             ..ClientOptions::new(options.client_name.clone())
         };
-        let client = LinkClient::connect_with(link, client_options).map_err(|source| BridgeError::Connect {
-            addr: link.clone(),
-            source,
+        let client = LinkClient::connect_with(link, client_options).map_err(|source| {
+            BridgeError::Connect {
+                addr: link.clone(),
+                source,
+            }
         })?;
         let partitions = client.partitions().map_err(BridgeError::List)?;
         let ports = port_plan(&partitions, base_port)?;
@@ -506,7 +547,10 @@ fn accept_loop(shared: &Arc<Shared>, entry: &PortEntry, listener: &TcpListener) 
         conns.retain(|c| !c.is_finished());
         match forward::ConnEntry::spawn(shared.clone(), entry.clone(), stream) {
             Ok(c) => conns.push(c),
-            Err(e) => tracing::warn!(port = entry.port, "gdb-bridge: cannot start a connection thread: {e}"),
+            Err(e) => tracing::warn!(
+                port = entry.port,
+                "gdb-bridge: cannot start a connection thread: {e}"
+            ),
         }
     }
 }

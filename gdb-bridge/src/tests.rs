@@ -11,8 +11,8 @@ use hv_link::control::{ChannelCloseParams, ChannelOpenParams, ChannelOpenResult}
 use hv_link::rpc::Message;
 use hv_link::server::{ClientId, send_error, send_result};
 use hv_link::{
-    ChannelClaims, ChannelId, ChannelName, ChannelTable, LinkAddr, Listener, PartitionInfo, PartitionState,
-    RpcError, ServerConfig, VcpuInfo, VcpuState, accept_handshake,
+    ChannelClaims, ChannelId, ChannelName, ChannelTable, LinkAddr, Listener, PartitionInfo,
+    PartitionState, RpcError, ServerConfig, VcpuInfo, VcpuState, accept_handshake,
 };
 
 use super::forward::{PacketCounter, error_packet, gdb_packet};
@@ -143,7 +143,8 @@ fn serve(conn: hv_link::Connection, mut table: ChannelTable, seen: &Sender<Seen>
     let (mut reader, w) = conn.split();
     while let Ok(Some(f)) = reader.recv_frame() {
         if f.channel != ChannelId::CONTROL {
-            w.send_frame(f.channel, &f.payload.to_ascii_uppercase()).unwrap();
+            w.send_frame(f.channel, &f.payload.to_ascii_uppercase())
+                .unwrap();
             continue;
         }
         let (id, method, params) = match Message::parse(&f.payload) {
@@ -153,14 +154,20 @@ fn serve(conn: hv_link::Connection, mut table: ChannelTable, seen: &Sender<Seen>
         };
         match method.as_str() {
             "partitions.list" => {
-                send_result(&w, id.as_ref().unwrap(), &[info("control", 1), info("worker", 2)]).unwrap();
+                send_result(
+                    &w,
+                    id.as_ref().unwrap(),
+                    &[info("control", 1), info("worker", 2)],
+                )
+                .unwrap();
             }
             "channel.open" => {
                 let p: ChannelOpenParams = serde_json::from_value(params).unwrap();
                 match table.open(p.name.clone()) {
                     Ok(c) => {
                         seen.send(Seen::Opened(p.name)).unwrap();
-                        send_result(&w, id.as_ref().unwrap(), &ChannelOpenResult { id: c }).unwrap();
+                        send_result(&w, id.as_ref().unwrap(), &ChannelOpenResult { id: c })
+                            .unwrap();
                     }
                     Err(e) => send_error(&w, id.as_ref().unwrap(), &e).unwrap(),
                 }
@@ -189,7 +196,10 @@ fn free_base() -> u16 {
     for i in 0..200u16 {
         let base = 20000 + (seed.wrapping_mul(31).wrapping_add(i * 211)) % 40000;
         let plan = port_plan(&[info("control", 1), info("worker", 2)], base).unwrap();
-        if plan.iter().all(|e| TcpListener::bind((Ipv4Addr::LOCALHOST, e.port)).is_ok()) {
+        if plan
+            .iter()
+            .all(|e| TcpListener::bind((Ipv4Addr::LOCALHOST, e.port)).is_ok())
+        {
             return base;
         }
     }
@@ -249,10 +259,17 @@ fn forwards_both_ways_and_closes_the_channel_when_gdb_leaves() {
 
     let port = port_of(&bridge, "worker", Some(1));
     let mut gdb = connect(port);
-    assert_eq!(agent.seen.recv_timeout(GUARD).unwrap(), Seen::Opened(ChannelName::gdb_vcpu("worker", 1)));
-    assert!(matches!(events.recv_timeout(GUARD).unwrap(), BridgeEvent::Attached { port: p, .. } if p == port));
+    assert_eq!(
+        agent.seen.recv_timeout(GUARD).unwrap(),
+        Seen::Opened(ChannelName::gdb_vcpu("worker", 1))
+    );
+    assert!(
+        matches!(events.recv_timeout(GUARD).unwrap(), BridgeEvent::Attached { port: p, .. } if p == port)
+    );
     // A large burst comes back intact, in order.
-    let big: Vec<u8> = (0..200_000u32).map(|i| b"abcdefgh"[i as usize % 8]).collect();
+    let big: Vec<u8> = (0..200_000u32)
+        .map(|i| b"abcdefgh"[i as usize % 8])
+        .collect();
     let mut w = gdb.try_clone().unwrap();
     let expect = big.to_ascii_uppercase();
     let writer = std::thread::spawn(move || w.write_all(&big).unwrap());
@@ -264,16 +281,31 @@ fn forwards_both_ways_and_closes_the_channel_when_gdb_leaves() {
     // The same guest through another port of this bridge: refused with the reason.
     let reply = refused_reply(connect(port_of(&bridge, "worker", None)));
     assert!(reply.starts_with("+$E."), "{reply}");
-    assert!(reply.contains("already being debugged through port"), "{reply}");
-    assert!(matches!(events.recv_timeout(GUARD).unwrap(), BridgeEvent::Refused { .. }));
+    assert!(
+        reply.contains("already being debugged through port"),
+        "{reply}"
+    );
+    assert!(matches!(
+        events.recv_timeout(GUARD).unwrap(),
+        BridgeEvent::Refused { .. }
+    ));
     // Another guest is independent.
     let other = connect(port_of(&bridge, "control", None));
-    assert_eq!(agent.seen.recv_timeout(GUARD).unwrap(), Seen::Opened(ChannelName::gdb("control")));
+    assert_eq!(
+        agent.seen.recv_timeout(GUARD).unwrap(),
+        Seen::Opened(ChannelName::gdb("control"))
+    );
 
     drop(gdb);
-    assert_eq!(agent.seen.recv_timeout(GUARD).unwrap(), Seen::Closed(ChannelName::gdb_vcpu("worker", 1)));
+    assert_eq!(
+        agent.seen.recv_timeout(GUARD).unwrap(),
+        Seen::Closed(ChannelName::gdb_vcpu("worker", 1))
+    );
     drop(other);
-    assert_eq!(agent.seen.recv_timeout(GUARD).unwrap(), Seen::Closed(ChannelName::gdb("control")));
+    assert_eq!(
+        agent.seen.recv_timeout(GUARD).unwrap(),
+        Seen::Closed(ChannelName::gdb("control"))
+    );
     bridge.shutdown();
 }
 
@@ -298,9 +330,14 @@ fn a_guest_owned_by_another_client_is_refused_with_its_name() {
     let agent = FakeAgent::start(claims);
     let (bridge, events) = start_bridge(&agent.addr);
     let reply = refused_reply(connect(port_of(&bridge, "control", Some(0))));
-    assert!(reply.contains("owned by another client (vscode-hv-dap)"), "{reply}");
+    assert!(
+        reply.contains("owned by another client (vscode-hv-dap)"),
+        "{reply}"
+    );
     match events.recv_timeout(GUARD).unwrap() {
-        BridgeEvent::Refused { reason, .. } => assert!(reason.contains("vscode-hv-dap"), "{reason}"),
+        BridgeEvent::Refused { reason, .. } => {
+            assert!(reason.contains("vscode-hv-dap"), "{reason}")
+        }
         e => panic!("{e:?}"),
     }
     bridge.shutdown();
@@ -312,10 +349,14 @@ fn a_taken_port_is_named() {
     let base = free_base();
     let _squatter = TcpListener::bind((Ipv4Addr::LOCALHOST, base + 116)).unwrap();
     let e = Bridge::start(&agent.addr, base, BridgeOptions::default()).unwrap_err();
-    assert!(matches!(e, BridgeError::PortInUse { port, .. } if port == base + 116), "{e:?}");
+    assert!(
+        matches!(e, BridgeError::PortInUse { port, .. } if port == base + 116),
+        "{e:?}"
+    );
     let text = e.to_string();
     assert!(
-        text.contains(&format!("port {}", base + 116)) && text.contains("vCPU 0 of partition worker"),
+        text.contains(&format!("port {}", base + 116))
+            && text.contains("vCPU 0 of partition worker"),
         "{text}"
     );
     // Nothing stays bound after the failure.
@@ -325,7 +366,12 @@ fn a_taken_port_is_named() {
 #[test]
 fn no_agent_is_a_connect_error() {
     let dir = tempfile::tempdir().unwrap();
-    let e = Bridge::start(&LinkAddr::Unix(dir.path().join("none.sock")), 3333, BridgeOptions::default()).unwrap_err();
+    let e = Bridge::start(
+        &LinkAddr::Unix(dir.path().join("none.sock")),
+        3333,
+        BridgeOptions::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, BridgeError::Connect { .. }), "{e:?}");
     assert!(e.to_string().contains("none.sock"), "{e}");
 }
@@ -335,7 +381,10 @@ fn losing_the_link_hangs_up_on_gdb_and_is_reported() {
     let agent = FakeAgent::start(ChannelClaims::new());
     let (bridge, events) = start_bridge(&agent.addr);
     let mut gdb = connect(port_of(&bridge, "control", None));
-    assert!(matches!(agent.seen.recv_timeout(GUARD).unwrap(), Seen::Opened(_)));
+    assert!(matches!(
+        agent.seen.recv_timeout(GUARD).unwrap(),
+        Seen::Opened(_)
+    ));
     let closed = bridge.link_closed();
     agent.kill_links();
     let mut rest = Vec::new();

@@ -12,6 +12,7 @@ pub mod boot;
 pub mod bus;
 pub mod clock;
 pub mod console;
+pub mod devmodel;
 pub mod events;
 pub mod hypercall;
 pub mod ipc;

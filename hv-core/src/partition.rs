@@ -250,6 +250,8 @@ pub struct Partition {
     pub timer: VirtualTimer,
     /// IPC channels, in channel-number order.
     pub ipc: Vec<IpcEndpoint>,
+    /// Devices this partition serves as a device model, in device-number order.
+    pub served: Vec<Arc<crate::devmodel::ServedDevice>>,
     /// Where events go.
     pub events: Arc<EventHub>,
     /// Trace clock.
@@ -296,6 +298,8 @@ pub struct PartitionParts {
     pub console: Arc<Console>,
     /// IPC endpoints.
     pub ipc: Vec<IpcEndpoint>,
+    /// Devices served by this partition.
+    pub served: Vec<Arc<crate::devmodel::ServedDevice>>,
     /// The parsed image.
     pub image: GuestImage,
     /// Boot info to write at every (re)load.
@@ -325,6 +329,7 @@ impl Partition {
             uart: parts.uart,
             console: parts.console,
             ipc: parts.ipc,
+            served: parts.served,
             events,
             start_ns: AtomicU64::new(clock.now_ns()),
             clock,

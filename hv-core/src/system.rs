@@ -13,7 +13,8 @@ use vm_memory::{GuestMemoryBackend,
     FileOffset, GuestAddress, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap, MmapRegion,
 };
 
-use crate::boot::{self, BootInfo, BootIpcInfo};
+use crate::boot::{self, BootDeviceInfo, BootInfo, BootIpcInfo};
+use crate::devmodel::{ServedDevice, ServedMmio};
 use crate::bus::Bus;
 use crate::clock::Clock;
 use crate::console::{Console, Uart};
@@ -147,6 +148,21 @@ impl System {
             .map(|c| IpcChannel::new(&c.name, c.size).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
 
+        // Devices served by model partitions: numbered per model in description order.
+        let devices: Vec<Arc<ServedDevice>> = config
+            .devices
+            .iter()
+            .map(|d| {
+                let number = config
+                    .devices
+                    .iter()
+                    .filter(|o| o.served_by == d.served_by)
+                    .position(|o| o.name == d.name)
+                    .unwrap_or(0);
+                Arc::new(ServedDevice::new(d, number as u32))
+            })
+            .collect();
+
         let mut partitions = Vec::new();
         let mut pending_vcpus = Vec::new();
         let mut vms = Vec::new();
@@ -217,6 +233,45 @@ impl System {
             let mut pio = Bus::default();
             pio.insert(u64::from(UART_PORT), u64::from(UART_PORT_COUNT), uart.clone())
                 .map_err(|e| perr(e.to_string()))?;
+            let mut mmio = Bus::default();
+            let mut boot_devices = Vec::new();
+            for (dc, device) in config.devices.iter().zip(&devices) {
+                if dc.partition == pc.name {
+                    mmio.insert(
+                        dc.mmio_base,
+                        dc.mmio_size,
+                        Arc::new(Mutex::new(ServedMmio(device.clone()))),
+                    )
+                    .map_err(|e| perr(format!("device {}: {e}", dc.name)))?;
+                    boot_devices.push(BootDeviceInfo {
+                        name: boot::name_field(&dc.name),
+                        mmio_base: dc.mmio_base,
+                        mmio_size: dc.mmio_size,
+                        device: boot_devices.len() as u32,
+                        vector: dc.irq.map_or(0, u32::from),
+                        is_model: 0,
+                        reserved: 0,
+                    });
+                }
+            }
+            let served: Vec<Arc<ServedDevice>> = config
+                .devices
+                .iter()
+                .zip(&devices)
+                .filter(|(dc, _)| dc.served_by.as_deref() == Some(pc.name.as_str()))
+                .map(|(dc, device)| {
+                    boot_devices.push(BootDeviceInfo {
+                        name: boot::name_field(&dc.name),
+                        mmio_base: dc.mmio_base,
+                        mmio_size: dc.mmio_size,
+                        device: device.model_number,
+                        vector: u32::from(dc.request_vector),
+                        is_model: 1,
+                        reserved: 0,
+                    });
+                    device.clone()
+                })
+                .collect();
 
             let mut boot_info = BootInfo {
                 partition_id: id as u32,
@@ -224,8 +279,12 @@ impl System {
                 memory_size: pc.memory,
                 name: boot::name_field(&pc.name),
                 ipc_count: endpoints.len().min(boot::MAX_IPC) as u32,
+                device_count: boot_devices.len().min(boot::MAX_DEVICES) as u32,
                 ..BootInfo::default()
             };
+            for (slot, info) in boot_devices.into_iter().take(boot::MAX_DEVICES).enumerate() {
+                boot_info.devices[slot] = info;
+            }
             for (number, (channel_index, endpoint)) in endpoints.iter().enumerate().take(boot::MAX_IPC) {
                 let cc = &config.channels[*channel_index];
                 endpoint
@@ -249,10 +308,11 @@ impl System {
                     memory,
                     vcpus: vcpus.clone(),
                     pio,
-                    mmio: Bus::default(),
+                    mmio,
                     uart,
                     console,
                     ipc: endpoints.into_iter().map(|(_, e)| e).collect(),
+                    served,
                     image,
                     boot_info,
                     in_window: config.schedule.is_none(),
@@ -277,6 +337,22 @@ impl System {
             pending_vcpus.push((partition.clone(), fds));
             partitions.push(partition);
             vms.push(vm);
+        }
+
+        for (dc, device) in config.devices.iter().zip(&devices) {
+            let find = |name: &str| partitions.iter().find(|p: &&Arc<Partition>| p.name == name);
+            let (Some(client), Some(model)) = (
+                find(&dc.partition),
+                dc.served_by.as_deref().and_then(find),
+            ) else {
+                continue;
+            };
+            device.connect(
+                client,
+                dc.irq.map(|v| IrqLine::new(client.vcpus[0].clone(), v)),
+                model,
+                IrqLine::new(model.vcpus[0].clone(), dc.request_vector),
+            );
         }
 
         Ok(System {

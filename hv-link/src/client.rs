@@ -182,7 +182,10 @@ impl Inner {
         }
         if let Err(e) = self.writer.send_frame(ChannelId::CONTROL, &bytes) {
             self.lock().pending.remove(&id);
-            return Err(e.into());
+            return Err(match e {
+                TransportError::Closed => self.closed_error(),
+                e => e.into(),
+            });
         }
         let reply = match self.call_timeout {
             Some(t) => rx.recv_timeout(t),
@@ -878,6 +881,24 @@ mod tests {
     }
 
     #[test]
+    fn shutdown_through_a_shared_reference() {
+        let tmp = tempfile::tempdir().unwrap();
+        let addr = LinkAddr::Unix(tmp.path().join("s.sock"));
+        let agent = fake_agent(Listener::bind(&addr).unwrap(), ChannelClaims::new());
+        let c = Arc::new(LinkClient::connect_with(&addr, opts("shared")).unwrap());
+        let ch = c.open_channel(&ChannelName::console("ctl")).unwrap();
+        let notifications = c.notifications().clone();
+        let other = c.clone();
+        thread::spawn(move || other.shutdown()).join().unwrap();
+        // Everything that waits on the link ends: notifications, channel data, calls.
+        assert!(notifications.recv().is_err());
+        assert!(ch.recv().is_err());
+        assert!(matches!(c.system_info(), Err(ClientError::Closed { .. } | ClientError::Transport(_))));
+        assert!(!c.is_connected());
+        agent.join().unwrap();
+    }
+
+    #[test]
     fn client_timeouts_and_tcp_token() {
         let tmp = tempfile::tempdir().unwrap();
         let tf = tmp.path().join("tcp.token");
@@ -914,6 +935,11 @@ mod tests {
             Err(ClientError::TimedOut { .. })
         ));
         assert_eq!(c.system_info().unwrap().version, "0.1.0");
+        // Shutdown through a shared reference: later calls fail with Closed.
+        let c = Arc::new(c);
+        c.shutdown();
+        assert!(matches!(c.system_info(), Err(ClientError::Closed { .. })));
+        assert!(!c.is_connected());
         drop(c);
         agent.join().unwrap();
     }

@@ -53,10 +53,13 @@ fn resolve(connect: Option<&str>) -> anyhow::Result<LinkAddr> {
             return Ok(addr);
         }
         if validate_system_name(text).is_ok() {
-            return hv_link::transport::find_system(Some(text))
-                .with_context(|| format!("--connect {text}: not an address, and no such running system"));
+            return hv_link::transport::find_system(Some(text)).with_context(|| {
+                format!("--connect {text}: not an address, and no such running system")
+            });
         }
-        bail!("--connect {text:?}: expected unix:<path>, tcp:127.0.0.1:<port>, serial:<path> or a system name");
+        bail!(
+            "--connect {text:?}: expected unix:<path>, tcp:127.0.0.1:<port>, serial:<path> or a system name"
+        );
     }
     let dir = runtime_dir();
     let live: Vec<_> = list_systems()?.into_iter().filter(|s| s.alive).collect();
@@ -67,7 +70,10 @@ fn resolve(connect: Option<&str>) -> anyhow::Result<LinkAddr> {
         ),
         1 => Ok(live[0].addr.clone()),
         _ => {
-            let list: Vec<String> = live.iter().map(|s| format!("  {}  {}", s.name, s.addr)).collect();
+            let list: Vec<String> = live
+                .iter()
+                .map(|s| format!("  {}  {}", s.name, s.addr))
+                .collect();
             bail!(
                 "several hvdk systems are running; choose one with --connect <name or link>:\n{}",
                 list.join("\n")
@@ -86,8 +92,13 @@ pub fn gdb_bridge(args: GdbBridgeArgs) -> anyhow::Result<ExitCode> {
         events: Some(events),
         ..BridgeOptions::default()
     };
-    let bridge = Bridge::start(&link, args.base_port, options).context("cannot start the gdb bridge")?;
-    eprintln!("hv: gdb bridge for system {} on {}; Ctrl-C stops", bridge.system(), link);
+    let bridge =
+        Bridge::start(&link, args.base_port, options).context("cannot start the gdb bridge")?;
+    eprintln!(
+        "hv: gdb bridge for system {} on {}; Ctrl-C stops",
+        bridge.system(),
+        link
+    );
     super::run::print_port_table(&bridge);
     let closed = bridge.link_closed();
     crossbeam_channel::select! {

@@ -6,16 +6,16 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use hv_config::{ConfigError, SystemConfig};
 use debug_agent::{Agent, AgentOptions};
 use gdb_bridge::{Bridge, BridgeOptions};
+use hv_config::{ConfigError, SystemConfig};
 use hv_core::{PartitionState, System, SystemEvent};
 use hv_link::LinkAddr;
-use std::sync::Arc;
 
 /// The demo system, run when no description is given.
 pub const DEMO_SYSTEM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.toml");
@@ -130,13 +130,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         names.len(),
         names.join(", ")
     );
-    let (agent, bridge) = match start_debugging(&system, &args.link, args.gdb_port, args.no_gdb_bridge) {
-        Ok(d) => d,
-        Err(e) => {
-            system.shutdown();
-            return Err(e);
-        }
-    };
+    let (agent, bridge) =
+        match start_debugging(&system, &args.link, args.gdb_port, args.no_gdb_bridge) {
+            Ok(d) => d,
+            Err(e) => {
+                system.shutdown();
+                return Err(e);
+            }
+        };
 
     let deadline = args
         .time_limit
@@ -213,7 +214,10 @@ fn start_debugging(
     let explicit_link = link.is_some() || config.link.is_some();
     let options = AgentOptions {
         link: match link {
-            Some(text) => Some(text.parse::<LinkAddr>().with_context(|| format!("bad --link {text:?}"))?),
+            Some(text) => Some(
+                text.parse::<LinkAddr>()
+                    .with_context(|| format!("bad --link {text:?}"))?,
+            ),
             None => None,
         },
         ..AgentOptions::default()
@@ -221,7 +225,10 @@ fn start_debugging(
     let agent = match Agent::start(system, config, options) {
         Ok(a) => a,
         Err(e) if !explicit_link => {
-            eprintln!("hv: warning: no host link (debugging and host tools unavailable): {:#}", anyhow::Error::new(e));
+            eprintln!(
+                "hv: warning: no host link (debugging and host tools unavailable): {:#}",
+                anyhow::Error::new(e)
+            );
             return Ok((None, None));
         }
         Err(e) => return Err(anyhow::Error::new(e).context("cannot start the debug agent")),
@@ -241,7 +248,8 @@ fn start_debugging(
         return Ok((Some(agent), None));
     }
     let base = gdb_port.unwrap_or(config.gdb_base_port);
-    let events: gdb_bridge::EventSink = Arc::new(|e: &gdb_bridge::BridgeEvent| eprintln!("hv: {e}"));
+    let events: gdb_bridge::EventSink =
+        Arc::new(|e: &gdb_bridge::BridgeEvent| eprintln!("hv: {e}"));
     let options = BridgeOptions {
         token: agent.token().map(str::to_owned),
         events: Some(events),

@@ -6,15 +6,16 @@ use std::sync::Arc;
 
 use hv_core::Partition;
 use hv_link::control::{
-    ChannelClose, ChannelCloseParams, ChannelOpen, ChannelOpenParams, ChannelOpenResult, EventsSubscribe,
-    EventsUnsubscribe, InjectIrqParams, Method, PartitionInjectIrq, PartitionParams, PartitionPause, PartitionReset,
-    PartitionResume, PartitionsList, SystemInfoMethod, TraceStart, TraceStop,
+    ChannelClose, ChannelCloseParams, ChannelOpen, ChannelOpenParams, ChannelOpenResult,
+    EventsSubscribe, EventsUnsubscribe, InjectIrqParams, Method, PartitionInjectIrq,
+    PartitionParams, PartitionPause, PartitionReset, PartitionResume, PartitionsList,
+    SystemInfoMethod, TraceStart, TraceStop,
 };
 use hv_link::rpc::{Message, Request, RequestId, codes};
 use hv_link::server::{Accepted, send_error, send_result};
 use hv_link::{
-    ChannelId, ChannelName, ChannelTable, Connection, FrameReader, FrameWriter, RpcError, TransportError,
-    accept_handshake,
+    ChannelId, ChannelName, ChannelTable, Connection, FrameReader, FrameWriter, RpcError,
+    TransportError, accept_handshake,
 };
 use serde_json::Value;
 
@@ -71,7 +72,9 @@ pub(crate) fn serve(shared: &Arc<Shared>, mut conn: Connection) {
     let _ = pump.join();
     match end {
         End::Clean => tracing::info!(%peer, %client, dropped, "debug agent: client disconnected"),
-        End::Error(e) => tracing::warn!(%peer, %client, dropped, "debug agent: connection closed: {e}"),
+        End::Error(e) => {
+            tracing::warn!(%peer, %client, dropped, "debug agent: connection closed: {e}")
+        }
     }
 }
 
@@ -99,7 +102,9 @@ impl ConnState {
                 Ok(Some(f)) => f,
                 Ok(None) => return End::Clean,
                 Err(TransportError::Frame(e)) => {
-                    self.shared.malformed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.shared
+                        .malformed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let message = format!("malformed frame: {e}; closing the connection");
                     // Tell the client why before closing (id null: it answers no request).
                     let _ = send_error(
@@ -146,7 +151,9 @@ impl ConnState {
             }
             Ok(Message::Response(_)) => {}
             Err(response) => {
-                let _ = self.writer.send_frame(ChannelId::CONTROL, &response.to_vec());
+                let _ = self
+                    .writer
+                    .send_frame(ChannelId::CONTROL, &response.to_vec());
             }
         }
     }
@@ -201,7 +208,9 @@ impl ConnState {
             }
             TraceStart::NAME | TraceStop::NAME => self.reply::<()>(
                 id,
-                Err(RpcError::not_supported("trace streaming is not served by this debug agent")),
+                Err(RpcError::not_supported(
+                    "trace streaming is not served by this debug agent",
+                )),
             ),
             other => self.reply::<()>(id, Err(RpcError::method_not_found(other))),
         }
@@ -228,8 +237,15 @@ impl ConnState {
                 };
                 let writer = self.writer.clone();
                 // One frame (one write) per gdbstub flush.
-                let output: GdbOutput = Box::new(move |bytes| writer.send_chunked(channel, bytes).is_ok());
-                match GdbSession::start(p, shared.partitions.clone(), *vcpu, output, shared.gdb_options) {
+                let output: GdbOutput =
+                    Box::new(move |bytes| writer.send_chunked(channel, bytes).is_ok());
+                match GdbSession::start(
+                    p,
+                    shared.partitions.clone(),
+                    *vcpu,
+                    output,
+                    shared.gdb_options,
+                ) {
                     Ok(session) => {
                         self.sessions.insert(channel, session);
                         tracing::info!(client = %self.accepted.hello.client, %name, "debug agent: gdb attached");
@@ -252,7 +268,9 @@ impl ConnState {
             }
             (ChannelName::Trace, _) => self.reply::<()>(
                 id,
-                Err(RpcError::not_supported("trace streaming is not served by this debug agent")),
+                Err(RpcError::not_supported(
+                    "trace streaming is not served by this debug agent",
+                )),
             ),
             // `control` (always channel 0): the table explains.
             _ => {
@@ -265,7 +283,9 @@ impl ConnState {
     /// `channel.close`: detaches a gdb session (guest resumes) before releasing ownership.
     fn close_channel(&mut self, channel: ChannelId) -> Result<Value, RpcError> {
         let Some(name) = self.table.name(channel).cloned() else {
-            return Err(RpcError::unknown_channel(format!("no open channel with id {channel}")));
+            return Err(RpcError::unknown_channel(format!(
+                "no open channel with id {channel}"
+            )));
         };
         if let Some(session) = self.sessions.remove(&channel) {
             session.close();

@@ -66,7 +66,9 @@ pub(crate) fn partition_info(p: &Partition) -> PartitionInfo {
     let mut state = link_partition_state(&p.state());
     if state == hv_link::PartitionState::Running
         && !vcpus.is_empty()
-        && vcpus.iter().all(|v| v.state == hv_link::VcpuState::StoppedInDebugger)
+        && vcpus
+            .iter()
+            .all(|v| v.state == hv_link::VcpuState::StoppedInDebugger)
     {
         state = hv_link::PartitionState::StoppedInDebugger;
     }
@@ -110,11 +112,17 @@ pub(crate) fn system_info(shared: &Shared) -> SystemInfo {
 }
 
 pub(crate) fn partitions_list(shared: &Shared) -> Vec<PartitionInfo> {
-    shared.partitions.iter().map(|p| partition_info(p)).collect()
+    shared
+        .partitions
+        .iter()
+        .map(|p| partition_info(p))
+        .collect()
 }
 
 pub(crate) fn find<'a>(shared: &'a Shared, name: &str) -> Result<&'a Arc<Partition>, RpcError> {
-    shared.partition(name).ok_or_else(|| RpcError::unknown_partition(name))
+    shared
+        .partition(name)
+        .ok_or_else(|| RpcError::unknown_partition(name))
 }
 
 /// `e` with its sources, `: `-separated.
@@ -145,7 +153,11 @@ pub(crate) enum Lifecycle {
     Reset,
 }
 
-pub(crate) fn lifecycle(shared: &Shared, params: &PartitionParams, op: Lifecycle) -> Result<(), RpcError> {
+pub(crate) fn lifecycle(
+    shared: &Shared,
+    params: &PartitionParams,
+    op: Lifecycle,
+) -> Result<(), RpcError> {
     let p = find(shared, &params.partition)?;
     let r = match op {
         Lifecycle::Pause => p.pause(),
@@ -181,7 +193,10 @@ mod tests {
         use hv_link::PartitionState as L;
         assert_eq!(link_partition_state(&PartitionState::Created), L::Created);
         assert_eq!(link_partition_state(&PartitionState::Paused), L::Paused);
-        assert_eq!(link_partition_state(&PartitionState::Exited(3)), L::Exited { code: 3 });
+        assert_eq!(
+            link_partition_state(&PartitionState::Exited(3)),
+            L::Exited { code: 3 }
+        );
         assert_eq!(
             link_partition_state(&PartitionState::Exited(i64::MAX)),
             L::Exited { code: i32::MAX }
@@ -197,16 +212,31 @@ mod tests {
                 reason: "triple fault".into()
             }
         );
-        assert_eq!(state_detail(&crash).as_deref(), Some("triple fault on vCPU 1"));
-        assert_eq!(link_vcpu_state(VcpuState::DebugStopped), hv_link::VcpuState::StoppedInDebugger);
-        assert_eq!(link_vcpu_state(VcpuState::OutOfWindow), hv_link::VcpuState::Running);
-        assert_eq!(link_vcpu_state(VcpuState::Gone), hv_link::VcpuState::Stopped);
+        assert_eq!(
+            state_detail(&crash).as_deref(),
+            Some("triple fault on vCPU 1")
+        );
+        assert_eq!(
+            link_vcpu_state(VcpuState::DebugStopped),
+            hv_link::VcpuState::StoppedInDebugger
+        );
+        assert_eq!(
+            link_vcpu_state(VcpuState::OutOfWindow),
+            hv_link::VcpuState::Running
+        );
+        assert_eq!(
+            link_vcpu_state(VcpuState::Gone),
+            hv_link::VcpuState::Stopped
+        );
     }
 
     #[test]
     fn image_paths_are_normalized() {
         let n = |p: &str| normalize(Path::new(p)).display().to_string();
-        assert_eq!(n("/w/examples/../target/guests/a.elf"), "/w/target/guests/a.elf");
+        assert_eq!(
+            n("/w/examples/../target/guests/a.elf"),
+            "/w/target/guests/a.elf"
+        );
         assert_eq!(n("/w/./a/b/../../c.elf"), "/w/c.elf");
         assert_eq!(n("../x/./y"), "../x/y");
         assert_eq!(n("/../a"), "/a");

@@ -14,7 +14,10 @@ use hv_link::client::parse_event;
 use hv_link::control::PartitionStateChanged;
 use hv_link::handshake::{HandshakeMessage, Hello, client_handshake};
 use hv_link::rpc::codes;
-use hv_link::{ChannelId, ChannelName, ClientError, ClientOptions, Frame, LinkAddr, LinkClient, Message, Response};
+use hv_link::{
+    ChannelId, ChannelName, ClientError, ClientOptions, Frame, LinkAddr, LinkClient, Message,
+    Response,
+};
 use serde_json::{Value, json};
 
 use super::{Agent, AgentOptions};
@@ -36,20 +39,27 @@ fn empty_agent(dir: &Path) -> (Agent, crossbeam_channel::Sender<SystemEvent>) {
         link: Some(format!("unix:{}", dir.join("t.sock").display())),
         ..AgentConfig::default()
     };
-    let agent = Agent::start_parts("test", Vec::new(), rx, &config, AgentOptions::default()).unwrap();
+    let agent =
+        Agent::start_parts("test", Vec::new(), rx, &config, AgentOptions::default()).unwrap();
     (agent, tx)
 }
 
 /// Connects a raw Unix stream and performs the handshake by hand.
 fn raw_client(addr: &LinkAddr) -> UnixStream {
-    let LinkAddr::Unix(path) = addr else { panic!("{addr}") };
+    let LinkAddr::Unix(path) = addr else {
+        panic!("{addr}")
+    };
     let mut s = UnixStream::connect(path).unwrap();
     s.set_read_timeout(Some(GUARD)).unwrap();
     let hello = HandshakeMessage::Hello(Hello::new("raw")).to_vec();
-    s.write_all(&Frame::new(ChannelId::CONTROL, hello).encode().unwrap()).unwrap();
+    s.write_all(&Frame::new(ChannelId::CONTROL, hello).encode().unwrap())
+        .unwrap();
     let mut dec = hv_link::FrameDecoder::new();
     let frame = read_frame(&mut s, &mut dec).expect("welcome");
-    assert!(matches!(HandshakeMessage::parse(&frame.payload), Ok(HandshakeMessage::Welcome(_))));
+    assert!(matches!(
+        HandshakeMessage::parse(&frame.payload),
+        Ok(HandshakeMessage::Welcome(_))
+    ));
     s
 }
 
@@ -82,25 +92,49 @@ fn control_service_answers_and_reports_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let (agent, _events) = empty_agent(tmp.path());
     let sock = tmp.path().join("t.sock");
-    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let c = LinkClient::connect_with(agent.local_addr(), opts("tool")).unwrap();
     assert_eq!(c.welcome().system, "test");
     assert!(!c.welcome().has("trace"), "trace is not offered");
     let info = c.system_info().unwrap();
-    assert_eq!((info.system.as_str(), info.version.as_str()), ("test", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        (info.system.as_str(), info.version.as_str()),
+        ("test", env!("CARGO_PKG_VERSION"))
+    );
     assert!(c.partitions().unwrap().is_empty());
     let code = |e: ClientError| e.rpc_code();
-    assert_eq!(code(c.pause("nope").unwrap_err()), Some(codes::UNKNOWN_PARTITION));
-    assert_eq!(code(c.resume("nope").unwrap_err()), Some(codes::UNKNOWN_PARTITION));
-    assert_eq!(code(c.reset("nope").unwrap_err()), Some(codes::UNKNOWN_PARTITION));
-    assert_eq!(code(c.inject_irq("nope", 0, 40).unwrap_err()), Some(codes::UNKNOWN_PARTITION));
-    assert_eq!(code(c.call("no.such", Value::Null).unwrap_err()), Some(codes::METHOD_NOT_FOUND));
+    assert_eq!(
+        code(c.pause("nope").unwrap_err()),
+        Some(codes::UNKNOWN_PARTITION)
+    );
+    assert_eq!(
+        code(c.resume("nope").unwrap_err()),
+        Some(codes::UNKNOWN_PARTITION)
+    );
+    assert_eq!(
+        code(c.reset("nope").unwrap_err()),
+        Some(codes::UNKNOWN_PARTITION)
+    );
+    assert_eq!(
+        code(c.inject_irq("nope", 0, 40).unwrap_err()),
+        Some(codes::UNKNOWN_PARTITION)
+    );
+    assert_eq!(
+        code(c.call("no.such", Value::Null).unwrap_err()),
+        Some(codes::METHOD_NOT_FOUND)
+    );
     assert_eq!(
         code(c.call("partition.pause", json!({"x": 1})).unwrap_err()),
         Some(codes::INVALID_PARAMS)
     );
     assert_eq!(
-        code(c.call("channel.open", json!({"name": "gdb:bad name"})).unwrap_err()),
+        code(
+            c.call("channel.open", json!({"name": "gdb:bad name"}))
+                .unwrap_err()
+        ),
         Some(codes::INVALID_PARAMS)
     );
     assert_eq!(
@@ -111,8 +145,14 @@ fn control_service_answers_and_reports_errors() {
         code(c.open_channel(&ChannelName::console("ghost")).unwrap_err()),
         Some(codes::UNKNOWN_PARTITION)
     );
-    assert_eq!(code(c.open_channel(&ChannelName::Trace).unwrap_err()), Some(codes::NOT_SUPPORTED));
-    assert_eq!(code(c.call("trace.start", json!({})).unwrap_err()), Some(codes::NOT_SUPPORTED));
+    assert_eq!(
+        code(c.open_channel(&ChannelName::Trace).unwrap_err()),
+        Some(codes::NOT_SUPPORTED)
+    );
+    assert_eq!(
+        code(c.call("trace.start", json!({})).unwrap_err()),
+        Some(codes::NOT_SUPPORTED)
+    );
     assert_eq!(
         code(c.call("channel.close", json!({"id": 9})).unwrap_err()),
         Some(codes::UNKNOWN_CHANNEL)
@@ -137,9 +177,14 @@ fn malformed_frames_close_only_that_connection() {
     s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
     let frames = read_to_end(&mut s);
     let last = frames.last().expect("an error before the close");
-    let Ok(Message::Response(r)) = Message::parse(&last.payload) else { panic!("{last:?}") };
+    let Ok(Message::Response(r)) = Message::parse(&last.payload) else {
+        panic!("{last:?}")
+    };
     let e = r.outcome.unwrap_err();
-    assert!(e.message.contains("malformed frame") && e.message.contains("magic"), "{e:?}");
+    assert!(
+        e.message.contains("malformed frame") && e.message.contains("magic"),
+        "{e:?}"
+    );
 
     // Oversized length.
     let mut s = raw_client(&addr);
@@ -153,21 +198,49 @@ fn malformed_frames_close_only_that_connection() {
     // Invalid JSON-RPC inside valid frames keeps the connection and gets error responses.
     let mut s = raw_client(&addr);
     let mut dec = hv_link::FrameDecoder::new();
-    for bad in [&b"{"[..], b"[]", b"{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"x\"}", b"\xff\xfe"] {
-        s.write_all(&Frame::new(ChannelId::CONTROL, bad.to_vec()).encode().unwrap()).unwrap();
+    for bad in [
+        &b"{"[..],
+        b"[]",
+        b"{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"x\"}",
+        b"\xff\xfe",
+    ] {
+        s.write_all(
+            &Frame::new(ChannelId::CONTROL, bad.to_vec())
+                .encode()
+                .unwrap(),
+        )
+        .unwrap();
         let f = read_frame(&mut s, &mut dec).expect("error response");
-        assert!(matches!(Message::parse(&f.payload), Ok(Message::Response(Response { outcome: Err(_), .. }))));
+        assert!(matches!(
+            Message::parse(&f.payload),
+            Ok(Message::Response(Response {
+                outcome: Err(_),
+                ..
+            }))
+        ));
     }
     // Data on a channel that is not open is dropped; the connection stays up.
-    s.write_all(&Frame::new(ChannelId(77), b"$g#67".to_vec()).encode().unwrap()).unwrap();
+    s.write_all(
+        &Frame::new(ChannelId(77), b"$g#67".to_vec())
+            .encode()
+            .unwrap(),
+    )
+    .unwrap();
     let req = br#"{"jsonrpc":"2.0","id":5,"method":"system.info"}"#;
-    s.write_all(&Frame::new(ChannelId::CONTROL, req.to_vec()).encode().unwrap()).unwrap();
+    s.write_all(
+        &Frame::new(ChannelId::CONTROL, req.to_vec())
+            .encode()
+            .unwrap(),
+    )
+    .unwrap();
     let f = read_frame(&mut s, &mut dec).unwrap();
     assert!(String::from_utf8_lossy(&f.payload).contains(r#""system":"test""#));
     drop(s);
 
     // Garbage before any hello, a wrong version and a hello on the wrong channel.
-    let LinkAddr::Unix(path) = &addr else { unreachable!() };
+    let LinkAddr::Unix(path) = &addr else {
+        unreachable!()
+    };
     let mut s = UnixStream::connect(path).unwrap();
     s.set_read_timeout(Some(GUARD)).unwrap();
     s.write_all(b"+$qSupported#37").unwrap();
@@ -180,16 +253,19 @@ fn malformed_frames_close_only_that_connection() {
     let mut s = UnixStream::connect(path).unwrap();
     s.set_read_timeout(Some(GUARD)).unwrap();
     let hello = HandshakeMessage::Hello(Hello::new("x")).to_vec();
-    s.write_all(&Frame::new(ChannelId(3), hello).encode().unwrap()).unwrap();
+    s.write_all(&Frame::new(ChannelId(3), hello).encode().unwrap())
+        .unwrap();
     assert!(read_to_end(&mut s).is_empty());
 
     assert!(agent.malformed_connections() >= 2);
     assert_eq!(bystander.system_info().unwrap().system, "test");
     agent.shutdown();
     // The bystander learns that the agent is gone.
-    assert!(matches!(bystander.system_info(), Err(ClientError::Closed { .. } | ClientError::Transport(_))));
+    assert!(matches!(
+        bystander.system_info(),
+        Err(ClientError::Closed { .. } | ClientError::Transport(_))
+    ));
 }
-
 
 #[test]
 fn many_clients_at_once() {
@@ -224,11 +300,17 @@ fn tcp_link_requires_the_token() {
         ..AgentConfig::default()
     };
     let (_tx, rx) = crossbeam_channel::unbounded();
-    let agent = Agent::start_parts("tcp-test", Vec::new(), rx, &config, AgentOptions::default()).unwrap();
-    let LinkAddr::Tcp(sa) = agent.local_addr().clone() else { panic!() };
+    let agent =
+        Agent::start_parts("tcp-test", Vec::new(), rx, &config, AgentOptions::default()).unwrap();
+    let LinkAddr::Tcp(sa) = agent.local_addr().clone() else {
+        panic!()
+    };
     assert_ne!(sa.port(), 0);
     assert_eq!(agent.token_file(), Some(token_file.as_path()));
-    assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let bad = ClientOptions {
         token: Some("wrong".into()),
         ..opts("intruder")
@@ -253,13 +335,27 @@ fn a_bad_link_address_is_a_clear_error() {
         link: Some("carrier-pigeon".into()),
         ..AgentConfig::default()
     };
-    let e = Agent::start_parts("x", Vec::new(), rx.clone(), &config, AgentOptions::default()).unwrap_err();
+    let e = Agent::start_parts(
+        "x",
+        Vec::new(),
+        rx.clone(),
+        &config,
+        AgentOptions::default(),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("carrier-pigeon"), "{e}");
     let config = AgentConfig {
         link: Some("tcp:0.0.0.0:0".into()),
         ..AgentConfig::default()
     };
-    let e = Agent::start_parts("x", Vec::new(), rx.clone(), &config, AgentOptions::default()).unwrap_err();
+    let e = Agent::start_parts(
+        "x",
+        Vec::new(),
+        rx.clone(),
+        &config,
+        AgentOptions::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, super::AgentError::Bind { .. }), "{e:?}");
     // A second agent on a live socket.
     let tmp = tempfile::tempdir().unwrap();
@@ -280,8 +376,11 @@ fn pty_link_serves_and_shuts_down() {
         link: Some("pty".into()),
         ..AgentConfig::default()
     };
-    let agent = Agent::start_parts("pty-test", Vec::new(), rx, &config, AgentOptions::default()).unwrap();
-    let LinkAddr::Serial(slave) = agent.local_addr().clone() else { panic!() };
+    let agent =
+        Agent::start_parts("pty-test", Vec::new(), rx, &config, AgentOptions::default()).unwrap();
+    let LinkAddr::Serial(slave) = agent.local_addr().clone() else {
+        panic!()
+    };
     assert!(slave.starts_with("/dev/pts"), "{slave:?}");
     let c = LinkClient::connect_with(agent.local_addr(), opts("serial-tool")).unwrap();
     assert_eq!(c.system_info().unwrap().system, "pty-test");
@@ -295,7 +394,9 @@ fn kvm_or_skip(test: &str) -> bool {
     if hv_core::kvm_available() {
         return true;
     }
-    eprintln!("SKIPPED {test}: /dev/kvm is missing or not accessible; tests that boot guests need KVM");
+    eprintln!(
+        "SKIPPED {test}: /dev/kvm is missing or not accessible; tests that boot guests need KVM"
+    );
     false
 }
 
@@ -333,22 +434,34 @@ fn gdb_and_console_channels_on_a_real_partition() {
     assert_eq!(list[0].vcpus.len(), 1);
     assert!(list[0].image.ends_with("control.elf"));
     assert_eq!(
-        b.open_channel(&ChannelName::gdb_vcpu("control", 5)).unwrap_err().rpc_code(),
+        b.open_channel(&ChannelName::gdb_vcpu("control", 5))
+            .unwrap_err()
+            .rpc_code(),
         Some(codes::UNKNOWN_VCPU)
     );
-    assert_eq!(b.inject_irq("control", 0, 3).unwrap_err().rpc_code(), Some(codes::INVALID_PARAMS));
+    assert_eq!(
+        b.inject_irq("control", 0, 3).unwrap_err().rpc_code(),
+        Some(codes::INVALID_PARAMS)
+    );
     b.inject_irq("control", 0, 200).unwrap();
 
     // Console: output arrives.
     let console = b.open_channel(&ChannelName::console("control")).unwrap();
     let mut seen = Vec::new();
     while !String::from_utf8_lossy(&seen).contains("control: uptime") {
-        seen.extend(console.receiver().recv_timeout(GUARD).expect("console output"));
+        seen.extend(
+            console
+                .receiver()
+                .recv_timeout(GUARD)
+                .expect("console output"),
+        );
     }
 
     // gdb: A owns it, B is told who.
     let gdb = a.open_channel(&ChannelName::gdb("control")).unwrap();
-    let e = b.open_channel(&ChannelName::gdb_vcpu("control", 0)).unwrap_err();
+    let e = b
+        .open_channel(&ChannelName::gdb_vcpu("control", 0))
+        .unwrap_err();
     assert_eq!(e.rpc_code(), Some(codes::CHANNEL_OWNED));
     assert!(e.to_string().contains("tool-a"), "{e}");
     gdb.send(b"$?#3f").unwrap();
@@ -360,14 +473,18 @@ fn gdb_and_console_channels_on_a_real_partition() {
     assert!(text.contains("$T") || text.contains("$S"), "{text}");
     // Closing detaches and releases ownership before the reply: B may take over at once.
     gdb.close().unwrap();
-    let gdb_b = b.open_channel(&ChannelName::gdb_vcpu("control", 0)).unwrap();
+    let gdb_b = b
+        .open_channel(&ChannelName::gdb_vcpu("control", 0))
+        .unwrap();
     drop(gdb_b);
     // A dropped connection also detaches.
-    let gdb = a.open_channel(&ChannelName::gdb("control")).unwrap_or_else(|e| {
-        // B's fire-and-forget close may still be in flight.
-        assert_eq!(e.rpc_code(), Some(codes::CHANNEL_OWNED));
-        retry_open(&a, &ChannelName::gdb("control"))
-    });
+    let gdb = a
+        .open_channel(&ChannelName::gdb("control"))
+        .unwrap_or_else(|e| {
+            // B's fire-and-forget close may still be in flight.
+            assert_eq!(e.rpc_code(), Some(codes::CHANNEL_OWNED));
+            retry_open(&a, &ChannelName::gdb("control"))
+        });
     drop(gdb);
     drop(a);
     let gdb_b = retry_open(&b, &ChannelName::gdb("control"));
@@ -377,9 +494,15 @@ fn gdb_and_console_channels_on_a_real_partition() {
     b.pause("control").unwrap();
     let n = events.recv_timeout(GUARD).unwrap();
     let p = parse_event::<PartitionStateChanged>(&n).unwrap().unwrap();
-    assert_eq!((p.partition.as_str(), p.state.kind()), ("control", "paused"));
+    assert_eq!(
+        (p.partition.as_str(), p.state.kind()),
+        ("control", "paused")
+    );
     b.resume("control").unwrap();
-    assert_eq!(b.partitions().unwrap()[0].state, hv_link::PartitionState::Running);
+    assert_eq!(
+        b.partitions().unwrap()[0].state,
+        hv_link::PartitionState::Running
+    );
     drop(console);
     drop(b);
     agent.shutdown();
@@ -391,7 +514,10 @@ fn complete_packet(bytes: &[u8]) -> bool {
     let Some(start) = bytes.iter().position(|&b| b == b'$') else {
         return false;
     };
-    bytes[start..].iter().position(|&b| b == b'#').is_some_and(|h| start + h + 3 <= bytes.len())
+    bytes[start..]
+        .iter()
+        .position(|&b| b == b'#')
+        .is_some_and(|h| start + h + 3 <= bytes.len())
 }
 
 /// Opens `name`, retrying while another connection's asynchronous detach releases it.

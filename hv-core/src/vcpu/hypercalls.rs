@@ -6,6 +6,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::{IrqLine, VcpuRunner};
 use crate::hypercall::{Hypercall, errors, info, timer_mode};
+use crate::devmodel::CopyError;
 use crate::ipc::IpcStatus;
 use crate::trace::TraceKind;
 
@@ -61,7 +62,7 @@ impl VcpuRunner {
         }
     }
 
-    fn dispatch(&mut self, call: Hypercall, [a0, a1, a2, _a3]: [u64; 4]) -> Outcome {
+    fn dispatch(&mut self, call: Hypercall, [a0, a1, a2, a3]: [u64; 4]) -> Outcome {
         use Outcome::Return;
         let partition = self.partition.clone();
         match call {
@@ -138,12 +139,71 @@ impl VcpuRunner {
             }
             Hypercall::Exit => Outcome::Exit(a0 as i64),
             Hypercall::TimeNs => Return(partition.uptime_ns() as i64),
-            Hypercall::DmReceive
-            | Hypercall::DmReply
-            | Hypercall::DmSetIrq
-            | Hypercall::DmCopyFrom
-            | Hypercall::DmCopyTo => Return(errors::ENOENT),
+            Hypercall::DmReceive => Return(self.dm_receive(a0)),
+            Hypercall::DmReply => {
+                let ok = a2 == 0;
+                let answered = partition.served.iter().any(|d| d.reply(a0, a1, ok));
+                if answered {
+                    self.trace(TraceKind::ModelReply, a0, a1);
+                    Return(0)
+                } else {
+                    Return(errors::ENOENT)
+                }
+            }
+            Hypercall::DmSetIrq => match served(&partition, a0) {
+                Some(device) => {
+                    if a1 != 0 {
+                        device.raise_irq();
+                    }
+                    Return(0)
+                }
+                None => Return(errors::ENOENT),
+            },
+            Hypercall::DmCopyFrom | Hypercall::DmCopyTo => match served(&partition, a0) {
+                Some(device) => {
+                    let result = if call == Hypercall::DmCopyFrom {
+                        device.copy_from_client(&partition.memory, a1, a2, a3)
+                    } else {
+                        device.copy_to_client(&partition.memory, a1, a2, a3)
+                    };
+                    Return(match result {
+                        Ok(()) => 0,
+                        Err(CopyError::NotGranted) => errors::EPERM,
+                        Err(CopyError::Fault) => errors::EFAULT,
+                    })
+                }
+                None => Return(errors::ENOENT),
+            },
         }
+    }
+
+    /// `HV_DM_RECEIVE`: the next request for any device this partition serves.
+    fn dm_receive(&mut self, buf: u64) -> i64 {
+        let partition = self.partition.clone();
+        if partition.served.is_empty() {
+            return errors::ENOENT;
+        }
+        if !partition
+            .memory
+            .check_range(GuestAddress(buf), crate::devmodel::REQUEST_SIZE)
+        {
+            return errors::EFAULT;
+        }
+        for device in &partition.served {
+            if let Some(request) = device.take_request() {
+                if partition
+                    .memory
+                    .write_slice(&request.to_bytes(), GuestAddress(buf))
+                    .is_err()
+                {
+                    device.requeue(request);
+                    return errors::EFAULT;
+                }
+                self.trace(TraceKind::ModelRequest, request.id, request.offset);
+                return 1;
+            }
+        }
+        0
     }
 
     fn ipc(&mut self, call: Hypercall, channel: u64, buf: u64, len: u64) -> Outcome {
@@ -204,6 +264,13 @@ impl VcpuRunner {
         };
         Outcome::Return(result.unwrap_or_else(status_code))
     }
+}
+
+fn served(partition: &crate::partition::Partition, device: u64) -> Option<&crate::devmodel::ServedDevice> {
+    usize::try_from(device)
+        .ok()
+        .and_then(|d| partition.served.get(d))
+        .map(|d| &**d)
 }
 
 fn status_code(status: IpcStatus) -> i64 {

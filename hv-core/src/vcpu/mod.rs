@@ -115,6 +115,17 @@ pub struct VcpuStats {
     pub guest_ns: AtomicU64,
 }
 
+thread_local! {
+    /// The vCPU whose thread this is (set for the life of a vCPU thread).
+    static CURRENT: std::cell::RefCell<Option<Arc<VcpuShared>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The vCPU of the calling thread, when it is a vCPU thread (devices use it to trace and to show
+/// that the vCPU is blocked).
+pub fn current() -> Option<Arc<VcpuShared>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
 /// A job run on the vCPU thread with access to its KVM state.
 type VcpuJob = Box<dyn FnOnce(&mut VcpuRunner) + Send>;
 
@@ -315,6 +326,29 @@ impl VcpuShared {
     fn has_jobs(&self) -> bool {
         !self.jobs_rx.is_empty()
     }
+
+    /// Records a trace event; only from this vCPU's own thread (the ring's one producer).
+    pub(crate) fn trace_here(&self, kind: TraceKind, a: u64, b: u64) {
+        if self.trace.wants(kind) {
+            self.trace.produce(TraceRecord {
+                timestamp: crate::clock::Clock::shared().now_ns(),
+                kind: kind as u16,
+                vcpu: self.index as u16,
+                partition: self.partition as u32,
+                a,
+                b,
+            });
+        }
+    }
+
+    /// Marks the vCPU blocked on a device-model reply (or running again).
+    pub(crate) fn set_blocked(&self, blocked: bool) {
+        self.set_state(if blocked {
+            VcpuState::BlockedOnDevice
+        } else {
+            VcpuState::Running
+        });
+    }
 }
 
 /// An interrupt line: raising it makes `vector` pending on one vCPU.
@@ -438,6 +472,7 @@ impl VcpuRunner {
 
     /// The thread body: runs until the system shuts down.
     pub fn run(mut self) {
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.shared.clone()));
         let run_addr = self.fd.get_kvm_run() as *mut kvm_bindings::kvm_run as usize;
         *self.shared.runner.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((kvm_ext::current_thread(), run_addr));

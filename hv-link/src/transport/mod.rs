@@ -27,8 +27,7 @@ use stream::{PtyMaster, SerialStream, Stream};
 
 use crate::channel::ChannelId;
 use crate::frame::{
-    Frame, FrameDecoder, FrameEncoder, FrameError, FrameHeader, FrameRef, HEADER_LEN, MAX_PAYLOAD,
-    checked_len,
+    Frame, FrameDecoder, FrameEncoder, FrameError, FrameHeader, FrameRef, MAX_PAYLOAD, checked_len,
 };
 
 /// Transport failures: bad addresses, refused binds, I/O errors, malformed frames.
@@ -387,8 +386,6 @@ pub struct Connection {
     writer: FrameWriter,
     peer: String,
 }
-
-const _: () = assert!(HEADER_LEN == 12);
 
 impl Connection {
     fn from_stream(stream: Stream, peer: String) -> Result<Self, TransportError> {

@@ -1,0 +1,453 @@
+//! Para-virtual devices served by a device-model partition.
+//!
+//! A client vCPU's MMIO access to a served device becomes a [`DeviceRequest`] queued to the model
+//! partition, whose request doorbell is raised; the client vCPU blocks until the model answers
+//! with `HV_DM_REPLY`. If the model is stopped in a debugger the client waits (that is the point
+//! of debugging a model); if it has crashed or exited, or does not answer within the device's
+//! timeout, the access completes as a bus error (reads return all ones) and a warning is
+//! published — nothing else waits on it. The model may raise the device's IRQ in the client and
+//! copy to and from the client's memory, but only inside the grants of the system description.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use hv_config::{DeviceConfig, MemoryRange};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::bus::BusDevice;
+use crate::partition::{Partition, PartitionState};
+use crate::trace::TraceKind;
+use crate::vcpu::{self, IrqLine, VcpuState};
+
+/// Size of `struct hv_dm_request` in guest memory.
+pub const REQUEST_SIZE: usize = 40;
+/// Largest copy one `HV_DM_COPY_*` call moves.
+pub const MAX_COPY: u64 = 64 * 1024;
+/// How often a blocked client looks at the model's state while it waits.
+const POLL: Duration = Duration::from_millis(5);
+
+/// One client access, as the model receives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceRequest {
+    /// Unique per device.
+    pub id: u64,
+    /// The device's number in the model partition.
+    pub device: u32,
+    /// The client vCPU that made the access.
+    pub client_vcpu: u32,
+    /// Offset inside the MMIO window.
+    pub offset: u64,
+    /// Written value (writes).
+    pub value: u64,
+    /// 1, 2, 4 or 8.
+    pub size: u32,
+    /// Write or read.
+    pub is_write: bool,
+}
+
+impl DeviceRequest {
+    /// The `struct hv_dm_request` bytes.
+    pub fn to_bytes(&self) -> [u8; REQUEST_SIZE] {
+        let mut b = [0u8; REQUEST_SIZE];
+        b[0..8].copy_from_slice(&self.id.to_le_bytes());
+        b[8..12].copy_from_slice(&self.device.to_le_bytes());
+        b[12..16].copy_from_slice(&self.client_vcpu.to_le_bytes());
+        b[16..24].copy_from_slice(&self.offset.to_le_bytes());
+        b[24..32].copy_from_slice(&self.value.to_le_bytes());
+        b[32..36].copy_from_slice(&self.size.to_le_bytes());
+        b[36..40].copy_from_slice(&u32::from(self.is_write).to_le_bytes());
+        b
+    }
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    Value(u64),
+    BusError,
+}
+
+/// Why a copy was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyError {
+    /// Outside every grant.
+    NotGranted,
+    /// The model's own buffer or the client's memory is not there.
+    Fault,
+}
+
+/// A device served by a model partition: the request queue between client and model.
+pub struct ServedDevice {
+    /// Name from the system description.
+    pub name: String,
+    /// The device's number in its model partition.
+    pub model_number: u32,
+    /// MMIO base in the client.
+    pub mmio_base: u64,
+    /// MMIO size.
+    pub mmio_size: u64,
+    timeout: Duration,
+    grants: Vec<MemoryRange>,
+    queue: Mutex<VecDeque<DeviceRequest>>,
+    replies: Mutex<HashMap<u64, Option<Reply>>>,
+    replied: Condvar,
+    next_id: AtomicU64,
+    model_doorbell: OnceLock<IrqLine>,
+    client_irq: OnceLock<IrqLine>,
+    client_memory: OnceLock<GuestMemoryMmap>,
+    model: OnceLock<Weak<Partition>>,
+    client: OnceLock<Weak<Partition>>,
+    /// Accesses that ended as bus errors.
+    pub bus_errors: AtomicU64,
+    /// Requests served.
+    pub served: AtomicU64,
+}
+
+impl std::fmt::Debug for ServedDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServedDevice")
+            .field("name", &self.name)
+            .field("mmio_base", &self.mmio_base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServedDevice {
+    /// A device from its description; `model_number` is its index among its model's devices.
+    pub fn new(config: &DeviceConfig, model_number: u32) -> ServedDevice {
+        ServedDevice {
+            name: config.name.clone(),
+            model_number,
+            mmio_base: config.mmio_base,
+            mmio_size: config.mmio_size,
+            timeout: Duration::from_millis(config.timeout_ms),
+            grants: config.grants.clone(),
+            queue: Mutex::default(),
+            replies: Mutex::default(),
+            replied: Condvar::new(),
+            next_id: AtomicU64::new(1),
+            model_doorbell: OnceLock::new(),
+            client_irq: OnceLock::new(),
+            client_memory: OnceLock::new(),
+            model: OnceLock::new(),
+            client: OnceLock::new(),
+            bus_errors: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+        }
+    }
+
+    /// Wires both ends once every partition exists.
+    pub fn connect(
+        &self,
+        client: &Arc<Partition>,
+        client_irq: Option<IrqLine>,
+        model: &Arc<Partition>,
+        doorbell: IrqLine,
+    ) {
+        let _ = self.client_memory.set(client.memory.clone());
+        let _ = self.client.set(Arc::downgrade(client));
+        let _ = self.model.set(Arc::downgrade(model));
+        let _ = self.model_doorbell.set(doorbell);
+        if let Some(line) = client_irq {
+            let _ = self.client_irq.set(line);
+        }
+    }
+
+    fn model_state(&self) -> Option<(PartitionState, bool)> {
+        let model = self.model.get()?.upgrade()?;
+        let debug_stopped = model
+            .vcpus
+            .iter()
+            .any(|v| v.state() == VcpuState::DebugStopped);
+        Some((model.state(), debug_stopped))
+    }
+
+    /// A client access: queues it, waits for the model, returns the value (None: bus error).
+    fn access(&self, offset: u64, size: usize, is_write: bool, value: u64) -> Option<u64> {
+        let current = vcpu::current();
+        let request = DeviceRequest {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            device: self.model_number,
+            client_vcpu: current.as_ref().map_or(0, |v| v.index),
+            offset,
+            value,
+            size: size as u32,
+            is_write,
+        };
+        self.replies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(request.id, None);
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(request);
+        if let Some(v) = &current {
+            v.trace_here(TraceKind::ModelRequest, request.id, offset);
+            v.set_blocked(true);
+        }
+        if let Some(doorbell) = self.model_doorbell.get() {
+            doorbell.raise();
+        }
+        let start = Instant::now();
+        let reply = self.wait(request.id, start);
+        if let Some(v) = &current {
+            v.set_blocked(false);
+            v.trace_here(TraceKind::ModelReply, request.id, start.elapsed().as_nanos() as u64);
+        }
+        match reply {
+            Reply::Value(v) => {
+                self.served.fetch_add(1, Ordering::Relaxed);
+                Some(v)
+            }
+            Reply::BusError => {
+                self.bus_errors.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    fn wait(&self, id: u64, start: Instant) -> Reply {
+        let mut replies = self.replies.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(Some(reply)) = replies.get(&id) {
+                let reply = *reply;
+                replies.remove(&id);
+                return reply;
+            }
+            let why = match self.model_state() {
+                None => Some("has no model".to_owned()),
+                Some((PartitionState::Crashed(_), _)) => Some("model crashed".to_owned()),
+                Some((PartitionState::Exited(_), _)) => Some("model exited".to_owned()),
+                Some((_, true)) => None, // stopped in a debugger: wait
+                Some(_) if start.elapsed() >= self.timeout => {
+                    Some(format!("model did not reply within {:?}", self.timeout))
+                }
+                Some(_) => None,
+            };
+            let shutting_down = self
+                .client
+                .get()
+                .and_then(Weak::upgrade)
+                .is_none_or(|c| c.is_shutting_down());
+            if why.is_some() || shutting_down {
+                replies.remove(&id);
+                drop(replies);
+                self.queue
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|r| r.id != id);
+                if let (Some(why), Some(client)) = (why, self.client.get().and_then(Weak::upgrade)) {
+                    client.warn(format!("device {}: bus error: {why}", self.name));
+                }
+                return Reply::BusError;
+            }
+            replies = self
+                .replied
+                .wait_timeout(replies, POLL)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Model side: takes the next queued request.
+    pub fn take_request(&self) -> Option<DeviceRequest> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+
+    /// Model side: puts a request back at the head (the model's buffer was bad).
+    pub fn requeue(&self, request: DeviceRequest) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_front(request);
+    }
+
+    /// Model side: answers request `id`; false when no client waits for it.
+    pub fn reply(&self, id: u64, value: u64, ok: bool) -> bool {
+        let mut replies = self.replies.lock().unwrap_or_else(|p| p.into_inner());
+        match replies.get_mut(&id) {
+            Some(slot @ None) => {
+                *slot = Some(if ok { Reply::Value(value) } else { Reply::BusError });
+                self.replied.notify_all();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Model side: raises the device's interrupt in the client.
+    pub fn raise_irq(&self) -> bool {
+        self.client_irq.get().map(IrqLine::raise).is_some()
+    }
+
+    fn granted(&self, addr: u64, len: u64) -> bool {
+        let Some(end) = addr.checked_add(len) else {
+            return false;
+        };
+        self.grants
+            .iter()
+            .any(|g| addr >= g.base && end <= g.base.saturating_add(g.size))
+    }
+
+    /// Model side: copies `len` bytes from the client at `client_addr` into `model` memory at
+    /// `buf`.
+    pub fn copy_from_client(
+        &self,
+        model: &GuestMemoryMmap,
+        client_addr: u64,
+        buf: u64,
+        len: u64,
+    ) -> Result<(), CopyError> {
+        if len > MAX_COPY || !self.granted(client_addr, len) {
+            return Err(CopyError::NotGranted);
+        }
+        let client = self.client_memory.get().ok_or(CopyError::Fault)?;
+        let mut data = vec![0u8; len as usize];
+        client
+            .read_slice(&mut data, GuestAddress(client_addr))
+            .map_err(|_| CopyError::Fault)?;
+        model
+            .write_slice(&data, GuestAddress(buf))
+            .map_err(|_| CopyError::Fault)
+    }
+
+    /// Model side: copies `len` bytes from `model` memory at `buf` to the client at
+    /// `client_addr`.
+    pub fn copy_to_client(
+        &self,
+        model: &GuestMemoryMmap,
+        client_addr: u64,
+        buf: u64,
+        len: u64,
+    ) -> Result<(), CopyError> {
+        if len > MAX_COPY || !self.granted(client_addr, len) {
+            return Err(CopyError::NotGranted);
+        }
+        let client = self.client_memory.get().ok_or(CopyError::Fault)?;
+        let mut data = vec![0u8; len as usize];
+        model
+            .read_slice(&mut data, GuestAddress(buf))
+            .map_err(|_| CopyError::Fault)?;
+        client
+            .write_slice(&data, GuestAddress(client_addr))
+            .map_err(|_| CopyError::Fault)
+    }
+}
+
+/// The client's MMIO window of a served device, on the client's bus.
+pub struct ServedMmio(pub Arc<ServedDevice>);
+
+fn truncate(value: u64, size: usize) -> u64 {
+    if size >= 8 { value } else { value & ((1u64 << (size * 8)) - 1) }
+}
+
+impl BusDevice for ServedMmio {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let size = data.len().min(8);
+        match self.0.access(offset, size, false, 0) {
+            Some(value) => {
+                let bytes = truncate(value, size).to_le_bytes();
+                data[..size].copy_from_slice(&bytes[..size]);
+            }
+            None => data.fill(0xff),
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let size = data.len().min(8);
+        let mut bytes = [0u8; 8];
+        bytes[..size].copy_from_slice(&data[..size]);
+        let _ = self.0.access(offset, size, true, u64::from_le_bytes(bytes));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(timeout_ms: u64) -> ServedDevice {
+        ServedDevice::new(
+            &DeviceConfig {
+                name: "sensor".into(),
+                partition: "control".into(),
+                mmio_base: 0xd000_0000,
+                mmio_size: 0x1000,
+                irq: Some(40),
+                served_by: Some("model".into()),
+                request_vector: 33,
+                timeout_ms,
+                grants: vec![MemoryRange {
+                    base: 0xe0_0000,
+                    size: 0x1000,
+                }],
+            },
+            0,
+        )
+    }
+
+    #[test]
+    fn request_layout_matches_the_c_struct() {
+        let r = DeviceRequest {
+            id: 7,
+            device: 1,
+            client_vcpu: 2,
+            offset: 0xc,
+            value: 0x1122,
+            size: 4,
+            is_write: true,
+        };
+        let b = r.to_bytes();
+        assert_eq!(b[0], 7);
+        assert_eq!(b[8], 1);
+        assert_eq!(b[12], 2);
+        assert_eq!(b[16], 0xc);
+        assert_eq!(&b[24..26], &[0x22, 0x11]);
+        assert_eq!(b[32], 4);
+        assert_eq!(b[36], 1);
+    }
+
+    #[test]
+    fn an_unconnected_device_is_a_bus_error_not_a_hang() {
+        let mut mmio = ServedMmio(Arc::new(device(10)));
+        let mut data = [0u8; 4];
+        mmio.read(0, &mut data);
+        assert_eq!(data, [0xff; 4]);
+        assert_eq!(mmio.0.bus_errors.load(Ordering::Relaxed), 1);
+        assert!(mmio.0.take_request().is_none(), "failed request left the queue");
+    }
+
+    #[test]
+    fn grants_bound_copies() {
+        let d = device(10);
+        assert!(d.granted(0xe0_0000, 0x1000));
+        assert!(d.granted(0xe0_0ffc, 4));
+        assert!(!d.granted(0xe0_0ffd, 4));
+        assert!(!d.granted(0x10_0000, 4));
+        assert!(!d.granted(u64::MAX - 1, 4));
+        let model = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+        assert_eq!(
+            d.copy_to_client(&model, 0x10_0000, 0, 4),
+            Err(CopyError::NotGranted)
+        );
+    }
+
+    #[test]
+    fn replies_only_reach_waiting_requests() {
+        let d = device(10);
+        assert!(!d.reply(99, 1, true), "garbage id");
+        d.replies.lock().unwrap().insert(5, None);
+        assert!(d.reply(5, 42, true));
+        assert!(!d.reply(5, 43, true), "second reply to the same request");
+        assert_eq!(d.replies.lock().unwrap()[&5], Some(Reply::Value(42)));
+    }
+
+    #[test]
+    fn values_are_truncated_to_the_access_size() {
+        assert_eq!(truncate(0x1234_5678, 1), 0x78);
+        assert_eq!(truncate(0x1234_5678, 2), 0x5678);
+        assert_eq!(truncate(u64::MAX, 8), u64::MAX);
+    }
+}

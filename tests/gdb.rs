@@ -1,0 +1,303 @@
+//! End-to-end debugging with stock gdb (batch mode) through the gdb bridge and the host link of
+//! a real `hv run`, on real guests built from source.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{kvm_lock, kvm_or_skip, system_file, wait_until};
+
+const DEMO: &str = r#"
+[[partition]]
+name = "control"
+image = "{guests}/control.elf"
+
+[[partition]]
+name = "telemetry"
+image = "{guests}/telemetry.elf"
+
+[[partition]]
+name = "worker"
+image = "{guests}/worker.elf"
+memory = "32M"
+vcpus = 2
+
+[[channel]]
+name = "telemetry"
+endpoints = ["control", "telemetry"]
+"#;
+
+/// A running `hv run` with its console lines.
+struct Hv {
+    child: Child,
+    base: u16,
+    lines: Arc<Mutex<Vec<String>>>,
+    dir: tempfile::TempDir,
+    _system: common::SystemFile,
+}
+
+/// A base port per test (tests of this binary run one at a time, but a port may linger).
+fn next_base() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let pid = (std::process::id() % 50) as u16;
+    20_000 + pid * 400 + NEXT.fetch_add(1, Ordering::Relaxed) * 7 % 400
+}
+
+impl Hv {
+    fn start(toml: &str) -> Hv {
+        let system = system_file(toml);
+        let dir = tempfile::tempdir().unwrap();
+        let base = next_base();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hv"))
+            .args(["run", system.path.to_str().unwrap(), "--gdb-port", &base.to_string()])
+            .arg("--link")
+            .arg(format!("unix:{}", dir.path().join("link.sock").display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hv run");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        let ready = Arc::new(Mutex::new(String::new()));
+        let log = ready.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let port = base.to_string();
+        assert!(
+            wait_until(Duration::from_secs(30), || ready.lock().unwrap().contains(&port)),
+            "no port table from hv run:\n{}",
+            ready.lock().unwrap()
+        );
+        Hv {
+            child,
+            base,
+            lines,
+            dir,
+            _system: system,
+        }
+    }
+
+    fn count(&self, prefix: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .count()
+    }
+
+    fn wait_count(&self, prefix: &str, n: usize) {
+        assert!(
+            wait_until(Duration::from_secs(20), || self.count(prefix) >= n),
+            "{prefix} printed {} lines, expected {n}",
+            self.count(prefix)
+        );
+    }
+
+    fn marker(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Hv {
+    fn drop(&mut self) {
+        // SAFETY: kill only sends a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs gdb in batch mode on `elf` with `commands` against `port`; returns its output.
+fn gdb(elf: &str, port: u16, commands: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("cmds.gdb");
+    std::fs::write(
+        &script,
+        format!("set pagination off\nset confirm off\ntarget remote 127.0.0.1:{port}\n{commands}\n"),
+    )
+    .unwrap();
+    let out = Command::new("gdb")
+        .args(["-nx", "-batch", "-x"])
+        .arg(&script)
+        .arg(guests::image(elf))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gdb");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn touch(path: &Path) -> String {
+    format!("shell touch {}", path.display())
+}
+
+#[test]
+fn break_step_and_inspect_a_c_guest() {
+    if !kvm_or_skip("break_step_and_inspect_a_c_guest") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let hv = Hv::start(DEMO);
+    hv.wait_count("[control]", 1);
+    let out = gdb(
+        "control",
+        hv.base,
+        "break on_tick\ncontinue\nbacktrace\nprint control_ticks\nnext\nstepi\nfinish\n\
+         delete\nbreak control.c:36\ncontinue\ninfo locals\nprint msg.seq\nstep\n\
+         info registers rip rsp fs_base gs_base cr0 cr3 cr4 efer\nx/2xg 0x100000\n\
+         monitor partitions\ndetach",
+    );
+    assert!(out.contains("Breakpoint 1, on_tick"), "{out}");
+    assert!(out.contains("in hv_main"), "backtrace reaches hv_main: {out}");
+    assert!(out.contains("Run till exit from"), "finish: {out}");
+    assert!(out.contains("Breakpoint 2, send_telemetry"), "file:line breakpoint: {out}");
+    assert!(out.contains("msg = {"), "locals: {out}");
+    assert!(out.contains("hv_printf") || out.contains("control.c:37"), "step: {out}");
+    for reg in ["fs_base", "gs_base", "cr3 ", "cr0", "cr4", "efer"] {
+        assert!(out.contains(reg), "register {reg}: {out}");
+    }
+    assert!(out.contains("0x9000"), "cr3 is the boot page table: {out}");
+    assert!(out.contains("<_start>:"), "memory by virtual address: {out}");
+    assert!(out.contains("control") && out.contains("debug-stopped"), "{out}");
+    // Detached: the guest runs on.
+    let before = hv.count("[control]");
+    hv.wait_count("[control]", before + 1);
+}
+
+#[test]
+fn a_stopped_partition_does_not_stop_the_others() {
+    if !kvm_or_skip("a_stopped_partition_does_not_stop_the_others") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let hv = Hv::start(DEMO);
+    hv.wait_count("[worker]", 3);
+    let (stopped, release) = (hv.marker("stopped"), hv.marker("release"));
+    let script = format!(
+        "break on_tick\ncontinue\n{}\nshell while [ ! -e {} ]; do sleep 0.05; done\ndetach",
+        touch(&stopped),
+        release.display()
+    );
+    let handle = {
+        let base = hv.base;
+        std::thread::spawn(move || gdb("control", base, &script))
+    };
+    assert!(wait_until(Duration::from_secs(30), || stopped.exists()), "breakpoint not hit");
+    let (control, worker) = (hv.count("[control]"), hv.count("[worker]"));
+    hv.wait_count("[worker]", worker + 2);
+    assert_eq!(hv.count("[control]"), control, "control printed while stopped in gdb");
+    std::fs::write(&release, b"").unwrap();
+    let out = handle.join().unwrap();
+    assert!(out.contains("Breakpoint 1, on_tick"), "{out}");
+    hv.wait_count("[control]", control + 1);
+}
+
+#[test]
+fn smp_threads_and_a_single_vcpu_port() {
+    if !kvm_or_skip("smp_threads_and_a_single_vcpu_port") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let hv = Hv::start(DEMO);
+    hv.wait_count("[worker]", 2);
+    let worker_port = hv.base + 2;
+    let out = gdb("worker", worker_port, "info threads\nthread 2\nbacktrace 1\ndetach");
+    assert!(out.contains("Thread 1.1") && out.contains("Thread 1.2"), "{out}");
+    assert!(out.contains("vcpu=1") || out.contains("vcpu=vcpu@entry=1"), "{out}");
+
+    // vCPU 1 of worker alone (partition 2): it stays put while vCPU 0 runs on.
+    let vcpu1_port = hv.base + 100 + 16 * 2 + 1;
+    let out = gdb(
+        "worker",
+        vcpu1_port,
+        "print worker_ticks[1]\nprint worker_ticks[0]\nshell sleep 1.5\n\
+         print worker_ticks[1]\nprint worker_ticks[0]\nmonitor partitions\ndetach",
+    );
+    let values: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix('$').and_then(|l| l.split(" = ").nth(1)))
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    assert_eq!(values.len(), 4, "{out}");
+    assert_eq!(values[0], values[2], "the stopped vCPU advanced: {out}");
+    assert!(values[3] > values[1], "its sibling did not advance: {out}");
+    assert!(out.contains("0:running") || out.contains("0:halted"), "{out}");
+    assert!(out.contains("1:debug-stopped"), "{out}");
+}
+
+#[test]
+fn ctrl_c_stops_and_killed_gdb_leaves_the_guest_running() {
+    if !kvm_or_skip("ctrl_c_stops_and_killed_gdb_leaves_the_guest_running") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let hv = Hv::start(DEMO);
+    hv.wait_count("[control]", 1);
+    let out = gdb(
+        "control",
+        hv.base,
+        "python import os, signal, threading; threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n\
+         continue\ninfo registers rip\ndetach",
+    );
+    assert!(out.contains("SIGINT"), "{out}");
+    assert!(out.contains("rip"), "{out}");
+
+    // gdb killed while the guest runs: the guest keeps running and the port is reusable.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("run.gdb");
+    std::fs::write(&script, format!("target remote 127.0.0.1:{}\ncontinue\n", hv.base)).unwrap();
+    let mut gdb_child = Command::new("gdb")
+        .args(["-nx", "-batch", "-x"])
+        .arg(&script)
+        .arg(guests::image("control"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    gdb_child.kill().unwrap();
+    let _ = gdb_child.wait();
+    let before = hv.count("[control]");
+    hv.wait_count("[control]", before + 2);
+    let out = gdb("control", hv.base, "info registers rip\ndetach");
+    assert!(out.contains("rip"), "port not reusable: {out}");
+}
+
+#[test]
+fn watchpoints_fire_or_are_refused_clearly() {
+    if !kvm_or_skip("watchpoints_fire_or_are_refused_clearly") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let hv = Hv::start(DEMO);
+    hv.wait_count("[control]", 1);
+    let out = gdb("control", hv.base, "watch control_seq\ncontinue\ndetach");
+    if hv_core::probe::debug_caps().data_watchpoints {
+        assert!(out.contains("Hardware watchpoint 1: control_seq"), "{out}");
+        assert!(out.contains("New value"), "{out}");
+    } else {
+        // This host's KVM never raises data breakpoints: the stub refuses them up front.
+        assert!(out.contains("Could not insert hardware watchpoint"), "{out}");
+    }
+}
