@@ -1,61 +1,25 @@
-//! ELF loading: checks that an image is an x86_64 ELF64 executable whose segments fit the
-//! partition, and copies its loadable segments into guest memory.
+//! ELF loading: the checks of an image (x86_64 ELF64 executable, segments inside the partition's
+//! loadable memory) are hv-config's, the same the system description's validation runs; this
+//! module keeps the parsed segments and copies them into guest memory.
 
 use std::path::{Path, PathBuf};
 
-use object::elf::{EM_X86_64, ET_EXEC, FileHeader64, PT_LOAD};
-use object::read::elf::{FileHeader, ProgramHeader};
-use object::Endianness;
+use hv_config::image::{ImageError, check_layout, inspect, read_image};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use crate::layout::IMAGE_BASE;
 
-/// `e_ident[EI_CLASS]` of a 64-bit ELF file.
-const ELFCLASS64: u8 = 2;
-
 /// Errors while loading a guest image.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The file could not be read.
-    #[error("cannot read image {path}")]
-    Read {
+    /// The file is missing, unreadable, not an x86_64 ELF64 executable, or does not fit.
+    #[error("image {path}")]
+    Invalid {
         /// The image path.
         path: PathBuf,
-        /// Why.
+        /// What is wrong with it.
         #[source]
-        source: std::io::Error,
-    },
-    /// Not an ELF file, or a malformed one.
-    #[error("{path} is not a valid ELF file: {reason}")]
-    NotElf {
-        /// The image path.
-        path: PathBuf,
-        /// What the parser said.
-        reason: String,
-    },
-    /// An ELF file for another machine or class.
-    #[error("{path} is not an x86_64 ELF64 executable ({what})")]
-    WrongKind {
-        /// The image path.
-        path: PathBuf,
-        /// What is wrong.
-        what: String,
-    },
-    /// A loadable segment falls outside the partition's loadable RAM.
-    #[error(
-        "{path}: segment at {start:#x}..{end:#x} is outside the partition's loadable memory {limit_start:#x}..{limit_end:#x}"
-    )]
-    SegmentOutside {
-        /// The image path.
-        path: PathBuf,
-        /// Segment start.
-        start: u64,
-        /// Segment end (exclusive).
-        end: u64,
-        /// First loadable address.
-        limit_start: u64,
-        /// End of loadable memory (below the vCPU stacks).
-        limit_end: u64,
+        source: ImageError,
     },
     /// Writing guest memory failed.
     #[error("{path}: cannot write segment into guest memory: {source}")]
@@ -75,7 +39,7 @@ pub struct GuestImage {
     pub path: PathBuf,
     /// Entry point.
     pub entry: u64,
-    /// Loadable segments: (guest-physical address, file bytes, memory size).
+    /// Loadable segments.
     pub segments: Vec<Segment>,
 }
 
@@ -93,79 +57,44 @@ pub struct Segment {
 impl GuestImage {
     /// Reads and checks an image; `load_limit` is the end of loadable memory.
     pub fn from_file(path: &Path, load_limit: u64) -> Result<GuestImage, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        let invalid = |source| LoadError::Invalid {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        read_image(path).map_err(invalid)?;
+        let bytes = std::fs::read(path).map_err(|e| invalid(ImageError::Read(e)))?;
         Self::parse(path, &bytes, load_limit)
     }
 
     /// Parses and checks image bytes.
     pub fn parse(path: &Path, bytes: &[u8], load_limit: u64) -> Result<GuestImage, LoadError> {
-        let path_buf = path.to_owned();
-        let not_elf = |reason: &str| LoadError::NotElf {
-            path: path_buf.clone(),
-            reason: reason.to_owned(),
+        let invalid = |source| LoadError::Invalid {
+            path: path.to_owned(),
+            source,
         };
-        if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
-            return Err(not_elf("no ELF magic"));
+        let info = inspect(bytes).map_err(invalid)?;
+        if let Some(e) = check_layout(&info, IMAGE_BASE, load_limit).into_iter().next() {
+            return Err(invalid(e));
         }
-        if bytes.len() > 4 && bytes[4] != ELFCLASS64 {
-            return Err(LoadError::WrongKind {
-                path: path_buf,
-                what: "32-bit ELF".into(),
-            });
-        }
-        let header = FileHeader64::<Endianness>::parse(bytes).map_err(|e| not_elf(&e.to_string()))?;
-        let endian = header.endian().map_err(|e| not_elf(&e.to_string()))?;
-        if endian != Endianness::Little || header.e_machine(endian) != EM_X86_64 {
-            return Err(LoadError::WrongKind {
-                path: path_buf,
-                what: format!("machine {}", header.e_machine(endian)),
-            });
-        }
-        if header.e_type(endian) != ET_EXEC {
-            return Err(LoadError::WrongKind {
-                path: path_buf,
-                what: format!(
-                    "ELF type {} (need a statically linked executable)",
-                    header.e_type(endian)
-                ),
-            });
-        }
-        let mut segments = Vec::new();
-        for ph in header
-            .program_headers(endian, bytes)
-            .map_err(|e| not_elf(&e.to_string()))?
-        {
-            if ph.p_type(endian) != PT_LOAD || ph.p_memsz(endian) == 0 {
-                continue;
-            }
-            let addr = ph.p_paddr(endian);
-            let mem_size = ph.p_memsz(endian);
-            let data = ph.data(endian, bytes).map_err(|()| not_elf("segment data out of file bounds"))?;
-            let end = addr.checked_add(mem_size);
-            if addr < IMAGE_BASE || end.is_none_or(|end| end > load_limit) || (data.len() as u64) > mem_size {
-                return Err(LoadError::SegmentOutside {
-                    path: path_buf,
-                    start: addr,
-                    end: end.unwrap_or(u64::MAX),
-                    limit_start: IMAGE_BASE,
-                    limit_end: load_limit,
-                });
-            }
-            segments.push(Segment {
-                addr,
-                data: data.to_vec(),
-                mem_size,
-            });
-        }
-        if segments.is_empty() {
-            return Err(not_elf("no loadable segments"));
-        }
+        let segments = info
+            .segments
+            .iter()
+            .map(|s| {
+                let data = usize::try_from(s.offset)
+                    .ok()
+                    .zip(usize::try_from(s.filesz).ok())
+                    .and_then(|(start, len)| bytes.get(start..start.checked_add(len)?))
+                    .ok_or_else(|| invalid(ImageError::Malformed("segment outside the file".into())))?;
+                Ok(Segment {
+                    addr: s.paddr,
+                    data: data.to_vec(),
+                    mem_size: s.memsz,
+                })
+            })
+            .collect::<Result<Vec<_>, LoadError>>()?;
         Ok(GuestImage {
-            path: path_buf,
-            entry: header.e_entry(endian),
+            path: path.to_owned(),
+            entry: info.entry,
             segments,
         })
     }
@@ -235,19 +164,19 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_an_x86_64_executable() {
-        assert!(matches!(parse(b"hello"), Err(LoadError::NotElf { .. })));
-        assert!(matches!(parse(&[]), Err(LoadError::NotElf { .. })));
+        assert!(matches!(parse(b"hello"), Err(LoadError::Invalid { .. })));
+        assert!(matches!(parse(&[]), Err(LoadError::Invalid { .. })));
         assert!(matches!(
             parse(&elf_header(1, X86_64, EXEC)),
-            Err(LoadError::WrongKind { .. })
+            Err(LoadError::Invalid { .. })
         ));
         assert!(matches!(
             parse(&with_segment(elf_header(2, 183, EXEC), 0x10_0000, 16)),
-            Err(LoadError::WrongKind { .. })
+            Err(LoadError::Invalid { .. })
         ));
         assert!(matches!(
             parse(&with_segment(elf_header(2, X86_64, 3), 0x10_0000, 16)),
-            Err(LoadError::WrongKind { .. })
+            Err(LoadError::Invalid { .. })
         ));
     }
 
@@ -255,7 +184,10 @@ mod tests {
     fn rejects_segments_outside_partition_memory() {
         for (addr, size) in [(0x1000, 16), (16 << 20, 16), (0x10_0000, 64 << 20), (u64::MAX - 4, 16)] {
             let err = parse(&with_segment(elf_header(2, X86_64, EXEC), addr, size)).unwrap_err();
-            assert!(matches!(err, LoadError::SegmentOutside { .. }), "{addr:#x}: {err}");
+            assert!(
+                matches!(err, LoadError::Invalid { source: ImageError::SegmentOutside { .. }, .. }),
+                "{addr:#x}: {err}"
+            );
         }
     }
 
