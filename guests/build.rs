@@ -17,6 +17,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("control", "demo/control.c"),
     ("telemetry", "demo/telemetry.c"),
     ("worker", "demo/worker.c"),
+    ("sensor-model", "demo/sensor_model.c"),
     ("hypercalls", "test/hypercalls.c"),
     ("echo", "test/echo.c"),
     ("crasher", "test/crasher.c"),

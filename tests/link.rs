@@ -439,9 +439,12 @@ fn malformed_link_input_closes_only_that_connection() {
 
 /// A base port whose whole plan for `partitions` single-vCPU partitions is free right now.
 fn free_base(partitions: usize) -> u16 {
-    let seed = (std::process::id() % 1000) as u16;
-    for i in 0..500u16 {
-        let base = 20_000 + (seed * 37 + i * 401) % 40_000;
+    // Different candidates for every call and process.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = std::process::id() % 1000 * 37 + call * 7919;
+    for i in 0..500u32 {
+        let base = (20_000 + (seed + i * 401) % 40_000) as u16;
         let mut ports: Vec<u16> = (0..partitions as u16).map(|k| base + k).collect();
         ports.extend((0..partitions as u16).map(|k| base + 100 + 16 * k));
         if ports

@@ -192,9 +192,14 @@ fn serve(conn: hv_link::Connection, mut table: ChannelTable, seen: &Sender<Seen>
 
 /// A base port whose whole plan (2 partitions, 3 vCPUs) is free right now.
 fn free_base() -> u16 {
-    let seed = std::process::id() as u16;
+    // Different candidates for every call, so tests running in parallel do not pick the same.
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = (std::process::id() as u16)
+        .wrapping_mul(31)
+        .wrapping_add(call.wrapping_mul(7919));
     for i in 0..200u16 {
-        let base = 20000 + (seed.wrapping_mul(31).wrapping_add(i * 211)) % 40000;
+        let base = 20000 + seed.wrapping_add(i.wrapping_mul(211)) % 40000;
         let plan = port_plan(&[info("control", 1), info("worker", 2)], base).unwrap();
         if plan
             .iter()
@@ -306,6 +311,23 @@ fn forwards_both_ways_and_closes_the_channel_when_gdb_leaves() {
         agent.seen.recv_timeout(GUARD).unwrap(),
         Seen::Closed(ChannelName::gdb("control"))
     );
+
+    // When gdb sees the hang-up, the guest is already free: reconnecting at once works.
+    for _ in 0..20 {
+        let mut s = connect(port);
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+        assert!(matches!(
+            agent.seen.recv_timeout(GUARD).unwrap(),
+            Seen::Opened(_)
+        ));
+        assert!(matches!(
+            agent.seen.recv_timeout(GUARD).unwrap(),
+            Seen::Closed(_)
+        ));
+    }
     bridge.shutdown();
 }
 

@@ -22,6 +22,8 @@ pub const ABI_HEADER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/include/h
 ///
 /// - `control`, `telemetry`, `worker`: the demo system (control sends telemetry to telemetry over
 ///   channel "telemetry"; worker computes on 2 vCPUs).
+/// - `sensor-model`: the device-model partition serving control's para-virtual device "sensor"
+///   (`served_by = "sensor-model"` in the system description; registers in `demo/sensor.h`).
 /// - `hypercalls` (+ `echo` on channel "loop"): checks every non-device-model hypercall.
 /// - `crasher`: triple-faults on purpose.
 /// - `random`: a hostile guest doing 100,000 random hypercalls, port and MMIO accesses.
@@ -30,6 +32,7 @@ pub const GUEST_NAMES: &[&str] = &[
     "control",
     "telemetry",
     "worker",
+    "sensor-model",
     "hypercalls",
     "echo",
     "crasher",
@@ -76,6 +79,13 @@ pub const GUESTS: &[GuestInfo] = &[
         channels: &[],
         exit_code: None,
         description: "counts primes on 2 vCPUs, then idles on a 100 Hz timer",
+    },
+    GuestInfo {
+        name: "sensor-model",
+        vcpus: 1,
+        channels: &[],
+        exit_code: None,
+        description: "device model serving the para-virtual `sensor` device that control drives",
     },
     GuestInfo {
         name: "hypercalls",
@@ -202,7 +212,8 @@ mod tests {
             for entry in fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)).unwrap() {
                 let path = entry.unwrap().path();
                 if path.extension().is_some_and(|e| e == "c") {
-                    sources.push(path.file_stem().unwrap().to_string_lossy().into_owned());
+                    // `demo/sensor_model.c` builds the guest `sensor-model`.
+                    sources.push(path.file_stem().unwrap().to_string_lossy().replace('_', "-"));
                 }
             }
         }

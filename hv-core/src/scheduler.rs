@@ -135,6 +135,9 @@ fn run(
                     .0;
             }
             drop(stop);
+            // The edge is stamped before the flag flips: no vCPU can observe an open window
+            // before its logged opening.
+            let at_ns = clock.now_ns();
             partitions[partition].set_in_window(open);
             let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
             if log.len() == LOG_CAPACITY {
@@ -143,7 +146,7 @@ fn run(
             log.push_back(WindowEdge {
                 partition,
                 open,
-                at_ns: clock.now_ns(),
+                at_ns,
             });
         }
         frame_start += frame;
