@@ -162,6 +162,8 @@ fn main() {
     println!("hv_hypercall_ns {our_rt:.0}");
     println!("hypercall_ratio {:.3} (goal <= 1.10)", our_rt / raw_rt);
     println!("raw_kvm_vm_start_us {raw_st:.0}");
-    println!("hv_partition_start_us {our_st:.0} (description loaded -> first guest exit, 16 MiB partition)");
+    println!(
+        "hv_partition_start_us {our_st:.0} (description loaded -> first guest exit, 16 MiB partition)"
+    );
     println!("start_ratio {:.2}", our_st / raw_st);
 }

@@ -54,7 +54,12 @@ impl Hv {
         let dir = tempfile::tempdir().unwrap();
         let base = next_base();
         let mut child = Command::new(env!("CARGO_BIN_EXE_hv"))
-            .args(["run", system.path.to_str().unwrap(), "--gdb-port", &base.to_string()])
+            .args([
+                "run",
+                system.path.to_str().unwrap(),
+                "--gdb-port",
+                &base.to_string(),
+            ])
             .arg("--link")
             .arg(format!("unix:{}", dir.path().join("link.sock").display()))
             .stdout(Stdio::piped())
@@ -81,7 +86,10 @@ impl Hv {
         });
         let port = base.to_string();
         assert!(
-            wait_until(Duration::from_secs(30), || ready.lock().unwrap().contains(&port)),
+            wait_until(Duration::from_secs(30), || ready
+                .lock()
+                .unwrap()
+                .contains(&port)),
             "no port table from hv run:\n{}",
             ready.lock().unwrap()
         );
@@ -130,7 +138,9 @@ fn gdb(elf: &str, port: u16, commands: &str) -> String {
     let script = dir.path().join("cmds.gdb");
     std::fs::write(
         &script,
-        format!("set pagination off\nset confirm off\ntarget remote 127.0.0.1:{port}\n{commands}\n"),
+        format!(
+            "set pagination off\nset confirm off\ntarget remote 127.0.0.1:{port}\n{commands}\n"
+        ),
     )
     .unwrap();
     let out = Command::new("gdb")
@@ -168,17 +178,32 @@ fn break_step_and_inspect_a_c_guest() {
          monitor partitions\ndetach",
     );
     assert!(out.contains("Breakpoint 1, on_tick"), "{out}");
-    assert!(out.contains("in hv_main"), "backtrace reaches hv_main: {out}");
+    assert!(
+        out.contains("in hv_main"),
+        "backtrace reaches hv_main: {out}"
+    );
     assert!(out.contains("Run till exit from"), "finish: {out}");
-    assert!(out.contains("Breakpoint 2, send_telemetry"), "file:line breakpoint: {out}");
+    assert!(
+        out.contains("Breakpoint 2, send_telemetry"),
+        "file:line breakpoint: {out}"
+    );
     assert!(out.contains("msg = {"), "locals: {out}");
-    assert!(out.contains("hv_printf") || out.contains("control.c:37"), "step: {out}");
+    assert!(
+        out.contains("hv_printf") || out.contains("control.c:37"),
+        "step: {out}"
+    );
     for reg in ["fs_base", "gs_base", "cr3 ", "cr0", "cr4", "efer"] {
         assert!(out.contains(reg), "register {reg}: {out}");
     }
     assert!(out.contains("0x9000"), "cr3 is the boot page table: {out}");
-    assert!(out.contains("<_start>:"), "memory by virtual address: {out}");
-    assert!(out.contains("control") && out.contains("debug-stopped"), "{out}");
+    assert!(
+        out.contains("<_start>:"),
+        "memory by virtual address: {out}"
+    );
+    assert!(
+        out.contains("control") && out.contains("debug-stopped"),
+        "{out}"
+    );
     // Detached: the guest runs on.
     let before = hv.count("[control]");
     hv.wait_count("[control]", before + 1);
@@ -202,10 +227,17 @@ fn a_stopped_partition_does_not_stop_the_others() {
         let base = hv.base;
         std::thread::spawn(move || gdb("control", base, &script))
     };
-    assert!(wait_until(Duration::from_secs(30), || stopped.exists()), "breakpoint not hit");
+    assert!(
+        wait_until(Duration::from_secs(30), || stopped.exists()),
+        "breakpoint not hit"
+    );
     let (control, worker) = (hv.count("[control]"), hv.count("[worker]"));
     hv.wait_count("[worker]", worker + 2);
-    assert_eq!(hv.count("[control]"), control, "control printed while stopped in gdb");
+    assert_eq!(
+        hv.count("[control]"),
+        control,
+        "control printed while stopped in gdb"
+    );
     std::fs::write(&release, b"").unwrap();
     let out = handle.join().unwrap();
     assert!(out.contains("Breakpoint 1, on_tick"), "{out}");
@@ -221,9 +253,19 @@ fn smp_threads_and_a_single_vcpu_port() {
     let hv = Hv::start(DEMO);
     hv.wait_count("[worker]", 2);
     let worker_port = hv.base + 2;
-    let out = gdb("worker", worker_port, "info threads\nthread 2\nbacktrace 1\ndetach");
-    assert!(out.contains("Thread 1.1") && out.contains("Thread 1.2"), "{out}");
-    assert!(out.contains("vcpu=1") || out.contains("vcpu=vcpu@entry=1"), "{out}");
+    let out = gdb(
+        "worker",
+        worker_port,
+        "info threads\nthread 2\nbacktrace 1\ndetach",
+    );
+    assert!(
+        out.contains("Thread 1.1") && out.contains("Thread 1.2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("vcpu=1") || out.contains("vcpu=vcpu@entry=1"),
+        "{out}"
+    );
 
     // vCPU 1 of worker alone (partition 2): it stays put while vCPU 0 runs on.
     let vcpu1_port = hv.base + 100 + 16 * 2 + 1;
@@ -241,7 +283,10 @@ fn smp_threads_and_a_single_vcpu_port() {
     assert_eq!(values.len(), 4, "{out}");
     assert_eq!(values[0], values[2], "the stopped vCPU advanced: {out}");
     assert!(values[3] > values[1], "its sibling did not advance: {out}");
-    assert!(out.contains("0:running") || out.contains("0:halted"), "{out}");
+    assert!(
+        out.contains("0:running") || out.contains("0:halted"),
+        "{out}"
+    );
     assert!(out.contains("1:debug-stopped"), "{out}");
 }
 
@@ -265,7 +310,11 @@ fn ctrl_c_stops_and_killed_gdb_leaves_the_guest_running() {
     // gdb killed while the guest runs: the guest keeps running and the port is reusable.
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("run.gdb");
-    std::fs::write(&script, format!("target remote 127.0.0.1:{}\ncontinue\n", hv.base)).unwrap();
+    std::fs::write(
+        &script,
+        format!("target remote 127.0.0.1:{}\ncontinue\n", hv.base),
+    )
+    .unwrap();
     let mut gdb_child = Command::new("gdb")
         .args(["-nx", "-batch", "-x"])
         .arg(&script)
@@ -298,6 +347,9 @@ fn watchpoints_fire_or_are_refused_clearly() {
         assert!(out.contains("New value"), "{out}");
     } else {
         // This host's KVM never raises data breakpoints: the stub refuses them up front.
-        assert!(out.contains("Could not insert hardware watchpoint"), "{out}");
+        assert!(
+            out.contains("Could not insert hardware watchpoint"),
+            "{out}"
+        );
     }
 }

@@ -121,8 +121,20 @@ mod tests {
 
     #[test]
     fn pages_of_every_size() {
-        assert_eq!(walk(0x1234).unwrap(), Translation { phys: 0x20_1234, remaining: 0x20_0000 - 0x1234 });
-        assert_eq!(walk(0x20_5010).unwrap(), Translation { phys: 0x9010, remaining: 0xff0 });
+        assert_eq!(
+            walk(0x1234).unwrap(),
+            Translation {
+                phys: 0x20_1234,
+                remaining: 0x20_0000 - 0x1234
+            }
+        );
+        assert_eq!(
+            walk(0x20_5010).unwrap(),
+            Translation {
+                phys: 0x9010,
+                remaining: 0xff0
+            }
+        );
         assert_eq!(walk(0x4000_0000 + 0x123).unwrap().phys, 0x4000_0123);
         assert_eq!(walk(0x4000_0000).unwrap().remaining, 1 << 30);
     }
@@ -130,7 +142,10 @@ mod tests {
     #[test]
     fn unmapped_and_unreadable_are_errors() {
         assert_eq!(walk(0x20_6000), Err(WalkError::NotMapped { va: 0x20_6000 }));
-        assert_eq!(walk(0x80_0000_0000), Err(WalkError::NotMapped { va: 0x80_0000_0000 }));
+        assert_eq!(
+            walk(0x80_0000_0000),
+            Err(WalkError::NotMapped { va: 0x80_0000_0000 })
+        );
         assert_eq!(
             translate(LONG, 0, |_| None),
             Err(WalkError::BadTable { table: 0x1000 })
@@ -139,7 +154,12 @@ mod tests {
 
     #[test]
     fn no_paging_is_identity() {
-        let flat = PagingState { cr0: 1, cr3: 0, cr4: 0, efer: 0 };
+        let flat = PagingState {
+            cr0: 1,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
+        };
         assert_eq!(translate(flat, 0x12345, |_| None).unwrap().phys, 0x12345);
     }
 }

@@ -9,7 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use hv_link::{ChannelHandle, ChannelName, ClientError};
+use hv_link::client::parse_event;
+use hv_link::control::{
+    ChannelClose, ChannelCloseParams, ChannelClosed, ChannelOpen, ChannelOpenParams,
+    ChannelOpenResult, request_bytes,
+};
+use hv_link::handshake::client_handshake;
+use hv_link::rpc::RequestId;
+use hv_link::{ChannelId, ChannelName, FrameReader, FrameWriter, Message};
 
 use crate::{BridgeEvent, PortEntry, Shared};
 
@@ -19,6 +26,8 @@ const READ_CHUNK: usize = 64 * 1024;
 const REFUSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Packets answered with the error before hanging up on a refused gdb.
 const REFUSE_PACKETS: usize = 8;
+/// Limit for the agent's answers (handshake, `channel.open`) and for writes to gdb.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A forwarding connection, for shutdown.
 pub(crate) struct ConnEntry {
@@ -106,17 +115,15 @@ fn serve(shared: &Arc<Shared>, entry: &PortEntry, stream: TcpStream) {
     if let Err(reason) = reserve(shared, &channel, entry.port, peer) {
         return refused(reason, stream);
     }
-    let handle = match shared.client.open_channel(&channel) {
-        Ok(h) => h,
-        Err(e) => {
+    let session = if shared.client.is_connected() {
+        open_session(shared, &channel)
+    } else {
+        Err("the hypervisor's host link is closed".to_owned())
+    };
+    let session = match session {
+        Ok(s) => s,
+        Err(reason) => {
             shared.attached().remove(&channel);
-            let reason = match e {
-                ClientError::Rpc { error, .. } => error.message,
-                ClientError::Closed { .. } | ClientError::Transport(_) => {
-                    format!("the hypervisor's host link is closed ({e})")
-                }
-                other => other.to_string(),
-            };
             return refused(reason, stream);
         }
     };
@@ -125,7 +132,7 @@ fn serve(shared: &Arc<Shared>, entry: &PortEntry, stream: TcpStream) {
         channel: channel.clone(),
         peer,
     });
-    forward(handle, stream, || {
+    forward(session, stream, || {
         shared.attached().remove(&channel);
     });
     shared.emit(&BridgeEvent::Detached {
@@ -135,20 +142,80 @@ fn serve(shared: &Arc<Shared>, entry: &PortEntry, stream: TcpStream) {
     });
 }
 
+/// A gdb channel on its own host-link connection: its reader thread writes gdb's replies
+/// straight to the TCP socket (no hand-off through a shared router), and one slow debugger
+/// cannot hold up another.
+struct Session {
+    reader: FrameReader,
+    writer: FrameWriter,
+    id: ChannelId,
+}
+
+/// Request ids on a session connection.
+const OPEN_ID: i64 = 1;
+const CLOSE_ID: i64 = 2;
+
+fn open_session(shared: &Shared, channel: &ChannelName) -> Result<Session, String> {
+    let closed = |e: &dyn std::fmt::Display| format!("the hypervisor's host link is closed ({e})");
+    let mut conn = hv_link::connect(&shared.link).map_err(|e| closed(&e))?;
+    client_handshake(&mut conn, &shared.hello, Some(CALL_TIMEOUT)).map_err(|e| e.to_string())?;
+    let params = ChannelOpenParams {
+        name: channel.clone(),
+    };
+    let request = request_bytes::<ChannelOpen>(&RequestId::Number(OPEN_ID), &params)
+        .map_err(|e| e.to_string())?;
+    conn.send_frame(ChannelId::CONTROL, &request)
+        .map_err(|e| closed(&e))?;
+    conn.set_read_timeout(Some(CALL_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let id = loop {
+        let frame = conn
+            .recv_frame()
+            .map_err(|e| closed(&e))?
+            .ok_or_else(|| closed(&"end of stream"))?;
+        if frame.channel != ChannelId::CONTROL {
+            continue;
+        }
+        if let Ok(Message::Response(r)) = Message::parse(&frame.payload)
+            && r.id == RequestId::Number(OPEN_ID)
+        {
+            let result = r.outcome.map_err(|e| e.message)?;
+            let opened: ChannelOpenResult =
+                serde_json::from_value(result).map_err(|e| e.to_string())?;
+            break opened.id;
+        }
+    };
+    conn.set_read_timeout(None).map_err(|e| e.to_string())?;
+    let (reader, writer) = conn.split();
+    Ok(Session { reader, writer, id })
+}
+
 /// Forward until gdb or the channel closes; then close the channel (waiting for the agent to
 /// detach), call `released`, and only then hang up on gdb: a debugger that sees the hang-up
 /// may reconnect at once and find the guest free.
-fn forward(handle: ChannelHandle, mut from_gdb: TcpStream, released: impl FnOnce()) {
-    let rx = handle.receiver().clone();
+fn forward(session: Session, mut from_gdb: TcpStream, released: impl FnOnce()) {
+    let Session {
+        mut reader,
+        writer,
+        id,
+    } = session;
+    // Bounds a write to a debugger that stopped reading (not a data-path delay).
+    let _ = from_gdb.set_write_timeout(Some(CALL_TIMEOUT));
     let closing = Arc::new(AtomicBool::new(false));
-    let to_gdb = from_gdb.try_clone();
     let down_closing = closing.clone();
-    let down = to_gdb.and_then(|mut to_gdb| {
+    let down = from_gdb.try_clone().and_then(|mut to_gdb| {
         std::thread::Builder::new()
             .name("gdb-bridge-down".into())
             .spawn(move || {
-                while let Ok(data) = rx.recv() {
-                    if to_gdb.write_all(&data).is_err() {
+                let mut gdb_alive = true;
+                // Until the link is gone (end of stream or error) or the session ends.
+                while let Ok(Some(frame)) = reader.recv_frame_ref() {
+                    if frame.channel == id {
+                        if gdb_alive && to_gdb.write_all(frame.payload).is_err() {
+                            gdb_alive = false;
+                        }
+                    } else if frame.channel == ChannelId::CONTROL && ends_session(frame.payload, id)
+                    {
                         break;
                     }
                 }
@@ -163,7 +230,7 @@ fn forward(handle: ChannelHandle, mut from_gdb: TcpStream, released: impl FnOnce
         Ok(d) => d,
         Err(e) => {
             tracing::warn!("gdb-bridge: cannot start a forwarding thread: {e}");
-            let _ = handle.close();
+            writer.shutdown();
             released();
             return;
         }
@@ -173,7 +240,7 @@ fn forward(handle: ChannelHandle, mut from_gdb: TcpStream, released: impl FnOnce
         match from_gdb.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if handle.send(&buf[..n]).is_err() {
+                if writer.send_frame(id, &buf[..n]).is_err() {
                     break;
                 }
             }
@@ -182,10 +249,30 @@ fn forward(handle: ChannelHandle, mut from_gdb: TcpStream, released: impl FnOnce
         }
     }
     closing.store(true, Ordering::SeqCst);
-    let _ = handle.close();
+    // Close and wait for the answer (the agent has detached when it comes).
+    let close =
+        request_bytes::<ChannelClose>(&RequestId::Number(CLOSE_ID), &ChannelCloseParams { id });
+    if close
+        .map(|b| writer.send_frame(ChannelId::CONTROL, &b))
+        .is_err()
+    {
+        writer.shutdown();
+    }
+    let _ = down.join();
+    writer.shutdown();
     released();
     let _ = from_gdb.shutdown(Shutdown::Both);
-    let _ = down.join();
+}
+
+/// True for the answer to our `channel.close`, or a `channel.closed` notification for `id`.
+fn ends_session(payload: &[u8], id: ChannelId) -> bool {
+    match Message::parse(payload) {
+        Ok(Message::Response(r)) => r.id == RequestId::Number(CLOSE_ID),
+        Ok(Message::Notification(n)) => {
+            parse_event::<ChannelClosed>(&n).is_some_and(|p| p.is_ok_and(|p| p.id == id))
+        }
+        _ => false,
+    }
 }
 
 /// `$<payload>#<checksum>`.

@@ -32,8 +32,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Receiver;
-use hv_link::{ChannelName, ClientError, ClientOptions, LinkAddr, LinkClient, PartitionInfo};
+use hv_link::handshake::caps;
+use hv_link::transport::{default_token_path, read_token_file};
+use hv_link::{
+    ChannelName, ClientError, ClientOptions, Hello, LinkAddr, LinkClient, PartitionInfo,
+};
 
+/// The default base port (a system description's `[agent] gdb_base_port` default).
+pub const DEFAULT_BASE_PORT: u16 = hv_config::DEFAULT_GDB_BASE_PORT;
 /// Offset of the first per-vCPU port from the base port.
 pub const VCPU_PORT_OFFSET: u16 = 100;
 /// Ports reserved per partition for its vCPUs.
@@ -333,6 +339,9 @@ impl Default for BridgeOptions {
 /// State shared by the accept threads and the forwarding threads.
 pub(crate) struct Shared {
     pub(crate) client: LinkClient,
+    /// Where each gdb session opens its own connection, and the hello it sends.
+    pub(crate) link: LinkAddr,
+    pub(crate) hello: Hello,
     events: Option<EventSink>,
     pub(crate) stopping: AtomicBool,
     /// Channels this bridge has open: channel → (port, peer).
@@ -406,10 +415,33 @@ impl Bridge {
         base_port: u16,
         options: BridgeOptions,
     ) -> Result<Bridge, BridgeError> {
+        let token = match (&options.token, link) {
+            (Some(t), _) => Some(t.clone()),
+            (None, LinkAddr::Tcp(a)) => {
+                let path = options
+                    .token_file
+                    .clone()
+                    .unwrap_or_else(|| default_token_path(a.port()));
+                let token = read_token_file(&path).map_err(|e| BridgeError::Connect {
+                    addr: link.clone(),
+                    source: ClientError::Transport(e),
+                })?;
+                Some(token)
+            }
+            (None, _) => None,
+        };
+        let capabilities: Vec<String> = [caps::CONTROL, caps::GDB, caps::GDB_VCPU]
+            .map(String::from)
+            .to_vec();
         let client_options = ClientOptions {
-            token: options.token.clone(),
-            token_file: options.token_file.clone(),
+            token: token.clone(),
+            capabilities: capabilities.clone(),
             ..ClientOptions::new(options.client_name.clone())
+        };
+        let hello = Hello {
+            capabilities,
+            token,
+            ..Hello::new(options.client_name.clone())
         };
         let client = LinkClient::connect_with(link, client_options).map_err(|source| {
             BridgeError::Connect {
@@ -424,6 +456,8 @@ impl Bridge {
         let notifications = client.notifications().clone();
         let shared = Arc::new(Shared {
             client,
+            link: link.clone(),
+            hello,
             events: options.events,
             stopping: AtomicBool::new(false),
             attached: Mutex::default(),

@@ -301,12 +301,18 @@ fn forwards_both_ways_and_closes_the_channel_when_gdb_leaves() {
         Seen::Opened(ChannelName::gdb("control"))
     );
 
-    drop(gdb);
+    // gdb leaves; the bridge hangs up once the channel is closed.
+    let hang_up = |mut s: TcpStream| {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+    };
+    hang_up(gdb);
     assert_eq!(
         agent.seen.recv_timeout(GUARD).unwrap(),
         Seen::Closed(ChannelName::gdb_vcpu("worker", 1))
     );
-    drop(other);
+    hang_up(other);
     assert_eq!(
         agent.seen.recv_timeout(GUARD).unwrap(),
         Seen::Closed(ChannelName::gdb("control"))
@@ -406,6 +412,11 @@ fn losing_the_link_hangs_up_on_gdb_and_is_reported() {
     assert!(matches!(
         agent.seen.recv_timeout(GUARD).unwrap(),
         Seen::Opened(_)
+    ));
+    // Attached: the bridge has the agent's answer (the link is not cut mid-open).
+    assert!(matches!(
+        events.recv_timeout(GUARD).unwrap(),
+        BridgeEvent::Attached { .. }
     ));
     let closed = bridge.link_closed();
     agent.kill_links();

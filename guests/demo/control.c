@@ -7,21 +7,9 @@
  *   control: uptime <s> s, <s*1000> ticks                               every second
  *   control: sent telemetry #<seq>                                      after each send
  *   control: telemetry #<seq> not sent (error <e>), <k> failures       if HV_IPC_SEND fails
- *
- * With the para-virtual device "sensor" in the boot info (see sensor.h; served by sensor-model),
- * control also drives it: at boot it reads ID, and every second, after the telemetry send, it
- * starts a conversion (CTRL = 1); on the device interrupt it reads STATUS and DATA and checks the
- * sample against the mailbox the model writes at SENSOR_MAILBOX_ADDR. Extra lines:
- *   control: sensor id 0x<id>                     at boot (or "control: no sensor", then nothing
- *                                                 more about the sensor)
- *   control: sensor sample #<k> = <v>             per sample read (k counts samples read)
- *   control: sensor bus error                     a read returned all ones (model late or dead)
- *   control: sensor not ready (status 0x<s>)      interrupt without STATUS.ready
- *   control: sensor mailbox mismatch              the mailbox value differs from DATA
  */
 #include "hvdk.h"
 #include "demo.h"
-#include "sensor.h"
 
 volatile unsigned long control_ticks;
 unsigned long control_send_failures;
@@ -54,7 +42,22 @@ static void send_telemetry(const struct hv_ipc_info *ch, unsigned long second)
     }
 }
 
-/* The sensor driver. control_sensor_base is 0 when the partition has no sensor. */
+/* The sensor driver (kept below the telemetry code, whose line numbers tests/gdb.rs uses).
+ *
+ * With the para-virtual device "sensor" in the boot info (see sensor.h; served by sensor-model),
+ * control also drives it: at boot it reads ID, and every second, after the telemetry send, it
+ * starts a conversion (CTRL = 1); on the device interrupt it reads STATUS and DATA and checks the
+ * sample against the mailbox the model writes at SENSOR_MAILBOX_ADDR. Extra output lines:
+ *   control: sensor id 0x<id>                     at boot, after the partition line (or
+ *                                                 "control: no sensor", then nothing more about it)
+ *   control: sensor sample #<k> = <v>             per sample read (k counts samples read)
+ *   control: sensor bus error                     a read returned all ones (model late or dead)
+ *   control: sensor not ready (status 0x<s>)      interrupt without STATUS.ready
+ *   control: sensor mailbox mismatch              the mailbox value differs from DATA
+ * control_sensor_base is 0 when the partition has no sensor.
+ */
+#include "sensor.h"
+
 uint64_t control_sensor_base;
 unsigned control_sensor_vector;          /* its interrupt vector, 0 if none */
 volatile uint32_t control_sensor_irq;    /* set by the interrupt handler */
@@ -118,6 +121,11 @@ static void sensor_init(const struct hv_boot_info *boot)
 static void sensor_start(void)
 {
     sensor_write(SENSOR_REG_CTRL, SENSOR_CTRL_START);
+    /* A write cannot fail visibly; reading CTRL back shows a dead or late model as a bus error. */
+    if (sensor_read(SENSOR_REG_CTRL) == SENSOR_BUS_ERROR) {
+        sensor_bus_error();
+        return;
+    }
     if (!control_sensor_vector)
         control_sensor_irq = 1;
 }

@@ -213,7 +213,12 @@ mod tests {
                 let path = entry.unwrap().path();
                 if path.extension().is_some_and(|e| e == "c") {
                     // `demo/sensor_model.c` builds the guest `sensor-model`.
-                    sources.push(path.file_stem().unwrap().to_string_lossy().replace('_', "-"));
+                    sources.push(
+                        path.file_stem()
+                            .unwrap()
+                            .to_string_lossy()
+                            .replace('_', "-"),
+                    );
                 }
             }
         }

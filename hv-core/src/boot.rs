@@ -58,7 +58,11 @@ fn segment_from_entry(entry: u64, selector: u16) -> kvm_segment {
         base: ((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000),
         limit: {
             let raw = ((entry & 0xffff) | ((entry >> 32) & 0xf_0000)) as u32;
-            if flag(55) == 1 { (raw << 12) | 0xfff } else { raw }
+            if flag(55) == 1 {
+                (raw << 12) | 0xfff
+            } else {
+                raw
+            }
         },
         selector,
         type_: ((entry >> 40) & 0xf) as u8,
@@ -94,7 +98,10 @@ pub fn write_boot_tables<M: GuestMemoryBackend>(mem: &M) -> Result<(), BootError
     // I/O map base beyond the TSS limit: no I/O permission bitmap.
     mem.write_obj(104u16, GuestAddress(TSS_ADDR + 102))?;
 
-    mem.write_obj(PDPT_ADDR | PAGE_PRESENT | PAGE_WRITABLE, GuestAddress(PML4_ADDR))?;
+    mem.write_obj(
+        PDPT_ADDR | PAGE_PRESENT | PAGE_WRITABLE,
+        GuestAddress(PML4_ADDR),
+    )?;
     let directories = IDENTITY_MAPPED >> 30;
     for pd in 0..directories {
         let pd_addr = PD_ADDR + pd * 0x1000;
@@ -344,7 +351,10 @@ mod tests {
         assert_eq!(sregs.tr.base, TSS_ADDR);
         assert_eq!(u64::from(sregs.gdt.limit) + 1, 5 * 8);
         assert_eq!(sregs.efer & (EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
-        assert_eq!(sregs.cr0 & (X86_CR0_PE | X86_CR0_PG), X86_CR0_PE | X86_CR0_PG);
+        assert_eq!(
+            sregs.cr0 & (X86_CR0_PE | X86_CR0_PG),
+            X86_CR0_PE | X86_CR0_PG
+        );
         assert_ne!(sregs.cr4 & X86_CR4_OSFXSR, 0, "SSE enabled");
         assert_eq!(sregs.cr3, PML4_ADDR);
     }

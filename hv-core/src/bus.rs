@@ -161,7 +161,10 @@ mod tests {
         let d = || Arc::new(Mutex::new(Recorder::default())) as Arc<Mutex<dyn BusDevice>>;
         bus.insert(0x1000, 0x100, d()).unwrap();
         for (base, len) in [(0x1000, 1), (0xfff, 2), (0x10ff, 0x10), (0x800, 0x1000)] {
-            assert!(matches!(bus.insert(base, len, d()), Err(BusError::Overlap { .. })), "{base:#x}");
+            assert!(
+                matches!(bus.insert(base, len, d()), Err(BusError::Overlap { .. })),
+                "{base:#x}"
+            );
         }
         bus.insert(0x1100, 0x100, d()).unwrap();
         bus.insert(0xf00, 0x100, d()).unwrap();
@@ -171,11 +174,15 @@ mod tests {
     #[test]
     fn unmapped_and_straddling_accesses_are_counted() {
         let mut bus = Bus::default();
-        bus.insert(0x1000, 4, Arc::new(Mutex::new(Recorder::default()))).unwrap();
+        bus.insert(0x1000, 4, Arc::new(Mutex::new(Recorder::default())))
+            .unwrap();
         let mut data = [0u8; 4];
         assert!(!bus.read(0x2000, &mut data, 0));
         assert_eq!(data, [0; 4]);
-        assert!(!bus.read(0x1002, &mut data, 0xff), "crosses the end of the range");
+        assert!(
+            !bus.read(0x1002, &mut data, 0xff),
+            "crosses the end of the range"
+        );
         assert_eq!(data, [0xff; 4]);
         assert!(!bus.write(u64::MAX, &[1]));
         assert_eq!(bus.unmapped_accesses(), 3);

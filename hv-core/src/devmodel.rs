@@ -195,7 +195,11 @@ impl ServedDevice {
         let reply = self.wait(request.id, start);
         if let Some(v) = &current {
             v.set_blocked(false);
-            v.trace_here(TraceKind::ModelReply, request.id, start.elapsed().as_nanos() as u64);
+            v.trace_here(
+                TraceKind::ModelReply,
+                request.id,
+                start.elapsed().as_nanos() as u64,
+            );
         }
         match reply {
             Reply::Value(v) => {
@@ -210,6 +214,9 @@ impl ServedDevice {
     }
 
     fn wait(&self, id: u64, start: Instant) -> Reply {
+        // The timeout counts only time the model could have answered in: it restarts whenever
+        // the model is seen stopped in a debugger.
+        let mut since = start;
         let mut replies = self.replies.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(Some(reply)) = replies.get(&id) {
@@ -221,8 +228,11 @@ impl ServedDevice {
                 None => Some("has no model".to_owned()),
                 Some((PartitionState::Crashed(_), _)) => Some("model crashed".to_owned()),
                 Some((PartitionState::Exited(_), _)) => Some("model exited".to_owned()),
-                Some((_, true)) => None, // stopped in a debugger: wait
-                Some(_) if start.elapsed() >= self.timeout => {
+                Some((_, true)) => {
+                    since = Instant::now(); // stopped in a debugger: wait
+                    None
+                }
+                Some(_) if since.elapsed() >= self.timeout => {
                     Some(format!("model did not reply within {:?}", self.timeout))
                 }
                 Some(_) => None,
@@ -239,7 +249,8 @@ impl ServedDevice {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .retain(|r| r.id != id);
-                if let (Some(why), Some(client)) = (why, self.client.get().and_then(Weak::upgrade)) {
+                if let (Some(why), Some(client)) = (why, self.client.get().and_then(Weak::upgrade))
+                {
                     client.warn(format!("device {}: bus error: {why}", self.name));
                 }
                 return Reply::BusError;
@@ -254,7 +265,10 @@ impl ServedDevice {
 
     /// Model side: takes the next queued request.
     pub fn take_request(&self) -> Option<DeviceRequest> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
     }
 
     /// Model side: puts a request back at the head (the model's buffer was bad).
@@ -270,7 +284,11 @@ impl ServedDevice {
         let mut replies = self.replies.lock().unwrap_or_else(|p| p.into_inner());
         match replies.get_mut(&id) {
             Some(slot @ None) => {
-                *slot = Some(if ok { Reply::Value(value) } else { Reply::BusError });
+                *slot = Some(if ok {
+                    Reply::Value(value)
+                } else {
+                    Reply::BusError
+                });
                 self.replied.notify_all();
                 true
             }
@@ -341,7 +359,11 @@ impl ServedDevice {
 pub struct ServedMmio(pub Arc<ServedDevice>);
 
 fn truncate(value: u64, size: usize) -> u64 {
-    if size >= 8 { value } else { value & ((1u64 << (size * 8)) - 1) }
+    if size >= 8 {
+        value
+    } else {
+        value & ((1u64 << (size * 8)) - 1)
+    }
 }
 
 impl BusDevice for ServedMmio {
@@ -416,7 +438,10 @@ mod tests {
         mmio.read(0, &mut data);
         assert_eq!(data, [0xff; 4]);
         assert_eq!(mmio.0.bus_errors.load(Ordering::Relaxed), 1);
-        assert!(mmio.0.take_request().is_none(), "failed request left the queue");
+        assert!(
+            mmio.0.take_request().is_none(),
+            "failed request left the queue"
+        );
     }
 
     #[test]

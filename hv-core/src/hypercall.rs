@@ -182,7 +182,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn header() -> String {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../guests/sdk/include/hv_abi.h");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../guests/sdk/include/hv_abi.h"
+        );
         std::fs::read_to_string(path).expect("hv_abi.h")
     }
 

@@ -136,7 +136,10 @@ mod tests {
         assert_eq!(channel.receive(0), Err(IpcStatus::WouldBlock));
         assert_eq!(channel.next_len(1), Some(4));
         assert_eq!(channel.receive(1).unwrap(), b"ping");
-        assert_eq!(channel.send(1, &vec![0; IPC_MAX_MESSAGE + 1]), Err(IpcStatus::TooLarge));
+        assert_eq!(
+            channel.send(1, &vec![0; IPC_MAX_MESSAGE + 1]),
+            Err(IpcStatus::TooLarge)
+        );
         for _ in 0..IPC_DEPTH {
             channel.send(1, b"x").unwrap();
         }

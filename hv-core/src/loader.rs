@@ -73,7 +73,10 @@ impl GuestImage {
             source,
         };
         let info = inspect(bytes).map_err(invalid)?;
-        if let Some(e) = check_layout(&info, IMAGE_BASE, load_limit).into_iter().next() {
+        if let Some(e) = check_layout(&info, IMAGE_BASE, load_limit)
+            .into_iter()
+            .next()
+        {
             return Err(invalid(e));
         }
         let segments = info
@@ -84,7 +87,9 @@ impl GuestImage {
                     .ok()
                     .zip(usize::try_from(s.filesz).ok())
                     .and_then(|(start, len)| bytes.get(start..start.checked_add(len)?))
-                    .ok_or_else(|| invalid(ImageError::Malformed("segment outside the file".into())))?;
+                    .ok_or_else(|| {
+                        invalid(ImageError::Malformed("segment outside the file".into()))
+                    })?;
                 Ok(Segment {
                     addr: s.paddr,
                     data: data.to_vec(),
@@ -182,10 +187,21 @@ mod tests {
 
     #[test]
     fn rejects_segments_outside_partition_memory() {
-        for (addr, size) in [(0x1000, 16), (16 << 20, 16), (0x10_0000, 64 << 20), (u64::MAX - 4, 16)] {
+        for (addr, size) in [
+            (0x1000, 16),
+            (16 << 20, 16),
+            (0x10_0000, 64 << 20),
+            (u64::MAX - 4, 16),
+        ] {
             let err = parse(&with_segment(elf_header(2, X86_64, EXEC), addr, size)).unwrap_err();
             assert!(
-                matches!(err, LoadError::Invalid { source: ImageError::SegmentOutside { .. }, .. }),
+                matches!(
+                    err,
+                    LoadError::Invalid {
+                        source: ImageError::SegmentOutside { .. },
+                        ..
+                    }
+                ),
                 "{addr:#x}: {err}"
             );
         }

@@ -398,20 +398,15 @@ impl Partition {
         // SAFETY: `host` is the start of the RAM region's private anonymous mapping, which is
         // `len()` bytes long and lives as long as `self.memory`; MADV_DONTNEED on such a mapping
         // replaces its pages with zero-filled ones and touches nothing else.
-        let ret = unsafe {
-            libc::madvise(
-                host.cast(),
-                ram.len() as usize,
-                libc::MADV_DONTNEED,
-            )
-        };
+        let ret = unsafe { libc::madvise(host.cast(), ram.len() as usize, libc::MADV_DONTNEED) };
         if ret != 0 {
             // Fallback: write zeros.
             let zeros = vec![0u8; 1 << 20];
             let mut addr = 0;
             while addr < ram.len() {
                 let n = (ram.len() - addr).min(zeros.len() as u64) as usize;
-                let _ = vm_memory::Bytes::write_slice(&self.memory, &zeros[..n], GuestAddress(addr));
+                let _ =
+                    vm_memory::Bytes::write_slice(&self.memory, &zeros[..n], GuestAddress(addr));
                 addr += n as u64;
             }
         }

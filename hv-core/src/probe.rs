@@ -30,7 +30,17 @@ pub fn debug_caps() -> DebugCaps {
         sw_breakpoints: run_probe(&[0xcc], KVM_GUESTDBG_USE_SW_BP, 0),
         // mov [0x200000], al ; out 0xE0, al
         data_watchpoints: run_probe(
-            &[0x88, 0x04, 0x25, 0x00, 0x00, 0x20, 0x00, 0xe6, HYPERCALL_PORT as u8],
+            &[
+                0x88,
+                0x04,
+                0x25,
+                0x00,
+                0x00,
+                0x20,
+                0x00,
+                0xe6,
+                HYPERCALL_PORT as u8,
+            ],
             KVM_GUESTDBG_USE_HW_BP,
             0x20_0000,
         ),
@@ -42,7 +52,8 @@ fn run_probe(code: &[u8], control: u32, watch: u64) -> bool {
     let attempt = || -> Option<bool> {
         let kvm = Kvm::new().ok()?;
         let vm = kvm.create_vm().ok()?;
-        let memory: GuestMemoryMmap = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).ok()?;
+        let memory: GuestMemoryMmap =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).ok()?;
         crate::boot::write_boot_tables(&memory).ok()?;
         memory.write_slice(code, GuestAddress(IMAGE_BASE)).ok()?;
         let region = kvm_userspace_memory_region {

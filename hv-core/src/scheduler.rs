@@ -42,7 +42,10 @@ pub struct Scheduler {
 
 /// Window edges of one major frame: (offset, partition index, open), closes before opens at the
 /// same offset.
-pub fn frame_edges(schedule: &ScheduleConfig, partitions: &[Arc<Partition>]) -> Vec<(Duration, usize, bool)> {
+pub fn frame_edges(
+    schedule: &ScheduleConfig,
+    partitions: &[Arc<Partition>],
+) -> Vec<(Duration, usize, bool)> {
     let mut edges = Vec::new();
     for window in &schedule.windows {
         if let Some(p) = partitions.iter().find(|p| p.name == window.partition) {

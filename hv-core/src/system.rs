@@ -9,15 +9,16 @@ use std::thread::JoinHandle;
 use hv_config::SystemConfig;
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
-use vm_memory::{GuestMemoryBackend,
-    FileOffset, GuestAddress, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap, MmapRegion,
+use vm_memory::{
+    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap, MmapRegion,
 };
 
 use crate::boot::{self, BootDeviceInfo, BootInfo, BootIpcInfo};
-use crate::devmodel::{ServedDevice, ServedMmio};
 use crate::bus::Bus;
 use crate::clock::Clock;
 use crate::console::{Console, Uart};
+use crate::devmodel::{ServedDevice, ServedMmio};
 use crate::events::{EventHub, SystemEvent};
 use crate::ipc::{IpcChannel, IpcError};
 use crate::kvm_ext;
@@ -197,11 +198,14 @@ impl System {
                         .ok_or_else(|| perr(format!("IPC window at {gpa:#x}")))?,
                 );
                 let endpoint = usize::from(config.channels[channel_index].endpoints[1] == pc.name);
-                endpoints.push((channel_index, IpcEndpoint {
-                    channel,
-                    endpoint,
-                    gpa,
-                }));
+                endpoints.push((
+                    channel_index,
+                    IpcEndpoint {
+                        channel,
+                        endpoint,
+                        gpa,
+                    },
+                ));
             }
             let memory = GuestMemoryMmap::from_regions(regions).map_err(|e| perr(e.to_string()))?;
             for (slot, region) in memory.iter().enumerate() {
@@ -231,8 +235,12 @@ impl System {
                 IrqLine::new(vcpus[0].clone(), UART_VECTOR),
             )));
             let mut pio = Bus::default();
-            pio.insert(u64::from(UART_PORT), u64::from(UART_PORT_COUNT), uart.clone())
-                .map_err(|e| perr(e.to_string()))?;
+            pio.insert(
+                u64::from(UART_PORT),
+                u64::from(UART_PORT_COUNT),
+                uart.clone(),
+            )
+            .map_err(|e| perr(e.to_string()))?;
             let mut mmio = Bus::default();
             let mut boot_devices = Vec::new();
             for (dc, device) in config.devices.iter().zip(&devices) {
@@ -285,7 +293,9 @@ impl System {
             for (slot, info) in boot_devices.into_iter().take(boot::MAX_DEVICES).enumerate() {
                 boot_info.devices[slot] = info;
             }
-            for (number, (channel_index, endpoint)) in endpoints.iter().enumerate().take(boot::MAX_IPC) {
+            for (number, (channel_index, endpoint)) in
+                endpoints.iter().enumerate().take(boot::MAX_IPC)
+            {
                 let cc = &config.channels[*channel_index];
                 endpoint
                     .channel
@@ -341,10 +351,9 @@ impl System {
 
         for (dc, device) in config.devices.iter().zip(&devices) {
             let find = |name: &str| partitions.iter().find(|p: &&Arc<Partition>| p.name == name);
-            let (Some(client), Some(model)) = (
-                find(&dc.partition),
-                dc.served_by.as_deref().and_then(find),
-            ) else {
+            let (Some(client), Some(model)) =
+                (find(&dc.partition), dc.served_by.as_deref().and_then(find))
+            else {
                 continue;
             };
             device.connect(
@@ -382,18 +391,20 @@ impl System {
                 let runner = VcpuRunner::new(fd, shared.clone(), partition.clone(), self.sync_regs);
                 let name = format!("{}-vcpu{}", partition.name, shared.index);
                 let partition_for_thread = partition.clone();
-                self.threads.push(std::thread::Builder::new().name(name).spawn(move || {
-                    if let Some(cpu) = pin
-                        && let Err(e) = kvm_ext::pin_current_thread(cpu)
-                    {
-                        partition_for_thread.warn(format!("cannot pin to host CPU {cpu}: {e}"));
-                    }
-                    runner.run();
-                })?);
+                self.threads
+                    .push(std::thread::Builder::new().name(name).spawn(move || {
+                        if let Some(cpu) = pin
+                            && let Err(e) = kvm_ext::pin_current_thread(cpu)
+                        {
+                            partition_for_thread.warn(format!("cannot pin to host CPU {cpu}: {e}"));
+                        }
+                        runner.run();
+                    })?);
             }
         }
         if let Some(schedule) = &self.config.schedule {
-            let scheduler = Scheduler::start(schedule, self.partitions.clone(), self.clock.clone())?;
+            let scheduler =
+                Scheduler::start(schedule, self.partitions.clone(), self.clock.clone())?;
             *self.scheduler.lock().unwrap_or_else(|p| p.into_inner()) = Some(scheduler);
         }
         for partition in &self.partitions {

@@ -110,7 +110,10 @@ fn run(shared: &Shared) {
             return;
         }
         let Some(armed) = state.armed.as_mut() else {
-            state = shared.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+            state = shared
+                .changed
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
             continue;
         };
         let now = Instant::now();

@@ -281,7 +281,10 @@ mod tests {
             .filter(|r| r.kind == TraceKind::Lost as u16)
             .map(|r| r.a)
             .sum();
-        let delivered = out.iter().filter(|r| r.kind == TraceKind::Marker as u16).count() as u64;
+        let delivered = out
+            .iter()
+            .filter(|r| r.kind == TraceKind::Marker as u16)
+            .count() as u64;
         assert_eq!(lost, 6);
         assert_eq!(ring.lost(), lost);
         assert_eq!(delivered + lost, ring.produced());
@@ -321,7 +324,10 @@ mod tests {
             .filter(|r| r.kind == TraceKind::Lost as u16)
             .map(|r| r.a)
             .sum();
-        let delivered = out.iter().filter(|r| r.kind == TraceKind::Marker as u16).count() as u64;
+        let delivered = out
+            .iter()
+            .filter(|r| r.kind == TraceKind::Marker as u16)
+            .count() as u64;
         assert_eq!(delivered + lost, ring.produced());
         assert_eq!(lost, ring.lost());
     }

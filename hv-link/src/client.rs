@@ -893,7 +893,10 @@ mod tests {
         // Everything that waits on the link ends: notifications, channel data, calls.
         assert!(notifications.recv().is_err());
         assert!(ch.recv().is_err());
-        assert!(matches!(c.system_info(), Err(ClientError::Closed { .. } | ClientError::Transport(_))));
+        assert!(matches!(
+            c.system_info(),
+            Err(ClientError::Closed { .. } | ClientError::Transport(_))
+        ));
         assert!(!c.is_connected());
         agent.join().unwrap();
     }

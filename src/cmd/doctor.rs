@@ -55,11 +55,31 @@ fn kvm_checks() -> Vec<Check> {
     )];
     let caps: [(Cap, &str, bool, &str); 6] = [
         (Cap::UserMemory, "KVM_CAP_USER_MEMORY", true, "guest memory"),
-        (Cap::SetTssAddr, "KVM_CAP_SET_TSS_ADDR", true, "x86 boot state"),
-        (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT", true, "kicking vCPUs without losing a kick"),
+        (
+            Cap::SetTssAddr,
+            "KVM_CAP_SET_TSS_ADDR",
+            true,
+            "x86 boot state",
+        ),
+        (
+            Cap::ImmediateExit,
+            "KVM_CAP_IMMEDIATE_EXIT",
+            true,
+            "kicking vCPUs without losing a kick",
+        ),
         (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID", true, "CPUID for SSE"),
-        (Cap::SyncRegs, "KVM_CAP_SYNC_REGS", false, "fast hypercalls (slower fallback otherwise)"),
-        (Cap::SetGuestDebug, "KVM_CAP_SET_GUEST_DEBUG", false, "breakpoints and single step"),
+        (
+            Cap::SyncRegs,
+            "KVM_CAP_SYNC_REGS",
+            false,
+            "fast hypercalls (slower fallback otherwise)",
+        ),
+        (
+            Cap::SetGuestDebug,
+            "KVM_CAP_SET_GUEST_DEBUG",
+            false,
+            "breakpoints and single step",
+        ),
     ];
     for (cap, name, required, why) in caps {
         checks.push(check(
@@ -68,7 +88,9 @@ fn kvm_checks() -> Vec<Check> {
             if kvm.check_extension(cap) {
                 Ok(format!("available ({why})"))
             } else {
-                Err(format!("missing: needed for {why}; use a newer host kernel"))
+                Err(format!(
+                    "missing: needed for {why}; use a newer host kernel"
+                ))
             },
         ));
     }
@@ -90,12 +112,18 @@ pub fn doctor() -> anyhow::Result<ExitCode> {
     checks.push(check(
         "gcc",
         true,
-        tool_version("gcc", "install it (Debian: apt-get install gcc) to build the guests"),
+        tool_version(
+            "gcc",
+            "install it (Debian: apt-get install gcc) to build the guests",
+        ),
     ));
     checks.push(check(
         "gdb",
         false,
-        tool_version("gdb", "install it (Debian: apt-get install gdb) to debug guests"),
+        tool_version(
+            "gdb",
+            "install it (Debian: apt-get install gdb) to debug guests",
+        ),
     ));
     let missing: Vec<&str> = guests::GUEST_NAMES
         .iter()
@@ -106,7 +134,11 @@ pub fn doctor() -> anyhow::Result<ExitCode> {
         "guest images",
         true,
         if missing.is_empty() {
-            Ok(format!("{} images in {}", guests::GUEST_NAMES.len(), guests::GUESTS_DIR))
+            Ok(format!(
+                "{} images in {}",
+                guests::GUEST_NAMES.len(),
+                guests::GUESTS_DIR
+            ))
         } else {
             Err(format!(
                 "missing {} in {}; run `cargo build --release`",

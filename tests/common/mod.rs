@@ -15,7 +15,9 @@ pub fn kvm_or_skip(test: &str) -> bool {
     if hv_core::kvm_available() {
         return true;
     }
-    eprintln!("SKIPPED {test}: /dev/kvm is missing or not accessible; tests that boot guests need KVM");
+    eprintln!(
+        "SKIPPED {test}: /dev/kvm is missing or not accessible; tests that boot guests need KVM"
+    );
     false
 }
 
@@ -86,7 +88,13 @@ impl Consoles {
 
     /// Lines printed by `partition` so far.
     pub fn lines(&self, partition: &str) -> Vec<String> {
-        self.inner.0.lock().unwrap().get(partition).cloned().unwrap_or_default()
+        self.inner
+            .0
+            .lock()
+            .unwrap()
+            .get(partition)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Waits until `partition` printed a line containing `needle`; returns that line.
@@ -105,7 +113,10 @@ impl Consoles {
             assert!(
                 now < deadline,
                 "{partition} did not print {needle:?} within {timeout:?}; it printed:\n{}",
-                guard.get(partition).map(|l| l.join("\n")).unwrap_or_default()
+                guard
+                    .get(partition)
+                    .map(|l| l.join("\n"))
+                    .unwrap_or_default()
             );
             guard = cond.wait_timeout(guard, deadline - now).unwrap().0;
         }

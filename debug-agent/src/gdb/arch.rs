@@ -167,7 +167,8 @@ impl Registers for HvRegisters {
 }
 
 /// Bytes in a `g` packet's register block.
-pub const SERIALIZED_LEN: usize = 16 * 8 + 8 + 4 + 6 * 4 + 8 * 10 + 8 * 4 + 16 * 16 + 4 + 8 + 8 + 6 * 8;
+pub const SERIALIZED_LEN: usize =
+    16 * 8 + 8 + 4 + 6 * 4 + 8 * 10 + 8 * 4 + 16 * 16 + 4 + 8 + 8 + 6 * 8;
 
 /// A register number in target-description order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,7 +355,14 @@ mod tests {
             .lines()
             .filter(|l| l.trim_start().starts_with("<reg "))
             .map(|l| {
-                l.split("bitsize=\"").nth(1).unwrap().split('"').next().unwrap().parse::<usize>().unwrap()
+                l.split("bitsize=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .parse::<usize>()
+                    .unwrap()
             })
             .sum();
         assert_eq!(reg_bits / 8, SERIALIZED_LEN);

@@ -157,7 +157,11 @@ impl Connection for LinkConnection {
             self.alive = (self.output)(&self.buffer) && self.alive;
             self.buffer.clear();
         }
-        if self.alive { Ok(()) } else { Err("gdb connection closed") }
+        if self.alive {
+            Ok(())
+        } else {
+            Err("gdb connection closed")
+        }
     }
 }
 
@@ -278,7 +282,9 @@ fn report<'a>(
     let expedited = PartitionTarget::stop_vcpu(stop)
         .map(|v| target.expedited(v))
         .unwrap_or_default();
-    let mut regs = expedited.iter().map(|(id, bytes)| (HvRegId(*id), &bytes[..]));
+    let mut regs = expedited
+        .iter()
+        .map(|(id, bytes)| (HvRegId(*id), &bytes[..]));
     let next = if target.scope.is_some() {
         gdb.report_stop_with_regs(target, PartitionTarget::single_reason(stop), &mut regs)
     } else {

@@ -13,7 +13,11 @@ const HELP: &str = "hvdk monitor commands:
   monitor help                  this text";
 
 impl MonitorCmd for PartitionTarget {
-    fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), Self::Error> {
+    fn handle_monitor_cmd(
+        &mut self,
+        cmd: &[u8],
+        mut out: ConsoleOutput<'_>,
+    ) -> Result<(), Self::Error> {
         let cmd = String::from_utf8_lossy(cmd);
         let words: Vec<&str> = cmd.split_whitespace().collect();
         match words.as_slice() {
@@ -28,18 +32,29 @@ impl MonitorCmd for PartitionTarget {
                     // The reset released every vCPU; gdb still believes it is stopped, so stop
                     // them again at the entry point.
                     self.stop_all();
-                    outputln!(out, "{} reset; stopped at its entry point", self.partition.name);
+                    outputln!(
+                        out,
+                        "{} reset; stopped at its entry point",
+                        self.partition.name
+                    );
                 }
                 Err(e) => outputln!(out, "reset failed: {e}"),
             },
             ["irq", vector, rest @ ..] if rest.len() <= 1 => {
                 let vector = parse_number(vector).and_then(|v| u8::try_from(v).ok());
-                let vcpu = rest.first().map_or(Some(0), |v| parse_number(v)).and_then(|v| u32::try_from(v).ok());
+                let vcpu = rest
+                    .first()
+                    .map_or(Some(0), |v| parse_number(v))
+                    .and_then(|v| u32::try_from(v).ok());
                 match (vector, vcpu) {
                     (Some(v), Some(i)) if v >= 32 => match self.partition.vcpu(i) {
                         Ok(target) => {
                             target.raise(v);
-                            outputln!(out, "raised vector {v} on vCPU {i} of {}", self.partition.name);
+                            outputln!(
+                                out,
+                                "raised vector {v} on vCPU {i} of {}",
+                                self.partition.name
+                            );
                         }
                         Err(e) => outputln!(out, "{e}"),
                     },

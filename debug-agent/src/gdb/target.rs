@@ -123,7 +123,8 @@ impl PartitionTarget {
         for v in self.vcpus() {
             self.partition.vcpus[v as usize].request_stop();
         }
-        self.partition.wait_vcpus_parked(&self.vcpus(), STOP_TIMEOUT);
+        self.partition
+            .wait_vcpus_parked(&self.vcpus(), STOP_TIMEOUT);
         self.cache.clear();
     }
 
@@ -152,7 +153,12 @@ impl PartitionTarget {
     }
 
     /// Reads guest-virtual memory as `vcpu` sees it; returns how many bytes could be read.
-    fn read_virtual(&mut self, vcpu: u32, start: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
+    fn read_virtual(
+        &mut self,
+        vcpu: u32,
+        start: u64,
+        data: &mut [u8],
+    ) -> TargetResult<usize, Self> {
         let paging = self.paging(vcpu)?;
         let partition = &self.partition;
         let mut done = 0;
@@ -160,12 +166,18 @@ impl PartitionTarget {
             let va = start.wrapping_add(done as u64);
             let Ok(t) = translate(paging, va, |pa| {
                 let mut b = [0u8; 8];
-                partition.read_memory(pa, &mut b).ok().map(|()| u64::from_le_bytes(b))
+                partition
+                    .read_memory(pa, &mut b)
+                    .ok()
+                    .map(|()| u64::from_le_bytes(b))
             }) else {
                 break;
             };
             let n = (t.remaining as usize).min(data.len() - done);
-            if partition.read_memory(t.phys, &mut data[done..done + n]).is_err() {
+            if partition
+                .read_memory(t.phys, &mut data[done..done + n])
+                .is_err()
+            {
                 break;
             }
             done += n;
@@ -184,7 +196,10 @@ impl PartitionTarget {
             let va = start.wrapping_add(done as u64);
             let t = translate(paging, va, |pa| {
                 let mut b = [0u8; 8];
-                partition.read_memory(pa, &mut b).ok().map(|()| u64::from_le_bytes(b))
+                partition
+                    .read_memory(pa, &mut b)
+                    .ok()
+                    .map(|()| u64::from_le_bytes(b))
             })
             .map_err(|_| TargetError::Errno(14))?;
             let n = (t.remaining as usize).min(data.len() - done);
@@ -273,7 +288,9 @@ impl PartitionTarget {
             _ => {
                 let hit = (0..4).find(|slot| exit.dr6 & (1 << slot) != 0);
                 match hit.and_then(|slot| self.hw[slot]) {
-                    Some(bp) if bp.kind == HwKind::Execute && self.emulated_sw.contains(&bp.addr) => {
+                    Some(bp)
+                        if bp.kind == HwKind::Execute && self.emulated_sw.contains(&bp.addr) =>
+                    {
                         Stop::SwBreak(vcpu)
                     }
                     Some(bp) if bp.kind == HwKind::Execute => Stop::HwBreak(vcpu),
@@ -326,7 +343,10 @@ impl PartitionTarget {
                 kind,
                 addr,
             },
-            Stop::Signal(v, signal) => BaseStopReason::SignalWithThread { tid: tid(v), signal },
+            Stop::Signal(v, signal) => BaseStopReason::SignalWithThread {
+                tid: tid(v),
+                signal,
+            },
             Stop::Exited(code) => BaseStopReason::Exited(code),
         }
     }
@@ -337,7 +357,11 @@ impl PartitionTarget {
             Stop::Step(_) => BaseStopReason::DoneStep,
             Stop::SwBreak(_) => BaseStopReason::SwBreak(()),
             Stop::HwBreak(_) => BaseStopReason::HwBreak(()),
-            Stop::Watch(_, kind, addr) => BaseStopReason::Watch { tid: (), kind, addr },
+            Stop::Watch(_, kind, addr) => BaseStopReason::Watch {
+                tid: (),
+                kind,
+                addr,
+            },
             Stop::Signal(_, signal) => BaseStopReason::Signal(signal),
             Stop::Exited(code) => BaseStopReason::Exited(code),
         }
@@ -389,7 +413,13 @@ impl PartitionTarget {
                     .iter()
                     .map(|v| format!("{}:{}", v.index, v.state().name()))
                     .collect();
-                format!("{:<3} {:<16} {:<10} vcpus {}", p.id, p.name, p.state().name(), vcpus.join(" "))
+                format!(
+                    "{:<3} {:<16} {:<10} vcpus {}",
+                    p.id,
+                    p.name,
+                    p.state().name(),
+                    vcpus.join(" ")
+                )
             })
             .collect()
     }
@@ -658,7 +688,12 @@ fn watch(addr: u64, len: u64, kind: WatchKind) -> Option<HwBreakpoint> {
 }
 
 impl HwWatchpoint for PartitionTarget {
-    fn add_hw_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
+    fn add_hw_watchpoint(
+        &mut self,
+        addr: u64,
+        len: u64,
+        kind: WatchKind,
+    ) -> TargetResult<bool, Self> {
         // Refused where the host never raises data breakpoints: gdb then says so instead of
         // waiting forever.
         Ok(self.caps.data_watchpoints && watch(addr, len, kind).is_some_and(|bp| self.add_hw(bp)))

@@ -168,22 +168,95 @@ pub(crate) fn dispatch(shared: &Shared, events: &Receiver<SystemEvent>, stop: &R
     }
 }
 
-/// A connection's pump thread: writes queued frames, batching whatever is already queued.
+/// A connection's pump thread: writes queued frames, batching whatever is already queued into
+/// one write and merging consecutive console bytes for the same channel into one frame (the
+/// UART produces one event per byte).
 pub(crate) fn pump(rx: &Receiver<Outbound>, writer: &FrameWriter) {
     let mut batch = FrameEncoder::with_capacity(BATCH_BYTES);
+    // Data not yet framed: consecutive payloads of one data channel.
+    let mut pending: Option<(ChannelId, Vec<u8>)> = None;
     while let Ok(first) = rx.recv() {
         batch.clear();
-        let _ = batch.push(first.channel, &first.payload);
-        while batch.as_bytes().len() < BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(next) => {
-                    let _ = batch.push(next.channel, &next.payload);
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            match &mut pending {
+                Some((channel, data))
+                    if *channel == out.channel && out.channel != ChannelId::CONTROL =>
+                {
+                    data.extend_from_slice(&out.payload);
                 }
-                Err(_) => break,
+                _ => {
+                    if let Some((channel, data)) = pending.take() {
+                        push_data(&mut batch, channel, &data);
+                    }
+                    if out.channel == ChannelId::CONTROL {
+                        let _ = batch.push(out.channel, &out.payload);
+                    } else {
+                        pending = Some((out.channel, out.payload.to_vec()));
+                    }
+                }
             }
+            let buffered = batch.as_bytes().len() + pending.as_ref().map_or(0, |(_, d)| d.len());
+            if buffered < BATCH_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if let Some((channel, data)) = pending.take() {
+            push_data(&mut batch, channel, &data);
         }
         if writer.send_batch(&batch).is_err() {
             return;
         }
+    }
+}
+
+/// Frames `data` on `channel`, split at the payload limit.
+fn push_data(batch: &mut FrameEncoder, channel: ChannelId, data: &[u8]) {
+    for chunk in data.chunks(hv_link::MAX_PAYLOAD as usize) {
+        let _ = batch.push(channel, chunk);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pump_merges_console_bytes_and_keeps_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let addr = hv_link::LinkAddr::Unix(tmp.path().join("p.sock"));
+        let listener = hv_link::Listener::bind(&addr).unwrap();
+        let mut client = hv_link::connect(&addr).unwrap();
+        let server = listener.accept().unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let out = |channel: u32, payload: &[u8]| Outbound {
+            channel: ChannelId(channel),
+            payload: payload.into(),
+        };
+        for b in b"hello" {
+            tx.send(out(1, &[*b])).unwrap();
+        }
+        tx.send(out(0, b"{}")).unwrap();
+        tx.send(out(0, b"[]")).unwrap();
+        tx.send(out(1, b"!")).unwrap();
+        tx.send(out(2, b"x")).unwrap();
+        tx.send(out(1, b"?")).unwrap();
+        drop(tx);
+        pump(&rx, server.writer());
+        drop(server);
+        let mut frames = Vec::new();
+        while let Some(f) = client.recv_frame().unwrap() {
+            frames.push((f.channel.0, String::from_utf8(f.payload).unwrap()));
+        }
+        let expect = [
+            (1, "hello"),
+            (0, "{}"),
+            (0, "[]"),
+            (1, "!"),
+            (2, "x"),
+            (1, "?"),
+        ];
+        let expect: Vec<(u32, String)> = expect.iter().map(|(c, s)| (*c, s.to_string())).collect();
+        assert_eq!(frames, expect);
     }
 }

@@ -116,11 +116,16 @@ impl VcpuRunner {
         if let Some(control) = pending
             && let Err(e) = self.set_debug(control, false)
         {
-            self.partition.warn(format!("vCPU {}: {e}", self.shared.index));
+            self.partition
+                .warn(format!("vCPU {}: {e}", self.shared.index));
         }
     }
 
-    pub(super) fn set_debug(&mut self, control: DebugControl, inject_bp: bool) -> Result<(), VcpuError> {
+    pub(super) fn set_debug(
+        &mut self,
+        control: DebugControl,
+        inject_bp: bool,
+    ) -> Result<(), VcpuError> {
         let mut dbg = control.to_kvm();
         if inject_bp {
             dbg.control |= KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_INJECT_BP;

@@ -100,9 +100,7 @@ pub fn handle_exit(
             ExitAction::Crash(format!("system event {kind} (reset or shutdown request)"))
         }
         Ok(other) => ExitAction::Crash(format!("unexpected exit {other:?}")),
-        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-            ExitAction::Interrupted
-        }
+        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => ExitAction::Interrupted,
         Err(e) => ExitAction::Crash(format!("KVM_RUN failed: {e}")),
     }
 }
@@ -127,7 +125,9 @@ mod tests {
             self.0.borrow_mut().push(format!("read {addr:#x}"));
         }
         fn mmio_write(&self, addr: u64, data: &[u8]) {
-            self.0.borrow_mut().push(format!("write {addr:#x} {data:?}"));
+            self.0
+                .borrow_mut()
+                .push(format!("write {addr:#x} {data:?}"));
         }
     }
 
@@ -150,7 +150,10 @@ mod tests {
     #[test]
     fn port_and_mmio_accesses_reach_devices() {
         let log = Log::default();
-        assert_eq!(handle_exit(Ok(VcpuExit::IoOut(0x3f8, b"A")), &log), ExitAction::Resume);
+        assert_eq!(
+            handle_exit(Ok(VcpuExit::IoOut(0x3f8, b"A")), &log),
+            ExitAction::Resume
+        );
         let mut byte = [0u8];
         handle_exit(Ok(VcpuExit::IoIn(0x3fd, &mut byte)), &log);
         assert_eq!(byte, [0x5a]);
@@ -160,7 +163,12 @@ mod tests {
         handle_exit(Ok(VcpuExit::MmioWrite(0xd000_0004, &[1, 2])), &log);
         assert_eq!(
             *log.0.borrow(),
-            ["out 0x3f8 [65]", "in 0x3fd", "read 0xd0000000", "write 0xd0000004 [1, 2]"]
+            [
+                "out 0x3f8 [65]",
+                "in 0x3fd",
+                "read 0xd0000000",
+                "write 0xd0000004 [1, 2]"
+            ]
         );
     }
 
@@ -172,8 +180,14 @@ mod tests {
             handle_exit(Ok(VcpuExit::Shutdown), &log),
             ExitAction::Crash("triple fault".into())
         );
-        assert!(matches!(handle_exit(Ok(VcpuExit::InternalError), &log), ExitAction::Crash(_)));
-        assert!(matches!(handle_exit(Ok(VcpuExit::FailEntry(7, 1)), &log), ExitAction::Crash(_)));
+        assert!(matches!(
+            handle_exit(Ok(VcpuExit::InternalError), &log),
+            ExitAction::Crash(_)
+        ));
+        assert!(matches!(
+            handle_exit(Ok(VcpuExit::FailEntry(7, 1)), &log),
+            ExitAction::Crash(_)
+        ));
         assert_eq!(
             handle_exit(Err(errno::Error::new(libc::EINTR)), &log),
             ExitAction::Interrupted
@@ -182,7 +196,10 @@ mod tests {
             handle_exit(Err(errno::Error::new(libc::EFAULT)), &log),
             ExitAction::Crash(_)
         ));
-        assert!(matches!(handle_exit(Ok(VcpuExit::Unknown), &log), ExitAction::Crash(_)));
+        assert!(matches!(
+            handle_exit(Ok(VcpuExit::Unknown), &log),
+            ExitAction::Crash(_)
+        ));
     }
 
     #[test]

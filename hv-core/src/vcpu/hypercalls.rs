@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::{IrqLine, VcpuRunner};
-use crate::hypercall::{Hypercall, errors, info, timer_mode};
 use crate::devmodel::CopyError;
+use crate::hypercall::{Hypercall, errors, info, timer_mode};
 use crate::ipc::IpcStatus;
 use crate::trace::TraceKind;
 
@@ -39,7 +39,10 @@ impl VcpuRunner {
         let nr = regs.rax & 0xffff_ffff;
         let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10];
         self.shared.stats.hypercalls.fetch_add(1, Ordering::Relaxed);
-        self.partition.stats.hypercalls.fetch_add(1, Ordering::Relaxed);
+        self.partition
+            .stats
+            .hypercalls
+            .fetch_add(1, Ordering::Relaxed);
         let outcome = match Hypercall::from_number(nr) {
             Some(call) => self.dispatch(call, args),
             None => Outcome::Return(errors::ENOSYS),
@@ -120,7 +123,9 @@ impl VcpuRunner {
                 Return(0)
             }
             Hypercall::SendIpi => {
-                let target = usize::try_from(a0).ok().and_then(|i| partition.vcpus.get(i));
+                let target = usize::try_from(a0)
+                    .ok()
+                    .and_then(|i| partition.vcpus.get(i));
                 match (target, vector(a1)) {
                     (Some(target), Some(v)) => {
                         target.raise(v);
@@ -233,30 +238,28 @@ impl VcpuRunner {
                 }
                 sent.map(|()| 0)
             }
-            Hypercall::IpcReceive => {
-                match endpoint.channel.next_len(endpoint.endpoint) {
-                    None => Err(IpcStatus::WouldBlock),
-                    Some(size) if size as u64 > len => return Outcome::Return(errors::EINVAL),
-                    Some(size) if !partition.memory.check_range(GuestAddress(buf), size) => {
+            Hypercall::IpcReceive => match endpoint.channel.next_len(endpoint.endpoint) {
+                None => Err(IpcStatus::WouldBlock),
+                Some(size) if size as u64 > len => return Outcome::Return(errors::EINVAL),
+                Some(size) if !partition.memory.check_range(GuestAddress(buf), size) => {
+                    return Outcome::Return(errors::EFAULT);
+                }
+                Some(_) => {
+                    let message = match endpoint.channel.receive(endpoint.endpoint) {
+                        Ok(m) => m,
+                        Err(status) => return Outcome::Return(status_code(status)),
+                    };
+                    if partition
+                        .memory
+                        .write_slice(&message, GuestAddress(buf))
+                        .is_err()
+                    {
                         return Outcome::Return(errors::EFAULT);
                     }
-                    Some(_) => {
-                        let message = match endpoint.channel.receive(endpoint.endpoint) {
-                            Ok(m) => m,
-                            Err(status) => return Outcome::Return(status_code(status)),
-                        };
-                        if partition
-                            .memory
-                            .write_slice(&message, GuestAddress(buf))
-                            .is_err()
-                        {
-                            return Outcome::Return(errors::EFAULT);
-                        }
-                        self.trace(TraceKind::IpcReceive, channel, message.len() as u64);
-                        Ok(message.len() as i64)
-                    }
+                    self.trace(TraceKind::IpcReceive, channel, message.len() as u64);
+                    Ok(message.len() as i64)
                 }
-            }
+            },
             _ => {
                 endpoint.channel.notify(endpoint.endpoint);
                 Ok(0)
@@ -266,7 +269,10 @@ impl VcpuRunner {
     }
 }
 
-fn served(partition: &crate::partition::Partition, device: u64) -> Option<&crate::devmodel::ServedDevice> {
+fn served(
+    partition: &crate::partition::Partition,
+    device: u64,
+) -> Option<&crate::devmodel::ServedDevice> {
     usize::try_from(device)
         .ok()
         .and_then(|d| partition.served.get(d))

@@ -288,7 +288,11 @@ impl VcpuShared {
     /// Reads all registers (from the snapshot taken when it stopped for the debugger, else from
     /// the vCPU thread).
     pub fn registers(&self) -> Result<VcpuRegisters, VcpuError> {
-        if let Some(r) = *self.stopped_registers.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some(r) = *self
+            .stopped_registers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
             return Ok(r);
         }
         self.run_job(|runner| runner.read_registers())?
@@ -415,7 +419,8 @@ pub fn reset_vcpu(fd: &VcpuFd, entry: u64, memory: u64, index: u32) -> Result<()
     fd.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
     fd.set_regs(&boot::entry_regs(entry, memory, index))
         .map_err(kvm_err("KVM_SET_REGS"))?;
-    fd.set_fpu(&boot::entry_fpu()).map_err(kvm_err("KVM_SET_FPU"))?;
+    fd.set_fpu(&boot::entry_fpu())
+        .map_err(kvm_err("KVM_SET_FPU"))?;
     // Forget a pending exception or interrupt from before a crash; best effort.
     let _ = fd.set_vcpu_events(&kvm_vcpu_events::default());
     let _ = fd.set_mp_state(kvm_mp_state {
@@ -539,7 +544,10 @@ impl VcpuRunner {
                 && !self.partition.is_shutting_down()
                 && self.park_reason() == Some(state)
             {
-                guard = shared.wake_cond.wait(guard).unwrap_or_else(|p| p.into_inner());
+                guard = shared
+                    .wake_cond
+                    .wait(guard)
+                    .unwrap_or_else(|p| p.into_inner());
             }
         }
         if self.park_reason() != Some(state) {
@@ -576,11 +584,16 @@ impl VcpuRunner {
                 self.trace(TraceKind::Wake, 0, 0);
                 return true;
             }
-            if shared.has_jobs() || self.partition.is_shutting_down() || self.park_reason().is_some()
+            if shared.has_jobs()
+                || self.partition.is_shutting_down()
+                || self.park_reason().is_some()
             {
                 return false;
             }
-            guard = shared.wake_cond.wait(guard).unwrap_or_else(|p| p.into_inner());
+            guard = shared
+                .wake_cond
+                .wait(guard)
+                .unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -605,8 +618,14 @@ impl VcpuRunner {
                     Ok(()) => {
                         irq.injected(vector);
                         drop(irq);
-                        self.shared.stats.irqs_injected.fetch_add(1, Ordering::Relaxed);
-                        self.partition.stats.irqs_injected.fetch_add(1, Ordering::Relaxed);
+                        self.shared
+                            .stats
+                            .irqs_injected
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.partition
+                            .stats
+                            .irqs_injected
+                            .fetch_add(1, Ordering::Relaxed);
                         self.trace(TraceKind::IrqInject, u64::from(vector), 0);
                     }
                     Err(_) => want_window = true,
@@ -731,7 +750,13 @@ impl VcpuRunner {
         self.halted = false;
         let debug = self.debug;
         if debug.single_step {
-            let _ = self.set_debug(DebugControl { single_step: false, ..debug }, false);
+            let _ = self.set_debug(
+                DebugControl {
+                    single_step: false,
+                    ..debug
+                },
+                false,
+            );
         }
         self.shared.irq().reset();
         reset_vcpu(
@@ -741,5 +766,4 @@ impl VcpuRunner {
             self.shared.index,
         )
     }
-
 }
