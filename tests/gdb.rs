@@ -179,10 +179,13 @@ fn break_step_and_inspect_a_c_guest() {
     );
     assert!(out.contains("Breakpoint 1, on_tick"), "{out}");
     assert!(
-        out.contains("in hv_main"),
+        out.contains(" hv_main (boot="),
         "backtrace reaches hv_main: {out}"
     );
-    assert!(out.contains("Run till exit from"), "finish: {out}");
+    assert!(
+        out.contains("hv_isr_body () at"),
+        "finish returns to the interrupt stub: {out}"
+    );
     assert!(
         out.contains("Breakpoint 2, send_telemetry"),
         "file:line breakpoint: {out}"
@@ -262,12 +265,11 @@ fn smp_threads_and_a_single_vcpu_port() {
         out.contains("Thread 1.1") && out.contains("Thread 1.2"),
         "{out}"
     );
-    assert!(
-        out.contains("vcpu=1") || out.contains("vcpu=vcpu@entry=1"),
-        "{out}"
-    );
+    assert!(out.contains("Switching to thread 2 (Thread 1.2)"), "{out}");
 
-    // vCPU 1 of worker alone (partition 2): it stays put while vCPU 0 runs on.
+    // vCPU 1 of worker alone (partition 2): it stays put while vCPU 0 runs on. (After the
+    // compute phase, whose blocks alternate between the vCPUs; then each vCPU ticks on its own.)
+    hv.wait_count("[worker] worker: 2 vCPUs ran", 1);
     let vcpu1_port = hv.base + 100 + 16 * 2 + 1;
     let out = gdb(
         "worker",
@@ -352,4 +354,95 @@ fn watchpoints_fire_or_are_refused_clearly() {
             "{out}"
         );
     }
+}
+
+const DEMO_WITH_SENSOR: &str = r#"
+[[partition]]
+name = "sensor-model"
+image = "{guests}/sensor-model.elf"
+
+[[device]]
+name = "sensor"
+partition = "control"
+mmio = { base = 0xD000_0000, size = 0x1000 }
+irq = 40
+served_by = "sensor-model"
+request_vector = 33
+timeout_ms = 100
+grants = [{ base = 0xE00000, size = 0x1000 }]
+"#;
+
+/// The source line of the first statement in the sensor model's CTRL handler's conversion.
+fn sensor_line() -> usize {
+    let source = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/guests/demo/sensor_model.c"
+    ))
+    .unwrap();
+    source
+        .lines()
+        .position(|l| l.contains("uint32_t n = s->samples + 1;"))
+        .expect("conversion line")
+        + 1
+}
+
+#[test]
+fn step_through_the_device_model_when_the_client_touches_its_device() {
+    if !kvm_or_skip("step_through_the_device_model_when_the_client_touches_its_device") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let hv = Hv::start(&format!("{DEMO}{DEMO_WITH_SENSOR}"));
+    hv.wait_count("[control] control: sensor sample #1", 1);
+    let (stopped, release) = (hv.marker("stopped"), hv.marker("release"));
+    let script = format!(
+        "break sensor_write_ctrl\ncontinue\nnext\nnext\nprint req->offset\nprint value\n\
+         monitor partitions\n{}\nshell while [ ! -e {} ]; do sleep 0.05; done\nfinish\n\
+         delete\nbreak sensor_model.c:{}\ncontinue\nprint n\ndetach",
+        touch(&stopped),
+        release.display(),
+        sensor_line()
+    );
+    let model_port = hv.base + 3;
+    let handle = std::thread::spawn(move || gdb("sensor-model", model_port, &script));
+    assert!(
+        wait_until(Duration::from_secs(30), || stopped.exists()),
+        "breakpoint not hit"
+    );
+    // The model is stopped in gdb: control waits on its device (no bus error), the others run.
+    let (errors, worker) = (
+        hv.count("[control] control: sensor bus error"),
+        hv.count("[worker]"),
+    );
+    hv.wait_count("[worker]", worker + 2);
+    std::fs::write(&release, b"").unwrap();
+    let out = handle.join().unwrap();
+    assert!(out.contains("Breakpoint 1, sensor_write_ctrl"), "{out}");
+    assert!(
+        out.contains("$1 = 12"),
+        "the request's offset is CTRL: {out}"
+    );
+    assert!(out.contains("$2 = 1"), "the value written: {out}");
+    assert!(
+        out.contains("control ") && out.contains("0:blocked-on-device"),
+        "{out}"
+    );
+    assert!(out.contains("1:") || out.contains("worker"), "{out}");
+    assert!(
+        out.contains("Run till exit from") || out.contains("hv_dm_handle"),
+        "finish: {out}"
+    );
+    assert!(
+        out.contains("Breakpoint 2, sensor_write_ctrl"),
+        "file:line breakpoint: {out}"
+    );
+    assert!(out.contains("$3 = "), "{out}");
+    // Continuing lets control proceed, without a bus error for the time the model was stopped.
+    let samples = hv.count("[control] control: sensor sample");
+    hv.wait_count("[control] control: sensor sample", samples + 1);
+    assert_eq!(
+        hv.count("[control] control: sensor bus error"),
+        errors,
+        "bus error while debugging"
+    );
 }
