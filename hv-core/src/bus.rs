@@ -151,7 +151,7 @@ mod tests {
         let mut data = [0u8; 1];
         assert!(bus.read(0x3fd, &mut data, 0xff));
         assert_eq!(data, [5]);
-        assert!(bus.write(0x3f8, &[b'x']));
+        assert!(bus.write(0x3f8, b"x"));
         assert_eq!(device.lock().unwrap().0, [(0, vec![b'x'])]);
     }
 

@@ -42,16 +42,14 @@ pub fn vcpu_stack_top(memory: u64, index: u32) -> u64 {
     memory - u64::from(index) * VCPU_STACK_SIZE
 }
 
+// The boot structures do not overlap and fit below the image (checked at compile time).
+const _: () = assert!(PD_ADDR + 4 * 0x1000 <= IMAGE_BASE);
+const _: () = assert!(BOOT_INFO_ADDR + BOOT_INFO_SIZE <= PML4_ADDR);
+const _: () = assert!(TSS_ADDR + 104 <= BOOT_INFO_ADDR);
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn boot_structures_fit_below_the_image() {
-        assert!(PD_ADDR + 4 * 0x1000 <= IMAGE_BASE);
-        assert!(BOOT_INFO_ADDR + BOOT_INFO_SIZE <= PML4_ADDR);
-        assert!(TSS_ADDR + 104 <= BOOT_INFO_ADDR);
-    }
 
     #[test]
     fn stacks_grow_down_from_top_of_ram() {

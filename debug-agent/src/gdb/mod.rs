@@ -85,13 +85,13 @@ impl GdbSession {
         output: GdbOutput,
         options: GdbSessionOptions,
     ) -> Result<GdbSession, GdbSessionError> {
-        if let Some(v) = vcpu {
-            if v as usize >= partition.vcpus.len() {
-                return Err(GdbSessionError::NoSuchVcpu {
-                    partition: partition.name.clone(),
-                    vcpu: v,
-                });
-            }
+        if let Some(v) = vcpu
+            && v as usize >= partition.vcpus.len()
+        {
+            return Err(GdbSessionError::NoSuchVcpu {
+                partition: partition.name.clone(),
+                vcpu: v,
+            });
         }
         let (input_tx, input_rx) = crossbeam_channel::unbounded();
         let name = match vcpu {

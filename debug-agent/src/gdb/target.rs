@@ -680,7 +680,7 @@ fn watch(addr: u64, len: u64, kind: WatchKind) -> Option<HwBreakpoint> {
         WatchKind::Write => HwKind::Write,
         WatchKind::Read | WatchKind::ReadWrite => HwKind::ReadWrite,
     };
-    (matches!(len, 1 | 2 | 4 | 8) && addr % len == 0).then_some(HwBreakpoint {
+    (matches!(len, 1 | 2 | 4 | 8) && addr.is_multiple_of(len)).then_some(HwBreakpoint {
         addr,
         kind,
         len: len as u8,
