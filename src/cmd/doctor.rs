@@ -103,6 +103,25 @@ fn kvm_checks() -> Vec<Check> {
                 .map_err(|e| format!("cannot create a vCPU: {e}"))
         });
     checks.push(check("VM creation", true, vm));
+    let caps = hv_core::probe::debug_caps();
+    checks.push(check(
+        "software breakpoints",
+        false,
+        if caps.sw_breakpoints {
+            Ok("int3 traps to the debugger".into())
+        } else {
+            Err("this KVM cannot trap int3: gdb breakpoints use the 4 debug registers instead".into())
+        },
+    ));
+    checks.push(check(
+        "data watchpoints",
+        false,
+        if caps.data_watchpoints {
+            Ok("debug-register watchpoints fire".into())
+        } else {
+            Err("this KVM never raises data breakpoints: gdb `watch` is refused".into())
+        },
+    ));
     checks
 }
 
