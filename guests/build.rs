@@ -25,6 +25,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("spin", "test/spin.c"),
     ("hcbench", "test/hcbench.c"),
     ("marker", "test/marker.c"),
+    ("dmbench", "test/dmbench.c"),
 ];
 
 /// Flags for every compilation (C and assembly).

@@ -27,7 +27,8 @@ pub const ABI_HEADER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/include/h
 /// - `hypercalls` (+ `echo` on channel "loop"): checks every non-device-model hypercall.
 /// - `crasher`: triple-faults on purpose.
 /// - `random`: a hostile guest doing 100,000 random hypercalls, port and MMIO accesses.
-/// - `spin`, `hcbench`, `marker`: benchmark loads (debugger, hypercall, trace markers).
+/// - `spin`, `hcbench`, `marker`, `dmbench`: benchmark loads (debugger, hypercall, trace
+///   markers, device-model round trips).
 pub const GUEST_NAMES: &[&str] = &[
     "control",
     "telemetry",
@@ -40,6 +41,7 @@ pub const GUEST_NAMES: &[&str] = &[
     "spin",
     "hcbench",
     "marker",
+    "dmbench",
 ];
 
 /// What a guest expects from its partition, for writing system descriptions and tests.
@@ -135,6 +137,13 @@ pub const GUESTS: &[GuestInfo] = &[
         channels: &[],
         exit_code: None,
         description: "HV_TRACE_MARKER(7, seq) as fast as possible",
+    },
+    GuestInfo {
+        name: "dmbench",
+        vcpus: 1,
+        channels: &[],
+        exit_code: Some(0),
+        description: "times sensor (device-model) reads against UART (built-in) reads",
     },
 ];
 
