@@ -310,47 +310,29 @@ impl ServedDevice {
             .any(|g| addr >= g.base && end <= g.base.saturating_add(g.size))
     }
 
-    /// Model side: copies `len` bytes from the client at `client_addr` into `model` memory at
-    /// `buf`.
-    pub fn copy_from_client(
+    /// Model side: copies `len` bytes between the client at `client_addr` and `model` memory at
+    /// `buf` — from the client when `to_client` is false, to it when true — inside the grants.
+    pub fn copy(
         &self,
         model: &GuestMemoryMmap,
         client_addr: u64,
         buf: u64,
         len: u64,
+        to_client: bool,
     ) -> Result<(), CopyError> {
         if len > MAX_COPY || !self.granted(client_addr, len) {
             return Err(CopyError::NotGranted);
         }
         let client = self.client_memory.get().ok_or(CopyError::Fault)?;
+        let (from, from_addr, to, to_addr) = if to_client {
+            (model, buf, client, client_addr)
+        } else {
+            (client, client_addr, model, buf)
+        };
         let mut data = vec![0u8; len as usize];
-        client
-            .read_slice(&mut data, GuestAddress(client_addr))
+        from.read_slice(&mut data, GuestAddress(from_addr))
             .map_err(|_| CopyError::Fault)?;
-        model
-            .write_slice(&data, GuestAddress(buf))
-            .map_err(|_| CopyError::Fault)
-    }
-
-    /// Model side: copies `len` bytes from `model` memory at `buf` to the client at
-    /// `client_addr`.
-    pub fn copy_to_client(
-        &self,
-        model: &GuestMemoryMmap,
-        client_addr: u64,
-        buf: u64,
-        len: u64,
-    ) -> Result<(), CopyError> {
-        if len > MAX_COPY || !self.granted(client_addr, len) {
-            return Err(CopyError::NotGranted);
-        }
-        let client = self.client_memory.get().ok_or(CopyError::Fault)?;
-        let mut data = vec![0u8; len as usize];
-        model
-            .read_slice(&mut data, GuestAddress(buf))
-            .map_err(|_| CopyError::Fault)?;
-        client
-            .write_slice(&data, GuestAddress(client_addr))
+        to.write_slice(&data, GuestAddress(to_addr))
             .map_err(|_| CopyError::Fault)
     }
 }
@@ -454,7 +436,7 @@ mod tests {
         assert!(!d.granted(u64::MAX - 1, 4));
         let model = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
         assert_eq!(
-            d.copy_to_client(&model, 0x10_0000, 0, 4),
+            d.copy(&model, 0x10_0000, 0, 4, true),
             Err(CopyError::NotGranted)
         );
     }

@@ -166,11 +166,8 @@ impl VcpuRunner {
             },
             Hypercall::DmCopyFrom | Hypercall::DmCopyTo => match served(&partition, a0) {
                 Some(device) => {
-                    let result = if call == Hypercall::DmCopyFrom {
-                        device.copy_from_client(&partition.memory, a1, a2, a3)
-                    } else {
-                        device.copy_to_client(&partition.memory, a1, a2, a3)
-                    };
+                    let to_client = call == Hypercall::DmCopyTo;
+                    let result = device.copy(&partition.memory, a1, a2, a3, to_client);
                     Return(match result {
                         Ok(()) => 0,
                         Err(CopyError::NotGranted) => errors::EPERM,
