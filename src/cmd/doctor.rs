@@ -110,7 +110,10 @@ fn kvm_checks() -> Vec<Check> {
         if caps.sw_breakpoints {
             Ok("int3 traps to the debugger".into())
         } else {
-            Err("this KVM cannot trap int3: gdb breakpoints use the 4 debug registers instead".into())
+            Err(
+                "this KVM cannot trap int3: gdb breakpoints use the 4 debug registers instead"
+                    .into(),
+            )
         },
     ));
     checks.push(check(
