@@ -17,8 +17,13 @@ enum Command {
     /// Run a system description (the demo system when none is given), with its host link and a
     /// gdb bridge.
     Run(cmd::run::RunArgs),
+    /// The terminal console of a running system: partitions, CPU and interrupt timelines, guest
+    /// consoles, control; `--batch` prints snapshots as JSON or CSV.
+    Console(cmd::console::ConsoleArgs),
     /// Give every guest and vCPU of a running system a local TCP port for gdb.
     GdbBridge(cmd::gdb_bridge::GdbBridgeArgs),
+    /// Trace tools: `hv trace record FILE` writes a running system's trace to a file.
+    Trace(cmd::trace::TraceArgs),
     /// Check that this machine can run hvdk (KVM access and capabilities, gcc, gdb, guest images).
     Doctor,
 }
@@ -35,7 +40,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         None => cmd::run::run(cmd::run::RunArgs::default()),
         Some(Command::Run(args)) => cmd::run::run(args),
+        Some(Command::Console(args)) => cmd::console::console(args),
         Some(Command::GdbBridge(args)) => cmd::gdb_bridge::gdb_bridge(args),
+        Some(Command::Trace(args)) => cmd::trace::trace(args),
         Some(Command::Doctor) => cmd::doctor::doctor(),
     };
     match result {

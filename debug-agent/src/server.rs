@@ -11,7 +11,10 @@
 //!   owned by one client at a time across all connections; closing the channel or dropping the
 //!   connection detaches (breakpoints removed, guest resumed unless configured otherwise);
 //! - each `console:<p>` channel streams that partition's console output to the client, and the
-//!   client's bytes go to the partition's UART.
+//!   client's bytes go to the partition's UART;
+//! - each `trace` channel streams trace record batches (a header first; see `server/trace.rs`
+//!   and hv-link's `trace` module); `trace.start|stop` switch recording, `partitions.stats` reads the
+//!   counters.
 //!
 //! A malformed or oversized frame, a bad token or a wrong protocol version closes that one
 //! connection (with a JSON-RPC error or a handshake refusal saying why); the hypervisor and
@@ -21,6 +24,7 @@
 mod connection;
 mod control;
 mod events;
+mod trace;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +35,6 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use hv_config::AgentConfig;
 use hv_core::{Partition, System, SystemEvent};
-use hv_link::handshake::caps;
 use hv_link::transport::BindOptions;
 use hv_link::{
     ChannelClaims, Connection, FrameWriter, LinkAddr, Listener, ServerConfig, TransportError,
@@ -110,6 +113,9 @@ pub(crate) struct Shared {
     pub(crate) server: ServerConfig,
     pub(crate) claims: ChannelClaims,
     pub(crate) sinks: events::Sinks,
+    pub(crate) trace: trace::TraceHub,
+    /// The `trace` channel header (encoded once).
+    pub(crate) trace_header: Vec<u8>,
     pub(crate) gdb_options: GdbSessionOptions,
     pub(crate) queue_capacity: usize,
     conns: Mutex<Registry>,
@@ -142,6 +148,7 @@ pub struct Agent {
     shared: Arc<Shared>,
     accept: Option<JoinHandle<()>>,
     dispatcher: Option<JoinHandle<()>>,
+    drainer: Option<JoinHandle<()>>,
     stop: Option<Sender<()>>,
 }
 
@@ -218,14 +225,15 @@ impl Agent {
         let token_file = listener.token_file().map(|p| p.to_owned());
         let mut server = ServerConfig::for_listener(&listener, options.server_name.clone(), system);
         server.handshake_timeout = options.handshake_timeout;
-        // Trace streaming is not served by this agent (yet): do not offer it.
-        server.capabilities.retain(|c| c != caps::TRACE);
+        let trace_header = trace::header(system, &partitions);
         let shared = Arc::new(Shared {
             system: system.to_owned(),
             partitions: partitions.into(),
             server,
             claims: ChannelClaims::new(),
             sinks: events::Sinks::default(),
+            trace: trace::TraceHub::default(),
+            trace_header,
             gdb_options: GdbSessionOptions {
                 resume_on_detach: config.resume_on_detach,
             },
@@ -234,10 +242,23 @@ impl Agent {
             malformed: AtomicU64::new(0),
         });
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        let drain_stop = stop_rx.clone();
         let s = shared.clone();
         let dispatcher = std::thread::Builder::new()
             .name("agent-events".into())
             .spawn(move || events::dispatch(&s, &events, &stop_rx))?;
+        let s = shared.clone();
+        let drainer = std::thread::Builder::new()
+            .name("agent-trace".into())
+            .spawn(move || trace::drain_loop(&s, &drain_stop));
+        let drainer = match drainer {
+            Ok(d) => d,
+            Err(e) => {
+                drop(stop_tx);
+                let _ = dispatcher.join();
+                return Err(e.into());
+            }
+        };
         let s = shared.clone();
         let accept = std::thread::Builder::new()
             .name("agent-accept".into())
@@ -247,6 +268,7 @@ impl Agent {
             Err(e) => {
                 drop(stop_tx);
                 let _ = dispatcher.join();
+                let _ = drainer.join();
                 return Err(e.into());
             }
         };
@@ -258,6 +280,7 @@ impl Agent {
             shared,
             accept: Some(accept),
             dispatcher: Some(dispatcher),
+            drainer: Some(drainer),
             stop: Some(stop_tx),
         })
     }
@@ -321,6 +344,9 @@ impl Agent {
         drop(waker);
         drop(self.stop.take());
         if let Some(d) = self.dispatcher.take() {
+            let _ = d.join();
+        }
+        if let Some(d) = self.drainer.take() {
             let _ = d.join();
         }
         tracing::info!(system = %self.shared.system, "debug agent stopped");

@@ -30,19 +30,46 @@ impl VectorSet {
 }
 
 /// Interrupt state of one vCPU.
-#[derive(Clone, Default, Debug)]
+#[derive(Clone, Debug)]
 pub struct IrqController {
     enabled: VectorSet,
     pending: VectorSet,
     in_service: VectorSet,
+    /// Trace-clock time (ns) at which each pending vector became pending.
+    raised_at: [u64; 256],
+}
+
+impl Default for IrqController {
+    fn default() -> Self {
+        IrqController {
+            enabled: VectorSet::default(),
+            pending: VectorSet::default(),
+            in_service: VectorSet::default(),
+            raised_at: [0; 256],
+        }
+    }
 }
 
 impl IrqController {
     /// Marks `vector` pending; returns false when it already was (the raise coalesced).
     pub fn raise(&mut self, vector: u8) -> bool {
+        self.raise_at(vector, 0)
+    }
+
+    /// Like [`raise`](Self::raise), remembering `now_ns` as the raise time when the vector
+    /// becomes pending (a coalesced raise keeps the first time).
+    pub fn raise_at(&mut self, vector: u8, now_ns: u64) -> bool {
         let fresh = !self.pending.contains(vector);
+        if fresh {
+            self.raised_at[usize::from(vector)] = now_ns;
+        }
         self.pending.set(vector);
         fresh
+    }
+
+    /// When the pending `vector` was raised (trace-clock ns; meaningful while it is pending).
+    pub fn raised_at(&self, vector: u8) -> u64 {
+        self.raised_at[usize::from(vector)]
     }
 
     /// Unmasks `vector`.
@@ -131,6 +158,18 @@ mod tests {
         irq.enable(33);
         irq.injected(33);
         assert!(irq.raise(33), "a raise while in service is a new one");
+    }
+
+    #[test]
+    fn the_first_raise_time_is_kept_while_pending() {
+        let mut irq = IrqController::default();
+        irq.enable(40);
+        assert!(irq.raise_at(40, 100));
+        assert!(!irq.raise_at(40, 200));
+        assert_eq!(irq.raised_at(40), 100);
+        irq.injected(40);
+        assert!(irq.raise_at(40, 300));
+        assert_eq!(irq.raised_at(40), 300);
     }
 
     #[test]

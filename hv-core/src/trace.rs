@@ -14,7 +14,8 @@ pub enum TraceKind {
     VmEntry = 1,
     /// Back from the guest. a: exit reason (`ExitReason`), b: guest rip.
     VmExit = 2,
-    /// An interrupt was raised. a: vector, b: source vCPU or u64::MAX for a device/timer.
+    /// An interrupt that was raised is being injected (written just before its `IrqInject`, so
+    /// that rings stay in time order). a: vector, b: when it became pending (trace-clock ns).
     IrqRaise = 3,
     /// An interrupt was injected. a: vector.
     IrqInject = 4,
@@ -42,7 +43,7 @@ pub enum TraceKind {
     DebugStop = 15,
     /// The vCPU resumed after a debugger stop.
     DebugResume = 16,
-    /// Partition state changed. a: new state code.
+    /// The vCPU parked or unparked. a: its new `VcpuState` code (`VcpuState as u8`).
     StateChange = 17,
     /// Records were dropped because the ring was full. a: how many.
     Lost = 18,
@@ -117,7 +118,9 @@ pub struct TraceRing {
     head: AtomicU64,
     /// Next slot the consumer reads (only the consumer stores it).
     tail: AtomicU64,
-    /// Records dropped and not yet reported by a `Lost` record (producer only).
+    /// Records dropped and not yet reported by a `Lost` record (added to by the producer, taken
+    /// by whoever writes the `Lost` record: the producer, or the consumer via
+    /// [`take_unreported`](TraceRing::take_unreported)).
     unreported: AtomicU64,
     /// All records ever offered to the ring, including dropped ones.
     produced: AtomicU64,
@@ -180,29 +183,36 @@ impl TraceRing {
     /// Appends a record. Must only be called from the ring's one producer thread.
     #[inline]
     pub fn produce(&self, record: TraceRecord) {
-        self.produced.fetch_add(1, Ordering::Relaxed);
+        // Only the producer writes `produced`: no locked instruction needed.
+        self.produced
+            .store(self.produced.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         let head = self.head.load(Ordering::Relaxed);
         let tail = self.tail.load(Ordering::Acquire);
         let capacity = self.mask + 1;
         let unreported = self.unreported.load(Ordering::Relaxed);
         let needed = if unreported > 0 { 2 } else { 1 };
         if head - tail + needed > capacity {
-            self.unreported.store(unreported + 1, Ordering::Relaxed);
-            self.lost.fetch_add(1, Ordering::Relaxed);
+            // Drop path only: an atomic add, because the consumer may take the count meanwhile.
+            self.unreported.fetch_add(1, Ordering::Relaxed);
+            self.lost
+                .store(self.lost.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             return;
         }
         let mut head = head;
         if unreported > 0 {
-            self.write_slot(
-                head,
-                TraceRecord {
-                    kind: TraceKind::Lost as u16,
-                    a: unreported,
-                    ..record
-                },
-            );
-            head += 1;
-            self.unreported.store(0, Ordering::Relaxed);
+            // The consumer may have taken (part of) it since the load above: report what is left.
+            let count = self.unreported.swap(0, Ordering::Relaxed);
+            if count > 0 {
+                self.write_slot(
+                    head,
+                    TraceRecord {
+                        kind: TraceKind::Lost as u16,
+                        a: count,
+                        ..record
+                    },
+                );
+                head += 1;
+            }
         }
         self.write_slot(head, record);
         self.head.store(head + 1, Ordering::Release);
@@ -227,6 +237,29 @@ impl TraceRing {
         }
         self.tail.store(head, Ordering::Release);
         (head - tail) as usize
+    }
+
+    /// Takes the count of dropped records that no `Lost` record in the ring reports yet, so that
+    /// the consumer can report them itself (a producer that went quiet after an overflow would
+    /// otherwise never write its `Lost` record). Only from the ring's one consumer.
+    pub fn take_unreported(&self) -> u64 {
+        self.unreported.swap(0, Ordering::Relaxed)
+    }
+
+    /// Records published and not drained yet (a snapshot).
+    pub fn len(&self) -> usize {
+        let tail = self.tail.load(Ordering::Acquire);
+        (self.head.load(Ordering::Acquire).saturating_sub(tail)) as usize
+    }
+
+    /// Whether nothing waits to be drained (a snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Capacity in records.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
     }
 
     /// Records offered so far (delivered + lost + still queued + `Lost` markers excluded).
@@ -288,6 +321,63 @@ mod tests {
         assert_eq!(lost, 6);
         assert_eq!(ring.lost(), lost);
         assert_eq!(delivered + lost, ring.produced());
+    }
+
+    #[test]
+    fn the_consumer_can_take_a_quiet_producers_lost_count() {
+        let ring = TraceRing::new(4);
+        for i in 0..9 {
+            ring.produce(marker(i));
+        }
+        let mut out = Vec::new();
+        ring.drain(&mut out);
+        assert_eq!(out.len(), 4);
+        assert_eq!(ring.take_unreported(), 5);
+        assert_eq!(ring.take_unreported(), 0);
+        ring.produce(marker(9));
+        ring.drain(&mut out);
+        assert_eq!(out.len(), 5, "no Lost record for a count already taken");
+        assert_eq!(ring.lost(), 5);
+        assert_eq!(4 + 5 + 1, ring.produced());
+    }
+
+    #[test]
+    fn a_consumer_taking_lost_counts_meanwhile_still_accounts_exactly() {
+        let ring = Arc::new(TraceRing::new(64));
+        let producer = {
+            let ring = ring.clone();
+            std::thread::spawn(move || {
+                for i in 0..300_000 {
+                    ring.produce(marker(i));
+                }
+            })
+        };
+        let (mut out, mut taken) = (Vec::new(), 0);
+        loop {
+            let done = producer.is_finished();
+            ring.drain(&mut out);
+            taken += ring.take_unreported();
+            if done {
+                break;
+            }
+        }
+        ring.drain(&mut out);
+        taken += ring.take_unreported();
+        let in_ring: u64 = out
+            .iter()
+            .filter(|r| r.kind == TraceKind::Lost as u16)
+            .map(|r| r.a)
+            .sum();
+        let delivered = out
+            .iter()
+            .filter(|r| r.kind == TraceKind::Marker as u16)
+            .count() as u64;
+        assert!(
+            out.iter()
+                .all(|r| r.kind != TraceKind::Lost as u16 || r.a > 0)
+        );
+        assert_eq!(in_ring + taken, ring.lost());
+        assert_eq!(delivered + ring.lost(), ring.produced());
     }
 
     #[test]

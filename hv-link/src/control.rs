@@ -185,6 +185,68 @@ pub struct TraceStartParams {
     /// Only these partitions (all when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitions: Option<Vec<String>>,
+    /// Only these event classes (`exits`, `irq`, `hypercall`, `sched`, `device`, `ipc`,
+    /// `marker`, `all`; see `trace::CLASSES`). All when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
+}
+
+/// Result of `partitions.stats`: cumulative counters since the system started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionsStats {
+    /// When the counters were read, on the trace clock (ns): rates are deltas over deltas of this.
+    pub timestamp_ns: u64,
+    /// Every partition, in id order.
+    pub partitions: Vec<PartitionStats>,
+}
+
+/// Counters of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionStats {
+    /// Partition id.
+    pub id: u32,
+    /// Partition name.
+    pub name: String,
+    /// Lifecycle state.
+    pub state: PartitionState,
+    /// Hypercalls made.
+    pub hypercalls: u64,
+    /// Interrupts injected.
+    pub irqs_injected: u64,
+    /// Port or MMIO accesses nothing answered.
+    pub unmapped_accesses: u64,
+    /// Trace records dropped in this partition's rings (sum over vCPUs).
+    pub lost_records: u64,
+    /// Per vCPU.
+    pub vcpus: Vec<VcpuStats>,
+}
+
+/// Counters of one vCPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VcpuStats {
+    /// vCPU index.
+    pub index: u32,
+    /// State.
+    pub state: VcpuState,
+    /// ns spent in the guest (inside KVM_RUN).
+    pub guest_ns: u64,
+    /// VM exits.
+    pub exits: u64,
+    /// VM exits by KVM exit reason (JSON object, keys are the reason numbers as strings; only
+    /// non-zero entries; `trace::exit_reason_name` names them).
+    pub exits_by_reason: std::collections::BTreeMap<u32, u64>,
+    /// Interrupts raised (including coalesced raises).
+    pub irqs_raised: u64,
+    /// Interrupts injected.
+    pub irqs_injected: u64,
+    /// Interrupts injected by vector (keys are vectors as strings; only non-zero entries).
+    pub irqs_by_vector: std::collections::BTreeMap<u8, u64>,
+    /// Hypercalls.
+    pub hypercalls: u64,
+    /// Trace records offered to this vCPU's ring while tracing was on.
+    pub trace_produced: u64,
+    /// Trace records dropped because the ring was full.
+    pub lost_records: u64,
 }
 
 /// Params of the `partition.state_changed` notification.
@@ -269,6 +331,10 @@ method!(
     /// `trace.stop` → null.
     TraceStop, "trace.stop", (), ()
 );
+method!(
+    /// `partitions.stats` → [`PartitionsStats`].
+    PartitionsStatsMethod, "partitions.stats", (), PartitionsStats
+);
 
 /// Every method name of protocol v1.
 pub const METHODS: &[&str] = &[
@@ -284,6 +350,7 @@ pub const METHODS: &[&str] = &[
     EventsUnsubscribe::NAME,
     TraceStart::NAME,
     TraceStop::NAME,
+    PartitionsStatsMethod::NAME,
 ];
 
 /// `partition.state_changed` notification.

@@ -18,6 +18,7 @@ pub mod frame;
 pub mod handshake;
 pub mod rpc;
 pub mod server;
+pub mod trace;
 pub mod transport;
 
 pub use channel::{ChannelError, ChannelId, ChannelName};

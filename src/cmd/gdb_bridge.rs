@@ -47,7 +47,7 @@ description's gdb_base_port unless given --no-gdb-bridge.";
 
 /// Finds the link to bridge: `--connect` as an address or a system name, else the only live
 /// system in the runtime directory.
-fn resolve(connect: Option<&str>) -> anyhow::Result<LinkAddr> {
+pub(crate) fn resolve(connect: Option<&str>) -> anyhow::Result<LinkAddr> {
     if let Some(text) = connect {
         if let Ok(addr) = text.parse::<LinkAddr>() {
             return Ok(addr);

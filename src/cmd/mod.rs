@@ -1,5 +1,7 @@
 //! The subcommands of `hv`, one file each.
 
+pub mod console;
 pub mod doctor;
 pub mod gdb_bridge;
 pub mod run;
+pub mod trace;

@@ -3,7 +3,7 @@
 //! running. While it runs, the debug agent serves the host link and an in-process gdb bridge
 //! gives every guest and vCPU a TCP port for gdb (the port table goes to stderr).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -48,6 +48,10 @@ pub struct RunArgs {
     /// bridge later).
     #[arg(long)]
     pub no_gdb_bridge: bool,
+    /// Do not open the terminal console (`hv console`), which otherwise replaces the printed
+    /// guest output when stdout is a terminal.
+    #[arg(long)]
+    pub no_console: bool,
 }
 
 const RUN_AFTER_HELP: &str = "\
@@ -139,6 +143,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         };
 
+    // The console takes the terminal when there is one (and a host link to show).
+    let console = match &agent {
+        Some(a) if !args.no_console && std::io::stdout().is_terminal() => {
+            Some(super::console::EmbeddedConsole::start(
+                a.local_addr().clone(),
+                a.token().map(str::to_owned),
+            )?)
+        }
+        _ => None,
+    };
+    let never = crossbeam_channel::never();
+    let console_done = console.as_ref().map_or(&never, |c| c.done());
+    let quiet = args.quiet || console.is_some();
+    // stderr would scribble over the console; its event log shows state changes instead.
+    let report = console.is_none();
     let deadline = args
         .time_limit
         .map(|s| started + Duration::from_secs_f64(s.max(0.0)));
@@ -150,14 +169,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         crossbeam_channel::select! {
             recv(events) -> event => match event {
                 Ok(SystemEvent::ConsoleLine { partition, line }) => {
-                    if !args.quiet {
+                    if !quiet {
                         let mut out = stdout.lock();
                         let _ = writeln!(out, "[{}] {}", names[partition], line);
                     }
                 }
                 Ok(SystemEvent::StateChanged { partition, state }) => {
                     match &state {
-                        PartitionState::Crashed(_) | PartitionState::Exited(_) => {
+                        PartitionState::Crashed(_) | PartitionState::Exited(_) if report => {
                             eprintln!("hv: partition {} {}", names[partition], state);
                         }
                         _ => {}
@@ -169,13 +188,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                         break "no partition is left running";
                     }
                 }
-                Ok(SystemEvent::Warning { partition, message }) => {
+                Ok(SystemEvent::Warning { partition, message }) if report => {
                     eprintln!("hv: warning: {}: {}", names[partition], message);
                 }
-                Ok(SystemEvent::ConsoleOutput { .. }) => {}
+                Ok(SystemEvent::ConsoleOutput { .. } | SystemEvent::Warning { .. }) => {}
                 Err(_) => break "event stream closed",
             },
             recv(signals) -> _ => break "interrupted",
+            recv(console_done) -> _ => break "console closed",
             default(timeout) => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     break "time limit reached";
@@ -183,6 +203,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
+    drop(console);
     let _ = std::io::stdout().flush();
     // Debuggers first: their guests resume before the system stops.
     drop(bridge);

@@ -9,7 +9,7 @@ use hv_link::control::{
     ChannelClose, ChannelCloseParams, ChannelOpen, ChannelOpenParams, ChannelOpenResult,
     EventsSubscribe, EventsUnsubscribe, InjectIrqParams, Method, PartitionInjectIrq,
     PartitionParams, PartitionPause, PartitionReset, PartitionResume, PartitionsList,
-    SystemInfoMethod, TraceStart, TraceStop,
+    PartitionsStatsMethod, SystemInfoMethod, TraceStart, TraceStartParams, TraceStop,
 };
 use hv_link::rpc::{Message, Request, RequestId, codes};
 use hv_link::server::{Accepted, send_error, send_result};
@@ -22,6 +22,7 @@ use serde_json::Value;
 use super::Shared;
 use super::control::{self, Lifecycle};
 use super::events::{self, Sink};
+use super::trace;
 use crate::gdb::{GdbOutput, GdbSession};
 
 /// Serves one accepted connection until it ends.
@@ -59,6 +60,7 @@ pub(crate) fn serve(shared: &Arc<Shared>, mut conn: Connection) {
         sink: sink.clone(),
         sessions: HashMap::new(),
         consoles: HashMap::new(),
+        traces: HashMap::new(),
         unknown_frames: 0,
         console_overflow: 0,
     };
@@ -91,6 +93,7 @@ struct ConnState {
     sink: Arc<Sink>,
     sessions: HashMap<ChannelId, GdbSession>,
     consoles: HashMap<ChannelId, Arc<Partition>>,
+    traces: trace::Subscriptions,
     unknown_frames: u64,
     console_overflow: u64,
 }
@@ -206,12 +209,17 @@ impl ConnState {
                 self.sink.set_events(false);
                 self.reply(id, Ok(Value::Null));
             }
-            TraceStart::NAME | TraceStop::NAME => self.reply::<()>(
-                id,
-                Err(RpcError::not_supported(
-                    "trace streaming is not served by this debug agent",
-                )),
-            ),
+            TraceStart::NAME => {
+                let r = req
+                    .params_as::<Option<TraceStartParams>>()
+                    .and_then(|p| trace::start(&shared, &p.unwrap_or_default()));
+                self.reply(id, r);
+            }
+            TraceStop::NAME => {
+                trace::stop(&shared);
+                self.reply(id, Ok(Value::Null));
+            }
+            PartitionsStatsMethod::NAME => self.reply(id, Ok(trace::stats(&shared))),
             other => self.reply::<()>(id, Err(RpcError::method_not_found(other))),
         }
     }
@@ -266,12 +274,26 @@ impl ConnState {
                 self.reply(id, Ok(ChannelOpenResult { id: channel }));
                 self.sink.add_console(p.id, channel);
             }
-            (ChannelName::Trace, _) => self.reply::<()>(
-                id,
-                Err(RpcError::not_supported(
-                    "trace streaming is not served by this debug agent",
-                )),
-            ),
+            (ChannelName::Trace, _) => {
+                let channel = match self.table.open(name.clone()) {
+                    Ok(c) => c,
+                    Err(e) => return self.reply::<()>(id, Err(e)),
+                };
+                // Reply first: the header and the batches follow the open response.
+                self.reply(id, Ok(ChannelOpenResult { id: channel }));
+                match shared
+                    .trace
+                    .subscribe(&shared.trace_header, channel, &self.writer)
+                {
+                    Ok(sub) => {
+                        self.traces.insert(channel, sub);
+                    }
+                    Err(e) => {
+                        tracing::warn!("debug agent: cannot start a trace writer: {e}");
+                        let _ = self.table.close(channel);
+                    }
+                }
+            }
             // `control` (always channel 0): the table explains.
             _ => {
                 let r = self.table.open(name).map(|c| ChannelOpenResult { id: c });
@@ -294,6 +316,10 @@ impl ConnState {
         if self.consoles.remove(&channel).is_some() {
             self.sink.remove_console(channel);
         }
+        if let Some(sub) = self.traces.remove(&channel) {
+            self.shared.trace.unsubscribe(&sub);
+            tracing::debug!(lost = sub.lost(), "debug agent: trace channel closed");
+        }
         self.table.close(channel)?;
         Ok(Value::Null)
     }
@@ -312,6 +338,9 @@ impl ConnState {
             self.sink.remove_console(*channel);
         }
         self.consoles.clear();
+        for (_, sub) in self.traces.drain() {
+            self.shared.trace.unsubscribe(&sub);
+        }
         let open: Vec<ChannelId> = self.table.iter().map(|(c, _)| c).collect();
         for channel in open {
             let _ = self.table.close(channel);

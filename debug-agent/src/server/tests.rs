@@ -98,7 +98,7 @@ fn control_service_answers_and_reports_errors() {
     );
     let c = LinkClient::connect_with(agent.local_addr(), opts("tool")).unwrap();
     assert_eq!(c.welcome().system, "test");
-    assert!(!c.welcome().has("trace"), "trace is not offered");
+    assert!(c.welcome().has("trace"), "trace is offered");
     let info = c.system_info().unwrap();
     assert_eq!(
         (info.system.as_str(), info.version.as_str()),
@@ -145,14 +145,37 @@ fn control_service_answers_and_reports_errors() {
         code(c.open_channel(&ChannelName::console("ghost")).unwrap_err()),
         Some(codes::UNKNOWN_PARTITION)
     );
+    let tr = c.open_channel(&ChannelName::Trace).unwrap();
+    match hv_link::trace::decode_chunk(&tr.recv().unwrap()).unwrap().0 {
+        hv_link::trace::Chunk::Header(h) => {
+            assert_eq!(h.system, "test");
+            assert!(h.partitions.is_empty());
+            assert!(h.clock.tsc_khz > 0);
+        }
+        other => panic!("the header first, got {other:?}"),
+    }
+    tr.close().unwrap();
+    c.call("trace.start", json!({})).unwrap();
+    c.call("trace.start", Value::Null).unwrap();
+    c.call("trace.stop", Value::Null).unwrap();
     assert_eq!(
-        code(c.open_channel(&ChannelName::Trace).unwrap_err()),
-        Some(codes::NOT_SUPPORTED)
+        code(
+            c.call("trace.start", json!({"classes": ["nope"]}))
+                .unwrap_err()
+        ),
+        Some(codes::INVALID_PARAMS)
     );
     assert_eq!(
-        code(c.call("trace.start", json!({})).unwrap_err()),
-        Some(codes::NOT_SUPPORTED)
+        code(
+            c.call("trace.start", json!({"partitions": ["ghost"]}))
+                .unwrap_err()
+        ),
+        Some(codes::UNKNOWN_PARTITION)
     );
+    let stats = c
+        .call_typed::<hv_link::control::PartitionsStatsMethod>(&())
+        .unwrap();
+    assert!(stats.partitions.is_empty());
     assert_eq!(
         code(c.call("channel.close", json!({"id": 9})).unwrap_err()),
         Some(codes::UNKNOWN_CHANNEL)

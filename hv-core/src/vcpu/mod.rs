@@ -100,9 +100,22 @@ impl VcpuState {
     }
 }
 
+/// Size of [`VcpuStats::exits_by_reason`]: KVM exit reasons at or above it count in the last slot.
+pub const EXIT_REASONS: usize = 64;
+
+/// Adds one to a counter that only the calling thread writes (no locked instruction).
+#[inline]
+fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
 /// Per-vCPU counters (written by the vCPU thread, read by anyone).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct VcpuStats {
+    /// VM exits by KVM exit reason (`KVM_EXIT_*`; reasons >= `EXIT_REASONS - 1` share the last).
+    pub exits_by_reason: [AtomicU64; EXIT_REASONS],
+    /// Interrupts injected, by vector.
+    pub irqs_by_vector: [AtomicU64; 256],
     /// VM exits.
     pub exits: AtomicU64,
     /// Hypercalls.
@@ -113,6 +126,20 @@ pub struct VcpuStats {
     pub irqs_injected: AtomicU64,
     /// Nanoseconds spent inside KVM_RUN.
     pub guest_ns: AtomicU64,
+}
+
+impl Default for VcpuStats {
+    fn default() -> Self {
+        VcpuStats {
+            exits_by_reason: std::array::from_fn(|_| AtomicU64::new(0)),
+            irqs_by_vector: std::array::from_fn(|_| AtomicU64::new(0)),
+            exits: AtomicU64::new(0),
+            hypercalls: AtomicU64::new(0),
+            irqs_raised: AtomicU64::new(0),
+            irqs_injected: AtomicU64::new(0),
+            guest_ns: AtomicU64::new(0),
+        }
+    }
 }
 
 thread_local! {
@@ -224,7 +251,8 @@ impl VcpuShared {
     /// Raises `vector` on this vCPU (from any thread).
     pub fn raise(&self, vector: u8) {
         self.stats.irqs_raised.fetch_add(1, Ordering::Relaxed);
-        let fresh = self.irq().raise(vector);
+        let now = crate::clock::Clock::shared().now_ns();
+        let fresh = self.irq().raise_at(vector, now);
         if fresh {
             self.kick();
         }
@@ -462,10 +490,18 @@ impl VcpuRunner {
 
     #[inline]
     fn trace(&self, kind: TraceKind, a: u64, b: u64) {
+        if self.shared.trace.wants(kind) {
+            self.trace_at(self.partition.clock.now_ns(), kind, a, b);
+        }
+    }
+
+    /// Records with a timestamp the caller already read (saves a clock read on the exit path).
+    #[inline]
+    fn trace_at(&self, timestamp: u64, kind: TraceKind, a: u64, b: u64) {
         let ring = &self.shared.trace;
         if ring.wants(kind) {
             ring.produce(TraceRecord {
-                timestamp: self.partition.clock.now_ns(),
+                timestamp,
                 kind: kind as u16,
                 vcpu: self.shared.index as u16,
                 partition: self.shared.partition as u32,
@@ -535,6 +571,7 @@ impl VcpuRunner {
             }
             _ => {}
         }
+        self.trace(TraceKind::StateChange, state as u64, 0);
         self.shared.set_state(state);
         self.partition.notify_parked();
         {
@@ -561,11 +598,13 @@ impl VcpuRunner {
                 VcpuState::DebugStopped => self.trace(TraceKind::DebugResume, 0, 0),
                 _ => {}
             }
-            self.shared.set_state(if self.halted {
+            let next = if self.halted {
                 VcpuState::Halted
             } else {
                 VcpuState::Running
-            });
+            };
+            self.trace(TraceKind::StateChange, next as u64, 0);
+            self.shared.set_state(next);
             self.partition.notify_parked();
         }
     }
@@ -616,16 +655,18 @@ impl VcpuRunner {
             if ready && if_flag {
                 match kvm_ext::inject_interrupt(&self.fd, vector) {
                     Ok(()) => {
+                        let raised = irq.raised_at(vector);
                         irq.injected(vector);
                         drop(irq);
-                        self.shared
-                            .stats
-                            .irqs_injected
-                            .fetch_add(1, Ordering::Relaxed);
+                        let stats = &self.shared.stats;
+                        bump(&stats.irqs_injected);
+                        bump(&stats.irqs_by_vector[usize::from(vector)]);
                         self.partition
                             .stats
                             .irqs_injected
                             .fetch_add(1, Ordering::Relaxed);
+                        // Stamped now (rings stay in time order); b carries the raise time.
+                        self.trace(TraceKind::IrqRaise, u64::from(vector), raised);
                         self.trace(TraceKind::IrqInject, u64::from(vector), 0);
                     }
                     Err(_) => want_window = true,
@@ -640,24 +681,27 @@ impl VcpuRunner {
     fn enter_guest(&mut self) {
         self.apply_pending_debug();
         self.prepare_interrupts();
-        self.trace(TraceKind::VmEntry, 0, 0);
         let start = self.partition.clock.now_ns();
+        self.trace_at(start, TraceKind::VmEntry, 0, 0);
         let action = handle_exit(self.fd.run(), &*self.partition);
         let end = self.partition.clock.now_ns();
         self.fd.set_kvm_immediate_exit(0);
-        self.shared.stats.exits.fetch_add(1, Ordering::Relaxed);
-        self.shared
-            .stats
-            .guest_ns
-            .fetch_add(end.saturating_sub(start), Ordering::Relaxed);
+        let reason = self.fd.get_kvm_run().exit_reason;
+        let stats = &self.shared.stats;
+        bump(&stats.exits);
+        bump(&stats.exits_by_reason[(reason as usize).min(EXIT_REASONS - 1)]);
+        stats.guest_ns.store(
+            stats.guest_ns.load(Ordering::Relaxed) + end.saturating_sub(start),
+            Ordering::Relaxed,
+        );
         if self.shared.trace.wants(TraceKind::VmExit) {
-            let reason = u64::from(self.fd.get_kvm_run().exit_reason);
+            let reason = u64::from(reason);
             let rip = if self.sync_regs {
                 self.fd.sync_regs().regs.rip
             } else {
                 0
             };
-            self.trace(TraceKind::VmExit, reason, rip);
+            self.trace_at(end, TraceKind::VmExit, reason, rip);
         }
         // KVM folds the single-step trap of an instruction that exits to user space (port I/O,
         // the hypercall, hlt) into that exit: no debug exit follows, so the step ends here.

@@ -1,0 +1,457 @@
+//! Trace streaming: `trace.start` / `trace.stop`, `partitions.stats`, and the `trace` channel.
+//!
+//! One drainer thread empties every vCPU's trace ring every [`DRAIN_PERIOD`] and encodes what it
+//! found into record batches (hv-link's trace format). Each `trace` channel subscriber has a
+//! bounded queue of batches and a writer thread; when the queue is full the batch is dropped for
+//! that subscriber only and the records are counted per vCPU, then reported at the head of its
+//! next batch as `Lost` records with `b = LOST_ON_LINK`. The drainer never waits for a
+//! subscriber, and the vCPUs never wait for the drainer: produced = delivered + lost, exactly,
+//! per subscriber, for the records produced while it was subscribed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use hv_core::Partition;
+use hv_core::clock::Clock;
+use hv_link::control::{PartitionStats, PartitionsStats, TraceStartParams, VcpuStats};
+use hv_link::trace::{
+    LOST_IN_RING, LOST_ON_LINK, MAX_BATCH_RECORDS, RecordKind, TraceClock, TraceHeader,
+    TracePartition, TraceRecord, class_bits, encode_batch_into, encode_header,
+};
+use hv_link::{ChannelId, FrameEncoder, FrameWriter, RpcError};
+
+use super::Shared;
+use super::control::{find, link_partition_state, link_vcpu_state, normalize};
+
+/// How often the drainer empties the rings.
+pub(crate) const DRAIN_PERIOD: Duration = Duration::from_millis(2);
+/// Batches queued per subscriber before new ones are dropped (counted).
+const QUEUE_BATCHES: usize = 256;
+/// Bytes merged into one write by a subscriber's writer.
+const WRITE_BYTES: usize = 1 << 20;
+
+/// One `trace` channel subscriber.
+pub(crate) struct Subscriber {
+    tx: Sender<Arc<[u8]>>,
+    /// Records dropped for this subscriber and not yet reported, by (partition, vCPU).
+    unreported: Mutex<BTreeMap<(u32, u16), u64>>,
+    /// Records dropped for this subscriber in all.
+    lost: AtomicU64,
+    /// Shared with the writer thread (which must not hold `tx`, so that it ends once the
+    /// subscriber is dropped).
+    closed: Arc<AtomicBool>,
+}
+
+impl Subscriber {
+    /// Stops the stream (queued batches are discarded).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Records dropped for this subscriber so far.
+    pub(crate) fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    fn unreported(&self) -> MutexGuard<'_, BTreeMap<(u32, u16), u64>> {
+        self.unreported.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Every subscriber of every connection.
+#[derive(Default)]
+pub(crate) struct TraceHub {
+    subscribers: Mutex<Vec<Arc<Subscriber>>>,
+}
+
+impl TraceHub {
+    fn lock(&self) -> MutexGuard<'_, Vec<Arc<Subscriber>>> {
+        self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Subscribes `channel` on `writer`: sends the header, then starts the subscriber's writer.
+    pub(crate) fn subscribe(
+        &self,
+        header: &[u8],
+        channel: ChannelId,
+        writer: &FrameWriter,
+    ) -> std::io::Result<Arc<Subscriber>> {
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE_BATCHES);
+        let sub = Arc::new(Subscriber {
+            tx,
+            unreported: Mutex::default(),
+            lost: AtomicU64::new(0),
+            closed: Arc::new(AtomicBool::new(false)),
+        });
+        // The header goes first, before the drainer can queue anything for this subscriber.
+        let _ = writer.send_frame(channel, header);
+        let (closed, w) = (sub.closed.clone(), writer.clone());
+        std::thread::Builder::new()
+            .name("agent-trace-tx".into())
+            .spawn(move || write_loop(&closed, &rx, channel, &w))?;
+        self.lock().push(sub.clone());
+        Ok(sub)
+    }
+
+    /// Ends a subscription.
+    pub(crate) fn unsubscribe(&self, sub: &Arc<Subscriber>) {
+        sub.close();
+        self.lock().retain(|s| !Arc::ptr_eq(s, sub));
+    }
+}
+
+/// A subscriber's writer: merges queued batches into one write, one frame each. Ends when the
+/// subscriber is dropped (queue disconnected), closed, or the link fails.
+fn write_loop(closed: &AtomicBool, rx: &Receiver<Arc<[u8]>>, channel: ChannelId, w: &FrameWriter) {
+    let mut out = FrameEncoder::with_capacity(WRITE_BYTES);
+    while let Ok(first) = rx.recv() {
+        out.clear();
+        let _ = out.push(channel, &first);
+        while out.as_bytes().len() < WRITE_BYTES {
+            match rx.try_recv() {
+                Ok(next) => {
+                    let _ = out.push(channel, &next);
+                }
+                Err(_) => break,
+            }
+        }
+        if closed.load(Ordering::Acquire) || w.send_batch(&out).is_err() {
+            return;
+        }
+    }
+}
+
+/// The header every new `trace` channel starts with.
+pub(crate) fn header(system: &str, partitions: &[Arc<Partition>]) -> Vec<u8> {
+    let clock = Clock::shared();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    encode_header(&TraceHeader {
+        system: system.to_owned(),
+        clock: TraceClock {
+            tsc_khz: clock.tsc_khz(),
+            epoch_unix_ns: now.saturating_sub(clock.now_ns()),
+        },
+        partitions: partitions
+            .iter()
+            .map(|p| TracePartition {
+                id: p.id as u32,
+                name: p.name.clone(),
+                vcpus: p.vcpus.len() as u32,
+                image: normalize(p.image_path()).display().to_string(),
+            })
+            .collect(),
+    })
+}
+
+/// The drainer thread: until `stop` disconnects.
+pub(crate) fn drain_loop(shared: &Shared, stop: &Receiver<()>) {
+    let mut drainer = Drainer::default();
+    loop {
+        drainer.drain_once(&shared.partitions, &shared.trace);
+        match stop.recv_timeout(DRAIN_PERIOD) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+    }
+}
+
+/// The drainer's buffers (kept between rounds).
+#[derive(Default)]
+pub(crate) struct Drainer {
+    raw: Vec<hv_core::trace::TraceRecord>,
+    records: Vec<TraceRecord>,
+    encoded: Vec<u8>,
+}
+
+impl Drainer {
+    /// Empties every ring once and offers the records to every subscriber.
+    pub(crate) fn drain_once(&mut self, partitions: &[Arc<Partition>], hub: &TraceHub) {
+        self.records.clear();
+        for p in partitions {
+            for v in &p.vcpus {
+                self.raw.clear();
+                v.trace.drain(&mut self.raw);
+                self.records.extend(self.raw.iter().map(|r| TraceRecord {
+                    timestamp: r.timestamp,
+                    kind: r.kind,
+                    vcpu: r.vcpu,
+                    partition: r.partition,
+                    a: r.a,
+                    b: r.b,
+                }));
+                let quiet_lost = v.trace.take_unreported();
+                if quiet_lost > 0 {
+                    self.records.push(TraceRecord {
+                        timestamp: Clock::shared().now_ns(),
+                        kind: RecordKind::Lost as u16,
+                        vcpu: v.index as u16,
+                        partition: p.id as u32,
+                        a: quiet_lost,
+                        b: LOST_IN_RING,
+                    });
+                }
+            }
+        }
+        let subscribers = hub.lock().clone();
+        for batch in self.records.chunks(MAX_BATCH_RECORDS) {
+            let mut shared_chunk: Option<Arc<[u8]>> = None;
+            for sub in &subscribers {
+                offer(sub, batch, &mut shared_chunk, &mut self.encoded);
+            }
+        }
+        if self.records.is_empty() {
+            // Quiet rings: still report a subscriber's losses as soon as its queue has room.
+            for sub in &subscribers {
+                if !sub.unreported().is_empty() {
+                    offer(sub, &[], &mut None, &mut self.encoded);
+                }
+            }
+        }
+    }
+}
+
+/// Queues `batch` for `sub` without waiting: with its unreported losses in front, or dropped
+/// and counted when its queue is full.
+fn offer(
+    sub: &Subscriber,
+    batch: &[TraceRecord],
+    shared_chunk: &mut Option<Arc<[u8]>>,
+    scratch: &mut Vec<u8>,
+) {
+    if sub.closed.load(Ordering::Acquire) {
+        return;
+    }
+    if sub.tx.is_full() {
+        return drop_batch(sub, batch);
+    }
+    let mut unreported = sub.unreported();
+    if batch.is_empty() && unreported.is_empty() {
+        return;
+    }
+    let chunk = if unreported.is_empty() {
+        shared_chunk
+            .get_or_insert_with(|| {
+                scratch.clear();
+                encode_batch_into(batch, scratch);
+                scratch.as_slice().into()
+            })
+            .clone()
+    } else {
+        let now = Clock::shared().now_ns();
+        let mut records: Vec<TraceRecord> = unreported
+            .iter()
+            .map(|(&(partition, vcpu), &count)| TraceRecord {
+                timestamp: now,
+                kind: RecordKind::Lost as u16,
+                vcpu,
+                partition,
+                a: count,
+                b: LOST_ON_LINK,
+            })
+            .collect();
+        records.extend_from_slice(batch);
+        // One chunk (one frame): at most MAX_BATCH_RECORDS plus one record per vCPU, far below
+        // the frame limit.
+        let mut bytes = Vec::new();
+        encode_batch_into(&records, &mut bytes);
+        bytes.into()
+    };
+    match sub.tx.try_send(chunk) {
+        Ok(()) => unreported.clear(),
+        Err(TrySendError::Full(_)) => {
+            drop(unreported);
+            drop_batch(sub, batch);
+        }
+        Err(TrySendError::Disconnected(_)) => {}
+    }
+}
+
+fn drop_batch(sub: &Subscriber, batch: &[TraceRecord]) {
+    let mut unreported = sub.unreported();
+    let mut total = 0;
+    for r in batch {
+        // A `Lost` record stands for `a` records.
+        let n = if r.kind == RecordKind::Lost as u16 {
+            r.a
+        } else {
+            1
+        };
+        *unreported.entry((r.partition, r.vcpu)).or_default() += n;
+        total += n;
+    }
+    sub.lost.fetch_add(total, Ordering::Relaxed);
+}
+
+/// `trace.start`: turns the given classes (all when absent) on for the given partitions (all
+/// when absent).
+pub(crate) fn start(shared: &Shared, params: &TraceStartParams) -> Result<(), RpcError> {
+    let bits = match &params.classes {
+        Some(names) => class_bits(names).map_err(|name| {
+            RpcError::invalid_params(format!(
+                "unknown trace class {name:?} (known: exits, irq, hypercall, sched, device, ipc, marker, all)"
+            ))
+        })?,
+        None => hv_core::trace::class::ALL,
+    };
+    let targets: Vec<&Arc<Partition>> = match &params.partitions {
+        Some(names) => names
+            .iter()
+            .map(|n| find(shared, n))
+            .collect::<Result<_, _>>()?,
+        None => shared.partitions.iter().collect(),
+    };
+    for p in targets {
+        for v in &p.vcpus {
+            v.trace.set_classes(bits);
+        }
+    }
+    Ok(())
+}
+
+/// `trace.stop`: every class off on every partition (records already produced still stream).
+pub(crate) fn stop(shared: &Shared) {
+    for p in shared.partitions.iter() {
+        for v in &p.vcpus {
+            v.trace.set_classes(0);
+        }
+    }
+}
+
+/// `partitions.stats`.
+pub(crate) fn stats(shared: &Shared) -> PartitionsStats {
+    let timestamp_ns = Clock::shared().now_ns();
+    let partitions = shared
+        .partitions
+        .iter()
+        .map(|p| {
+            let vcpus: Vec<VcpuStats> = p
+                .vcpus
+                .iter()
+                .map(|v| {
+                    let s = &v.stats;
+                    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                    VcpuStats {
+                        index: v.index,
+                        state: link_vcpu_state(v.state()),
+                        guest_ns: load(&s.guest_ns),
+                        exits: load(&s.exits),
+                        exits_by_reason: nonzero(&s.exits_by_reason)
+                            .map(|(i, n)| (i as u32, n))
+                            .collect(),
+                        irqs_raised: load(&s.irqs_raised),
+                        irqs_injected: load(&s.irqs_injected),
+                        irqs_by_vector: nonzero(&s.irqs_by_vector)
+                            .map(|(i, n)| (i as u8, n))
+                            .collect(),
+                        hypercalls: load(&s.hypercalls),
+                        trace_produced: v.trace.produced(),
+                        lost_records: v.trace.lost(),
+                    }
+                })
+                .collect();
+            PartitionStats {
+                id: p.id as u32,
+                name: p.name.clone(),
+                state: link_partition_state(&p.state()),
+                hypercalls: p.stats.hypercalls.load(Ordering::Relaxed),
+                irqs_injected: p.stats.irqs_injected.load(Ordering::Relaxed),
+                unmapped_accesses: p.stats.unmapped_accesses.load(Ordering::Relaxed),
+                lost_records: vcpus.iter().map(|v| v.lost_records).sum(),
+                vcpus,
+            }
+        })
+        .collect();
+    PartitionsStats {
+        timestamp_ns,
+        partitions,
+    }
+}
+
+fn nonzero(counters: &[AtomicU64]) -> impl Iterator<Item = (usize, u64)> + '_ {
+    counters
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .enumerate()
+        .filter(|(_, n)| *n > 0)
+}
+
+/// Per-connection subscriptions, by channel.
+pub(crate) type Subscriptions = HashMap<ChannelId, Arc<Subscriber>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marker(i: u64) -> TraceRecord {
+        TraceRecord {
+            kind: RecordKind::Marker as u16,
+            partition: 1,
+            vcpu: 0,
+            a: 0,
+            b: i,
+            timestamp: i,
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_counts_and_reports_losses_first() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let sub = Subscriber {
+            tx,
+            unreported: Mutex::default(),
+            lost: AtomicU64::new(0),
+            closed: Arc::default(),
+        };
+        let mut scratch = Vec::new();
+        let batch: Vec<TraceRecord> = (0..3).map(marker).collect();
+        offer(&sub, &batch, &mut None, &mut scratch);
+        // Queue full: the next batch (with a ring Lost record standing for 5) is dropped.
+        let mut second: Vec<TraceRecord> = (3..5).map(marker).collect();
+        second.push(TraceRecord {
+            kind: RecordKind::Lost as u16,
+            a: 5,
+            ..marker(0)
+        });
+        offer(&sub, &second, &mut None, &mut scratch);
+        assert_eq!(sub.lost(), 7);
+        let first = rx.recv().unwrap();
+        let (hv_link::trace::Chunk::Batch(got), _) = hv_link::trace::decode_chunk(&first).unwrap()
+        else {
+            panic!("a batch")
+        };
+        assert_eq!(got, batch);
+        offer(&sub, &[marker(9)], &mut None, &mut scratch);
+        let third = rx.recv().unwrap();
+        let (hv_link::trace::Chunk::Batch(got), _) = hv_link::trace::decode_chunk(&third).unwrap()
+        else {
+            panic!("a batch")
+        };
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].kind, RecordKind::Lost as u16);
+        assert_eq!((got[0].partition, got[0].vcpu, got[0].a), (1, 0, 7));
+        assert_eq!(got[0].b, LOST_ON_LINK);
+        assert_eq!(got[1], marker(9));
+        assert!(sub.unreported().is_empty());
+        // Losses are reported even when nothing else follows.
+        offer(&sub, &[marker(10)], &mut None, &mut scratch);
+        offer(&sub, &second, &mut None, &mut scratch);
+        offer(&sub, &[], &mut None, &mut scratch);
+        assert_eq!(sub.lost(), 14);
+        rx.recv().unwrap();
+        offer(&sub, &[], &mut None, &mut scratch);
+        let (hv_link::trace::Chunk::Batch(got), _) =
+            hv_link::trace::decode_chunk(&rx.recv().unwrap()).unwrap()
+        else {
+            panic!("a batch")
+        };
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].a, got[0].b), (7, LOST_ON_LINK));
+        offer(&sub, &[], &mut None, &mut scratch);
+        assert!(rx.is_empty(), "nothing to report, nothing sent");
+    }
+}

@@ -1,0 +1,131 @@
+//! `hv trace record FILE`: subscribe to a running system's `trace` channel, switch tracing on,
+//! and write what arrives to a trace file (hv-link's trace format) until the duration ends or
+//! Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use crossbeam_channel::select;
+use hv_link::control::{TraceStart, TraceStartParams, TraceStop};
+use hv_link::trace::{Chunk, LOST_ON_LINK, RecordKind, TraceWriter, decode_chunk};
+use hv_link::{ChannelName, LinkClient};
+
+/// `hv trace` subcommands.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    #[command(subcommand)]
+    command: TraceCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum TraceCommand {
+    /// Record a running system's trace to FILE.
+    Record(RecordArgs),
+}
+
+/// Options of `hv trace record`.
+#[derive(Debug, Args)]
+struct RecordArgs {
+    /// The trace file to write.
+    file: PathBuf,
+    /// The running system: its link or its name (default: the only one running).
+    #[arg(long, value_name = "LINK")]
+    connect: Option<String>,
+    /// Stop after this many seconds (default: at Ctrl-C).
+    #[arg(long, value_name = "S")]
+    duration: Option<f64>,
+    /// Event classes: exits, irq, hypercall, sched, device, ipc, marker, all (default: all).
+    #[arg(long, value_delimiter = ',')]
+    classes: Option<Vec<String>>,
+    /// Only these partitions (default: all).
+    #[arg(long, value_delimiter = ',')]
+    partitions: Option<Vec<String>>,
+}
+
+/// Runs `hv trace`.
+pub fn trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        TraceCommand::Record(r) => record(r),
+    }
+}
+
+fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
+    let signals = super::run::termination_signal()?;
+    let link = super::gdb_bridge::resolve(args.connect.as_deref())?;
+    let client =
+        LinkClient::connect(&link, "hv-trace").with_context(|| format!("connect {link}"))?;
+    let channel = client
+        .open_channel(&ChannelName::Trace)
+        .context("open the trace channel")?;
+    let first = channel.recv().context("read the trace header")?;
+    let Chunk::Header(header) = decode_chunk(&first).context("trace header")?.0 else {
+        bail!("the trace channel did not start with a header");
+    };
+    let file = std::fs::File::create(&args.file)
+        .with_context(|| format!("create {}", args.file.display()))?;
+    let mut writer = TraceWriter::new(std::io::BufWriter::new(file), &header)?;
+    client
+        .call_typed::<TraceStart>(&TraceStartParams {
+            partitions: args.partitions,
+            classes: args.classes,
+        })
+        .context("trace.start")?;
+    eprintln!(
+        "hv: recording the trace of {} to {} ({}); Ctrl-C stops",
+        header.system,
+        args.file.display(),
+        args.duration
+            .map_or("until Ctrl-C".to_owned(), |d| format!("{d} s"))
+    );
+    let end = args
+        .duration
+        .map(|d| Instant::now() + Duration::from_secs_f64(d.max(0.0)));
+    let (mut records, mut lost_ring, mut lost_link) = (0u64, 0u64, 0u64);
+    let mut count = |payload: &[u8], writer: &mut TraceWriter<_>| -> anyhow::Result<()> {
+        if let (Chunk::Batch(batch), _) = decode_chunk(payload)? {
+            for r in &batch {
+                match r.kind() {
+                    Some(RecordKind::Lost) if r.b == LOST_ON_LINK => lost_link += r.a,
+                    Some(RecordKind::Lost) => lost_ring += r.a,
+                    _ => records += 1,
+                }
+            }
+            writer.write_chunk(payload)?;
+        }
+        Ok(())
+    };
+    loop {
+        let wait = end.map_or(Duration::from_secs(3600), |e| {
+            e.saturating_duration_since(Instant::now())
+        });
+        select! {
+            recv(channel.receiver()) -> p => match p {
+                Ok(payload) => count(&payload, &mut writer)?,
+                Err(_) => {
+                    eprintln!("hv: the link closed");
+                    break;
+                }
+            },
+            recv(signals) -> _ => break,
+            default(wait) => {
+                if end.is_some_and(|e| Instant::now() >= e) {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = client.call_typed::<TraceStop>(&());
+    // What the agent drained before the stop is on its way: take what arrives shortly.
+    while let Ok(payload) = channel.receiver().recv_timeout(Duration::from_millis(100)) {
+        count(&payload, &mut writer)?;
+    }
+    writer.finish()?;
+    eprintln!(
+        "hv: {records} records written to {}; lost: {lost_ring} in the hypervisor's rings, {lost_link} on the link",
+        args.file.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

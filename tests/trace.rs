@@ -1,0 +1,319 @@
+//! End-to-end trace streaming: a guest floods trace markers while the demo control/telemetry
+//! pair runs; a real hv-link client subscribed to the `trace` channel receives the header and
+//! the batches; once the flood is paused and tracing stopped, every ring's produced count equals
+//! the records delivered plus the records reported lost, exactly.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{boot, kvm_lock, kvm_or_skip};
+use debug_agent::{Agent, AgentOptions};
+use hv_link::control::{
+    ChannelOpen, ChannelOpenParams, PartitionsStatsMethod, TraceStart, TraceStartParams, TraceStop,
+    request_bytes,
+};
+use hv_link::handshake::{Hello, client_handshake};
+use hv_link::rpc::RequestId;
+use hv_link::trace::{Chunk, LOST_ON_LINK, RecordKind, decode_chunk};
+use hv_link::{ChannelId, ChannelName, ClientOptions, Connection, LinkAddr, LinkClient};
+
+/// Safety net for blocking reads; no assertion is about how long anything takes.
+const GUARD: Duration = Duration::from_secs(120);
+
+const FLOOD: &str = r#"
+[system]
+name = "tracetest"
+
+[[partition]]
+name = "control"
+image = "{guests}/control.elf"
+
+[[partition]]
+name = "telemetry"
+image = "{guests}/telemetry.elf"
+
+[[partition]]
+name = "marker"
+image = "{guests}/marker.elf"
+
+[[channel]]
+name = "telemetry"
+endpoints = ["control", "telemetry"]
+"#;
+
+/// What one subscriber has seen, per (partition, vCPU).
+#[derive(Default, Debug)]
+struct Seen {
+    delivered: BTreeMap<(u32, u16), u64>,
+    lost_in_ring: BTreeMap<(u32, u16), u64>,
+    lost_on_link: BTreeMap<(u32, u16), u64>,
+    markers: u64,
+    last_marker: Option<u64>,
+    irq_latencies: u64,
+    latencies: hv_link::trace::IrqLatencies,
+    eoi_latencies: u64,
+}
+
+impl Seen {
+    fn add(&mut self, payload: &[u8]) {
+        let (Chunk::Batch(records), used) = decode_chunk(payload).expect("a valid chunk") else {
+            panic!("only batches after the header");
+        };
+        assert_eq!(used, payload.len(), "one chunk per frame");
+        for r in records {
+            if let Some(s) = self.latencies.feed(&r)
+                && s.what == hv_link::trace::IrqLatency::InjectToEoi
+            {
+                self.eoi_latencies += 1;
+            }
+            let key = (r.partition, r.vcpu);
+            match r.kind() {
+                Some(RecordKind::Lost) if r.b == LOST_ON_LINK => {
+                    *self.lost_on_link.entry(key).or_default() += r.a
+                }
+                Some(RecordKind::Lost) => *self.lost_in_ring.entry(key).or_default() += r.a,
+                kind => {
+                    *self.delivered.entry(key).or_default() += 1;
+                    if kind == Some(RecordKind::Marker) {
+                        self.markers += 1;
+                        assert_eq!(r.a, 7, "the marker guest's id");
+                        if let Some(last) = self.last_marker {
+                            assert!(r.b > last, "markers arrive in order");
+                        }
+                        self.last_marker = Some(r.b);
+                    }
+                    if kind == Some(RecordKind::IrqRaise) {
+                        assert!(r.b <= r.timestamp, "raised before injected");
+                        self.irq_latencies += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn accounted(&self, key: (u32, u16)) -> u64 {
+        let get = |m: &BTreeMap<(u32, u16), u64>| m.get(&key).copied().unwrap_or(0);
+        get(&self.delivered) + get(&self.lost_in_ring) + get(&self.lost_on_link)
+    }
+}
+
+/// A subscriber that opens the `trace` channel and then does not read (until told to).
+fn slow_subscriber(addr: &LinkAddr) -> Connection {
+    let mut conn = hv_link::connect(addr).expect("connect");
+    client_handshake(&mut conn, &Hello::new("slow"), Some(GUARD)).expect("handshake");
+    let open = request_bytes::<ChannelOpen>(
+        &RequestId::Number(1),
+        &ChannelOpenParams {
+            name: ChannelName::Trace,
+        },
+    )
+    .unwrap();
+    conn.send_frame(ChannelId::CONTROL, &open).unwrap();
+    conn.set_read_timeout(Some(GUARD)).unwrap();
+    conn
+}
+
+#[test]
+fn trace_flood_is_accounted_exactly_and_others_run_on() {
+    if !kvm_or_skip("trace_flood_is_accounted_exactly_and_others_run_on") {
+        return;
+    }
+    let _lock = kvm_lock();
+    let (system, consoles, _file) = boot(FLOOD);
+    let dir = tempfile::tempdir().unwrap();
+    let options = AgentOptions {
+        link: Some(LinkAddr::Unix(dir.path().join("link.sock"))),
+        ..Default::default()
+    };
+    let agent = Agent::start(&system, &system.config.agent, options).expect("agent");
+    let client = LinkClient::connect_with(
+        agent.local_addr(),
+        ClientOptions {
+            call_timeout: Some(GUARD),
+            ..ClientOptions::new("trace-test")
+        },
+    )
+    .expect("connect");
+    assert!(client.welcome().has("trace"));
+
+    let trace = client.open_channel(&ChannelName::Trace).expect("trace");
+    let first = trace.receiver().recv_timeout(GUARD).expect("header");
+    let Chunk::Header(header) = decode_chunk(&first).expect("header").0 else {
+        panic!("the header comes first");
+    };
+    let names: Vec<&str> = header.partitions.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["control", "telemetry", "marker"]);
+    assert!(header.partitions[2].image.ends_with("marker.elf"));
+    assert!(header.clock.tsc_khz > 0);
+    let marker_id = header.partitions[2].id;
+    let mut slow = slow_subscriber(agent.local_addr());
+
+    client
+        .call_typed::<TraceStart>(&TraceStartParams {
+            partitions: Some(vec!["marker".into()]),
+            classes: Some(vec!["marker".into()]),
+        })
+        .unwrap();
+    client
+        .call_typed::<TraceStart>(&TraceStartParams {
+            partitions: Some(vec!["control".into()]),
+            classes: Some(vec!["irq".into(), "sched".into()]),
+        })
+        .unwrap();
+
+    let mut seen = Seen::default();
+    // Flood until plenty of markers went through and control printed a fresh uptime line.
+    while seen.markers < 200_000 {
+        seen.add(&trace.receiver().recv_timeout(GUARD).expect("a batch"));
+    }
+    let uptime = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("control: uptime"))
+            .count()
+    };
+    let before = uptime(&consoles.lines("control"));
+    loop {
+        // Keep draining meanwhile, like any subscriber would.
+        while let Ok(batch) = trace.receiver().try_recv() {
+            seen.add(&batch);
+        }
+        let have = consoles.lines("control").len();
+        let lines = consoles.wait_count("control", have + 1, GUARD);
+        if uptime(&lines) > before {
+            break;
+        }
+    }
+
+    client.pause("marker").unwrap();
+    client.call_typed::<TraceStop>(&()).unwrap();
+
+    // Every ring: produced = delivered + lost, exactly (read until the counts meet).
+    let rings = |stats: &hv_link::control::PartitionsStats| -> BTreeMap<(u32, u16), u64> {
+        stats
+            .partitions
+            .iter()
+            .flat_map(|p| {
+                p.vcpus
+                    .iter()
+                    .map(move |v| ((p.id, v.index as u16), v.trace_produced))
+            })
+            .collect()
+    };
+    let mut stats = client.call_typed::<PartitionsStatsMethod>(&()).unwrap();
+    loop {
+        let produced = rings(&stats);
+        if produced.iter().all(|(k, n)| seen.accounted(*k) == *n) {
+            break;
+        }
+        for (k, n) in &produced {
+            assert!(
+                seen.accounted(*k) <= *n,
+                "{k:?}: more delivered than produced"
+            );
+        }
+        seen.add(&trace.receiver().recv_timeout(GUARD).expect("a batch"));
+        stats = client.call_typed::<PartitionsStatsMethod>(&()).unwrap();
+    }
+    let produced = rings(&stats);
+    let marker_ring = (marker_id, 0);
+    assert!(produced[&marker_ring] >= 200_000);
+    let ring_lost: u64 = stats.partitions.iter().map(|p| p.lost_records).sum();
+    assert_eq!(ring_lost, seen.lost_in_ring.values().sum::<u64>());
+    assert!(seen.irq_latencies > 0, "control's timer interrupts traced");
+    assert!(seen.eoi_latencies > 0, "inject→EOI pairs found");
+    let control = &stats.partitions[0];
+    assert!(control.vcpus[0].exits > 0 && control.vcpus[0].guest_ns > 0);
+    assert!(
+        control.vcpus[0].irqs_by_vector.values().sum::<u64>() == control.vcpus[0].irqs_injected
+    );
+    assert!(control.vcpus[0].exits_by_reason.values().sum::<u64>() == control.vcpus[0].exits);
+    eprintln!(
+        "trace flood: produced {:?}, delivered {:?}, lost in rings {:?}, lost on the link {:?}",
+        produced, seen.delivered, seen.lost_in_ring, seen.lost_on_link
+    );
+
+    // The subscriber that did not read lost records on the link, counted exactly.
+    let mut slow_seen = Seen::default();
+    let mut slow_channel = None;
+    let mut header_seen = false;
+    while !produced.iter().all(|(k, n)| slow_seen.accounted(*k) == *n) {
+        let frame = slow.recv_frame().expect("read").expect("open link");
+        if frame.channel == ChannelId::CONTROL {
+            let reply: serde_json::Value = serde_json::from_slice(&frame.payload).unwrap();
+            slow_channel = Some(ChannelId(reply["result"]["id"].as_u64().unwrap() as u32));
+            continue;
+        }
+        assert_eq!(
+            Some(frame.channel),
+            slow_channel,
+            "trace data after the open reply"
+        );
+        if !header_seen {
+            assert!(matches!(
+                decode_chunk(&frame.payload).unwrap().0,
+                Chunk::Header(_)
+            ));
+            header_seen = true;
+            continue;
+        }
+        slow_seen.add(&frame.payload);
+    }
+    let slow_lost: u64 = slow_seen.lost_on_link.values().sum();
+    eprintln!(
+        "slow subscriber: delivered {:?}, lost on the link {:?}",
+        slow_seen.delivered, slow_seen.lost_on_link
+    );
+    assert!(
+        slow_lost > 0,
+        "the subscriber that did not read lost records"
+    );
+    drop(trace);
+    client.shutdown();
+    agent.shutdown();
+}
+
+#[test]
+fn hv_trace_record_writes_a_readable_trace_file() {
+    if !kvm_or_skip("hv_trace_record_writes_a_readable_trace_file") {
+        return;
+    }
+    let _lock = kvm_lock();
+    let (system, _consoles, _file) = boot(FLOOD);
+    let dir = tempfile::tempdir().unwrap();
+    let options = AgentOptions {
+        link: Some(LinkAddr::Unix(dir.path().join("link.sock"))),
+        ..Default::default()
+    };
+    let agent = Agent::start(&system, &system.config.agent, options).expect("agent");
+    let out = dir.path().join("flood.hvtrace");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_hv"))
+        .args(["trace", "record"])
+        .arg(&out)
+        .arg("--connect")
+        .arg(agent.local_addr().to_string())
+        .args([
+            "--duration",
+            "1",
+            "--classes",
+            "marker",
+            "--partitions",
+            "marker",
+        ])
+        .status()
+        .expect("run hv trace record");
+    assert!(status.success());
+    let mut reader =
+        hv_link::trace::TraceReader::new(std::fs::File::open(&out).unwrap()).expect("header");
+    assert_eq!(reader.header().system, "tracetest");
+    assert_eq!(reader.header().partitions.len(), 3);
+    let mut seen = Seen::default();
+    while let Some(batch) = reader.next_batch().expect("whole batches") {
+        seen.add(&hv_link::trace::encode_batch(&batch));
+    }
+    assert!(seen.markers > 0, "markers recorded");
+    assert_eq!(seen.delivered.keys().collect::<Vec<_>>(), [&(2, 0)]);
+    agent.shutdown();
+}

@@ -1,0 +1,447 @@
+//! Trace-driven views: per-vCPU activity (what the CPU timeline shows per tick) and interrupt
+//! latency percentiles, computed from trace events.
+//!
+//! [`TraceEvent`] is the console's own small view of a trace record, so that this analysis does
+//! not depend on the wire encoding; the collector converts the `trace` channel's records into it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use crate::app::CpuActivity;
+use crate::model::Latency;
+
+/// Latency samples kept per vector.
+pub const LATENCY_WINDOW: usize = 4096;
+
+/// What happened, as far as the console cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceEventKind {
+    /// Entered the guest.
+    VmEntry,
+    /// Left the guest.
+    VmExit,
+    /// An interrupt raised at `raised_ns` is being injected now.
+    IrqRaise {
+        /// Vector.
+        vector: u8,
+        /// When it was raised (trace clock).
+        raised_ns: u64,
+    },
+    /// An interrupt was injected.
+    IrqInject {
+        /// Vector.
+        vector: u8,
+    },
+    /// The guest ended an interrupt.
+    IrqEoi {
+        /// Vector.
+        vector: u8,
+    },
+    /// The vCPU's schedule window opened.
+    ScheduleIn,
+    /// The vCPU's schedule window closed.
+    ScheduleOut,
+    /// Halted waiting for an interrupt.
+    Halt,
+    /// Woke from a halt.
+    Wake,
+    /// Stopped for the debugger.
+    DebugStop,
+    /// Resumed after a debugger stop.
+    DebugResume,
+    /// Changed state (parked, unparked, blocked on a device model, …).
+    State(CpuActivity),
+    /// Records were lost.
+    Lost(u64),
+    /// Anything else (counted, not shown).
+    Other,
+}
+
+/// One trace event of one vCPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceEvent {
+    /// Trace clock, ns.
+    pub ts_ns: u64,
+    /// Partition id.
+    pub partition: u32,
+    /// vCPU index.
+    pub vcpu: u16,
+    /// What happened.
+    pub kind: TraceEventKind,
+}
+
+const KINDS: usize = 8;
+
+fn slot(a: CpuActivity) -> usize {
+    match a {
+        CpuActivity::Running => 0,
+        CpuActivity::InHypervisor => 1,
+        CpuActivity::Halted => 2,
+        CpuActivity::Blocked => 3,
+        CpuActivity::OutOfWindow => 4,
+        CpuActivity::Paused => 5,
+        CpuActivity::Debugger => 6,
+        CpuActivity::Stopped => 7,
+    }
+}
+
+const BY_SLOT: [CpuActivity; KINDS] = [
+    CpuActivity::Running,
+    CpuActivity::InHypervisor,
+    CpuActivity::Halted,
+    CpuActivity::Blocked,
+    CpuActivity::OutOfWindow,
+    CpuActivity::Paused,
+    CpuActivity::Debugger,
+    CpuActivity::Stopped,
+];
+
+#[derive(Debug, Clone)]
+struct VcpuActivity {
+    current: CpuActivity,
+    since_ns: u64,
+    acc: [u64; KINDS],
+    events: u64,
+}
+
+impl VcpuActivity {
+    fn switch(&mut self, ts: u64, to: CpuActivity) {
+        if ts > self.since_ns {
+            self.acc[slot(self.current)] += ts - self.since_ns;
+            self.since_ns = ts;
+        }
+        self.current = to;
+        self.events += 1;
+    }
+
+    /// The activity that took most time since the last call (the current one if no time
+    /// passed in the trace).
+    fn take(&mut self) -> CpuActivity {
+        let best = self
+            .acc
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, t)| **t)
+            .filter(|(_, t)| **t > 0)
+            .map_or(self.current, |(i, _)| BY_SLOT[i]);
+        self.acc = [0; KINDS];
+        best
+    }
+}
+
+/// Accumulates trace events into per-vCPU activity and per-vector latency.
+#[derive(Debug, Clone, Default)]
+pub struct TraceAnalyzer {
+    vcpus: BTreeMap<(u32, u16), VcpuActivity>,
+    raise_to_inject: HashMap<(u32, u8), VecDeque<u64>>,
+    inject_to_eoi: HashMap<(u32, u8), VecDeque<u64>>,
+    injected_at: HashMap<(u32, u16, u8), u64>,
+    /// Records reported lost so far.
+    pub lost: u64,
+    /// Events seen so far.
+    pub events: u64,
+}
+
+fn push_sample(map: &mut HashMap<(u32, u8), VecDeque<u64>>, key: (u32, u8), v: u64) {
+    let q = map.entry(key).or_default();
+    q.push_back(v);
+    if q.len() > LATENCY_WINDOW {
+        q.pop_front();
+    }
+}
+
+impl TraceAnalyzer {
+    /// Feeds events (in time order per vCPU).
+    pub fn feed(&mut self, events: &[TraceEvent]) {
+        for e in events {
+            self.events += 1;
+            let key = (e.partition, e.vcpu);
+            let to = match e.kind {
+                TraceEventKind::VmEntry => Some(CpuActivity::Running),
+                TraceEventKind::VmExit
+                | TraceEventKind::Wake
+                | TraceEventKind::ScheduleIn
+                | TraceEventKind::DebugResume => Some(CpuActivity::InHypervisor),
+                TraceEventKind::Halt => Some(CpuActivity::Halted),
+                TraceEventKind::ScheduleOut => Some(CpuActivity::OutOfWindow),
+                TraceEventKind::DebugStop => Some(CpuActivity::Debugger),
+                TraceEventKind::State(a) => Some(a),
+                TraceEventKind::IrqRaise { vector, raised_ns } => {
+                    push_sample(
+                        &mut self.raise_to_inject,
+                        (e.partition, vector),
+                        e.ts_ns.saturating_sub(raised_ns),
+                    );
+                    None
+                }
+                TraceEventKind::IrqInject { vector } => {
+                    self.injected_at
+                        .insert((e.partition, e.vcpu, vector), e.ts_ns);
+                    None
+                }
+                TraceEventKind::IrqEoi { vector } => {
+                    if let Some(t) = self.injected_at.remove(&(e.partition, e.vcpu, vector)) {
+                        push_sample(
+                            &mut self.inject_to_eoi,
+                            (e.partition, vector),
+                            e.ts_ns.saturating_sub(t),
+                        );
+                    }
+                    None
+                }
+                TraceEventKind::Lost(n) => {
+                    self.lost += n;
+                    None
+                }
+                TraceEventKind::Other => None,
+            };
+            let v = self.vcpus.entry(key).or_insert(VcpuActivity {
+                current: CpuActivity::InHypervisor,
+                since_ns: e.ts_ns,
+                acc: [0; KINDS],
+                events: 0,
+            });
+            match to {
+                Some(a) => v.switch(e.ts_ns, a),
+                None => {
+                    let cur = v.current;
+                    v.switch(e.ts_ns, cur);
+                }
+            }
+        }
+    }
+
+    /// True when some trace event of partition `partition`'s vCPU `vcpu` was seen.
+    pub fn has(&self, partition: u32, vcpu: u16) -> bool {
+        self.vcpus.contains_key(&(partition, vcpu))
+    }
+
+    /// The dominant activity of a vCPU since the last call (one timeline column).
+    pub fn take_activity(&mut self, partition: u32, vcpu: u16) -> Option<CpuActivity> {
+        self.vcpus
+            .get_mut(&(partition, vcpu))
+            .map(VcpuActivity::take)
+    }
+
+    /// Raise-to-injection latency of a vector over the last [`LATENCY_WINDOW`] interrupts.
+    pub fn raise_latency(&self, partition: u32, vector: u8) -> Option<Latency> {
+        let mut v: Vec<u64> = self
+            .raise_to_inject
+            .get(&(partition, vector))?
+            .iter()
+            .copied()
+            .collect();
+        Latency::from_samples(&mut v)
+    }
+
+    /// Injection-to-EOI time of a vector over the last [`LATENCY_WINDOW`] interrupts.
+    pub fn eoi_latency(&self, partition: u32, vector: u8) -> Option<Latency> {
+        let mut v: Vec<u64> = self
+            .inject_to_eoi
+            .get(&(partition, vector))?
+            .iter()
+            .copied()
+            .collect();
+        Latency::from_samples(&mut v)
+    }
+}
+
+/// Tag of a trace batch chunk (trace format v1, `PROTOCOL.md` section 7).
+const BATCH_TAG: &[u8; 4] = b"HVTB";
+/// Bytes of one record.
+const RECORD_LEN: usize = 32;
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// The console's view of one trace record (kind, a, b as in the trace format).
+pub fn event_from_record(
+    ts_ns: u64,
+    kind: u16,
+    vcpu: u16,
+    partition: u32,
+    a: u64,
+    b: u64,
+) -> TraceEvent {
+    let vector = a as u8;
+    let kind = match kind {
+        1 => TraceEventKind::VmEntry,
+        2 => TraceEventKind::VmExit,
+        3 => TraceEventKind::IrqRaise {
+            vector,
+            raised_ns: b,
+        },
+        4 => TraceEventKind::IrqInject { vector },
+        5 => TraceEventKind::IrqEoi { vector },
+        7 => TraceEventKind::ScheduleIn,
+        8 => TraceEventKind::ScheduleOut,
+        9 => TraceEventKind::Halt,
+        10 => TraceEventKind::Wake,
+        15 => TraceEventKind::DebugStop,
+        16 => TraceEventKind::DebugResume,
+        17 => TraceEventKind::State(match a {
+            1 => CpuActivity::InHypervisor,
+            2 => CpuActivity::Halted,
+            3 => CpuActivity::Paused,
+            4 => CpuActivity::OutOfWindow,
+            5 => CpuActivity::Debugger,
+            8 => CpuActivity::Blocked,
+            _ => CpuActivity::Stopped,
+        }),
+        18 => TraceEventKind::Lost(a),
+        _ => TraceEventKind::Other,
+    };
+    TraceEvent {
+        ts_ns,
+        partition,
+        vcpu,
+        kind,
+    }
+}
+
+/// The events of one `trace` channel chunk: a batch gives its records, anything else (the
+/// header, a malformed chunk) none.
+pub fn events_from_chunk(chunk: &[u8]) -> Vec<TraceEvent> {
+    if chunk.len() < 16 || &chunk[..4] != BATCH_TAG {
+        return Vec::new();
+    }
+    let count = u32::from_le_bytes([chunk[8], chunk[9], chunk[10], chunk[11]]) as usize;
+    let records = &chunk[16..];
+    if records.len() != count.saturating_mul(RECORD_LEN) {
+        return Vec::new();
+    }
+    records
+        .chunks_exact(RECORD_LEN)
+        .map(|r| {
+            event_from_record(
+                le_u64(r, 0),
+                u16::from_le_bytes([r[8], r[9]]),
+                u16::from_le_bytes([r[10], r[11]]),
+                u32::from_le_bytes([r[12], r[13], r[14], r[15]]),
+                le_u64(r, 16),
+                le_u64(r, 24),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(ts: u64, kind: u16, vcpu: u16, partition: u32, a: u64, b: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&ts.to_le_bytes());
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&vcpu.to_le_bytes());
+        out.extend_from_slice(&partition.to_le_bytes());
+        out.extend_from_slice(&a.to_le_bytes());
+        out.extend_from_slice(&b.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn batch_chunks_decode() {
+        let records = [
+            record(5, 3, 1, 2, 32, 1),
+            record(6, 17, 0, 2, 8, 0),
+            record(7, 99, 0, 0, 0, 0),
+        ];
+        let mut chunk = b"HVTB".to_vec();
+        chunk.extend_from_slice(&(8 + 3 * 32u32).to_le_bytes());
+        chunk.extend_from_slice(&3u32.to_le_bytes());
+        chunk.extend_from_slice(&0u32.to_le_bytes());
+        for r in &records {
+            chunk.extend_from_slice(r);
+        }
+        let ev = events_from_chunk(&chunk);
+        assert_eq!(ev.len(), 3);
+        assert_eq!(
+            ev[0],
+            TraceEvent {
+                ts_ns: 5,
+                partition: 2,
+                vcpu: 1,
+                kind: TraceEventKind::IrqRaise {
+                    vector: 32,
+                    raised_ns: 1
+                }
+            }
+        );
+        assert_eq!(ev[1].kind, TraceEventKind::State(CpuActivity::Blocked));
+        assert_eq!(ev[2].kind, TraceEventKind::Other);
+        // A header or a truncated batch gives nothing.
+        assert!(events_from_chunk(b"HVTH\x04\0\0\0\x01\0\0\0").is_empty());
+        assert!(events_from_chunk(&chunk[..chunk.len() - 1]).is_empty());
+    }
+
+    fn ev(ts_ns: u64, vcpu: u16, kind: TraceEventKind) -> TraceEvent {
+        TraceEvent {
+            ts_ns,
+            partition: 0,
+            vcpu,
+            kind,
+        }
+    }
+
+    #[test]
+    fn dominant_activity_per_tick() {
+        let mut t = TraceAnalyzer::default();
+        use TraceEventKind::*;
+        t.feed(&[
+            ev(0, 0, VmEntry),
+            ev(70, 0, VmExit),
+            ev(75, 0, Halt),
+            ev(100, 0, Wake),
+        ]);
+        assert_eq!(t.take_activity(0, 0), Some(CpuActivity::Running));
+        t.feed(&[ev(110, 0, Halt), ev(200, 0, Wake)]);
+        assert_eq!(t.take_activity(0, 0), Some(CpuActivity::Halted));
+        // No time passed: the current activity.
+        assert_eq!(t.take_activity(0, 0), Some(CpuActivity::InHypervisor));
+        t.feed(&[
+            ev(200, 1, ScheduleOut),
+            ev(900, 1, ScheduleIn),
+            ev(901, 1, DebugStop),
+        ]);
+        assert_eq!(t.take_activity(0, 1), Some(CpuActivity::OutOfWindow));
+        assert_eq!(t.take_activity(0, 1), Some(CpuActivity::Debugger));
+        t.feed(&[
+            ev(1000, 1, State(CpuActivity::Blocked)),
+            ev(3000, 1, State(CpuActivity::Running)),
+        ]);
+        assert_eq!(t.take_activity(0, 1), Some(CpuActivity::Blocked));
+        assert_eq!(t.take_activity(0, 2), None);
+        assert!(t.has(0, 1) && !t.has(1, 0));
+    }
+
+    #[test]
+    fn irq_latencies() {
+        let mut t = TraceAnalyzer::default();
+        use TraceEventKind::*;
+        for i in 0..100u64 {
+            let base = i * 1_000_000;
+            t.feed(&[
+                ev(
+                    base + 1000 + i,
+                    0,
+                    IrqRaise {
+                        vector: 32,
+                        raised_ns: base,
+                    },
+                ),
+                ev(base + 1000 + i, 0, IrqInject { vector: 32 }),
+                ev(base + 6000 + i, 0, IrqEoi { vector: 32 }),
+            ]);
+        }
+        t.feed(&[ev(0, 0, Lost(5))]);
+        let l = t.raise_latency(0, 32).unwrap();
+        assert_eq!((l.p50_ns, l.p99_ns, l.max_ns), (1049, 1098, 1099));
+        let e = t.eoi_latency(0, 32).unwrap();
+        assert_eq!((e.p50_ns, e.max_ns), (5000, 5000));
+        assert_eq!(t.raise_latency(0, 33), None);
+        assert_eq!(t.lost, 5);
+    }
+}
