@@ -48,9 +48,25 @@ pub const DEFAULT_CHANNEL_VECTOR: u8 = 48;
 pub const DEFAULT_REQUEST_VECTOR: u8 = 33;
 /// Device-model reply timeout when `timeout_ms` is not given.
 pub const DEFAULT_TIMEOUT_MS: u64 = 100;
+/// Most IPC channels one partition can be an endpoint of: the boot-info block a guest reads has
+/// this many channel slots. The other copies of this number are `HV_MAX_IPC` in
+/// `guests/sdk/include/hv_abi.h` (checked against this one by a test here) and hv-core's
+/// `boot::MAX_IPC` (checked against the header by hv-core's tests).
+pub const MAX_CHANNELS_PER_PARTITION: usize = 8;
+/// Most devices one partition can see, counting the devices it is the client of and the devices
+/// it serves as a device model: the boot-info block has this many device slots. Other copies:
+/// `HV_MAX_DEVICES` in `guests/sdk/include/hv_abi.h` and hv-core's `boot::MAX_DEVICES`.
+pub const MAX_DEVICES_PER_PARTITION: usize = 8;
+
+// With at most `MAX_CHANNELS_PER_PARTITION` windows of at most `MAX_CHANNEL_SIZE`, a partition's
+// windows always fit in the IPC area, so validation needs no separate check for it. Raising
+// either limit past this point must bring such a check back.
+const _: () = assert!(
+    MAX_CHANNELS_PER_PARTITION as u64 * page_align_up(MAX_CHANNEL_SIZE) <= IPC_END - IPC_BASE
+);
 
 /// Rounds `value` up to the next multiple of [`PAGE_SIZE`] (saturating).
-pub fn page_align_up(value: u64) -> u64 {
+pub const fn page_align_up(value: u64) -> u64 {
     value.saturating_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
 }
 
@@ -98,6 +114,23 @@ mod tests {
             assert!(IPC_END - IPC_BASE == 256 << 20);
             assert!(MIN_MEMORY - MAX_VCPUS as u64 * VCPU_STACK_SIZE >= IMAGE_BASE);
         }
+    }
+
+    /// The value of `#define NAME <value>` in the guests' ABI header.
+    fn header_define(name: &str) -> usize {
+        let header = include_str!("../../guests/sdk/include/hv_abi.h");
+        let prefix = format!("#define {name} ");
+        let line = header
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{name} is not defined in hv_abi.h"));
+        line.trim().parse().expect("a decimal constant")
+    }
+
+    #[test]
+    fn boot_info_limits_match_the_guest_abi() {
+        assert_eq!(header_define("HV_MAX_IPC"), MAX_CHANNELS_PER_PARTITION);
+        assert_eq!(header_define("HV_MAX_DEVICES"), MAX_DEVICES_PER_PARTITION);
     }
 
     #[test]

@@ -52,8 +52,8 @@ pub(crate) fn validate(
             .collect(),
     };
     let channels = v.channels(&raw.channels, &lookup);
-    v.ipc_areas(&parts, &channels);
     let devices = v.devices(&raw.devices, &parts, &lookup);
+    v.boot_info_limits(&parts, &channels, &devices);
     v.mmio_overlaps(&devices);
     v.vector_conflicts(&parts, &channels, &devices);
     let schedule = v.schedule(raw, &parts, &lookup);
@@ -611,43 +611,6 @@ impl Validator<'_> {
             .collect()
     }
 
-    /// Each partition's channel windows must fit in the 256 MiB IPC area.
-    fn ipc_areas(&mut self, parts: &[Part<'_>], channels: &[Chan<'_>]) {
-        for (p, part) in parts.iter().enumerate() {
-            let mine = channels
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.ends.is_some_and(|e| e.contains(&p)))
-                .map(|(i, c)| (i, c.size));
-            let overflow = layout::place_ipc_windows(mine)
-                .into_iter()
-                .find(|&(_, gpa, size)| !layout::ipc_fits(gpa, size));
-            if let Some((i, gpa, _)) = overflow {
-                let chan = &channels[i];
-                let span = chan
-                    .raw
-                    .size
-                    .as_ref()
-                    .map_or_else(|| chan.anchor(), Spanned::span);
-                self.error(
-                    span,
-                    format!(
-                        "IPC windows of partition `{}` do not fit in the IPC area",
-                        part.label()
-                    ),
-                )
-                .label(format!("channel `{}` would start at {gpa:#x}", chan.name))
-                .related(part.anchor(), "this partition")
-                .note(format!(
-                    "a partition's channel windows share {} from {:#x} to {:#x}",
-                    human(layout::IPC_END - layout::IPC_BASE),
-                    layout::IPC_BASE,
-                    layout::IPC_END
-                ));
-            }
-        }
-    }
-
     fn devices<'r>(
         &mut self,
         raw: &'r [RawDevice],
@@ -793,6 +756,59 @@ impl Validator<'_> {
             )
             .label(format!("RAM is 0x0..{memory:#x}"))
             .note("grants are windows of the client's RAM the device model may copy to and from");
+        }
+    }
+
+    /// Channels and devices a partition has beyond what its boot-info block can list: the guest
+    /// would never see them. Devices count in hv-core's boot-info order: those the partition is
+    /// the client of, then those it serves, each in declaration order.
+    fn boot_info_limits(&mut self, parts: &[Part<'_>], channels: &[Chan<'_>], devices: &[Dev<'_>]) {
+        const MAX_CHANNELS: usize = layout::MAX_CHANNELS_PER_PARTITION;
+        const MAX_DEVICES: usize = layout::MAX_DEVICES_PER_PARTITION;
+        for (p, part) in parts.iter().enumerate() {
+            let mine = channels.iter().filter_map(|c| {
+                let end = c.ends?.iter().position(|&e| e == p)?;
+                let list = c.raw.endpoints.as_ref()?.get_ref();
+                Some((c, list.get(end)?.span()))
+            });
+            for (number, (c, span)) in mine.enumerate().skip(MAX_CHANNELS) {
+                self.error(
+                    span,
+                    format!(
+                        "partition `{}` has more than {MAX_CHANNELS} IPC channels",
+                        part.label()
+                    ),
+                )
+                .label(format!("channel `{}` is channel number {} of `{}`", c.name, number + 1, part.label()))
+                .related(part.anchor(), "this partition")
+                .note(format!(
+                    "a partition's boot info lists at most {MAX_CHANNELS} channels (HV_MAX_IPC); the guest could not find this one"
+                ));
+            }
+
+            let as_client = devices
+                .iter()
+                .filter(|d| d.client == Some(p))
+                .filter_map(|d| Some((d, d.raw.partition.as_ref()?.span(), "its client")));
+            let as_model = devices
+                .iter()
+                .filter(|d| d.model == Some(p))
+                .filter_map(|d| Some((d, d.raw.served_by.as_ref()?.span(), "serving it")));
+            for (number, (d, span, role)) in as_client.chain(as_model).enumerate().skip(MAX_DEVICES)
+            {
+                self.error(
+                    span,
+                    format!(
+                        "partition `{}` has more than {MAX_DEVICES} devices",
+                        part.label()
+                    ),
+                )
+                .label(format!("device `{}` is device number {} of `{}` ({role})", d.name, number + 1, part.label()))
+                .related(part.anchor(), "this partition")
+                .note(format!(
+                    "a partition's boot info lists at most {MAX_DEVICES} devices (HV_MAX_DEVICES), counting the devices it is the client of first, then those it serves; the guest could not find this one"
+                ));
+            }
         }
     }
 
@@ -1625,30 +1641,142 @@ mod tests {
         expect(&warnings, "no partition starts automatically", 2, 8);
     }
 
+    /// `count` channels between `control` and `model` (5 lines each, from line 8), each with
+    /// its own vector.
+    fn channels(count: usize, size: &str) -> String {
+        (0..count)
+            .map(|i| format!("[[channel]]\nname = \"c{i}\"\nendpoints = [\"control\", \"model\"]\nsize = \"{size}\"\nvector = {}\n", 50 + i))
+            .collect()
+    }
+
     #[test]
-    fn ipc_area_overflow() {
+    fn eight_largest_channels_fit_in_the_ipc_area() {
         let fx = Fixture::new();
-        let channels: String = (0..17)
-            .map(|i| format!("[[channel]]\nname = \"c{i}\"\nendpoints = [\"control\", \"model\"]\nsize = \"16M\"\nvector = {}\n", 50 + i))
-            .collect();
-        let diags = fx.errors(&with_two(&channels));
-        // The 17th channel (lines 88..=92) would start at 0x9000_0000.
+        let sys = fx
+            .parse(&with_two(&channels(
+                layout::MAX_CHANNELS_PER_PARTITION,
+                "16M",
+            )))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let windows = sys.ipc_windows("control");
+        assert_eq!(windows.len(), 8);
+        let (_, last, size) = windows[7];
+        assert!(layout::ipc_fits(last, size), "{last:#x} + {size:#x}");
+    }
+
+    #[test]
+    fn too_many_channels_for_the_boot_info() {
+        let fx = Fixture::new();
+        let diags = fx.errors(&with_two(&channels(10, "64K")));
+        // Channel c8 (lines 48..=52) is the 9th of both partitions; c9 (53..=57) the 10th.
         let i = expect(
             &diags,
-            "IPC windows of partition `control` do not fit in the IPC area",
-            91,
-            8,
+            "partition `control` has more than 8 IPC channels",
+            50,
+            14,
         );
-        assert_eq!(
-            diags.iter().nth(i).unwrap().label,
-            "channel `c16` would start at 0x90000000"
+        let d = diags.iter().nth(i).unwrap();
+        assert_eq!(d.label, "channel `c8` is channel number 9 of `control`");
+        assert_eq!(d.related[0].1, "this partition");
+        assert!(
+            d.notes[0].contains("at most 8 channels (HV_MAX_IPC)"),
+            "{:?}",
+            d.notes
         );
         expect(
             &diags,
-            "IPC windows of partition `model` do not fit in the IPC area",
-            91,
-            8,
+            "partition `model` has more than 8 IPC channels",
+            50,
+            25,
         );
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.line == 55 && d.label.contains("`c9` is channel number 10"))
+        );
+        assert_eq!(diags.len(), 4, "{}", diags.render());
+    }
+
+    #[test]
+    fn too_many_devices_for_the_boot_info() {
+        let fx = Fixture::new();
+        // Devices 0..=4 (6 lines each, from line 8): client `model`, served by `control`;
+        // devices 5..=8: client `control`, served by `model`. Each partition has 9 devices, and
+        // its 9th in boot-info order (clients first, then served) is the last one it serves.
+        let src: String = (0..9)
+            .map(|i| {
+                let (client, model) = if i < 5 { ("model", "control") } else { ("control", "model") };
+                format!(
+                    "[[device]]\nname = \"d{i}\"\npartition = \"{client}\"\nserved_by = \"{model}\"\nmmio = {{ base = {:#x}, size = 0x1000 }}\nrequest_vector = {}\n",
+                    0xD000_0000u64 + i * 0x1000,
+                    if i < 5 { 40 } else { 41 },
+                )
+            })
+            .collect();
+        let diags = fx.errors(&with_two(&src));
+        // d4 is on lines 32..=37, d8 on lines 56..=61.
+        let i = expect(
+            &diags,
+            "partition `control` has more than 8 devices",
+            35,
+            13,
+        );
+        let d = diags.iter().nth(i).unwrap();
+        assert_eq!(
+            d.label,
+            "device `d4` is device number 9 of `control` (serving it)"
+        );
+        assert!(
+            d.notes[0].contains("at most 8 devices (HV_MAX_DEVICES)"),
+            "{:?}",
+            d.notes
+        );
+        let i = expect(&diags, "partition `model` has more than 8 devices", 59, 13);
+        assert_eq!(
+            diags.iter().nth(i).unwrap().label,
+            "device `d8` is device number 9 of `model` (serving it)"
+        );
+        assert_eq!(diags.len(), 2, "{}", diags.render());
+
+        // Eight devices of one client are fine.
+        let src: String = (0..8)
+            .map(|i| {
+                device(
+                    &format!("d{i}"),
+                    &format!(
+                        "{{ base = {:#x}, size = 0x1000 }}",
+                        0xD000_0000u64 + i * 0x1000
+                    ),
+                    "",
+                )
+            })
+            .collect();
+        fx.parse(&with_two(&src)).unwrap_or_else(|e| panic!("{e}"));
+        let src: String = (0..9)
+            .map(|i| {
+                device(
+                    &format!("d{i}"),
+                    &format!(
+                        "{{ base = {:#x}, size = 0x1000 }}",
+                        0xD000_0000u64 + i * 0x1000
+                    ),
+                    "",
+                )
+            })
+            .collect();
+        let diags = fx.errors(&with_two(&src));
+        // The 9th device (lines 48..=52) is one too many for its client and for its model.
+        let i = expect(
+            &diags,
+            "partition `control` has more than 8 devices",
+            50,
+            13,
+        );
+        assert_eq!(
+            diags.iter().nth(i).unwrap().label,
+            "device `d8` is device number 9 of `control` (its client)"
+        );
+        expect(&diags, "partition `model` has more than 8 devices", 51, 13);
         assert_eq!(diags.len(), 2, "{}", diags.render());
     }
 
