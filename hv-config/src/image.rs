@@ -8,7 +8,7 @@ use object::read::elf::{FileHeader, ProgramHeader};
 use object::{Endianness, elf};
 
 /// Files larger than this cannot be a guest image (partition RAM is at most 1 GiB).
-const MAX_IMAGE_FILE: u64 = 2 << 30;
+pub(crate) const MAX_IMAGE_FILE: u64 = 2 << 30;
 
 /// Why an image cannot be loaded.
 #[derive(Debug, thiserror::Error)]

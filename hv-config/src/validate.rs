@@ -1819,6 +1819,152 @@ mod tests {
         expect(&warnings, "GDB port 80 is a privileged port", 4, 17);
     }
 
+    #[test]
+    fn token_file_empty() {
+        let fx = Fixture::new();
+        let diags = fx.errors(
+            "[agent]\nlink = \"tcp:127.0.0.1:4000\"\ntoken_file = \"\"\n[[partition]]\nname = \"a\"\nimage = \"guest.elf\"\n",
+        );
+        expect(&diags, "`token_file` is empty", 3, 14);
+        assert_eq!(diags.error_count(), 1, "{}", diags.render());
+    }
+
+    #[test]
+    fn unix_socket_path_too_long() {
+        let fx = Fixture::new();
+        let path = format!("/tmp/{}", "s".repeat(MAX_UNIX_PATH - 4));
+        let diags = fx.errors(&format!(
+            "[agent]\nlink = \"unix:{path}\"\n[[partition]]\nname = \"a\"\nimage = \"guest.elf\"\n"
+        ));
+        let i = expect(&diags, "unix socket path is too long", 2, 8);
+        let d = diags.iter().nth(i).unwrap();
+        assert_eq!(d.label, "108 bytes");
+        assert_eq!(d.notes, ["socket paths are limited to 107 bytes"]);
+        // One byte shorter is the longest path that fits.
+        fx.parse(&format!(
+            "[agent]\nlink = \"unix:{}\"\n[[partition]]\nname = \"a\"\nimage = \"guest.elf\"\n",
+            &path[..MAX_UNIX_PATH]
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn tcp_port_zero() {
+        let fx = Fixture::new();
+        let diags = fx.errors(
+            "[agent]\nlink = \"tcp:127.0.0.1:0\"\n[[partition]]\nname = \"a\"\nimage = \"guest.elf\"\n",
+        );
+        expect(&diags, "TCP link port must not be 0", 2, 8);
+        assert_eq!(diags.len(), 1, "{}", diags.render());
+    }
+
+    #[test]
+    fn image_empty() {
+        let fx = Fixture::new();
+        let diags = fx.errors("[[partition]]\nname = \"a\"\nimage = \"\"\n");
+        let i = expect(&diags, "`image` is empty", 3, 9);
+        assert_eq!(
+            diags.iter().nth(i).unwrap().label,
+            "expected a path to an ELF file"
+        );
+        assert_eq!(
+            diags.len(),
+            1,
+            "not also an image-file error:\n{}",
+            diags.render()
+        );
+    }
+
+    #[test]
+    fn timeout_ms_zero() {
+        let fx = Fixture::new();
+        let src = with_two(&device(
+            "d",
+            "{ base = 0xD000_0000, size = 0x1000 }",
+            "timeout_ms = 0\n",
+        ));
+        let diags = fx.errors(&src);
+        let i = expect(&diags, "`timeout_ms` must be at least 1", 13, 14);
+        assert_eq!(
+            diags.iter().nth(i).unwrap().label,
+            "a zero timeout fails every access"
+        );
+        assert_eq!(diags.len(), 1, "{}", diags.render());
+    }
+
+    #[test]
+    fn grant_size_zero() {
+        let fx = Fixture::new();
+        let src = with_two(&device(
+            "d",
+            "{ base = 0xD000_0000, size = 0x1000 }",
+            "grants = [{ base = 0x1000, size = 0 }]\n",
+        ));
+        let diags = fx.errors(&src);
+        let i = expect(&diags, "grant size must not be zero", 13, 35);
+        assert_eq!(diags.iter().nth(i).unwrap().label, "empty grant");
+        assert_eq!(diags.len(), 1, "{}", diags.render());
+    }
+
+    #[test]
+    fn image_file_too_large() {
+        let fx = Fixture::new();
+        // A sparse file: no disk space is used, and the size check comes before any read.
+        let path = fx.dir().join("huge.elf");
+        std::fs::File::create(&path)
+            .and_then(|f| f.set_len(image::MAX_IMAGE_FILE + 1))
+            .expect("sparse file");
+        let diags = fx.errors("[[partition]]\nname = \"a\"\nimage = \"huge.elf\"\n");
+        expect(
+            &diags,
+            &format!(
+                "image file is too large ({} bytes)",
+                image::MAX_IMAGE_FILE + 1
+            ),
+            3,
+            9,
+        );
+        assert_eq!(diags.len(), 1, "{}", diags.render());
+    }
+
+    #[test]
+    fn image_big_endian() {
+        let mut elf = test_elf::executable_at(0x10_0000);
+        elf[5] = 2; // e_ident[EI_DATA] = ELFDATA2MSB
+        let diags = image_diags("be.elf", &elf, "");
+        let i = expect(&diags, "image is a big-endian ELF file", 3, 9);
+        assert!(
+            diags.iter().nth(i).unwrap().notes[0].contains("ELF64 x86_64 executable"),
+            "{}",
+            diags.render()
+        );
+    }
+
+    #[test]
+    fn image_unreadable() {
+        let fx = Fixture::new();
+        // A symlink loop cannot be read even by root.
+        std::os::unix::fs::symlink("loop.elf", fx.dir().join("loop.elf")).expect("symlink");
+        let diags = fx.errors("[[partition]]\nname = \"a\"\nimage = \"loop.elf\"\n");
+        let i = expect(&diags, "cannot read image", 3, 9);
+        let notes = &diags.iter().nth(i).unwrap().notes;
+        assert!(notes[0].contains("symbolic links"), "{notes:?}");
+
+        // A file without read permission, where permissions apply (not to root).
+        use std::os::unix::fs::PermissionsExt;
+        let path = fx.dir().join("locked.elf");
+        std::fs::write(&path, test_elf::executable_at(0x10_0000)).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+        if std::fs::File::open(&path).is_ok() {
+            eprintln!("image_unreadable: running with CAP_DAC_OVERRIDE, mode 0o000 part skipped");
+            return;
+        }
+        let diags = fx.errors("[[partition]]\nname = \"a\"\nimage = \"locked.elf\"\n");
+        let i = expect(&diags, "cannot read image", 3, 9);
+        let notes = &diags.iter().nth(i).unwrap().notes;
+        assert!(notes[0].contains("Permission denied"), "{notes:?}");
+    }
+
     /// One partition whose image is `name`, written with `bytes` (line 3 holds `image`).
     fn image_diags(name: &str, bytes: &[u8], extra: &str) -> Diagnostics {
         let fx = Fixture::new();
