@@ -27,11 +27,22 @@ pub const REQUEST_SIZE: usize = 40;
 pub const MAX_COPY: u64 = 64 * 1024;
 /// How often a blocked client looks at the model's state while it waits.
 const POLL: Duration = Duration::from_millis(5);
+/// A request id carries the device's number in its model above this bit, so that ids are unique
+/// across all the devices one model partition serves and a reply finds its device by its id.
+const ID_DEVICE_SHIFT: u32 = 48;
+/// The per-device sequence part of a request id.
+const ID_SEQUENCE_MASK: u64 = (1 << ID_DEVICE_SHIFT) - 1;
+
+/// The model's number of the device that issued request `id`.
+pub fn request_device(id: u64) -> u32 {
+    (id >> ID_DEVICE_SHIFT) as u32
+}
 
 /// One client access, as the model receives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceRequest {
-    /// Unique per device.
+    /// Unique per model partition: the device's number in its model in bits 48 and up, a
+    /// per-device sequence number (from 1) below.
     pub id: u64,
     /// The device's number in the model partition.
     pub device: u32,
@@ -164,13 +175,25 @@ impl ServedDevice {
         Some((model.state(), debug_stopped))
     }
 
-    /// A client access: queues it, waits for the model, returns the value (None: bus error).
-    fn access(&self, offset: u64, size: usize, is_write: bool, value: u64) -> Option<u64> {
-        let current = vcpu::current();
+    /// A fresh request id: this device's number, then the next sequence number.
+    fn next_request_id(&self) -> u64 {
+        let sequence = self.next_id.fetch_add(1, Ordering::Relaxed) & ID_SEQUENCE_MASK;
+        (u64::from(self.model_number) << ID_DEVICE_SHIFT) | sequence
+    }
+
+    /// Queues a request for the model and registers it as waiting for a reply.
+    fn submit(
+        &self,
+        client_vcpu: u32,
+        offset: u64,
+        size: usize,
+        is_write: bool,
+        value: u64,
+    ) -> DeviceRequest {
         let request = DeviceRequest {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            id: self.next_request_id(),
             device: self.model_number,
-            client_vcpu: current.as_ref().map_or(0, |v| v.index),
+            client_vcpu,
             offset,
             value,
             size: size as u32,
@@ -184,9 +207,17 @@ impl ServedDevice {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push_back(request);
+        request
+    }
+
+    /// A client access: queues it, waits for the model, returns the value (None: bus error).
+    fn access(&self, offset: u64, size: usize, is_write: bool, value: u64) -> Option<u64> {
+        let current = vcpu::current();
+        let client_vcpu = current.as_ref().map_or(0, |v| v.index);
+        let request = self.submit(client_vcpu, offset, size, is_write, value);
         if let Some(v) = &current {
             v.trace_here(TraceKind::ModelRequest, request.id, offset);
-            v.set_blocked(true);
+            v.set_blocked(Some(&self.name));
         }
         if let Some(doorbell) = self.model_doorbell.get() {
             doorbell.raise();
@@ -194,7 +225,7 @@ impl ServedDevice {
         let start = Instant::now();
         let reply = self.wait(request.id, start);
         if let Some(v) = &current {
-            v.set_blocked(false);
+            v.set_blocked(None);
             v.trace_here(
                 TraceKind::ModelReply,
                 request.id,
@@ -296,6 +327,16 @@ impl ServedDevice {
         }
     }
 
+    /// Model side: answers request `id` of whichever of `served` (the model partition's devices)
+    /// issued it; false when no client of theirs waits for it.
+    pub fn reply_to(served: &[Arc<ServedDevice>], id: u64, value: u64, ok: bool) -> bool {
+        let device = request_device(id);
+        served
+            .iter()
+            .find(|d| d.model_number == device)
+            .is_some_and(|d| d.reply(id, value, ok))
+    }
+
     /// Model side: raises the device's interrupt in the client.
     pub fn raise_irq(&self) -> bool {
         self.client_irq.get().map(IrqLine::raise).is_some()
@@ -373,6 +414,10 @@ mod tests {
     use super::*;
 
     fn device(timeout_ms: u64) -> ServedDevice {
+        numbered(timeout_ms, 0)
+    }
+
+    fn numbered(timeout_ms: u64, model_number: u32) -> ServedDevice {
         ServedDevice::new(
             &DeviceConfig {
                 name: "sensor".into(),
@@ -388,7 +433,7 @@ mod tests {
                     size: 0x1000,
                 }],
             },
-            0,
+            model_number,
         )
     }
 
@@ -449,6 +494,43 @@ mod tests {
         assert!(d.reply(5, 42, true));
         assert!(!d.reply(5, 43, true), "second reply to the same request");
         assert_eq!(d.replies.lock().unwrap()[&5], Some(Reply::Value(42)));
+    }
+
+    #[test]
+    fn replies_reach_the_device_that_issued_the_request() {
+        // One model serving two devices: both devices' first requests must get distinct ids,
+        // and each reply must complete the request of the device that issued it.
+        let served = [Arc::new(numbered(10, 0)), Arc::new(numbered(10, 1))];
+        let first = served[0].submit(0, 0x4, 4, false, 0);
+        let second = served[1].submit(0, 0x8, 4, false, 0);
+        assert_ne!(first.id, second.id, "ids are unique per model partition");
+        assert_eq!(
+            (request_device(first.id), request_device(second.id)),
+            (0, 1)
+        );
+        assert_eq!(served[1].take_request(), Some(second));
+        assert!(ServedDevice::reply_to(&served, second.id, 22, true));
+        assert_eq!(
+            served[0].replies.lock().unwrap()[&first.id],
+            None,
+            "the other device's request still waits"
+        );
+        assert_eq!(
+            served[1].replies.lock().unwrap()[&second.id],
+            Some(Reply::Value(22))
+        );
+        assert!(ServedDevice::reply_to(&served, first.id, 11, true));
+        assert_eq!(
+            served[0].replies.lock().unwrap()[&first.id],
+            Some(Reply::Value(11))
+        );
+        assert!(
+            !ServedDevice::reply_to(&served, (7 << ID_DEVICE_SHIFT) | 1, 0, true),
+            "no such device"
+        );
+        // Sequence numbers go on per device.
+        let again = served[0].submit(0, 0, 4, false, 0);
+        assert_eq!(again.id, first.id + 1);
     }
 
     #[test]

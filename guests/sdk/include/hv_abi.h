@@ -139,7 +139,7 @@ struct hv_boot_info {
 
 /* A device-model request (HV_DM_RECEIVE fills it in). */
 struct hv_dm_request {
-    uint64_t id;
+    uint64_t id;         /* unique among all devices the model serves; pass it to HV_DM_REPLY */
     uint32_t device;
     uint32_t client_vcpu;
     uint64_t offset;     /* inside the device's MMIO window */

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::{IrqLine, VcpuRunner};
-use crate::devmodel::CopyError;
+use crate::devmodel::{CopyError, ServedDevice};
 use crate::hypercall::{Hypercall, errors, info, timer_mode};
 use crate::ipc::IpcStatus;
 use crate::trace::TraceKind;
@@ -147,7 +147,7 @@ impl VcpuRunner {
             Hypercall::DmReceive => Return(self.dm_receive(a0)),
             Hypercall::DmReply => {
                 let ok = a2 == 0;
-                let answered = partition.served.iter().any(|d| d.reply(a0, a1, ok));
+                let answered = ServedDevice::reply_to(&partition.served, a0, a1, ok);
                 if answered {
                     self.trace(TraceKind::ModelReply, a0, a1);
                     Return(0)
