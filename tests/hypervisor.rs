@@ -463,3 +463,39 @@ fn images_that_are_not_guests_are_refused_clearly() {
         );
     }
 }
+
+/// Every `examples/*.toml` loads without errors or warnings against the guest images this build
+/// made (hv-config's own test checks everything but the images).
+#[test]
+fn every_example_is_valid_with_the_built_guests() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        // The examples name `../target/guests`; the images are wherever this build put them.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.replace("../target/guests", guests::GUESTS_DIR);
+        let options = hv_config::ParseOptions {
+            host_cpus: Some(2),
+            check_images: true,
+        };
+        match hv_config::SystemConfig::parse_with(&text, &path, &options) {
+            Ok(system) => assert!(
+                system.warnings.is_empty(),
+                "{}:\n{}",
+                path.display(),
+                system.warnings.render()
+            ),
+            Err(e) => panic!("{} is invalid:\n{e}", path.display()),
+        }
+        checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    checked.sort();
+    assert!(
+        checked.len() >= 2 && checked.contains(&"demo.toml".to_owned()),
+        "{checked:?}"
+    );
+}
