@@ -3,10 +3,11 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{boot, kvm_lock, kvm_or_skip, wait_until};
-use hv_core::PartitionState;
+use hv_core::trace::{TraceKind, TraceRecord, class};
+use hv_core::{PartitionState, System, SystemEvent};
 
 /// The demo's control, telemetry and sensor model (worker left out to keep the host quiet);
 /// `{model}` is the image serving the sensor.
@@ -51,6 +52,61 @@ fn samples(lines: &[String], prefix: &str) -> Vec<(u32, u32)> {
             let (n, v) = rest.split_once(" = ")?;
             Some((n.parse().ok()?, v.parse().ok()?))
         })
+        .collect()
+}
+
+/// Starts recording device-model traffic on every vCPU of `partition`.
+fn trace_devices(system: &System, partition: &str) {
+    for vcpu in &system.partition(partition).unwrap().vcpus {
+        vcpu.trace.set_classes(class::DEVICE);
+    }
+}
+
+/// Stops recording on `partition` and returns what its vCPUs recorded.
+fn drain_trace(system: &System, partition: &str) -> Vec<TraceRecord> {
+    let mut records = Vec::new();
+    for vcpu in &system.partition(partition).unwrap().vcpus {
+        vcpu.trace.set_classes(0);
+        vcpu.trace.drain(&mut records);
+    }
+    records
+}
+
+/// Waits for a warning of `partition` containing every one of `needles`; returns its message.
+fn wait_for_warning(
+    system: &System,
+    events: &crossbeam_channel::Receiver<SystemEvent>,
+    partition: &str,
+    needles: &[&str],
+    timeout: Duration,
+) -> String {
+    let id = system.partition(partition).unwrap().id;
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match events.recv_timeout(left) {
+            Ok(SystemEvent::Warning {
+                partition: p,
+                message,
+            }) if p == id => {
+                if needles.iter().all(|n| message.contains(n)) {
+                    return message;
+                }
+                seen.push(message);
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("no warning of {partition} with {needles:?}; saw {seen:?}");
+}
+
+/// The `b` (reason) of every `ModelBusError` record.
+fn bus_error_reasons(records: &[TraceRecord]) -> Vec<u64> {
+    records
+        .iter()
+        .filter(|r| r.kind == TraceKind::ModelBusError as u16)
+        .map(|r| r.b)
         .collect()
 }
 
@@ -108,10 +164,22 @@ fn a_hung_model_gives_bus_errors_and_a_restart_restores_service() {
     }
     let _kvm = kvm_lock();
     let (system, consoles, _file) = boot(&system("sensor-model"));
+    let events = system.subscribe(1 << 16);
     consoles.wait_for("control", "sensor sample #1 =", Duration::from_secs(30));
+    trace_devices(&system, "control");
     let model = system.partition("sensor-model").unwrap();
     model.pause().unwrap(); // a model that never answers
     consoles.wait_for("control", "sensor bus error", Duration::from_secs(30));
+    // Logged, naming the device and the reason, and traced as a timeout.
+    wait_for_warning(
+        &system,
+        &events,
+        "control",
+        &["device sensor: bus error", "did not reply within 100ms"],
+        Duration::from_secs(10),
+    );
+    let reasons = bus_error_reasons(&drain_trace(&system, "control"));
+    assert!(reasons.contains(&1), "a timeout was traced: {reasons:?}");
     // control keeps running: its uptime lines go on.
     let uptime = |c: &common::Consoles| {
         c.lines("control")
@@ -139,12 +207,28 @@ fn a_crashed_model_gives_bus_errors_and_nothing_else_hangs() {
     }
     let _kvm = kvm_lock();
     let (system, consoles, _file) = boot(&system("crasher"));
+    let events = system.subscribe(1 << 16);
+    trace_devices(&system, "control");
     let model = system.partition("sensor-model").unwrap();
     assert!(wait_until(Duration::from_secs(10), || matches!(
         model.state(),
         PartitionState::Crashed(_)
     )));
     consoles.wait_for("control", "sensor bus error", Duration::from_secs(30));
+    // control's first conversion (after 1 s) certainly finds the model crashed.
+    consoles.wait_for("control", "uptime 1 s", Duration::from_secs(30));
+    wait_for_warning(
+        &system,
+        &events,
+        "control",
+        &["device sensor: bus error", "model crashed"],
+        Duration::from_secs(10),
+    );
     consoles.wait_for("control", "uptime 2 s", Duration::from_secs(30));
     consoles.wait_for("telemetry", "#2 ticks", Duration::from_secs(10));
+    let reasons = bus_error_reasons(&drain_trace(&system, "control"));
+    assert!(
+        reasons.contains(&2),
+        "a crashed model was traced: {reasons:?}"
+    );
 }

@@ -3,10 +3,12 @@
 //! A client vCPU's MMIO access to a served device becomes a [`DeviceRequest`] queued to the model
 //! partition, whose request doorbell is raised; the client vCPU blocks until the model answers
 //! with `HV_DM_REPLY`. If the model is stopped in a debugger the client waits (that is the point
-//! of debugging a model); if it has crashed or exited, or does not answer within the device's
-//! timeout, the access completes as a bus error (reads return all ones) and a warning is
-//! published — nothing else waits on it. The model may raise the device's IRQ in the client and
-//! copy to and from the client's memory, but only inside the grants of the system description.
+//! of debugging a model); if it has crashed, exited or been reset, does not answer within the
+//! device's timeout, or answers with a nonzero status, the access completes as a bus error (reads
+//! return all ones), a warning naming the device and the reason is published and a
+//! `ModelBusError` record is traced — nothing else waits on it. The model may raise and lower the
+//! device's IRQ in the client and copy to and from the client's memory, but only inside the
+//! grants of the system description.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,11 +75,59 @@ impl DeviceRequest {
     }
 }
 
-/// How a request ended.
+/// What the model answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reply {
+    /// Status 0: the read data (0 for writes).
     Value(u64),
-    BusError,
+    /// A nonzero status: the model refused the access.
+    Status(i64),
+}
+
+/// A request waiting for its reply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Pending {
+    reply: Option<Reply>,
+    /// The model's uptime (ns) when it took the request; `None` while it is queued. A model whose
+    /// uptime has since gone down was reset and will never answer.
+    taken_at: Option<u64>,
+}
+
+/// Why an access ended as a bus error: the `b` of its `ModelBusError` trace record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum BusErrorReason {
+    /// The model did not reply within the device's timeout.
+    Timeout = 1,
+    /// The model crashed, exited or was reset before it replied (or the device has no model).
+    ModelGone = 2,
+    /// The model replied with a nonzero status.
+    BadReply = 3,
+    /// The system shut down while the client waited.
+    Shutdown = 4,
+}
+
+/// A failed access: the reason code and what to tell the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BusError {
+    reason: BusErrorReason,
+    why: String,
+}
+
+impl BusError {
+    fn new(reason: BusErrorReason, why: impl Into<String>) -> BusError {
+        BusError {
+            reason,
+            why: why.into(),
+        }
+    }
+}
+
+/// What the waiting client sees of its model.
+struct ModelView {
+    state: PartitionState,
+    debug_stopped: bool,
+    uptime_ns: u64,
 }
 
 /// Why a copy was refused.
@@ -102,7 +152,7 @@ pub struct ServedDevice {
     timeout: Duration,
     grants: Vec<MemoryRange>,
     queue: Mutex<VecDeque<DeviceRequest>>,
-    replies: Mutex<HashMap<u64, Option<Reply>>>,
+    replies: Mutex<HashMap<u64, Pending>>,
     replied: Condvar,
     next_id: AtomicU64,
     model_doorbell: OnceLock<IrqLine>,
@@ -166,13 +216,17 @@ impl ServedDevice {
         }
     }
 
-    fn model_state(&self) -> Option<(PartitionState, bool)> {
+    fn model_view(&self) -> Option<ModelView> {
         let model = self.model.get()?.upgrade()?;
         let debug_stopped = model
             .vcpus
             .iter()
             .any(|v| v.state() == VcpuState::DebugStopped);
-        Some((model.state(), debug_stopped))
+        Some(ModelView {
+            state: model.state(),
+            debug_stopped,
+            uptime_ns: model.uptime_ns(),
+        })
     }
 
     /// A fresh request id: this device's number, then the next sequence number.
@@ -202,7 +256,7 @@ impl ServedDevice {
         self.replies
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(request.id, None);
+            .insert(request.id, Pending::default());
         self.queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -211,6 +265,10 @@ impl ServedDevice {
     }
 
     /// A client access: queues it, waits for the model, returns the value (None: bus error).
+    ///
+    /// Traced on the client's vCPU: `ModelRequest` when queued, then either `ModelReply` (the
+    /// model answered with status 0) or `ModelBusError` (anything else, also published as a
+    /// warning of the client partition).
     fn access(&self, offset: u64, size: usize, is_write: bool, value: u64) -> Option<u64> {
         let current = vcpu::current();
         let client_vcpu = current.as_ref().map_or(0, |v| v.index);
@@ -223,49 +281,85 @@ impl ServedDevice {
             doorbell.raise();
         }
         let start = Instant::now();
-        let reply = self.wait(request.id, start);
+        let result = self.wait(request.id, start);
+        let latency = start.elapsed().as_nanos() as u64;
         if let Some(v) = &current {
             v.set_blocked(None);
-            v.trace_here(
-                TraceKind::ModelReply,
-                request.id,
-                start.elapsed().as_nanos() as u64,
-            );
         }
-        match reply {
-            Reply::Value(v) => {
+        match result {
+            Ok(value) => {
+                if let Some(v) = &current {
+                    v.trace_here(TraceKind::ModelReply, request.id, latency);
+                }
                 self.served.fetch_add(1, Ordering::Relaxed);
-                Some(v)
+                Some(value)
             }
-            Reply::BusError => {
+            Err(error) => {
+                if let Some(v) = &current {
+                    v.trace_here(TraceKind::ModelBusError, request.id, error.reason as u64);
+                }
                 self.bus_errors.fetch_add(1, Ordering::Relaxed);
+                self.warn_bus_error(&request, &error);
                 None
             }
         }
     }
 
-    fn wait(&self, id: u64, start: Instant) -> Reply {
+    fn warn_bus_error(&self, request: &DeviceRequest, error: &BusError) {
+        if let Some(client) = self.client.get().and_then(Weak::upgrade) {
+            client.warn(format!(
+                "device {}: bus error on {} of offset {:#x} (request {:#x}): {}",
+                self.name,
+                if request.is_write { "write" } else { "read" },
+                request.offset,
+                request.id,
+                error.why
+            ));
+        }
+    }
+
+    /// Waits for the reply to request `id`: its value, or why the access fails.
+    fn wait(&self, id: u64, start: Instant) -> Result<u64, BusError> {
+        use BusErrorReason::*;
         // The timeout counts only time the model could have answered in: it restarts whenever
         // the model is seen stopped in a debugger.
         let mut since = start;
         let mut replies = self.replies.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if let Some(Some(reply)) = replies.get(&id) {
-                let reply = *reply;
-                replies.remove(&id);
-                return reply;
+            let pending = replies.get(&id).copied().unwrap_or_default();
+            match pending.reply {
+                Some(Reply::Value(value)) => {
+                    replies.remove(&id);
+                    return Ok(value);
+                }
+                Some(Reply::Status(status)) => {
+                    replies.remove(&id);
+                    let why = format!("model replied with status {status}");
+                    return Err(BusError::new(BadReply, why));
+                }
+                None => {}
             }
-            let why = match self.model_state() {
-                None => Some("has no model".to_owned()),
-                Some((PartitionState::Crashed(_), _)) => Some("model crashed".to_owned()),
-                Some((PartitionState::Exited(_), _)) => Some("model exited".to_owned()),
-                Some((_, true)) => {
+            let failed = match self.model_view() {
+                None => Some(BusError::new(ModelGone, "the device has no model")),
+                Some(ModelView {
+                    state: PartitionState::Crashed(_),
+                    ..
+                }) => Some(BusError::new(ModelGone, "model crashed")),
+                Some(ModelView {
+                    state: PartitionState::Exited(_),
+                    ..
+                }) => Some(BusError::new(ModelGone, "model exited")),
+                Some(m) if pending.taken_at.is_some_and(|t| m.uptime_ns < t) => Some(
+                    BusError::new(ModelGone, "model was reset after taking the request"),
+                ),
+                Some(m) if m.debug_stopped => {
                     since = Instant::now(); // stopped in a debugger: wait
                     None
                 }
-                Some(_) if since.elapsed() >= self.timeout => {
-                    Some(format!("model did not reply within {:?}", self.timeout))
-                }
+                Some(_) if since.elapsed() >= self.timeout => Some(BusError::new(
+                    Timeout,
+                    format!("model did not reply within {:?}", self.timeout),
+                )),
                 Some(_) => None,
             };
             let shutting_down = self
@@ -273,18 +367,16 @@ impl ServedDevice {
                 .get()
                 .and_then(Weak::upgrade)
                 .is_none_or(|c| c.is_shutting_down());
-            if why.is_some() || shutting_down {
+            let failed = failed
+                .or_else(|| shutting_down.then(|| BusError::new(Shutdown, "system shutting down")));
+            if let Some(error) = failed {
                 replies.remove(&id);
                 drop(replies);
                 self.queue
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .retain(|r| r.id != id);
-                if let (Some(why), Some(client)) = (why, self.client.get().and_then(Weak::upgrade))
-                {
-                    client.warn(format!("device {}: bus error: {why}", self.name));
-                }
-                return Reply::BusError;
+                return Err(error);
             }
             replies = self
                 .replied
@@ -296,29 +388,53 @@ impl ServedDevice {
 
     /// Model side: takes the next queued request.
     pub fn take_request(&self) -> Option<DeviceRequest> {
-        self.queue
+        let request = self
+            .queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .pop_front()
+            .pop_front()?;
+        let uptime = self
+            .model
+            .get()
+            .and_then(Weak::upgrade)
+            .map(|m| m.uptime_ns());
+        if let Some(pending) = self
+            .replies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&request.id)
+        {
+            pending.taken_at = uptime;
+        }
+        Some(request)
     }
 
     /// Model side: puts a request back at the head (the model's buffer was bad).
     pub fn requeue(&self, request: DeviceRequest) {
+        if let Some(pending) = self
+            .replies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&request.id)
+        {
+            pending.taken_at = None;
+        }
         self.queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push_front(request);
     }
 
-    /// Model side: answers request `id`; false when no client waits for it.
-    pub fn reply(&self, id: u64, value: u64, ok: bool) -> bool {
+    /// Model side: answers request `id` with `value` and `status` (0: success; anything else
+    /// makes the access a bus error); false when no client waits for it.
+    pub fn reply(&self, id: u64, value: u64, status: i64) -> bool {
         let mut replies = self.replies.lock().unwrap_or_else(|p| p.into_inner());
         match replies.get_mut(&id) {
-            Some(slot @ None) => {
-                *slot = Some(if ok {
+            Some(pending) if pending.reply.is_none() => {
+                pending.reply = Some(if status == 0 {
                     Reply::Value(value)
                 } else {
-                    Reply::BusError
+                    Reply::Status(status)
                 });
                 self.replied.notify_all();
                 true
@@ -329,12 +445,12 @@ impl ServedDevice {
 
     /// Model side: answers request `id` of whichever of `served` (the model partition's devices)
     /// issued it; false when no client of theirs waits for it.
-    pub fn reply_to(served: &[Arc<ServedDevice>], id: u64, value: u64, ok: bool) -> bool {
+    pub fn reply_to(served: &[Arc<ServedDevice>], id: u64, value: u64, status: i64) -> bool {
         let device = request_device(id);
         served
             .iter()
             .find(|d| d.model_number == device)
-            .is_some_and(|d| d.reply(id, value, ok))
+            .is_some_and(|d| d.reply(id, value, status))
     }
 
     /// Model side: raises the device's interrupt in the client.
@@ -489,11 +605,11 @@ mod tests {
     #[test]
     fn replies_only_reach_waiting_requests() {
         let d = device(10);
-        assert!(!d.reply(99, 1, true), "garbage id");
-        d.replies.lock().unwrap().insert(5, None);
-        assert!(d.reply(5, 42, true));
-        assert!(!d.reply(5, 43, true), "second reply to the same request");
-        assert_eq!(d.replies.lock().unwrap()[&5], Some(Reply::Value(42)));
+        assert!(!d.reply(99, 1, 0), "garbage id");
+        d.replies.lock().unwrap().insert(5, Pending::default());
+        assert!(d.reply(5, 42, 0));
+        assert!(!d.reply(5, 43, 0), "second reply to the same request");
+        assert_eq!(d.replies.lock().unwrap()[&5].reply, Some(Reply::Value(42)));
     }
 
     #[test]
@@ -509,28 +625,67 @@ mod tests {
             (0, 1)
         );
         assert_eq!(served[1].take_request(), Some(second));
-        assert!(ServedDevice::reply_to(&served, second.id, 22, true));
+        assert!(ServedDevice::reply_to(&served, second.id, 22, 0));
         assert_eq!(
-            served[0].replies.lock().unwrap()[&first.id],
+            served[0].replies.lock().unwrap()[&first.id].reply,
             None,
             "the other device's request still waits"
         );
         assert_eq!(
-            served[1].replies.lock().unwrap()[&second.id],
+            served[1].replies.lock().unwrap()[&second.id].reply,
             Some(Reply::Value(22))
         );
-        assert!(ServedDevice::reply_to(&served, first.id, 11, true));
+        assert!(ServedDevice::reply_to(&served, first.id, 11, 0));
         assert_eq!(
-            served[0].replies.lock().unwrap()[&first.id],
+            served[0].replies.lock().unwrap()[&first.id].reply,
             Some(Reply::Value(11))
         );
         assert!(
-            !ServedDevice::reply_to(&served, (7 << ID_DEVICE_SHIFT) | 1, 0, true),
+            !ServedDevice::reply_to(&served, (7 << ID_DEVICE_SHIFT) | 1, 0, 0),
             "no such device"
         );
         // Sequence numbers go on per device.
         let again = served[0].submit(0, 0, 4, false, 0);
         assert_eq!(again.id, first.id + 1);
+    }
+
+    #[test]
+    fn a_nonzero_status_is_a_bad_reply_and_a_dead_model_is_gone() {
+        let d = device(10);
+        let good = d.submit(0, 0, 4, false, 0);
+        let bad = d.submit(0, 4, 4, false, 0);
+        assert_eq!(d.take_request(), Some(good));
+        assert_eq!(d.take_request(), Some(bad));
+        assert!(d.reply(good.id, 7, 0));
+        assert!(d.reply(bad.id, 7, -1));
+        let start = Instant::now();
+        assert_eq!(d.wait(good.id, start), Ok(7));
+        assert_eq!(
+            d.wait(bad.id, start).map_err(|e| e.reason),
+            Err(BusErrorReason::BadReply)
+        );
+        // Unanswered, with no model behind the device.
+        let lost = d.submit(0, 8, 4, false, 0);
+        assert_eq!(
+            d.wait(lost.id, start).map_err(|e| e.reason),
+            Err(BusErrorReason::ModelGone)
+        );
+        assert!(d.replies.lock().unwrap().is_empty(), "nothing left waiting");
+        assert!(d.take_request().is_none(), "nothing left queued");
+    }
+
+    #[test]
+    fn taking_and_requeueing_marks_the_request() {
+        let d = device(10);
+        let r = d.submit(0, 0, 4, false, 0);
+        assert_eq!(d.replies.lock().unwrap()[&r.id].taken_at, None);
+        assert_eq!(d.take_request(), Some(r));
+        // No model partition: the uptime is unknown, so a reset cannot be told either.
+        assert_eq!(d.replies.lock().unwrap()[&r.id].taken_at, None);
+        d.replies.lock().unwrap().get_mut(&r.id).unwrap().taken_at = Some(5);
+        d.requeue(r);
+        assert_eq!(d.replies.lock().unwrap()[&r.id].taken_at, None);
+        assert_eq!(d.take_request(), Some(r));
     }
 
     #[test]

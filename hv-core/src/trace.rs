@@ -47,10 +47,15 @@ pub enum TraceKind {
     StateChange = 17,
     /// Records were dropped because the ring was full. a: how many.
     Lost = 18,
-    /// Device-model request queued. a: request id, b: offset.
+    /// Client side: a device-model request was queued. a: request id, b: offset.
     ModelRequest = 19,
-    /// Device-model reply. a: request id, b: latency in ns.
+    /// Client side: the model answered the request. a: request id, b: latency in ns (queued to
+    /// answered).
     ModelReply = 20,
+    /// Client side: the request ended as a bus error instead (reads return all ones; a warning
+    /// names the device and the reason). a: request id, b: reason: 1 timeout, 2 model crashed,
+    /// exited or reset, 3 bad reply (nonzero status), 4 system shutting down.
+    ModelBusError = 21,
 }
 
 /// Event classes that can be switched on and off separately.
@@ -84,7 +89,7 @@ impl TraceKind {
             ScheduleIn | ScheduleOut | Halt | Wake | DebugStop | DebugResume | StateChange => {
                 class::SCHED
             }
-            DeviceAccess | ModelRequest | ModelReply => class::DEVICE,
+            DeviceAccess | ModelRequest | ModelReply | ModelBusError => class::DEVICE,
             IpcSend | IpcReceive => class::IPC,
             Marker => class::MARKER,
             Lost => class::ALL,

@@ -107,10 +107,13 @@ pub enum RecordKind {
     /// Records of this vCPU were dropped. a: how many; b: [`LOST_IN_RING`] (the hypervisor's
     /// ring was full) or [`LOST_ON_LINK`] (this subscriber's queue was full).
     Lost = 18,
-    /// Device-model request queued. a: request id, b: offset.
+    /// Client side: a device-model request was queued. a: request id, b: offset.
     ModelRequest = 19,
-    /// Device-model reply. a: request id, b: latency in ns.
+    /// Client side: the model answered the request. a: request id, b: latency in ns.
     ModelReply = 20,
+    /// Client side: the request ended as a bus error instead of a reply. a: request id, b: reason
+    /// (see [`bus_error_reason_name`]).
+    ModelBusError = 21,
 }
 
 /// `Lost.b`: dropped in the vCPU's ring.
@@ -122,7 +125,7 @@ impl RecordKind {
     /// The kind for a `kind` value (`None` for kinds this build does not know: skip them).
     pub fn from_u16(v: u16) -> Option<RecordKind> {
         use RecordKind::*;
-        const ALL: [RecordKind; 20] = [
+        const ALL: [RecordKind; 21] = [
             VmEntry,
             VmExit,
             IrqRaise,
@@ -143,8 +146,20 @@ impl RecordKind {
             Lost,
             ModelRequest,
             ModelReply,
+            ModelBusError,
         ];
         ALL.get(usize::from(v).checked_sub(1)?).copied()
+    }
+}
+
+/// Name of a `ModelBusError` reason code (`b`).
+pub fn bus_error_reason_name(code: u64) -> &'static str {
+    match code {
+        1 => "timeout",
+        2 => "model gone",
+        3 => "bad reply",
+        4 => "shutdown",
+        _ => "unknown",
     }
 }
 
@@ -759,11 +774,12 @@ mod tests {
         assert_eq!(RecordKind::from_u16(18), Some(RecordKind::Lost));
         assert_eq!(RecordKind::from_u16(0), None);
         assert_eq!(RecordKind::from_u16(99), None);
-        for k in 1..=20 {
+        for k in 1..=21 {
             assert_eq!(RecordKind::from_u16(k).map(|k| k as u16), Some(k));
         }
         assert_eq!(class_bits(&["marker".into(), "irq".into()]), Ok(0b100_0010));
         assert_eq!(class_bits(&["nope".into()]), Err("nope".into()));
         assert_eq!(vcpu_state_name(3), "paused");
+        assert_eq!(bus_error_reason_name(3), "bad reply");
     }
 }

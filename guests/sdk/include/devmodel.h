@@ -16,7 +16,8 @@
  *
  * Registers match on the exact offset of the access. Reads of a register without a read handler
  * return 0, writes without a write handler are ignored; accesses to offsets that are in no table
- * entry are answered with value 0 and status HV_EINVAL. Read results are truncated to the access
+ * entry are answered with value 0 and status HV_EINVAL (a bus error for the client, logged and
+ * traced by the hypervisor as a bad reply). Read results are truncated to the access
  * size. Set `verbose` to print every access.
  */
 #ifndef HV_DEVMODEL_H

@@ -124,7 +124,10 @@ static inline long hv_dm_receive(struct hv_dm_request *req)
     return hv_hypercall1(HV_DM_RECEIVE, (unsigned long)req);
 }
 
-/* 17: HV_DM_REPLY. Completes request `id` (value is the read result). */
+/* 17: HV_DM_REPLY. Completes request `id` (value is the read result). Status 0 is success; any
+ * other status makes the client's access a bus error (reads return all ones), which the
+ * hypervisor logs as a warning and traces as a bad reply. HV_ENOENT when no client waits for
+ * `id`. */
 static inline long hv_dm_reply(uint64_t id, uint64_t value, long status)
 {
     return hv_hypercall3(HV_DM_REPLY, id, value, (unsigned long)status);

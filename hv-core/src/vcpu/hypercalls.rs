@@ -146,8 +146,7 @@ impl VcpuRunner {
             Hypercall::TimeNs => Return(partition.uptime_ns() as i64),
             Hypercall::DmReceive => Return(self.dm_receive(a0)),
             Hypercall::DmReply => {
-                let ok = a2 == 0;
-                let answered = ServedDevice::reply_to(&partition.served, a0, a1, ok);
+                let answered = ServedDevice::reply_to(&partition.served, a0, a1, a2 as i64);
                 if answered {
                     self.trace(TraceKind::ModelReply, a0, a1);
                     Return(0)
