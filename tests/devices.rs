@@ -110,6 +110,89 @@ fn bus_error_reasons(records: &[TraceRecord]) -> Vec<u64> {
         .collect()
 }
 
+/// Records of `kind` as (id, b, timestamp).
+fn of_kind(records: &[TraceRecord], kind: TraceKind) -> Vec<(u64, u64, u64)> {
+    records
+        .iter()
+        .filter(|r| r.kind == kind as u16)
+        .map(|r| (r.a, r.b, r.timestamp))
+        .collect()
+}
+
+/// Checks the device-model records of a client and its model, both traced from before the
+/// client's first request until after its last reply; returns the (id, latency) of the complete
+/// pairs.
+fn check_model_trace(client: &[TraceRecord], model: &[TraceRecord]) -> Vec<(u64, u64)> {
+    use TraceKind::*;
+    let is_model_kind = |r: &&TraceRecord| {
+        [
+            ModelRequest,
+            ModelReply,
+            ModelBusError,
+            ModelReceive,
+            ModelRespond,
+        ]
+        .iter()
+        .any(|k| r.kind == *k as u16)
+    };
+    // The client's vCPU blocks on each access: its records alternate request, reply (tracing may
+    // have started during an access and stopped during another).
+    let mut sequence: Vec<&TraceRecord> = client.iter().filter(is_model_kind).collect();
+    if sequence
+        .first()
+        .is_some_and(|r| r.kind == ModelReply as u16)
+    {
+        sequence.remove(0);
+    }
+    if sequence
+        .last()
+        .is_some_and(|r| r.kind == ModelRequest as u16)
+    {
+        sequence.pop();
+    }
+    let mut pairs = Vec::new();
+    for pair in sequence.chunks(2) {
+        let [request, reply] = pair else {
+            panic!("unpaired client records: {pair:?}");
+        };
+        assert_eq!(request.kind, ModelRequest as u16, "{pair:?}");
+        assert_eq!(reply.kind, ModelReply as u16, "{pair:?}");
+        assert_eq!(request.a, reply.a, "a reply answers its request");
+        assert!(reply.timestamp >= request.timestamp, "{pair:?}");
+        assert!(
+            reply.b > 0 && reply.b < 1_000_000_000,
+            "latency {} ns",
+            reply.b
+        );
+        pairs.push((request.a, reply.b));
+    }
+    // The model records what it took and answered, with its own kinds only.
+    assert!(
+        model
+            .iter()
+            .filter(is_model_kind)
+            .all(|r| r.kind == ModelReceive as u16 || r.kind == ModelRespond as u16),
+        "client kinds on the model's vCPU"
+    );
+    let received = of_kind(model, ModelReceive);
+    let responded = of_kind(model, ModelRespond);
+    let requests = of_kind(client, ModelRequest);
+    for (id, _) in &pairs {
+        let request = requests.iter().find(|r| r.0 == *id).unwrap();
+        let receive = received.iter().find(|r| r.0 == *id);
+        let respond = responded.iter().find(|r| r.0 == *id);
+        let (Some(receive), Some(respond)) = (receive, respond) else {
+            panic!("request {id:#x} not received and answered by the model: {model:?}");
+        };
+        assert_eq!(
+            receive.1, request.1,
+            "the model saw the offset the client used"
+        );
+        assert!(receive.2 <= respond.2, "received before answered");
+    }
+    pairs
+}
+
 #[test]
 fn control_reads_exactly_the_samples_the_model_produces() {
     if !kvm_or_skip("control_reads_exactly_the_samples_the_model_produces") {
@@ -117,7 +200,12 @@ fn control_reads_exactly_the_samples_the_model_produces() {
     }
     let _kvm = kvm_lock();
     let (system, consoles, _file) = boot(&system("sensor-model"));
+    // The model's vCPU first, so that it records every request the client records.
+    trace_devices(&system, "sensor-model");
+    trace_devices(&system, "control");
     consoles.wait_for("control", "sensor sample #3 =", Duration::from_secs(30));
+    let client_trace = drain_trace(&system, "control");
+    let model_trace = drain_trace(&system, "sensor-model");
     let model = samples(&consoles.lines("sensor-model"), "sensor-model: sample #");
     let control = samples(&consoles.lines("control"), "control: sensor sample #");
     assert!(control.len() >= 3);
@@ -139,6 +227,25 @@ fn control_reads_exactly_the_samples_the_model_produces() {
             .iter()
             .any(|l| l.contains("mismatch") || l.contains("not ready")),
         "{lines:?}"
+    );
+    // Traced: one request/reply pair per access (CTRL write and read-back, STATUS, DATA per
+    // sample), each received and answered by the model, with a positive latency.
+    let pairs = check_model_trace(&client_trace, &model_trace);
+    assert!(pairs.len() >= 8, "{} traced accesses", pairs.len());
+    assert!(bus_error_reasons(&client_trace).is_empty());
+    // The model's answers to DATA reads are the samples control printed.
+    let data: Vec<u32> = of_kind(&model_trace, TraceKind::ModelReceive)
+        .iter()
+        .filter(|r| r.1 == 0x8)
+        .filter_map(|r| {
+            let respond = of_kind(&model_trace, TraceKind::ModelRespond);
+            respond.iter().find(|a| a.0 == r.0).map(|a| a.1 as u32)
+        })
+        .collect();
+    let printed: Vec<u32> = control.iter().map(|(_, v)| *v).collect();
+    assert!(
+        !data.is_empty() && printed.windows(data.len()).any(|w| w == data),
+        "traced DATA replies {data:?}, printed {printed:?}"
     );
     // The sensor interrupt arrived (control counts it before reading DATA).
     let control_vcpu = &system.partition("control").unwrap().vcpus[0];

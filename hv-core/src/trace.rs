@@ -56,6 +56,12 @@ pub enum TraceKind {
     /// names the device and the reason). a: request id, b: reason: 1 timeout, 2 model crashed,
     /// exited or reset, 3 bad reply (nonzero status), 4 system shutting down.
     ModelBusError = 21,
+    /// Model side: the model took a request (`HV_DM_RECEIVE`). a: request id, b: offset.
+    ModelReceive = 22,
+    /// Model side: the model answered a waiting request (`HV_DM_REPLY`). a: request id, b: the
+    /// reply value (read data; the status is not recorded: a nonzero one shows as the client's
+    /// `ModelBusError`).
+    ModelRespond = 23,
 }
 
 /// Event classes that can be switched on and off separately.
@@ -89,7 +95,8 @@ impl TraceKind {
             ScheduleIn | ScheduleOut | Halt | Wake | DebugStop | DebugResume | StateChange => {
                 class::SCHED
             }
-            DeviceAccess | ModelRequest | ModelReply | ModelBusError => class::DEVICE,
+            DeviceAccess | ModelRequest | ModelReply | ModelBusError | ModelReceive
+            | ModelRespond => class::DEVICE,
             IpcSend | IpcReceive => class::IPC,
             Marker => class::MARKER,
             Lost => class::ALL,

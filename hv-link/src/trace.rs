@@ -114,6 +114,10 @@ pub enum RecordKind {
     /// Client side: the request ended as a bus error instead of a reply. a: request id, b: reason
     /// (see [`bus_error_reason_name`]).
     ModelBusError = 21,
+    /// Model side: the model took a request. a: request id, b: offset.
+    ModelReceive = 22,
+    /// Model side: the model answered a waiting request. a: request id, b: the reply value.
+    ModelRespond = 23,
 }
 
 /// `Lost.b`: dropped in the vCPU's ring.
@@ -125,7 +129,7 @@ impl RecordKind {
     /// The kind for a `kind` value (`None` for kinds this build does not know: skip them).
     pub fn from_u16(v: u16) -> Option<RecordKind> {
         use RecordKind::*;
-        const ALL: [RecordKind; 21] = [
+        const ALL: [RecordKind; 23] = [
             VmEntry,
             VmExit,
             IrqRaise,
@@ -147,6 +151,8 @@ impl RecordKind {
             ModelRequest,
             ModelReply,
             ModelBusError,
+            ModelReceive,
+            ModelRespond,
         ];
         ALL.get(usize::from(v).checked_sub(1)?).copied()
     }
@@ -774,7 +780,7 @@ mod tests {
         assert_eq!(RecordKind::from_u16(18), Some(RecordKind::Lost));
         assert_eq!(RecordKind::from_u16(0), None);
         assert_eq!(RecordKind::from_u16(99), None);
-        for k in 1..=21 {
+        for k in 1..=23 {
             assert_eq!(RecordKind::from_u16(k).map(|k| k as u16), Some(k));
         }
         assert_eq!(class_bits(&["marker".into(), "irq".into()]), Ok(0b100_0010));

@@ -148,7 +148,7 @@ impl VcpuRunner {
             Hypercall::DmReply => {
                 let answered = ServedDevice::reply_to(&partition.served, a0, a1, a2 as i64);
                 if answered {
-                    self.trace(TraceKind::ModelReply, a0, a1);
+                    self.trace(TraceKind::ModelRespond, a0, a1);
                     Return(0)
                 } else {
                     Return(errors::ENOENT)
@@ -200,7 +200,7 @@ impl VcpuRunner {
                     device.requeue(request);
                     return errors::EFAULT;
                 }
-                self.trace(TraceKind::ModelRequest, request.id, request.offset);
+                self.trace(TraceKind::ModelReceive, request.id, request.offset);
                 return 1;
             }
         }
