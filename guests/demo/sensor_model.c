@@ -55,7 +55,7 @@ static uint64_t sensor_read_data(void *ctx, const struct hv_dm_reg *reg,
     (void)req;
     uint32_t sample = s->data;
     s->status &= ~SENSOR_STATUS_READY;
-    hv_dm_irq(s->dev, 0); /* the interrupt condition is gone (no-op for edge interrupts) */
+    hv_dm_irq(s->dev, 0); /* the condition is gone: withdraw the interrupt if not yet taken */
     return sample;
 }
 

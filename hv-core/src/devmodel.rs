@@ -453,9 +453,19 @@ impl ServedDevice {
             .is_some_and(|d| d.reply(id, value, status))
     }
 
-    /// Model side: raises the device's interrupt in the client.
-    pub fn raise_irq(&self) -> bool {
-        self.client_irq.get().map(IrqLine::raise).is_some()
+    /// Model side: sets the device's interrupt line in the client: `raise` makes the vector
+    /// pending, otherwise a pending raise not injected yet is withdrawn (edge semantics, see
+    /// `irq`). False when the device has no interrupt.
+    pub fn set_irq(&self, raise: bool) -> bool {
+        let Some(line) = self.client_irq.get() else {
+            return false;
+        };
+        if raise {
+            line.raise();
+        } else {
+            line.lower();
+        }
+        true
     }
 
     fn granted(&self, addr: u64, len: u64) -> bool {
@@ -686,6 +696,20 @@ mod tests {
         d.requeue(r);
         assert_eq!(d.replies.lock().unwrap()[&r.id].taken_at, None);
         assert_eq!(d.take_request(), Some(r));
+    }
+
+    #[test]
+    fn the_model_raises_and_lowers_the_client_interrupt() {
+        let d = device(10);
+        assert!(!d.set_irq(true), "no interrupt before it is connected");
+        let vcpu = Arc::new(crate::vcpu::VcpuShared::new(0, 0, 16));
+        let line = IrqLine::new(vcpu, 40);
+        d.client_irq.set(line.clone()).unwrap();
+        assert!(d.set_irq(true));
+        assert!(line.is_pending());
+        assert!(d.set_irq(false));
+        assert!(!line.is_pending(), "a raise not injected yet is withdrawn");
+        assert!(d.set_irq(false), "lowering a low line is fine");
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //!
 //! Priority is by vector number, highest first, as on a local APIC: a pending, enabled vector is
 //! deliverable when it is above the highest vector in service.
+//!
+//! Lines are edge-triggered with a withdrawable pending state: a raise makes the vector pending
+//! (raises coalesce while it is pending), a lower withdraws a raise that has not been injected
+//! yet, and nothing re-fires after an EOI — a line is not remembered as "high".
 
 /// 256 bits, one per vector.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -65,6 +69,20 @@ impl IrqController {
         }
         self.pending.set(vector);
         fresh
+    }
+
+    /// Withdraws a pending raise of `vector` that has not been injected yet; returns whether
+    /// there was one. An injected (in-service) vector is unaffected: its handler runs and ends
+    /// with an EOI as usual.
+    pub fn lower(&mut self, vector: u8) -> bool {
+        let pending = self.pending.contains(vector);
+        self.pending.clear(vector);
+        pending
+    }
+
+    /// Whether `vector` is pending (raised, not injected yet).
+    pub fn is_pending(&self, vector: u8) -> bool {
+        self.pending.contains(vector)
     }
 
     /// When the pending `vector` was raised (trace-clock ns; meaningful while it is pending).
@@ -158,6 +176,26 @@ mod tests {
         irq.enable(33);
         irq.injected(33);
         assert!(irq.raise(33), "a raise while in service is a new one");
+    }
+
+    #[test]
+    fn lowering_withdraws_only_a_raise_not_yet_injected() {
+        let mut irq = IrqController::default();
+        irq.enable(40);
+        irq.enable(41);
+        assert!(!irq.lower(40), "nothing pending");
+        irq.raise(40);
+        irq.raise(41);
+        assert!(irq.is_pending(40));
+        assert!(irq.lower(40));
+        assert!(!irq.is_pending(40));
+        assert_eq!(irq.deliverable(), Some(41), "other vectors stay pending");
+        irq.injected(41);
+        assert!(!irq.lower(41), "already injected");
+        assert_eq!(irq.eoi(), Some(41), "the injected one is still in service");
+        assert_eq!(irq.deliverable(), None, "the lowered one never arrives");
+        assert!(irq.raise(40), "a raise after a lower is a fresh one");
+        assert_eq!(irq.deliverable(), Some(40));
     }
 
     #[test]

@@ -61,7 +61,8 @@ long hv_dm_poll(struct hv_dm_device *dev);
 /* Attaches, then answers requests forever, sleeping in hlt between doorbells (or polling with
  * HV_YIELD if the device has no doorbell vector). Returns only on an error. */
 long hv_dm_serve(struct hv_dm_device *dev);
-/* Raises (1) or lowers (0) the device's interrupt in the client. */
+/* Raises (1) or lowers (0) the device's interrupt in the client: a lower withdraws a raise the
+ * client has not taken yet (see hv_dm_set_irq in hv.h for the edge semantics). */
 static inline long hv_dm_irq(const struct hv_dm_device *dev, unsigned level)
 {
     return hv_dm_set_irq(dev->info->device, level);

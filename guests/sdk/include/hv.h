@@ -133,7 +133,13 @@ static inline long hv_dm_reply(uint64_t id, uint64_t value, long status)
     return hv_hypercall3(HV_DM_REPLY, id, value, (unsigned long)status);
 }
 
-/* 18: HV_DM_SET_IRQ. level 1 raises the device's client interrupt, 0 lowers it. */
+/* 18: HV_DM_SET_IRQ. level 1 (any nonzero) raises the device's client interrupt, 0 lowers it;
+ * HV_ENOENT for an unknown device or one without an interrupt. Device interrupts are edges with
+ * a withdrawable pending state: a raise makes the client's vector pending (raises coalesce while
+ * it is pending); a lower withdraws a raise the client has not taken yet (useful when the
+ * condition went away, e.g. the data was read by polling) and does nothing to an interrupt
+ * already delivered. A line left raised does not fire again after the client's EOI: raise again
+ * for each new event. */
 static inline long hv_dm_set_irq(unsigned device, unsigned level)
 {
     return hv_hypercall2(HV_DM_SET_IRQ, device, level);

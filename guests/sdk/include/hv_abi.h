@@ -53,6 +53,9 @@
 #define HV_TIME_NS 14
 #define HV_DM_RECEIVE 16
 #define HV_DM_REPLY 17
+/* HV_DM_SET_IRQ levels: nonzero raises the device's client interrupt (its vector becomes
+ * pending; raises coalesce while pending), 0 lowers it (withdraws a raise not injected yet; an
+ * interrupt already delivered is unaffected). Edge semantics: nothing re-fires after an EOI. */
 #define HV_DM_SET_IRQ 18
 #define HV_DM_COPY_FROM 19
 #define HV_DM_COPY_TO 20

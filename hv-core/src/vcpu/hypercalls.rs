@@ -154,14 +154,11 @@ impl VcpuRunner {
                     Return(errors::ENOENT)
                 }
             }
+            // Level nonzero raises the client's device interrupt, 0 lowers it (withdraws a raise
+            // not yet injected).
             Hypercall::DmSetIrq => match served(&partition, a0) {
-                Some(device) => {
-                    if a1 != 0 {
-                        device.raise_irq();
-                    }
-                    Return(0)
-                }
-                None => Return(errors::ENOENT),
+                Some(device) if device.set_irq(a1 != 0) => Return(0),
+                _ => Return(errors::ENOENT),
             },
             Hypercall::DmCopyFrom | Hypercall::DmCopyTo => match served(&partition, a0) {
                 Some(device) => {

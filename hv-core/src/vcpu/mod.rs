@@ -383,7 +383,8 @@ impl VcpuShared {
     }
 }
 
-/// An interrupt line: raising it makes `vector` pending on one vCPU.
+/// An interrupt line: raising it makes `vector` pending on one vCPU, lowering it withdraws that
+/// raise while it has not been injected (see `irq` for the edge semantics).
 #[derive(Clone)]
 pub struct IrqLine {
     vcpu: Arc<VcpuShared>,
@@ -409,6 +410,17 @@ impl IrqLine {
     /// Raises the line.
     pub fn raise(&self) {
         self.vcpu.raise(self.vector);
+    }
+
+    /// Lowers the line: withdraws a raise that is still pending (not injected yet); returns
+    /// whether there was one. An interrupt already injected is unaffected.
+    pub fn lower(&self) -> bool {
+        self.vcpu.irq().lower(self.vector)
+    }
+
+    /// Whether the line's vector is pending on its vCPU (raised, not injected yet).
+    pub fn is_pending(&self) -> bool {
+        self.vcpu.irq().is_pending(self.vector)
     }
 }
 
