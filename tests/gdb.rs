@@ -143,18 +143,21 @@ fn gdb(elf: &str, port: u16, commands: &str) -> String {
         ),
     )
     .unwrap();
-    let out = Command::new("gdb")
-        .args(["-nx", "-batch", "-x"])
+    // A stop that never comes must fail the test, not hang it.
+    let out = Command::new("timeout")
+        .args(["--kill-after=5", "120", "gdb", "-nx", "-batch", "-x"])
         .arg(&script)
         .arg(guests::image(elf))
         .stdin(Stdio::null())
         .output()
         .expect("run gdb");
-    format!(
+    let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    )
+    );
+    assert_ne!(out.status.code(), Some(124), "gdb timed out:\n{text}");
+    text
 }
 
 fn touch(path: &Path) -> String {
@@ -290,6 +293,53 @@ fn smp_threads_and_a_single_vcpu_port() {
         "{out}"
     );
     assert!(out.contains("1:debug-stopped"), "{out}");
+}
+
+#[test]
+fn per_vcpu_breakpoints_leave_siblings_and_other_sessions_alone() {
+    if !kvm_or_skip("per_vcpu_breakpoints_leave_siblings_and_other_sessions_alone") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let hv = Hv::start(DEMO);
+    // Idle phase: both vCPUs call compute_block once a second; vCPU 0 prints a line each time.
+    hv.wait_count("[worker] worker: idle", 1);
+    let (stopped, release) = (hv.marker("stopped"), hv.marker("release"));
+    let vcpu_port = |v: u16| hv.base + 100 + 16 * 2 + v;
+    // vCPU 1 alone stops at compute_block, waits, then continues to hit it again: its
+    // breakpoint must survive another per-vCPU session setting and deleting the same one.
+    let script = format!(
+        "break compute_block\ncontinue\n{}\nshell while [ ! -e {} ]; do sleep 0.05; done\n\
+         continue\ndetach",
+        touch(&stopped),
+        release.display()
+    );
+    let port1 = vcpu_port(1);
+    let handle = std::thread::spawn(move || gdb("worker", port1, &script));
+    assert!(
+        wait_until(Duration::from_secs(30), || stopped.exists()),
+        "breakpoint on vCPU 1 not hit"
+    );
+    // vCPU 0 runs compute_block at the same address: it neither stops nor takes a #BP (a
+    // patched int3 it does not trap would crash the guest); its idle lines keep coming.
+    let idle = hv.count("[worker] worker: idle");
+    hv.wait_count("[worker] worker: idle", idle + 2);
+    // A second per-vCPU session on vCPU 0: same breakpoint, hit, deleted, detached.
+    let out0 = gdb(
+        "worker",
+        vcpu_port(0),
+        "break compute_block\ncontinue\ndelete\ndetach",
+    );
+    assert!(out0.contains("Breakpoint 1, compute_block"), "{out0}");
+    std::fs::write(&release, b"").unwrap();
+    let out1 = handle.join().unwrap();
+    assert_eq!(
+        out1.matches("Breakpoint 1, compute_block").count(),
+        2,
+        "vCPU 1's breakpoint lost after the other session: {out1}"
+    );
+    let idle = hv.count("[worker] worker: idle");
+    hv.wait_count("[worker] worker: idle", idle + 1);
 }
 
 #[test]

@@ -72,8 +72,9 @@ pub struct PartitionTarget {
     pub(super) scope: Option<u32>,
     /// Patched int3 addresses and the bytes they replaced.
     sw_breakpoints: BTreeMap<u64, u8>,
-    /// Software breakpoints kept in debug registers instead, on hosts whose KVM cannot trap
-    /// `int3` (see `hv_core::probe`).
+    /// Software breakpoints kept in debug registers instead: on hosts whose KVM cannot trap
+    /// `int3` (see `hv_core::probe`), and always for a per-vCPU target (see
+    /// [`sw_in_debug_registers`]).
     emulated_sw: std::collections::BTreeSet<u64>,
     caps: hv_core::probe::DebugCaps,
     hw: [Option<HwBreakpoint>; 4],
@@ -594,7 +595,7 @@ impl Breakpoints for PartitionTarget {
 
 impl SwBreakpoint for PartitionTarget {
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        if !self.caps.sw_breakpoints {
+        if sw_in_debug_registers(self.caps, self.scope) {
             let added = self.emulated_sw.contains(&addr)
                 || self.add_hw(HwBreakpoint {
                     addr,
@@ -629,6 +630,19 @@ impl SwBreakpoint for PartitionTarget {
         }
         Ok(self.remove_sw(addr))
     }
+}
+
+/// Whether gdb's software breakpoints go into debug registers instead of patching `int3` into
+/// guest memory.
+///
+/// A per-vCPU target (`scope` is Some) always uses debug registers: guest memory is shared by
+/// every vCPU of the partition, but only the scoped vCPU traps `int3` (KVM_GUESTDBG_USE_SW_BP is
+/// per vCPU), so a sibling executing a patched `int3` would take a #BP inside the guest; and two
+/// per-vCPU sessions would restore each other's patched bytes. Debug registers are per vCPU, so
+/// such a breakpoint stops only the scoped vCPU and leaves memory untouched (at the cost of the
+/// four debug-address registers being shared with hardware breakpoints and watchpoints).
+fn sw_in_debug_registers(caps: hv_core::probe::DebugCaps, scope: Option<u32>) -> bool {
+    scope.is_some() || !caps.sw_breakpoints
 }
 
 impl PartitionTarget {
@@ -722,6 +736,31 @@ mod tests {
             watch(0x1000, 4, WatchKind::Read).unwrap().kind,
             HwKind::ReadWrite,
             "no read-only watch on x86"
+        );
+    }
+
+    #[test]
+    fn per_vcpu_targets_never_patch_shared_memory() {
+        let trapping = hv_core::probe::DebugCaps {
+            sw_breakpoints: true,
+            data_watchpoints: true,
+        };
+        let not_trapping = hv_core::probe::DebugCaps {
+            sw_breakpoints: false,
+            data_watchpoints: false,
+        };
+        assert!(!sw_in_debug_registers(trapping, None), "partition: int3");
+        assert!(
+            sw_in_debug_registers(not_trapping, None),
+            "partition: emulated"
+        );
+        assert!(
+            sw_in_debug_registers(trapping, Some(1)),
+            "vCPU: debug registers"
+        );
+        assert!(
+            sw_in_debug_registers(not_trapping, Some(0)),
+            "vCPU: debug registers"
         );
     }
 
