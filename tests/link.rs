@@ -437,6 +437,81 @@ fn malformed_link_input_closes_only_that_connection() {
     agent.shutdown();
 }
 
+/// Waits for the agent's `channel.closed` notice for `id`; returns its reason.
+fn channel_closed_reason(c: &LinkClient, id: ChannelId) -> String {
+    loop {
+        let n = c
+            .notifications()
+            .recv_timeout(GUARD)
+            .expect("no channel.closed notice from the agent");
+        if let Some(Ok(p)) = parse_event::<hv_link::control::ChannelClosed>(&n)
+            && p.id == id
+        {
+            return p.reason;
+        }
+    }
+}
+
+#[test]
+fn a_gdb_session_ending_on_its_own_closes_its_channel_with_a_notice() {
+    if !kvm_or_skip("a_gdb_session_ending_on_its_own_closes_its_channel_with_a_notice") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let (system, consoles, _file) = boot(PAIR);
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = start_agent(&system, tmp.path());
+    let owner = client(&agent, "owner");
+    let other = client(&agent, "other");
+    let mut overflow = b"$m".to_vec();
+    overflow.extend(std::iter::repeat_n(
+        b'A',
+        debug_agent::gdb::PACKET_SIZE + 16,
+    ));
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        ("detach", b"$D#44".to_vec(), "gdb detached"),
+        ("kill", b"$k#6b".to_vec(), "gdb killed the session"),
+        ("packet overflow", overflow, "gdb session error"),
+        ("bad header", b"xyz".to_vec(), "gdb session error"),
+        ("bad checksum", b"$g#00".to_vec(), "gdb session error"),
+    ];
+    for (what, bytes, expected) in cases {
+        for name in [
+            ChannelName::gdb("control"),
+            ChannelName::gdb_vcpu("control", 0),
+        ] {
+            let gdb = owner.open_channel(&name).unwrap();
+            let stop = gdb_stop_reason(&gdb);
+            assert!(stop.contains("$T") || stop.contains("$S"), "{what}: {stop}");
+            gdb.send(&bytes).unwrap();
+            let reason = channel_closed_reason(&owner, gdb.id());
+            assert!(reason.contains(expected), "{what} on {name}: {reason:?}");
+            // The client's channel ends (after any last reply, e.g. `OK` to `D`).
+            let mut last = Vec::new();
+            while let Ok(b) = gdb.receiver().recv_timeout(GUARD) {
+                last.extend(b);
+            }
+            if what == "detach" {
+                assert!(last.windows(3).any(|w| w == b"$OK"), "{what}: {last:?}");
+            }
+            // Bytes for the ended channel are dropped without harm.
+            gdb.send(b"$?#3f").unwrap();
+            // The claim is gone: another client gets the guest at once, and so does the owner.
+            other.open_channel(&name).unwrap().close().unwrap();
+            let again = owner.open_channel(&name).unwrap();
+            assert!(gdb_stop_reason(&again).contains('$'), "{what}: re-attach");
+            again.close().unwrap();
+            drop(gdb);
+            // Detached: the guest runs on.
+            let seen = consoles.lines("control").len();
+            consoles.wait_count("control", seen + 1, GUARD);
+        }
+    }
+    assert_eq!(owner.partitions().unwrap().len(), 2, "owner still served");
+    drop((owner, other));
+    agent.shutdown();
+}
+
 /// A base port whose whole plan for `partitions` single-vCPU partitions is free right now.
 fn free_base(partitions: usize) -> u16 {
     // Different candidates for every call and process.

@@ -4,7 +4,10 @@
 //!
 //! The session owns a thread. Bytes from the link go in with [`GdbSession::input`]; bytes for
 //! gdb come out through the [`GdbOutput`] callback. Closing the session (detach, dropped
-//! connection) removes breakpoints and, by default, lets the guest run on.
+//! connection) removes breakpoints and, by default, lets the guest run on. A session can also
+//! end on its own (gdb sends `D` or `k`, the partition exits, or gdbstub rejects the bytes, e.g.
+//! a packet larger than [`PACKET_SIZE`]); it then cleans up the same way and tells its owner
+//! through the [`GdbEnded`] callback of [`GdbSession::start_notifying`].
 
 mod arch;
 mod monitor;
@@ -22,13 +25,17 @@ use crossbeam_channel::{Receiver, Sender, select};
 use gdbstub::common::Signal;
 use gdbstub::conn::Connection;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
-use gdbstub::stub::{GdbStubBuilder, GdbStubError};
+use gdbstub::stub::{DisconnectReason, GdbStubBuilder, GdbStubError};
 use hv_core::Partition;
 
 use arch::HvRegId;
 
 /// Where a session's outgoing bytes go; returns false once the peer is gone.
 pub type GdbOutput = Box<dyn FnMut(&[u8]) -> bool + Send>;
+
+/// Called once, from the session thread, after a session ended on its own (not through
+/// [`GdbSession::close`]) and the guest was detached; the argument says why.
+pub type GdbEnded = Box<dyn FnOnce(String) + Send>;
 
 /// The packet size we offer gdb (large, so memory moves in few packets).
 pub const PACKET_SIZE: usize = 0x20000;
@@ -85,6 +92,18 @@ impl GdbSession {
         output: GdbOutput,
         options: GdbSessionOptions,
     ) -> Result<GdbSession, GdbSessionError> {
+        Self::start_notifying(partition, all, vcpu, output, options, Box::new(|_| {}))
+    }
+
+    /// Like [`start`](Self::start), and calls `ended` if the session ends on its own.
+    pub fn start_notifying(
+        partition: Arc<Partition>,
+        all: Arc<[Arc<Partition>]>,
+        vcpu: Option<u32>,
+        output: GdbOutput,
+        options: GdbSessionOptions,
+        ended: GdbEnded,
+    ) -> Result<GdbSession, GdbSessionError> {
         if let Some(v) = vcpu
             && v as usize >= partition.vcpus.len()
         {
@@ -99,7 +118,9 @@ impl GdbSession {
             None => format!("gdb-{}", partition.name),
         };
         let thread = std::thread::Builder::new().name(name).spawn(move || {
-            run_session(partition, all, vcpu, output, input_rx, options);
+            if let Some(reason) = run_session(partition, all, vcpu, output, input_rx, options) {
+                ended(reason);
+            }
         })?;
         Ok(GdbSession {
             input: input_tx,
@@ -175,6 +196,16 @@ fn next_byte(pending: &mut VecDeque<u8>, input: &Receiver<Vec<u8>>) -> Option<u8
     }
 }
 
+/// How [`drive`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ending {
+    /// The input side was closed ([`GdbSession::close`]): the owner knows.
+    Closed,
+    /// The session ended on its own, for this reason.
+    Ended(String),
+}
+
+/// Runs one session to its end; Some(reason) when it ended on its own.
 fn run_session(
     partition: Arc<Partition>,
     all: Arc<[Arc<Partition>]>,
@@ -182,7 +213,7 @@ fn run_session(
     output: GdbOutput,
     input: Receiver<Vec<u8>>,
     options: GdbSessionOptions,
-) {
+) -> Option<String> {
     let (events_tx, events) = crossbeam_channel::unbounded();
     partition.attach_debugger(vcpu, events_tx);
     let mut target = PartitionTarget::new(partition.clone(), all, vcpu);
@@ -193,14 +224,34 @@ fn run_session(
         output,
         alive: true,
     };
-    let result = drive(&mut target, connection, &input, &events);
-    if let Err(e) = result {
-        tracing::info!(partition = %partition.name, "gdb session ended: {e}");
+    let ending = match drive(&mut target, connection, &input, &events) {
+        Ok(ending) => ending,
+        Err(e) => Ending::Ended(format!("gdb session error: {e}")),
+    };
+    // Whatever the ending, stop reading: bytes still queued are for a session that is over.
+    drop(input);
+    if let Ending::Ended(reason) = &ending {
+        tracing::info!(partition = %partition.name, vcpu, "gdb session ended: {reason}");
     }
     partition.detach_debugger(vcpu);
     target.detach();
     if options.resume_on_detach {
         target.release_all();
+    }
+    match ending {
+        Ending::Closed => None,
+        Ending::Ended(reason) => Some(reason),
+    }
+}
+
+fn disconnect_reason(reason: DisconnectReason) -> String {
+    match reason {
+        DisconnectReason::Disconnect => "gdb detached".to_owned(),
+        DisconnectReason::Kill => "gdb killed the session".to_owned(),
+        DisconnectReason::TargetExited(code) => format!("the partition exited with code {code}"),
+        DisconnectReason::TargetTerminated(signal) => {
+            format!("the partition was terminated ({signal})")
+        }
     }
 }
 
@@ -209,9 +260,12 @@ fn drive(
     connection: LinkConnection,
     input: &Receiver<Vec<u8>>,
     events: &Receiver<hv_core::partition::DebugStopEvent>,
-) -> Result<(), String> {
+) -> Result<Ending, String> {
+    // A borrowed buffer: gdbstub grows an owned one without bound when a "packet" never ends;
+    // with this one such input is a packet-buffer overflow that ends the session.
+    let mut packet_buffer = vec![0u8; PACKET_SIZE];
     let stub = GdbStubBuilder::new(connection)
-        .packet_buffer_size(PACKET_SIZE)
+        .with_packet_buffer(&mut packet_buffer)
         .build()
         .map_err(|e| e.to_string())?;
     let mut machine = stub
@@ -222,7 +276,7 @@ fn drive(
         machine = match machine {
             GdbStubStateMachine::Idle(gdb) => {
                 let Some(byte) = next_byte(&mut pending, input) else {
-                    return Ok(());
+                    return Ok(Ending::Closed);
                 };
                 gdb.incoming_data(target, byte).map_err(|e| e.to_string())?
             }
@@ -234,7 +288,7 @@ fn drive(
                     select! {
                         recv(input) -> bytes => match bytes {
                             Ok(bytes) => pending.extend(bytes),
-                            Err(_) => return Ok(()),
+                            Err(_) => return Ok(Ending::Closed),
                         },
                         recv(events) -> event => {
                             if let Ok(event) = event {
@@ -262,7 +316,9 @@ fn drive(
                 }
                 .map_err(|e| e.to_string())?
             }
-            GdbStubStateMachine::Disconnected(_) => return Ok(()),
+            GdbStubStateMachine::Disconnected(gdb) => {
+                return Ok(Ending::Ended(disconnect_reason(gdb.get_reason())));
+            }
         };
     }
 }

@@ -2,17 +2,18 @@
 //! to the JSON-RPC service, `gdb:` data to its session, `console:` data to the partition's UART.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use hv_core::Partition;
 use hv_link::control::{
-    ChannelClose, ChannelCloseParams, ChannelOpen, ChannelOpenParams, ChannelOpenResult,
-    EventsSubscribe, EventsUnsubscribe, InjectIrqParams, Method, PartitionInjectIrq,
-    PartitionParams, PartitionPause, PartitionReset, PartitionResume, PartitionsList,
-    PartitionsStatsMethod, SystemInfoMethod, TraceStart, TraceStartParams, TraceStop,
+    ChannelClose, ChannelCloseParams, ChannelClosed, ChannelClosedParams, ChannelOpen,
+    ChannelOpenParams, ChannelOpenResult, EventsSubscribe, EventsUnsubscribe, InjectIrqParams,
+    Method, PartitionInjectIrq, PartitionParams, PartitionPause, PartitionReset, PartitionResume,
+    PartitionsList, PartitionsStatsMethod, SystemInfoMethod, TraceStart, TraceStartParams,
+    TraceStop,
 };
 use hv_link::rpc::{Message, Request, RequestId, codes};
-use hv_link::server::{Accepted, send_error, send_result};
+use hv_link::server::{Accepted, send_error, send_event, send_result};
 use hv_link::{
     ChannelId, ChannelName, ChannelTable, Connection, FrameReader, FrameWriter, RpcError,
     TransportError, accept_handshake,
@@ -23,7 +24,7 @@ use super::Shared;
 use super::control::{self, Lifecycle};
 use super::events::{self, Sink};
 use super::trace;
-use crate::gdb::{GdbOutput, GdbSession};
+use crate::gdb::{GdbEnded, GdbOutput, GdbSession};
 
 /// Serves one accepted connection until it ends.
 pub(crate) fn serve(shared: &Arc<Shared>, mut conn: Connection) {
@@ -54,7 +55,10 @@ pub(crate) fn serve(shared: &Arc<Shared>, mut conn: Connection) {
     shared.sinks.add(sink.clone());
     let mut state = ConnState {
         shared: shared.clone(),
-        table: ChannelTable::new(&accepted, shared.claims.clone()),
+        table: Arc::new(Mutex::new(ChannelTable::new(
+            &accepted,
+            shared.claims.clone(),
+        ))),
         accepted,
         writer: writer.clone(),
         sink: sink.clone(),
@@ -88,7 +92,8 @@ enum End {
 struct ConnState {
     shared: Arc<Shared>,
     accepted: Accepted,
-    table: ChannelTable,
+    /// Shared with the gdb sessions: one that ends on its own closes its channel itself.
+    table: Arc<Mutex<ChannelTable>>,
     writer: FrameWriter,
     sink: Arc<Sink>,
     sessions: HashMap<ChannelId, GdbSession>,
@@ -123,7 +128,13 @@ impl ConnState {
             if frame.channel == ChannelId::CONTROL {
                 self.on_control(frame.payload);
             } else if let Some(session) = self.sessions.get(&frame.channel) {
-                session.input(frame.payload);
+                if self.table().name(frame.channel).is_some() {
+                    session.input(frame.payload);
+                } else {
+                    // The session ended on its own and closed its channel: reap it.
+                    self.reap_ended();
+                    self.unknown_frames += 1;
+                }
             } else if let Some(partition) = self.consoles.get(&frame.channel) {
                 let taken = partition.console_input(frame.payload);
                 if taken < frame.payload.len() {
@@ -139,6 +150,53 @@ impl ConnState {
                 self.unknown_frames += 1;
             }
         }
+    }
+
+    fn table(&self) -> MutexGuard<'_, ChannelTable> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops the sessions that ended on its own (their channel is already closed).
+    fn reap_ended(&mut self) {
+        let ended: Vec<ChannelId> = {
+            let table = self.table();
+            self.sessions
+                .keys()
+                .filter(|c| table.name(**c).is_none())
+                .copied()
+                .collect()
+        };
+        for channel in ended {
+            if let Some(session) = self.sessions.remove(&channel) {
+                // Its thread has detached already; this only joins it.
+                session.close();
+            }
+        }
+    }
+
+    /// What a gdb session on `channel` does when it ends on its own: release the channel (and
+    /// its claim) and tell the client why with a `channel.closed` notice.
+    fn on_session_end(&self, channel: ChannelId) -> GdbEnded {
+        let table = self.table.clone();
+        let writer = self.writer.clone();
+        let client = self.accepted.hello.client.clone();
+        Box::new(move |reason| {
+            let name = table
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .close(channel);
+            // Err: the client closed the channel at the same moment; it knows.
+            if let Ok(name) = name {
+                tracing::info!(%client, %name, %reason, "debug agent: gdb session ended");
+                let _ = send_event::<ChannelClosed>(
+                    &writer,
+                    &ChannelClosedParams {
+                        id: channel,
+                        reason,
+                    },
+                );
+            }
+        })
     }
 
     fn on_control(&mut self, payload: &[u8]) {
@@ -239,7 +297,8 @@ impl ConnState {
                 {
                     return self.reply::<()>(id, Err(RpcError::unknown_vcpu(&p.name, v)));
                 }
-                let channel = match self.table.open(name.clone()) {
+                self.reap_ended();
+                let channel = match self.table().open(name.clone()) {
                     Ok(c) => c,
                     Err(e) => return self.reply::<()>(id, Err(e)),
                 };
@@ -247,12 +306,13 @@ impl ConnState {
                 // One frame (one write) per gdbstub flush.
                 let output: GdbOutput =
                     Box::new(move |bytes| writer.send_chunked(channel, bytes).is_ok());
-                match GdbSession::start(
+                match GdbSession::start_notifying(
                     p,
                     shared.partitions.clone(),
                     *vcpu,
                     output,
                     shared.gdb_options,
+                    self.on_session_end(channel),
                 ) {
                     Ok(session) => {
                         self.sessions.insert(channel, session);
@@ -260,13 +320,13 @@ impl ConnState {
                         self.reply(id, Ok(ChannelOpenResult { id: channel }));
                     }
                     Err(e) => {
-                        let _ = self.table.close(channel);
+                        let _ = self.table().close(channel);
                         self.reply::<()>(id, Err(RpcError::internal(e)));
                     }
                 }
             }
             (ChannelName::Console { .. }, Some(p)) => {
-                let channel = match self.table.open(name.clone()) {
+                let channel = match self.table().open(name.clone()) {
                     Ok(c) => c,
                     Err(e) => return self.reply::<()>(id, Err(e)),
                 };
@@ -275,7 +335,7 @@ impl ConnState {
                 self.sink.add_console(p.id, channel);
             }
             (ChannelName::Trace, _) => {
-                let channel = match self.table.open(name.clone()) {
+                let channel = match self.table().open(name.clone()) {
                     Ok(c) => c,
                     Err(e) => return self.reply::<()>(id, Err(e)),
                 };
@@ -290,13 +350,13 @@ impl ConnState {
                     }
                     Err(e) => {
                         tracing::warn!("debug agent: cannot start a trace writer: {e}");
-                        let _ = self.table.close(channel);
+                        let _ = self.table().close(channel);
                     }
                 }
             }
             // `control` (always channel 0): the table explains.
             _ => {
-                let r = self.table.open(name).map(|c| ChannelOpenResult { id: c });
+                let r = self.table().open(name).map(|c| ChannelOpenResult { id: c });
                 self.reply(id, r);
             }
         }
@@ -304,14 +364,21 @@ impl ConnState {
 
     /// `channel.close`: detaches a gdb session (guest resumes) before releasing ownership.
     fn close_channel(&mut self, channel: ChannelId) -> Result<Value, RpcError> {
-        let Some(name) = self.table.name(channel).cloned() else {
+        let name = self.table().name(channel).cloned();
+        let Some(name) = name else {
+            // A gdb session that ended on its own has closed its channel already.
+            self.reap_ended();
             return Err(RpcError::unknown_channel(format!(
                 "no open channel with id {channel}"
             )));
         };
         if let Some(session) = self.sessions.remove(&channel) {
+            // Not under the table lock: a session ending on its own at this moment takes it.
             session.close();
             tracing::info!(client = %self.accepted.hello.client, %name, "debug agent: gdb detached");
+            // It may have closed the channel itself meanwhile (and sent channel.closed).
+            let _ = self.table().close(channel);
+            return Ok(Value::Null);
         }
         if self.consoles.remove(&channel).is_some() {
             self.sink.remove_console(channel);
@@ -320,7 +387,7 @@ impl ConnState {
             self.shared.trace.unsubscribe(&sub);
             tracing::debug!(lost = sub.lost(), "debug agent: trace channel closed");
         }
-        self.table.close(channel)?;
+        self.table().close(channel)?;
         Ok(Value::Null)
     }
 
@@ -341,10 +408,12 @@ impl ConnState {
         for (_, sub) in self.traces.drain() {
             self.shared.trace.unsubscribe(&sub);
         }
-        let open: Vec<ChannelId> = self.table.iter().map(|(c, _)| c).collect();
+        let mut table = self.table();
+        let open: Vec<ChannelId> = table.iter().map(|(c, _)| c).collect();
         for channel in open {
-            let _ = self.table.close(channel);
+            let _ = table.close(channel);
         }
+        drop(table);
         if self.unknown_frames > 0 || self.console_overflow > 0 {
             tracing::debug!(
                 client = %self.accepted.hello.client,
