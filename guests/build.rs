@@ -26,6 +26,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("hcbench", "test/hcbench.c"),
     ("marker", "test/marker.c"),
     ("dmbench", "test/dmbench.c"),
+    ("badreply", "test/badreply.c"),
 ];
 
 /// Flags for every compilation (C and assembly).

@@ -340,3 +340,59 @@ fn a_crashed_model_gives_bus_errors_and_nothing_else_hangs() {
         "a crashed model was traced: {reasons:?}"
     );
 }
+
+#[test]
+fn a_model_replying_garbage_gives_bus_errors_warnings_and_traces() {
+    if !kvm_or_skip("a_model_replying_garbage_gives_bus_errors_warnings_and_traces") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let (system, consoles, _file) = boot(&system("badreply"));
+    let events = system.subscribe(1 << 16);
+    trace_devices(&system, "control");
+    // Well-formed replies still work (the ID read), a reply nobody waits for is refused.
+    consoles.wait_for(
+        "sensor-model",
+        "reply to an unknown id refused (error -5)",
+        Duration::from_secs(30),
+    );
+    consoles.wait_for(
+        "control",
+        "control: sensor id 0x53454e53",
+        Duration::from_secs(30),
+    );
+    // The first conversion: the CTRL write and its read-back get status 12345; the read
+    // returns all ones, which control reports.
+    consoles.wait_for("sensor-model", "status 12345", Duration::from_secs(30));
+    consoles.wait_for("control", "sensor bus error", Duration::from_secs(30));
+    let warning = wait_for_warning(
+        &system,
+        &events,
+        "control",
+        &[
+            "device sensor: bus error",
+            "model replied with status 12345",
+        ],
+        Duration::from_secs(10),
+    );
+    assert!(
+        warning.contains("offset 0xc"),
+        "names the access: {warning}"
+    );
+    let reasons = bus_error_reasons(&drain_trace(&system, "control"));
+    assert!(
+        !reasons.is_empty() && reasons.iter().all(|r| *r == 3),
+        "bad replies traced as reason 3: {reasons:?}"
+    );
+    // Nothing else is disturbed: the model serves on, control keeps running.
+    assert_eq!(
+        system.partition("sensor-model").unwrap().state(),
+        PartitionState::Running
+    );
+    consoles.wait_for("control", "uptime 2 s", Duration::from_secs(30));
+    let lines = consoles.lines("control");
+    assert!(
+        !lines.iter().any(|l| l.contains("sensor sample #")),
+        "no sample from a garbage model: {lines:?}"
+    );
+}

@@ -29,6 +29,8 @@ pub const ABI_HEADER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/include/h
 /// - `random`: a hostile guest doing 100,000 random hypercalls, port and MMIO accesses.
 /// - `spin`, `hcbench`, `marker`, `dmbench`: benchmark loads (debugger, hypercall, trace
 ///   markers, device-model round trips).
+/// - `badreply`: a device model serving "sensor" that answers everything but ID reads with a
+///   garbage status (the client must get bus errors).
 pub const GUEST_NAMES: &[&str] = &[
     "control",
     "telemetry",
@@ -42,6 +44,7 @@ pub const GUEST_NAMES: &[&str] = &[
     "hcbench",
     "marker",
     "dmbench",
+    "badreply",
 ];
 
 /// What a guest expects from its partition, for writing system descriptions and tests.
@@ -144,6 +147,13 @@ pub const GUESTS: &[GuestInfo] = &[
         channels: &[],
         exit_code: Some(0),
         description: "times sensor (device-model) reads against UART (built-in) reads",
+    },
+    GuestInfo {
+        name: "badreply",
+        vcpus: 1,
+        channels: &[],
+        exit_code: None,
+        description: "device model for `sensor` replying with a garbage status (bus errors)",
     },
 ];
 
