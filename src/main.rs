@@ -6,7 +6,14 @@ use clap::{Parser, Subcommand};
 
 /// hvdk: a partitioning hypervisor on KVM and the tools to debug the guests it runs.
 #[derive(Debug, Parser)]
-#[command(name = "hv", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "hv",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = "With no command, `hv` runs the demo system (examples/demo.toml), like `hv run`."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
