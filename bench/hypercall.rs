@@ -140,15 +140,20 @@ fn main() {
     let mut raw_ns = Vec::new();
     let mut real_ns = Vec::new();
     let mut our_ns = Vec::new();
+    let vcpu = partition.vcpus[0].clone();
+    let exits = || vcpu.stats.exits.load(Ordering::Relaxed);
+    let (mut exits_total, mut calls_total) = (0, 0);
     for _ in 0..ROUNDS {
         raw_ns.push(raw_round_trip(&mut raw));
         real_ns.push(raw_round_trip(&mut real_mode));
         partition.resume().unwrap();
         let calls = || partition.stats.hypercalls.load(Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(50));
-        let (c0, t0) = (calls(), Instant::now());
+        let (c0, e0, t0) = (calls(), exits(), Instant::now());
         std::thread::sleep(WINDOW);
-        let (c1, t1) = (calls(), Instant::now());
+        let (c1, e1, t1) = (calls(), exits(), Instant::now());
+        exits_total += e1 - e0;
+        calls_total += c1 - c0;
         partition.pause().unwrap();
         our_ns.push((t1 - t0).as_nanos() as f64 / (c1 - c0) as f64);
     }
@@ -161,6 +166,10 @@ fn main() {
     println!("raw_kvm_pio_exit_ns {raw_rt:.0} (long mode, hv-core's boot state)");
     println!("hv_hypercall_ns {our_rt:.0}");
     println!("hypercall_ratio {:.3} (goal <= 1.10)", our_rt / raw_rt);
+    println!(
+        "hv_exits_per_hypercall {:.3}",
+        exits_total as f64 / calls_total.max(1) as f64
+    );
     println!("raw_kvm_vm_start_us {raw_st:.0}");
     println!(
         "hv_partition_start_us {our_st:.0} (description loaded -> first guest exit, 16 MiB partition)"

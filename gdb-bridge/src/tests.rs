@@ -30,6 +30,7 @@ fn info(name: &str, vcpus: u32) -> PartitionInfo {
             .map(|index| VcpuInfo {
                 index,
                 state: VcpuState::Running,
+                device: None,
             })
             .collect(),
         image: format!("/g/{name}.elf"),

@@ -689,6 +689,7 @@ mod tests {
                     vcpus: vec![VcpuInfo {
                         index: 0,
                         state: VcpuState::Running,
+                        device: None,
                     }],
                     image: "ctl.elf".into(),
                 }],

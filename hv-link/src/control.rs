@@ -103,6 +103,10 @@ pub enum VcpuState {
     Paused,
     /// Parked by a debugger.
     StoppedInDebugger,
+    /// Parked outside its partition's schedule window (runnable in its next window).
+    OutOfWindow,
+    /// Waiting for a device model's reply (the device is in [`VcpuInfo::device`]).
+    BlockedOnDevice,
     /// Will not run again (partition crashed or exited).
     Stopped,
 }
@@ -114,6 +118,9 @@ pub struct VcpuInfo {
     pub index: u32,
     /// Its state.
     pub state: VcpuState,
+    /// With `blocked_on_device`: the device whose model it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// One entry of `partitions.list`.
@@ -457,17 +464,19 @@ mod tests {
                 VcpuInfo {
                     index: 0,
                     state: VcpuState::Running,
+                    device: None,
                 },
                 VcpuInfo {
                     index: 1,
-                    state: VcpuState::Halted,
+                    state: VcpuState::BlockedOnDevice,
+                    device: Some("sensor".into()),
                 },
             ],
             image: "target/guests/control.elf".into(),
         }];
         assert_eq!(
             s(encode_result(&RequestId::Number(2), &list).unwrap()),
-            r#"{"jsonrpc":"2.0","id":2,"result":[{"id":0,"name":"control","state":{"kind":"running"},"vcpus":[{"index":0,"state":"running"},{"index":1,"state":"halted"}],"image":"target/guests/control.elf"}]}"#
+            r#"{"jsonrpc":"2.0","id":2,"result":[{"id":0,"name":"control","state":{"kind":"running"},"vcpus":[{"index":0,"state":"running"},{"index":1,"state":"blocked_on_device","device":"sensor"}],"image":"target/guests/control.elf"}]}"#
         );
         assert_eq!(
             s(encode_result(

@@ -87,6 +87,8 @@ impl CpuActivity {
             VcpuState::Halted => CpuActivity::Halted,
             VcpuState::Paused => CpuActivity::Paused,
             VcpuState::StoppedInDebugger => CpuActivity::Debugger,
+            VcpuState::OutOfWindow => CpuActivity::OutOfWindow,
+            VcpuState::BlockedOnDevice => CpuActivity::Blocked,
             VcpuState::Created | VcpuState::Stopped => CpuActivity::Stopped,
         }
     }

@@ -577,6 +577,7 @@ mod tests {
                             vcpus: vec![VcpuInfo {
                                 index: 0,
                                 state: VcpuState::Halted,
+                                device: None,
                             }],
                             image: "ctl.elf".into(),
                         }],

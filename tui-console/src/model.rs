@@ -208,8 +208,28 @@ pub struct VcpuRow {
     pub index: u32,
     /// Its state.
     pub state: VcpuState,
+    /// With `blocked_on_device`: the device whose model it waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// Share of one host CPU spent in the guest since the last sample, percent.
     pub cpu_pct: Option<f64>,
+}
+
+/// A partition's state with its detail, and which vCPUs wait for a device model
+/// (`running, blocked on sensor`; `running, vCPU 1 blocked on sensor` with several vCPUs).
+fn state_text(info: &PartitionInfo) -> String {
+    let mut text = info.state.to_string();
+    for v in &info.vcpus {
+        if v.state == VcpuState::BlockedOnDevice {
+            let device = v.device.as_deref().unwrap_or("a device");
+            if info.vcpus.len() == 1 {
+                text.push_str(&format!(", blocked on {device}"));
+            } else {
+                text.push_str(&format!(", vCPU {} blocked on {device}", v.index));
+            }
+        }
+    }
+    text
 }
 
 /// One line of the partitions table.
@@ -370,6 +390,7 @@ impl SnapshotBuilder {
                 .iter()
                 .map(|v| VcpuRow {
                     index: v.index,
+                    device: v.device.clone(),
                     state: v.state,
                     cpu_pct: pair.and_then(|(n, b, s)| {
                         let nv = n.vcpus.iter().find(|c| c.index == v.index)?;
@@ -402,7 +423,7 @@ impl SnapshotBuilder {
             partitions.push(PartitionRow {
                 id: info.id,
                 state: info.state.kind().to_owned(),
-                state_text: info.state.to_string(),
+                state_text: state_text(&info),
                 name: info.name.clone(),
                 vcpus,
                 cpu_pct: pair.map(|(n, b, s)| {
@@ -454,12 +475,13 @@ impl SnapshotBuilder {
                 PartitionRow {
                     id: info.id,
                     state: info.state.kind().to_owned(),
-                    state_text: info.state.to_string(),
+                    state_text: state_text(&info),
                     vcpus: info
                         .vcpus
                         .iter()
                         .map(|v| VcpuRow {
                             index: v.index,
+                            device: v.device.clone(),
                             state: v.state,
                             cpu_pct: old
                                 .and_then(|o| o.vcpus.iter().find(|x| x.index == v.index))
@@ -512,6 +534,7 @@ pub(crate) mod tests {
                 .map(|(i, s)| VcpuInfo {
                     index: i as u32,
                     state: *s,
+                    device: (*s == VcpuState::BlockedOnDevice).then(|| "sensor".into()),
                 })
                 .collect(),
             image: format!("{name}.elf"),

@@ -206,6 +206,15 @@ fn draw_table(frame: &mut Frame, app: &mut App, area: Rect) {
             }
         })
         .collect();
+    // Names as wide as the longest (within reason); the state column takes the rest.
+    let name_width = app
+        .snapshot
+        .iter()
+        .flat_map(|s| s.partitions.iter())
+        .map(|p| p.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(4, 24) as u16;
     let inner = block.inner(area);
     app.hits.table_rows = Some(Rect {
         y: inner.y + 1,
@@ -216,8 +225,8 @@ fn draw_table(frame: &mut Frame, app: &mut App, area: Rect) {
         rows,
         [
             Constraint::Length(3),
-            Constraint::Min(10),
-            Constraint::Min(10),
+            Constraint::Length(name_width),
+            Constraint::Fill(1),
             Constraint::Length(7),
             Constraint::Length(7),
             Constraint::Length(8),
@@ -655,6 +664,35 @@ mod tests {
             4000,
         );
         insta::assert_snapshot!(render(&mut app, 100, 32));
+    }
+
+    #[test]
+    fn client_blocked_on_a_device_model() {
+        let mut b = crate::model::SnapshotBuilder::new("demo");
+        let snapshot = b.build(crate::model::RawSample {
+            partitions: vec![
+                crate::model::tests::info(
+                    0,
+                    "control",
+                    PartitionState::Running,
+                    &[hv_link::VcpuState::BlockedOnDevice],
+                ),
+                crate::model::tests::info(
+                    3,
+                    "sensor-model",
+                    PartitionState::StoppedInDebugger,
+                    &[hv_link::VcpuState::StoppedInDebugger],
+                ),
+            ],
+            stats: None,
+            taken_at: std::time::Instant::now(),
+        });
+        let mut app = App::new();
+        app.apply(Update::Snapshot(snapshot), 0);
+        let out = render(&mut app, 100, 24);
+        let row = out.lines().find(|l| l.contains("control")).unwrap();
+        assert!(row.contains("running, blocked on sensor"), "{out}");
+        assert!(row.contains("1 b"), "{out}");
     }
 
     #[test]

@@ -39,13 +39,14 @@ pub(crate) fn state_detail(state: &PartitionState) -> Option<String> {
     }
 }
 
-/// The wire form of a vCPU's state: parked outside its schedule window or waiting for a device
-/// model counts as `running` (it is runnable); a vCPU whose thread ended is `stopped`.
+/// The wire form of a vCPU's state; a vCPU whose thread ended is `stopped`.
 pub fn link_vcpu_state(state: VcpuState) -> hv_link::VcpuState {
     use hv_link::VcpuState as L;
     match state {
         VcpuState::Created => L::Created,
-        VcpuState::Running | VcpuState::OutOfWindow | VcpuState::BlockedOnDevice => L::Running,
+        VcpuState::Running => L::Running,
+        VcpuState::OutOfWindow => L::OutOfWindow,
+        VcpuState::BlockedOnDevice => L::BlockedOnDevice,
         VcpuState::Halted => L::Halted,
         VcpuState::Paused => L::Paused,
         VcpuState::DebugStopped => L::StoppedInDebugger,
@@ -61,6 +62,7 @@ pub(crate) fn partition_info(p: &Partition) -> PartitionInfo {
         .map(|v| VcpuInfo {
             index: v.index,
             state: link_vcpu_state(v.state()),
+            device: v.blocked_on().map(|d| d.to_string()),
         })
         .collect();
     let mut state = link_partition_state(&p.state());
@@ -222,7 +224,7 @@ mod tests {
         );
         assert_eq!(
             link_vcpu_state(VcpuState::OutOfWindow),
-            hv_link::VcpuState::Running
+            hv_link::VcpuState::OutOfWindow
         );
         assert_eq!(
             link_vcpu_state(VcpuState::Gone),

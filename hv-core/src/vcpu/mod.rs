@@ -174,6 +174,8 @@ pub struct VcpuShared {
     /// Registers captured when the vCPU parked for the debugger (valid until it runs again).
     stopped_registers: Mutex<Option<VcpuRegisters>>,
     state: AtomicU8,
+    /// The served device whose model this vCPU waits for (while `BlockedOnDevice`).
+    blocked_on: Mutex<Option<Arc<str>>>,
     /// This vCPU's trace ring (the vCPU thread is its only producer).
     pub trace: TraceRing,
     /// Counters.
@@ -230,6 +232,7 @@ impl VcpuShared {
             pending_debug: Mutex::new(None),
             stopped_registers: Mutex::new(None),
             state: AtomicU8::new(VcpuState::Created as u8),
+            blocked_on: Mutex::new(None),
             trace: TraceRing::new(trace_capacity),
             stats: VcpuStats::default(),
         }
@@ -373,13 +376,50 @@ impl VcpuShared {
         }
     }
 
-    /// Marks the vCPU blocked on a device-model reply (or running again).
-    pub(crate) fn set_blocked(&self, blocked: bool) {
-        self.set_state(if blocked {
+    /// Marks the vCPU blocked on the model of `device` (or, with `None`, running again), and
+    /// traces the change; only from this vCPU's own thread.
+    pub(crate) fn set_blocked(&self, device: Option<&str>) {
+        let state = if device.is_some() {
             VcpuState::BlockedOnDevice
         } else {
             VcpuState::Running
-        });
+        };
+        *self.blocked_on.lock().unwrap_or_else(|p| p.into_inner()) = device.map(Arc::from);
+        self.trace_here(TraceKind::StateChange, state as u64, 0);
+        self.set_state(state);
+    }
+
+    /// The device whose model this vCPU is waiting for, if it is.
+    pub fn blocked_on(&self) -> Option<Arc<str>> {
+        if self.state() != VcpuState::BlockedOnDevice {
+            return None;
+        }
+        self.blocked_on
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The port or MMIO access (address, size in bytes, is-write) that caused the last exit, if it
+/// was one; hypercalls are not device accesses.
+fn device_access(run: &kvm_bindings::kvm_run) -> Option<(u64, u32, bool)> {
+    match run.exit_reason {
+        kvm_bindings::KVM_EXIT_IO => {
+            // SAFETY: KVM fills the `io` member of the union for KVM_EXIT_IO.
+            let io = unsafe { run.__bindgen_anon_1.io };
+            (io.port != crate::layout::HYPERCALL_PORT).then_some((
+                u64::from(io.port),
+                u32::from(io.size) * io.count,
+                io.direction == kvm_bindings::KVM_EXIT_IO_OUT as u8,
+            ))
+        }
+        kvm_bindings::KVM_EXIT_MMIO => {
+            // SAFETY: KVM fills the `mmio` member of the union for KVM_EXIT_MMIO.
+            let mmio = unsafe { run.__bindgen_anon_1.mmio };
+            Some((mmio.phys_addr, mmio.len, mmio.is_write != 0))
+        }
+        _ => None,
     }
 }
 
@@ -714,6 +754,16 @@ impl VcpuRunner {
                 0
             };
             self.trace_at(end, TraceKind::VmExit, reason, rip);
+        }
+        if self.shared.trace.wants(TraceKind::DeviceAccess)
+            && let Some((addr, size, write)) = device_access(self.fd.get_kvm_run())
+        {
+            self.trace_at(
+                end,
+                TraceKind::DeviceAccess,
+                addr,
+                (u64::from(size) << 1) | u64::from(write),
+            );
         }
         // KVM folds the single-step trap of an instruction that exits to user space (port I/O,
         // the hypercall, hlt) into that exit: no debug exit follows, so the step ends here.
