@@ -441,3 +441,46 @@ fn tmux_console_survives_a_restart_of_the_system() {
     );
     tmux.wait_row("control", "running");
 }
+
+#[test]
+fn tmux_hv_run_opens_the_console_with_its_gdb_ports() {
+    if !kvm_or_skip("tmux_hv_run_opens_the_console_with_its_gdb_ports") {
+        return;
+    }
+    if !Tmux::available() {
+        eprintln!(
+            "SKIPPED tmux_hv_run_opens_the_console_with_its_gdb_ports: tmux is not installed (apt-get install tmux)"
+        );
+        return;
+    }
+    let _kvm = kvm_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let port = next_gdb_port();
+    let hv: PathBuf = env!("CARGO_BIN_EXE_hv").into();
+    // On a terminal, `hv run` shows the console instead of printing guest lines.
+    let cmd = format!(
+        "{} run {DEMO} --gdb-port {port} --link unix:{}/l.sock; sleep 30",
+        hv.display(),
+        dir.path().display()
+    );
+    let tmux = Tmux::start(&cmd, dir.path());
+    tmux.wait_row("sensor-model", "running");
+    // The port table would be hidden by the console: its event log shows it.
+    let line = format!("gdb: control on :{port}");
+    assert!(
+        wait_until(GUARD, || tmux.capture().contains(&line)),
+        "{}",
+        tmux.capture()
+    );
+    // q closes the console and stops the system (back to the shell's sleep).
+    tmux.keys("q");
+    assert!(
+        wait_until(GUARD, || !tmux.capture().contains("Partitions")),
+        "q did not end hv run:\n{}",
+        tmux.capture()
+    );
+    assert!(
+        wait_until(GUARD, || std::fs::metadata(dir.path().join("l.sock")).is_err()),
+        "the host link of the stopped system is still there"
+    );
+}

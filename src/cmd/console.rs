@@ -86,10 +86,12 @@ pub(crate) struct EmbeddedConsole {
 }
 
 impl EmbeddedConsole {
-    /// Starts the interactive console on `addr` (with the link's token, if any).
+    /// Starts the interactive console on `addr` (with the link's token, if any); lines sent to
+    /// `notes` appear in its event log.
     pub(crate) fn start(
         addr: hv_link::LinkAddr,
         token: Option<String>,
+        notes: crossbeam_channel::Receiver<String>,
     ) -> anyhow::Result<EmbeddedConsole> {
         let mut opts = CollectorOptions::new(addr);
         opts.client.token = token;
@@ -98,7 +100,7 @@ impl EmbeddedConsole {
         let thread = std::thread::Builder::new()
             .name("hv-console".into())
             .spawn(move || {
-                if let Err(e) = tui_console::term::run_until(opts, &stop_rx) {
+                if let Err(e) = tui_console::term::run_until(opts, &stop_rx, &notes) {
                     eprintln!("hv: console failed: {e}");
                 }
                 let _ = done_tx.send(());

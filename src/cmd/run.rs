@@ -27,8 +27,8 @@ pub struct RunArgs {
     /// System description (TOML). Default: the demo system (examples/demo.toml).
     pub system: Option<PathBuf>,
     /// Stop after this many seconds (fractions allowed), e.g. `--time-limit 2.5`.
-    #[arg(long, value_name = "SECONDS")]
-    pub time_limit: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub time_limit: Option<Duration>,
     /// Do not print guest console output (state changes and errors are still printed).
     #[arg(long, short)]
     pub quiet: bool,
@@ -52,6 +52,15 @@ pub struct RunArgs {
     /// guest output when stdout is a terminal.
     #[arg(long)]
     pub no_console: bool,
+}
+
+/// A `--time-limit`: seconds, fractions allowed, not negative.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("`{text}`: give a finite number of seconds, 0 or more"))
 }
 
 const RUN_AFTER_HELP: &str = "\
@@ -134,33 +143,59 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         names.len(),
         names.join(", ")
     );
-    let (agent, bridge) =
-        match start_debugging(&system, &args.link, args.gdb_port, args.no_gdb_bridge) {
-            Ok(d) => d,
-            Err(e) => {
-                system.shutdown();
-                return Err(e);
-            }
-        };
-
-    // The console takes the terminal when there is one (and a host link to show).
-    let console = match &agent {
-        Some(a) if !args.no_console && std::io::stdout().is_terminal() => {
-            Some(super::console::EmbeddedConsole::start(
-                a.local_addr().clone(),
-                a.token().map(str::to_owned),
-            )?)
+    // The console takes the terminal when there is one; what would be printed meanwhile goes to
+    // its event log instead.
+    let want_console = !args.no_console && std::io::stdout().is_terminal();
+    let (notes_tx, notes_rx) = crossbeam_channel::unbounded::<String>();
+    let bridge_events: gdb_bridge::EventSink = if want_console {
+        let notes = notes_tx.clone();
+        Arc::new(move |e: &gdb_bridge::BridgeEvent| {
+            let _ = notes.send(e.to_string());
+        })
+    } else {
+        Arc::new(|e: &gdb_bridge::BridgeEvent| eprintln!("hv: {e}"))
+    };
+    let debugging = start_debugging(
+        &system,
+        &args.link,
+        args.gdb_port,
+        args.no_gdb_bridge,
+        bridge_events,
+    );
+    let (agent, bridge) = match debugging {
+        Ok(d) => d,
+        Err(e) => {
+            system.shutdown();
+            return Err(e);
         }
+    };
+
+    let console = match &agent {
+        Some(a) if want_console => Some(super::console::EmbeddedConsole::start(
+            a.local_addr().clone(),
+            a.token().map(str::to_owned),
+            notes_rx,
+        )?),
         _ => None,
     };
+    if console.is_some()
+        && let Some(bridge) = &bridge
+    {
+        for entry in bridge.ports() {
+            let who = match entry.vcpu {
+                None => entry.partition.clone(),
+                Some(j) => format!("{} vCPU {j}", entry.partition),
+            };
+            let _ = notes_tx.send(format!("gdb: {who} on :{}", entry.port));
+        }
+    }
     let never = crossbeam_channel::never();
     let console_done = console.as_ref().map_or(&never, |c| c.done());
     let quiet = args.quiet || console.is_some();
     // stderr would scribble over the console; its event log shows state changes instead.
     let report = console.is_none();
-    let deadline = args
-        .time_limit
-        .map(|s| started + Duration::from_secs_f64(s.max(0.0)));
+    // A limit too far to represent never comes.
+    let deadline = args.time_limit.and_then(|d| started.checked_add(d));
     let stdout = std::io::stdout();
     let reason = loop {
         let timeout = deadline
@@ -188,10 +223,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                         break "no partition is left running";
                     }
                 }
-                Ok(SystemEvent::Warning { partition, message }) if report => {
-                    eprintln!("hv: warning: {}: {}", names[partition], message);
+                Ok(SystemEvent::Warning { partition, message }) => {
+                    let text = format!("warning: {}: {}", names[partition], message);
+                    if report {
+                        eprintln!("hv: {text}");
+                    } else {
+                        let _ = notes_tx.send(text);
+                    }
                 }
-                Ok(SystemEvent::ConsoleOutput { .. } | SystemEvent::Warning { .. }) => {}
+                Ok(SystemEvent::ConsoleOutput { .. }) => {}
                 Err(_) => break "event stream closed",
             },
             recv(signals) -> _ => break "interrupted",
@@ -230,6 +270,7 @@ fn start_debugging(
     link: &Option<String>,
     gdb_port: Option<u16>,
     no_gdb_bridge: bool,
+    bridge_events: gdb_bridge::EventSink,
 ) -> anyhow::Result<(Option<Agent>, Option<Bridge>)> {
     let config = &system.config.agent;
     let explicit_link = link.is_some() || config.link.is_some();
@@ -269,11 +310,9 @@ fn start_debugging(
         return Ok((Some(agent), None));
     }
     let base = gdb_port.unwrap_or(config.gdb_base_port);
-    let events: gdb_bridge::EventSink =
-        Arc::new(|e: &gdb_bridge::BridgeEvent| eprintln!("hv: {e}"));
     let options = BridgeOptions {
         token: agent.token().map(str::to_owned),
-        events: Some(events),
+        events: Some(bridge_events),
         ..BridgeOptions::default()
     };
     match Bridge::start(agent.local_addr(), base, options) {
@@ -302,5 +341,21 @@ pub(crate) fn print_port_table(bridge: &Bridge) {
             "hv: attach with: gdb {} -ex 'target remote :{}'",
             first.image, first.port
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_limits_are_checked() {
+        assert_eq!(parse_seconds("2.5"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
+        for bad in ["-1", "inf", "NaN", "1e300"] {
+            let e = parse_seconds(bad).unwrap_err();
+            assert!(e.contains("finite number of seconds"), "{bad}: {e}");
+        }
+        assert!(parse_seconds("soon").unwrap_err().contains("not a number"));
     }
 }

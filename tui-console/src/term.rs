@@ -36,14 +36,16 @@ impl Drop for Restore {
 /// Runs the console until the user quits. The link may be down at first or drop later: the
 /// collector keeps retrying and the title bar says so.
 pub fn run(opts: CollectorOptions) -> Result<(), TermError> {
-    run_until(opts, &crossbeam_channel::never())
+    run_until(opts, &crossbeam_channel::never(), &crossbeam_channel::never())
 }
 
 /// Like [`run`], and also ends when `stop` receives a message or disconnects (for an embedding
-/// program, e.g. `hv run`, whose system stopped).
+/// program, e.g. `hv run`, whose system stopped); lines from `notes` (what the embedding program
+/// would otherwise print, such as its gdb port table) go to the event log.
 pub fn run_until(
     opts: CollectorOptions,
     stop: &crossbeam_channel::Receiver<()>,
+    notes: &crossbeam_channel::Receiver<String>,
 ) -> Result<(), TermError> {
     let collector = Collector::start(opts)?;
     let mut terminal = ratatui::try_init()?;
@@ -69,6 +71,12 @@ pub fn run_until(
     loop {
         let action = select! {
             recv(stop) -> _ => Some(Action::Quit),
+            recv(notes) -> note => {
+                if let Ok(note) = note {
+                    app.log(ms(), note, false);
+                }
+                None
+            }
             recv(ticker) -> _ => {
                 app.sample_timelines();
                 terminal.draw(|f| ui::draw(f, &mut app))?;
