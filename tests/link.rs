@@ -512,6 +512,82 @@ fn a_gdb_session_ending_on_its_own_closes_its_channel_with_a_notice() {
     agent.shutdown();
 }
 
+#[test]
+fn gdb_channel_corpus_on_a_real_guest() {
+    if !kvm_or_skip("gdb_channel_corpus_on_a_real_guest") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let (system, consoles, _file) = boot(PAIR);
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = start_agent(&system, tmp.path());
+    let owner = client(&agent, "corpus");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let files = corpus(&root.join("tests/corpus/gdb"));
+    assert!(
+        files.len() >= 15,
+        "tests/corpus/gdb has {} files",
+        files.len()
+    );
+    for (name, input) in &files {
+        for channel in [
+            ChannelName::gdb("control"),
+            ChannelName::gdb_vcpu("control", 0),
+        ] {
+            let gdb = owner.open_channel(&channel).unwrap();
+            let id = gdb.id();
+            gdb.send(input).unwrap();
+            // Closing waits for the session to take every byte sent before (and to detach);
+            // a session that ended on its own has said so first.
+            let _ = gdb.close();
+            let mut ended = None;
+            while let Ok(n) = owner.notifications().try_recv() {
+                if let Some(Ok(p)) = parse_event::<hv_link::control::ChannelClosed>(&n)
+                    && p.id == id
+                {
+                    ended = Some(p.reason);
+                }
+            }
+            if name.starts_with("err_") || name.starts_with("session_") {
+                assert!(
+                    ended.is_some(),
+                    "{name} on {channel}: no channel.closed notice"
+                );
+            }
+            if name.starts_with("err_") {
+                assert!(
+                    ended
+                        .as_deref()
+                        .is_some_and(|r| r.starts_with("gdb session error")),
+                    "{name} on {channel}: {ended:?}"
+                );
+            }
+            // Detached either way: the vCPU is not left stopped for a debugger that is gone.
+            let vcpu = &system.partitions()[0].vcpus[0];
+            assert!(
+                common::wait_until(Duration::from_secs(10), || vcpu.state()
+                    != hv_core::VcpuState::DebugStopped),
+                "{name} on {channel}: the vCPU stays stopped after the session"
+            );
+        }
+    }
+    // The hypervisor and the agent are fine, the other guest never stopped, and the debugged
+    // one (which the corpus may have written garbage into) runs again after a reset.
+    assert_eq!(owner.partitions().unwrap().len(), 2);
+    let seen = consoles.lines("telemetry").len();
+    consoles.wait_count("telemetry", seen + 1, GUARD);
+    owner.reset("control").unwrap();
+    let seen = consoles.lines("control").len();
+    consoles.wait_count("control", seen + 2, GUARD);
+    owner
+        .open_channel(&ChannelName::gdb("control"))
+        .unwrap()
+        .close()
+        .unwrap();
+    drop(owner);
+    agent.shutdown();
+}
+
 /// A base port whose whole plan for `partitions` single-vCPU partitions is free right now.
 fn free_base(partitions: usize) -> u16 {
     // Different candidates for every call and process.

@@ -10,10 +10,13 @@
 //! through the [`GdbEnded`] callback of [`GdbSession::start_notifying`].
 
 mod arch;
+pub mod fake;
+mod handle;
 mod monitor;
 mod target;
 
 pub use arch::{HvRegisters, HvX86_64, TARGET_XML};
+pub use handle::{GuestHandle, LivePartition};
 pub use target::{PartitionTarget, Stop};
 
 use std::collections::VecDeque;
@@ -224,9 +227,15 @@ fn run_session(
         output,
         alive: true,
     };
-    let ending = match drive(&mut target, connection, &input, &events) {
-        Ok(ending) => ending,
-        Err(e) => Ending::Ended(format!("gdb session error: {e}")),
+    // A bug in the stub or the target must not leave the guest stopped: a panic ends the
+    // session like an error, and the detach below still runs.
+    let driven = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        drive(&mut target, connection, &input, &events)
+    }));
+    let ending = match driven {
+        Ok(Ok(ending)) => ending,
+        Ok(Err(e)) => Ending::Ended(format!("gdb session error: {e}")),
+        Err(_) => Ending::Ended("gdb session error: internal error (panic)".to_owned()),
     };
     // Whatever the ending, stop reading: bytes still queued are for a session that is over.
     drop(input);
@@ -244,6 +253,51 @@ fn run_session(
     }
 }
 
+/// What [`replay`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    /// Everything the stub sent to gdb.
+    pub output: Vec<u8>,
+    /// Why the session ended on its own; None when it was still going when the input ran out.
+    pub ended: Option<String>,
+}
+
+/// Runs a whole session over `handle` (a [`fake::FakeGuest`] in tests and fuzzing) with
+/// `input` as everything gdb sends, then closes the input as a dropped connection would; the
+/// target is detached and released at the end, as in a real session. Returns what the stub
+/// sent and how the session ended. Debug events never come (the handle has no vCPU threads);
+/// the partition's state is polled as in a real session.
+pub fn replay<H: GuestHandle>(handle: H, scope: Option<u32>, input: &[u8]) -> Replay {
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = sent.clone();
+    let connection = LinkConnection {
+        buffer: Vec::new(),
+        output: Box::new(move |bytes| {
+            sink.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(bytes);
+            true
+        }),
+        alive: true,
+    };
+    let (input_tx, input_rx) = crossbeam_channel::unbounded();
+    let _ = input_tx.send(input.to_vec());
+    drop(input_tx);
+    // Kept open (and silent) for the whole run, as a real partition's would be.
+    let (_events_tx, events) = crossbeam_channel::unbounded();
+    let mut target = PartitionTarget::with_handle(handle, scope);
+    target.stop_all();
+    let ended = match drive(&mut target, connection, &input_rx, &events) {
+        Ok(Ending::Closed) => None,
+        Ok(Ending::Ended(reason)) => Some(reason),
+        Err(e) => Some(format!("gdb session error: {e}")),
+    };
+    target.detach();
+    target.release_all();
+    let output = std::mem::take(&mut *sent.lock().unwrap_or_else(|p| p.into_inner()));
+    Replay { output, ended }
+}
+
 fn disconnect_reason(reason: DisconnectReason) -> String {
     match reason {
         DisconnectReason::Disconnect => "gdb detached".to_owned(),
@@ -255,8 +309,8 @@ fn disconnect_reason(reason: DisconnectReason) -> String {
     }
 }
 
-fn drive(
-    target: &mut PartitionTarget,
+fn drive<H: GuestHandle>(
+    target: &mut PartitionTarget<H>,
     connection: LinkConnection,
     input: &Receiver<Vec<u8>>,
     events: &Receiver<hv_core::partition::DebugStopEvent>,
@@ -307,8 +361,8 @@ fn drive(
                 target.stop_all();
                 let first = target.vcpus()[0];
                 let stop = Stop::Signal(first, Signal::SIGINT);
-                let reason_multi = PartitionTarget::multi_reason(stop);
-                let reason_single = PartitionTarget::single_reason(stop);
+                let reason_multi = stop.multi_reason();
+                let reason_single = stop.single_reason();
                 if target.scope.is_some() {
                     gdb.interrupt_handled(target, Some(reason_single))
                 } else {
@@ -323,28 +377,29 @@ fn drive(
     }
 }
 
-type Running<'a> = gdbstub::stub::state_machine::GdbStubStateMachineInner<
+type Running<'a, H> = gdbstub::stub::state_machine::GdbStubStateMachineInner<
     'a,
     gdbstub::stub::state_machine::state::Running,
-    PartitionTarget,
+    PartitionTarget<H>,
     LinkConnection,
 >;
 
-fn report<'a>(
-    gdb: Running<'a>,
-    target: &mut PartitionTarget,
+fn report<'a, H: GuestHandle>(
+    gdb: Running<'a, H>,
+    target: &mut PartitionTarget<H>,
     stop: Stop,
-) -> Result<GdbStubStateMachine<'a, PartitionTarget, LinkConnection>, String> {
-    let expedited = PartitionTarget::stop_vcpu(stop)
-        .map(|v| target.expedited(v))
-        .unwrap_or_default();
+) -> Result<GdbStubStateMachine<'a, PartitionTarget<H>, LinkConnection>, String> {
+    let expedited = stop.vcpu().map(|v| target.expedited(v)).unwrap_or_default();
     let mut regs = expedited
         .iter()
         .map(|(id, bytes)| (HvRegId(*id), &bytes[..]));
     let next = if target.scope.is_some() {
-        gdb.report_stop_with_regs(target, PartitionTarget::single_reason(stop), &mut regs)
+        gdb.report_stop_with_regs(target, stop.single_reason(), &mut regs)
     } else {
-        gdb.report_stop_with_regs(target, PartitionTarget::multi_reason(stop), &mut regs)
+        gdb.report_stop_with_regs(target, stop.multi_reason(), &mut regs)
     };
     next.map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,6 +3,7 @@
 use gdbstub::outputln;
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd};
 
+use super::handle::GuestHandle;
 use super::target::PartitionTarget;
 
 const HELP: &str = "hvdk monitor commands:
@@ -12,7 +13,7 @@ const HELP: &str = "hvdk monitor commands:
   monitor irq VECTOR [VCPU]     raise interrupt VECTOR (32..255) on a vCPU (default 0)
   monitor help                  this text";
 
-impl MonitorCmd for PartitionTarget {
+impl<H: GuestHandle> MonitorCmd for PartitionTarget<H> {
     fn handle_monitor_cmd(
         &mut self,
         cmd: &[u8],
@@ -26,7 +27,7 @@ impl MonitorCmd for PartitionTarget {
                     outputln!(out, "{line}");
                 }
             }
-            ["state"] => outputln!(out, "{}: {}", self.partition.name, self.partition.state()),
+            ["state"] => outputln!(out, "{}: {}", self.partition.name(), self.partition.state()),
             ["reset"] => match self.partition.reset() {
                 Ok(()) => {
                     // The reset released every vCPU; gdb still believes it is stopped, so stop
@@ -35,7 +36,7 @@ impl MonitorCmd for PartitionTarget {
                     outputln!(
                         out,
                         "{} reset; stopped at its entry point",
-                        self.partition.name
+                        self.partition.name()
                     );
                 }
                 Err(e) => outputln!(out, "reset failed: {e}"),
@@ -47,13 +48,12 @@ impl MonitorCmd for PartitionTarget {
                     .map_or(Some(0), |v| parse_number(v))
                     .and_then(|v| u32::try_from(v).ok());
                 match (vector, vcpu) {
-                    (Some(v), Some(i)) if v >= 32 => match self.partition.vcpu(i) {
-                        Ok(target) => {
-                            target.raise(v);
+                    (Some(v), Some(i)) if v >= 32 => match self.partition.raise(i, v) {
+                        Ok(()) => {
                             outputln!(
                                 out,
                                 "raised vector {v} on vCPU {i} of {}",
-                                self.partition.name
+                                self.partition.name()
                             );
                         }
                         Err(e) => outputln!(out, "{e}"),

@@ -24,9 +24,10 @@ use gdbstub::target::ext::breakpoints::{
 use gdbstub::target::{Target, TargetError, TargetResult};
 use hv_core::partition::DebugStopEvent;
 use hv_core::vcpu::{DebugControl, HwBreakpoint, HwKind};
-use hv_core::{Partition, PartitionState, VcpuRegisters, VcpuState};
+use hv_core::{PartitionState, VcpuRegisters, VcpuState};
 
 use super::arch::{HvRegisters, HvX86_64};
+use super::handle::{GuestHandle, LivePartition};
 use crate::pagewalk::{PagingState, translate};
 
 /// How long a stop request waits for vCPUs to park.
@@ -64,10 +65,59 @@ pub enum Stop {
     Exited(u8),
 }
 
-/// One partition (or one vCPU of it) as a gdb target.
-pub struct PartitionTarget {
-    pub(super) partition: Arc<Partition>,
-    pub(super) all: Arc<[Arc<Partition>]>,
+impl Stop {
+    /// Converts a stop to gdbstub's multi-thread form.
+    pub fn multi_reason(self) -> MultiThreadStopReason<u64> {
+        match self {
+            Stop::Step(v) => BaseStopReason::SignalWithThread {
+                tid: tid(v),
+                signal: Signal::SIGTRAP,
+            },
+            Stop::SwBreak(v) => BaseStopReason::SwBreak(tid(v)),
+            Stop::HwBreak(v) => BaseStopReason::HwBreak(tid(v)),
+            Stop::Watch(v, kind, addr) => BaseStopReason::Watch {
+                tid: tid(v),
+                kind,
+                addr,
+            },
+            Stop::Signal(v, signal) => BaseStopReason::SignalWithThread {
+                tid: tid(v),
+                signal,
+            },
+            Stop::Exited(code) => BaseStopReason::Exited(code),
+        }
+    }
+
+    /// Converts a stop to gdbstub's single-thread form.
+    pub fn single_reason(self) -> BaseStopReason<(), u64> {
+        match self {
+            Stop::Step(_) => BaseStopReason::DoneStep,
+            Stop::SwBreak(_) => BaseStopReason::SwBreak(()),
+            Stop::HwBreak(_) => BaseStopReason::HwBreak(()),
+            Stop::Watch(_, kind, addr) => BaseStopReason::Watch {
+                tid: (),
+                kind,
+                addr,
+            },
+            Stop::Signal(_, signal) => BaseStopReason::Signal(signal),
+            Stop::Exited(code) => BaseStopReason::Exited(code),
+        }
+    }
+
+    /// The vCPU a stop belongs to.
+    pub fn vcpu(self) -> Option<u32> {
+        match self {
+            Stop::Step(v) | Stop::SwBreak(v) | Stop::HwBreak(v) | Stop::Signal(v, _) => Some(v),
+            Stop::Watch(v, _, _) => Some(v),
+            Stop::Exited(_) => None,
+        }
+    }
+}
+
+/// One partition (or one vCPU of it) as a gdb target, over a [`GuestHandle`] (by default the
+/// real partition).
+pub struct PartitionTarget<H: GuestHandle = LivePartition> {
+    pub(super) partition: H,
     /// Some(i): a single-thread target for vCPU i only.
     pub(super) scope: Option<u32>,
     /// Patched int3 addresses and the bytes they replaced.
@@ -93,16 +143,28 @@ fn vcpu_of(tid: Tid) -> u32 {
     (tid.get() - 1) as u32
 }
 
-impl PartitionTarget {
-    /// A target for `partition` (all its vCPUs, or only `scope`).
-    pub fn new(partition: Arc<Partition>, all: Arc<[Arc<Partition>]>, scope: Option<u32>) -> Self {
+impl PartitionTarget<LivePartition> {
+    /// A target for `partition` (all its vCPUs, or only `scope`); `all` is every partition of
+    /// the system (for `monitor partitions`).
+    pub fn new(
+        partition: Arc<hv_core::Partition>,
+        all: Arc<[Arc<hv_core::Partition>]>,
+        scope: Option<u32>,
+    ) -> Self {
+        Self::with_handle(LivePartition { partition, all }, scope)
+    }
+}
+
+impl<H: GuestHandle> PartitionTarget<H> {
+    /// A target over any [`GuestHandle`] (all its vCPUs, or only `scope`, which must be one of
+    /// them).
+    pub fn with_handle(partition: H, scope: Option<u32>) -> Self {
         PartitionTarget {
+            caps: partition.debug_caps(),
             partition,
-            all,
             scope,
             sw_breakpoints: BTreeMap::new(),
             emulated_sw: Default::default(),
-            caps: hv_core::probe::debug_caps(),
             hw: [None; 4],
             actions: HashMap::new(),
             scheduler_lock: false,
@@ -115,17 +177,16 @@ impl PartitionTarget {
     pub fn vcpus(&self) -> Vec<u32> {
         match self.scope {
             Some(v) => vec![v],
-            None => (0..self.partition.vcpus.len() as u32).collect(),
+            None => (0..self.partition.vcpu_count()).collect(),
         }
     }
 
     /// Stops every vCPU of this target and waits until they are parked.
     pub fn stop_all(&mut self) {
         for v in self.vcpus() {
-            self.partition.vcpus[v as usize].request_stop();
+            self.partition.request_stop(v);
         }
-        self.partition
-            .wait_vcpus_parked(&self.vcpus(), STOP_TIMEOUT);
+        self.partition.wait_parked(&self.vcpus(), STOP_TIMEOUT);
         self.cache.clear();
     }
 
@@ -133,11 +194,12 @@ impl PartitionTarget {
         if let Some(r) = self.cache.get(&vcpu) {
             return Ok(*r);
         }
+        if !self.controls(vcpu) {
+            return Err(TargetError::NonFatal);
+        }
         let r = self
             .partition
-            .vcpu(vcpu)
-            .map_err(|_| TargetError::NonFatal)?
-            .registers()
+            .registers(vcpu)
             .map_err(|_| TargetError::NonFatal)?;
         self.cache.insert(vcpu, r);
         Ok(r)
@@ -235,9 +297,9 @@ impl PartitionTarget {
         }
         let actions: Vec<(u32, Action)> = self.actions.drain().collect();
         for (vcpu, action) in actions {
-            let shared = &self.partition.vcpus[vcpu as usize];
-            shared.set_debug(self.debug_control(action == Action::Step));
-            shared.release_stop();
+            self.partition
+                .set_debug(vcpu, self.debug_control(action == Action::Step));
+            self.partition.release_stop(vcpu);
         }
         Ok(())
     }
@@ -251,8 +313,7 @@ impl PartitionTarget {
         self.hw = [None; 4];
         self.emulated_sw.clear();
         for v in self.vcpus() {
-            let vcpu = &self.partition.vcpus[v as usize];
-            vcpu.set_debug(DebugControl::default());
+            self.partition.set_debug(v, DebugControl::default());
         }
     }
 
@@ -260,7 +321,15 @@ impl PartitionTarget {
     pub fn release_all(&mut self) {
         self.cache.clear();
         for v in self.vcpus() {
-            self.partition.vcpus[v as usize].release_stop();
+            self.partition.release_stop(v);
+        }
+    }
+
+    /// Whether `vcpu` is one of this target's vCPUs.
+    fn controls(&self, vcpu: u32) -> bool {
+        match self.scope {
+            Some(v) => v == vcpu,
+            None => vcpu < self.partition.vcpu_count(),
         }
     }
 
@@ -280,9 +349,8 @@ impl PartitionTarget {
         let stop = match exit.exception {
             3 if !self.sw_breakpoints.contains_key(&exit.pc) => {
                 // The guest's own int3: give it back.
-                let shared = &self.partition.vcpus[vcpu as usize];
-                let _ = shared.reinject_breakpoint();
-                shared.release_stop();
+                let _ = self.partition.reinject_breakpoint(vcpu);
+                self.partition.release_stop(vcpu);
                 return None;
             }
             3 => Stop::SwBreak(vcpu),
@@ -330,53 +398,6 @@ impl PartitionTarget {
         }
     }
 
-    /// Converts a stop to gdbstub's multi-thread form.
-    pub fn multi_reason(stop: Stop) -> MultiThreadStopReason<u64> {
-        match stop {
-            Stop::Step(v) => BaseStopReason::SignalWithThread {
-                tid: tid(v),
-                signal: Signal::SIGTRAP,
-            },
-            Stop::SwBreak(v) => BaseStopReason::SwBreak(tid(v)),
-            Stop::HwBreak(v) => BaseStopReason::HwBreak(tid(v)),
-            Stop::Watch(v, kind, addr) => BaseStopReason::Watch {
-                tid: tid(v),
-                kind,
-                addr,
-            },
-            Stop::Signal(v, signal) => BaseStopReason::SignalWithThread {
-                tid: tid(v),
-                signal,
-            },
-            Stop::Exited(code) => BaseStopReason::Exited(code),
-        }
-    }
-
-    /// Converts a stop to gdbstub's single-thread form.
-    pub fn single_reason(stop: Stop) -> BaseStopReason<(), u64> {
-        match stop {
-            Stop::Step(_) => BaseStopReason::DoneStep,
-            Stop::SwBreak(_) => BaseStopReason::SwBreak(()),
-            Stop::HwBreak(_) => BaseStopReason::HwBreak(()),
-            Stop::Watch(_, kind, addr) => BaseStopReason::Watch {
-                tid: (),
-                kind,
-                addr,
-            },
-            Stop::Signal(_, signal) => BaseStopReason::Signal(signal),
-            Stop::Exited(code) => BaseStopReason::Exited(code),
-        }
-    }
-
-    /// The vCPU a stop belongs to.
-    pub fn stop_vcpu(stop: Stop) -> Option<u32> {
-        match stop {
-            Stop::Step(v) | Stop::SwBreak(v) | Stop::HwBreak(v) | Stop::Signal(v, _) => Some(v),
-            Stop::Watch(v, _, _) => Some(v),
-            Stop::Exited(_) => None,
-        }
-    }
-
     /// Expedited registers (rbp, rsp, rip) of `vcpu` for a stop reply.
     pub fn expedited(&mut self, vcpu: u32) -> Vec<(usize, [u8; 8])> {
         match self.registers(vcpu) {
@@ -397,8 +418,8 @@ impl PartitionTarget {
     fn write_regs(&mut self, vcpu: u32, regs: &HvRegisters) -> TargetResult<(), Self> {
         let mut kvm = self.registers(vcpu)?;
         regs.to_kvm(&mut kvm);
-        self.partition.vcpus[vcpu as usize]
-            .set_registers(kvm)
+        self.partition
+            .set_registers(vcpu, kvm)
             .map_err(|_| TargetError::NonFatal)?;
         self.cache.insert(vcpu, kvm);
         Ok(())
@@ -406,32 +427,16 @@ impl PartitionTarget {
 
     /// Lines of `monitor partitions`.
     pub fn partitions_report(&self) -> Vec<String> {
-        self.all
-            .iter()
-            .map(|p| {
-                let vcpus: Vec<String> = p
-                    .vcpus
-                    .iter()
-                    .map(|v| format!("{}:{}", v.index, v.state().name()))
-                    .collect();
-                format!(
-                    "{:<3} {:<16} {:<10} vcpus {}",
-                    p.id,
-                    p.name,
-                    p.state().name(),
-                    vcpus.join(" ")
-                )
-            })
-            .collect()
+        self.partition.partitions_report()
     }
 
     /// Whether `vcpu` is parked (for tests and monitor output).
     pub fn vcpu_state(&self, vcpu: u32) -> Option<VcpuState> {
-        self.partition.vcpus.get(vcpu as usize).map(|v| v.state())
+        (vcpu < self.partition.vcpu_count()).then(|| self.partition.vcpu_state(vcpu))
     }
 }
 
-impl Target for PartitionTarget {
+impl<H: GuestHandle> Target for PartitionTarget<H> {
     type Arch = HvX86_64;
     type Error = TargetFault;
 
@@ -458,7 +463,7 @@ impl Target for PartitionTarget {
     }
 }
 
-impl MultiThreadBase for PartitionTarget {
+impl<H: GuestHandle> MultiThreadBase for PartitionTarget<H> {
     fn read_registers(&mut self, regs: &mut HvRegisters, tid: Tid) -> TargetResult<(), Self> {
         self.read_regs(vcpu_of(tid), regs)
     }
@@ -490,7 +495,7 @@ impl MultiThreadBase for PartitionTarget {
     }
 }
 
-impl MultiThreadResume for PartitionTarget {
+impl<H: GuestHandle> MultiThreadResume for PartitionTarget<H> {
     fn resume(&mut self) -> Result<(), Self::Error> {
         self.apply_resume()
     }
@@ -506,7 +511,10 @@ impl MultiThreadResume for PartitionTarget {
         tid: Tid,
         _signal: Option<Signal>,
     ) -> Result<(), Self::Error> {
-        self.actions.insert(vcpu_of(tid), Action::Continue);
+        // A thread that is not ours (gdb only sends listed ones) gets no action.
+        if self.controls(vcpu_of(tid)) {
+            self.actions.insert(vcpu_of(tid), Action::Continue);
+        }
         Ok(())
     }
 
@@ -519,25 +527,27 @@ impl MultiThreadResume for PartitionTarget {
     }
 }
 
-impl MultiThreadSingleStep for PartitionTarget {
+impl<H: GuestHandle> MultiThreadSingleStep for PartitionTarget<H> {
     fn set_resume_action_step(
         &mut self,
         tid: Tid,
         _signal: Option<Signal>,
     ) -> Result<(), Self::Error> {
-        self.actions.insert(vcpu_of(tid), Action::Step);
+        if self.controls(vcpu_of(tid)) {
+            self.actions.insert(vcpu_of(tid), Action::Step);
+        }
         Ok(())
     }
 }
 
-impl MultiThreadSchedulerLocking for PartitionTarget {
+impl<H: GuestHandle> MultiThreadSchedulerLocking for PartitionTarget<H> {
     fn set_resume_action_scheduler_lock(&mut self) -> Result<(), Self::Error> {
         self.scheduler_lock = true;
         Ok(())
     }
 }
 
-impl SingleThreadBase for PartitionTarget {
+impl<H: GuestHandle> SingleThreadBase for PartitionTarget<H> {
     fn read_registers(&mut self, regs: &mut HvRegisters) -> TargetResult<(), Self> {
         let v = self.first_vcpu();
         self.read_regs(v, regs)
@@ -563,7 +573,7 @@ impl SingleThreadBase for PartitionTarget {
     }
 }
 
-impl SingleThreadResume for PartitionTarget {
+impl<H: GuestHandle> SingleThreadResume for PartitionTarget<H> {
     fn resume(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
         self.actions.insert(self.first_vcpu(), Action::Continue);
         self.apply_resume()
@@ -574,14 +584,14 @@ impl SingleThreadResume for PartitionTarget {
     }
 }
 
-impl SingleThreadSingleStep for PartitionTarget {
+impl<H: GuestHandle> SingleThreadSingleStep for PartitionTarget<H> {
     fn step(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
         self.actions.insert(self.first_vcpu(), Action::Step);
         self.apply_resume()
     }
 }
 
-impl Breakpoints for PartitionTarget {
+impl<H: GuestHandle> Breakpoints for PartitionTarget<H> {
     fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
         Some(self)
     }
@@ -593,7 +603,7 @@ impl Breakpoints for PartitionTarget {
     }
 }
 
-impl SwBreakpoint for PartitionTarget {
+impl<H: GuestHandle> SwBreakpoint for PartitionTarget<H> {
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
         if sw_in_debug_registers(self.caps, self.scope) {
             let added = self.emulated_sw.contains(&addr)
@@ -645,7 +655,7 @@ fn sw_in_debug_registers(caps: hv_core::probe::DebugCaps, scope: Option<u32>) ->
     scope.is_some() || !caps.sw_breakpoints
 }
 
-impl PartitionTarget {
+impl<H: GuestHandle> PartitionTarget<H> {
     fn add_hw(&mut self, bp: HwBreakpoint) -> bool {
         if self.hw.contains(&Some(bp)) {
             return true;
@@ -670,7 +680,7 @@ impl PartitionTarget {
     }
 }
 
-impl GdbHwBreakpoint for PartitionTarget {
+impl<H: GuestHandle> GdbHwBreakpoint for PartitionTarget<H> {
     fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
         Ok(self.add_hw(HwBreakpoint {
             addr,
@@ -701,7 +711,7 @@ fn watch(addr: u64, len: u64, kind: WatchKind) -> Option<HwBreakpoint> {
     })
 }
 
-impl HwWatchpoint for PartitionTarget {
+impl<H: GuestHandle> HwWatchpoint for PartitionTarget<H> {
     fn add_hw_watchpoint(
         &mut self,
         addr: u64,

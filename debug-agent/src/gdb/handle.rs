@@ -1,0 +1,165 @@
+//! The narrow interface between the gdb target and the hypervisor: what a [`PartitionTarget`]
+//! needs from a partition. [`LivePartition`] is the real one (hv-core's partition and its vCPU
+//! threads); [`FakeGuest`](super::fake::FakeGuest) is an in-memory one for tests and fuzzing
+//! without KVM.
+//!
+//! [`PartitionTarget`]: super::PartitionTarget
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hv_core::probe::DebugCaps;
+use hv_core::vcpu::DebugControl;
+use hv_core::{Partition, PartitionState, VcpuRegisters, VcpuState};
+
+/// One partition as the gdb target sees it. vCPU indexes are `0..vcpu_count()`; the target
+/// never passes others.
+pub trait GuestHandle: Send + 'static {
+    /// The partition's name.
+    fn name(&self) -> &str;
+    /// Number of vCPUs.
+    fn vcpu_count(&self) -> u32;
+    /// The partition's state.
+    fn state(&self) -> PartitionState;
+    /// A vCPU's state.
+    fn vcpu_state(&self, vcpu: u32) -> VcpuState;
+    /// What guest debugging works on this host.
+    fn debug_caps(&self) -> DebugCaps;
+    /// Asks a vCPU to stop for the debugger (returns at once).
+    fn request_stop(&self, vcpu: u32);
+    /// Lets a vCPU stopped for the debugger run again.
+    fn release_stop(&self, vcpu: u32);
+    /// Waits until the listed vCPUs are parked; false on timeout.
+    fn wait_parked(&self, vcpus: &[u32], timeout: Duration) -> bool;
+    /// A vCPU's registers.
+    fn registers(&self, vcpu: u32) -> Result<VcpuRegisters, String>;
+    /// Writes a vCPU's registers.
+    fn set_registers(&self, vcpu: u32, registers: VcpuRegisters) -> Result<(), String>;
+    /// Sets a vCPU's debug controls (applied before it next enters the guest).
+    fn set_debug(&self, vcpu: u32, control: DebugControl);
+    /// Gives a `#BP` that was the guest's own back to the guest.
+    fn reinject_breakpoint(&self, vcpu: u32) -> Result<(), String>;
+    /// Reads guest-physical memory (all of `buf` or an error).
+    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), String>;
+    /// Writes guest-physical memory (all of `buf` or an error).
+    fn write_memory(&self, addr: u64, buf: &[u8]) -> Result<(), String>;
+    /// Reloads the image and restarts the partition (every vCPU released).
+    fn reset(&self) -> Result<(), String>;
+    /// Raises interrupt `vector` on `vcpu` (any index: an unknown one is an error).
+    fn raise(&self, vcpu: u32, vector: u8) -> Result<(), String>;
+    /// Lines of `monitor partitions`: every partition of the system.
+    fn partitions_report(&self) -> Vec<String>;
+}
+
+/// A real partition of a running system, with every partition of the system (for
+/// `monitor partitions`).
+#[derive(Debug, Clone)]
+pub struct LivePartition {
+    /// The partition.
+    pub partition: Arc<Partition>,
+    /// Every partition of the system.
+    pub all: Arc<[Arc<Partition>]>,
+}
+
+impl GuestHandle for LivePartition {
+    fn name(&self) -> &str {
+        &self.partition.name
+    }
+
+    fn vcpu_count(&self) -> u32 {
+        self.partition.vcpus.len() as u32
+    }
+
+    fn state(&self) -> PartitionState {
+        self.partition.state()
+    }
+
+    fn vcpu_state(&self, vcpu: u32) -> VcpuState {
+        self.partition
+            .vcpu(vcpu)
+            .map_or(VcpuState::Gone, |v| v.state())
+    }
+
+    fn debug_caps(&self) -> DebugCaps {
+        hv_core::probe::debug_caps()
+    }
+
+    fn request_stop(&self, vcpu: u32) {
+        if let Ok(v) = self.partition.vcpu(vcpu) {
+            v.request_stop();
+        }
+    }
+
+    fn release_stop(&self, vcpu: u32) {
+        if let Ok(v) = self.partition.vcpu(vcpu) {
+            v.release_stop();
+        }
+    }
+
+    fn wait_parked(&self, vcpus: &[u32], timeout: Duration) -> bool {
+        self.partition.wait_vcpus_parked(vcpus, timeout)
+    }
+
+    fn registers(&self, vcpu: u32) -> Result<VcpuRegisters, String> {
+        let v = self.partition.vcpu(vcpu).map_err(|e| e.to_string())?;
+        v.registers().map_err(|e| e.to_string())
+    }
+
+    fn set_registers(&self, vcpu: u32, registers: VcpuRegisters) -> Result<(), String> {
+        let v = self.partition.vcpu(vcpu).map_err(|e| e.to_string())?;
+        v.set_registers(registers).map_err(|e| e.to_string())
+    }
+
+    fn set_debug(&self, vcpu: u32, control: DebugControl) {
+        if let Ok(v) = self.partition.vcpu(vcpu) {
+            v.set_debug(control);
+        }
+    }
+
+    fn reinject_breakpoint(&self, vcpu: u32) -> Result<(), String> {
+        let v = self.partition.vcpu(vcpu).map_err(|e| e.to_string())?;
+        v.reinject_breakpoint().map_err(|e| e.to_string())
+    }
+
+    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), String> {
+        self.partition
+            .read_memory(addr, buf)
+            .map_err(|e| e.to_string())
+    }
+
+    fn write_memory(&self, addr: u64, buf: &[u8]) -> Result<(), String> {
+        self.partition
+            .write_memory(addr, buf)
+            .map_err(|e| e.to_string())
+    }
+
+    fn reset(&self) -> Result<(), String> {
+        self.partition.reset().map_err(|e| e.to_string())
+    }
+
+    fn raise(&self, vcpu: u32, vector: u8) -> Result<(), String> {
+        let v = self.partition.vcpu(vcpu).map_err(|e| e.to_string())?;
+        v.raise(vector);
+        Ok(())
+    }
+
+    fn partitions_report(&self) -> Vec<String> {
+        self.all
+            .iter()
+            .map(|p| {
+                let vcpus: Vec<String> = p
+                    .vcpus
+                    .iter()
+                    .map(|v| format!("{}:{}", v.index, v.state().name()))
+                    .collect();
+                format!(
+                    "{:<3} {:<16} {:<10} vcpus {}",
+                    p.id,
+                    p.name,
+                    p.state().name(),
+                    vcpus.join(" ")
+                )
+            })
+            .collect()
+    }
+}
