@@ -10,7 +10,8 @@ shared="$root/../shared/bench"
 cd "$root"
 cargo build --release --quiet
 work=$(mktemp -d)
-trap 'kill "$hvpid" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+hvpid=""  # set before the trap: under `set -u` the trap must not see it unset
+trap 'if [ -n "$hvpid" ]; then kill "$hvpid" 2>/dev/null || true; fi; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 cat > "$work/spin.toml" <<TOML
 [[partition]]
 name = "spin"
