@@ -465,6 +465,15 @@ fn tmux_hv_run_opens_the_console_with_its_gdb_ports() {
     );
     let tmux = Tmux::start(&cmd, dir.path());
     tmux.wait_row("sensor-model", "running");
+    // The console follows the trace live: interrupt latencies (from IRQ raise/inject records).
+    assert!(
+        wait_until(GUARD, || {
+            let screen = tmux.capture();
+            screen.contains("LIVE TRACE") && screen.contains("p99")
+        }),
+        "no live trace:\n{}",
+        tmux.capture()
+    );
     // The port table would be hidden by the console: its event log shows it.
     let line = format!("gdb: control on :{port}");
     assert!(
@@ -480,7 +489,8 @@ fn tmux_hv_run_opens_the_console_with_its_gdb_ports() {
         tmux.capture()
     );
     assert!(
-        wait_until(GUARD, || std::fs::metadata(dir.path().join("l.sock")).is_err()),
+        wait_until(GUARD, || std::fs::metadata(dir.path().join("l.sock"))
+            .is_err()),
         "the host link of the stopped system is still there"
     );
 }

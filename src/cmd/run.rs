@@ -54,8 +54,8 @@ pub struct RunArgs {
     pub no_console: bool,
 }
 
-/// A `--time-limit`: seconds, fractions allowed, not negative.
-fn parse_seconds(text: &str) -> Result<Duration, String> {
+/// A duration option (`--time-limit`): seconds, fractions allowed, not negative.
+pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text
         .parse()
         .map_err(|_| format!("`{text}` is not a number of seconds"))?;

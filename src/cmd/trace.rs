@@ -35,8 +35,8 @@ struct RecordArgs {
     #[arg(long, value_name = "LINK")]
     connect: Option<String>,
     /// Stop after this many seconds (default: at Ctrl-C).
-    #[arg(long, value_name = "S")]
-    duration: Option<f64>,
+    #[arg(long, value_name = "S", value_parser = super::run::parse_seconds)]
+    duration: Option<Duration>,
     /// Event classes: exits, irq, hypercall, sched, device, ipc, marker, all (default: all).
     #[arg(long, value_delimiter = ',')]
     classes: Option<Vec<String>>,
@@ -77,12 +77,12 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         "hv: recording the trace of {} to {} ({}); Ctrl-C stops",
         header.system,
         args.file.display(),
-        args.duration
-            .map_or("until Ctrl-C".to_owned(), |d| format!("{d} s"))
+        args.duration.map_or("until Ctrl-C".to_owned(), |d| format!(
+            "for {} s",
+            d.as_secs_f64()
+        ))
     );
-    let end = args
-        .duration
-        .map(|d| Instant::now() + Duration::from_secs_f64(d.max(0.0)));
+    let end = args.duration.and_then(|d| Instant::now().checked_add(d));
     let (mut records, mut lost_ring, mut lost_link) = (0u64, 0u64, 0u64);
     let mut count = |payload: &[u8], writer: &mut TraceWriter<_>| -> anyhow::Result<()> {
         if let (Chunk::Batch(batch), _) = decode_chunk(payload)? {

@@ -245,6 +245,8 @@ pub struct App {
     pub trace: TraceAnalyzer,
     /// Following the trace: `Some(Some(file))` when recording to a file, `Some(None)` live only.
     pub recording: Option<Option<PathBuf>>,
+    /// Follow the trace live whenever connected (on by default; `L` toggles it).
+    pub follow_trace: bool,
 }
 
 impl Default for App {
@@ -274,6 +276,7 @@ impl App {
             hits: HitAreas::default(),
             trace: TraceAnalyzer::default(),
             recording: None,
+            follow_trace: true,
         }
     }
 
@@ -321,7 +324,12 @@ impl App {
                 }
                 self.system = system;
                 self.link = LinkStatus::Up { addr };
-                // The collector re-opens the watched console itself.
+                // The collector re-opens the watched console itself; the trace is followed live
+                // (timelines and IRQ latency come from its records) unless the user switched it off.
+                if self.follow_trace && self.recording.is_none() {
+                    self.recording = Some(None);
+                    return Some(Action::Send(Command::StartTrace(None)));
+                }
                 None
             }
             Update::LinkDown { reason } => {
@@ -330,9 +338,12 @@ impl App {
                 }
                 self.link = LinkStatus::Down { reason };
                 // The trace channel went with the link (the file keeps what arrived).
+                // Live following starts again with the link.
                 if let Some(rec) = self.recording.take() {
-                    let file = rec.map_or("live trace".to_owned(), |p| p.display().to_string());
-                    self.log(at_ms, format!("trace ended with the link: {file}"), true);
+                    if let Some(file) = rec {
+                        let file = file.display();
+                        self.log(at_ms, format!("trace ended with the link: {file}"), true);
+                    }
                     self.trace = TraceAnalyzer::default();
                 }
                 None
@@ -513,20 +524,27 @@ impl App {
             }
             KeyCode::Char('L') => match self.recording.take() {
                 Some(_) => {
+                    self.follow_trace = false;
                     self.trace = TraceAnalyzer::default();
                     Some(Action::Send(Command::StopTrace))
                 }
                 None => {
+                    self.follow_trace = true;
                     self.recording = Some(None);
                     Some(Action::Send(Command::StartTrace(None)))
                 }
             },
             KeyCode::Char('t') => match self.recording.take() {
-                Some(_) => {
+                // Saving a recording goes back to following the trace live (if it was).
+                Some(Some(_)) if self.follow_trace => {
+                    self.recording = Some(None);
+                    Some(Action::Send(Command::StartTrace(None)))
+                }
+                Some(Some(_)) => {
                     self.trace = TraceAnalyzer::default();
                     Some(Action::Send(Command::StopTrace))
                 }
-                None => {
+                Some(None) | None => {
                     let path = PathBuf::from(format!(
                         "hv-trace-{}-{}.hvt",
                         if self.system.is_empty() {
@@ -853,13 +871,43 @@ pub(crate) mod tests {
 
     #[test]
     fn t_toggles_recording() {
-        let mut app = demo_app();
+        // Connecting follows the trace live.
+        let mut app = App::new();
+        let connected = Update::Connected {
+            system: "demo".into(),
+            addr: "unix:/run/demo.sock".into(),
+        };
+        assert_eq!(
+            app.apply(connected.clone(), 0),
+            Some(Action::Send(Command::StartTrace(None)))
+        );
+        assert_eq!(app.recording, Some(None));
         let Some(Action::Send(Command::StartTrace(Some(path)))) = app.on_key(ch('t')) else {
             panic!("t should start recording");
         };
         assert!(path.to_string_lossy().starts_with("hv-trace-demo-"));
         assert_eq!(app.recording, Some(Some(path)));
+        // t again saves the file and goes back to following live.
+        assert_eq!(
+            app.on_key(ch('t')),
+            Some(Action::Send(Command::StartTrace(None)))
+        );
+        assert_eq!(app.recording, Some(None));
+        // L stops following, also after a reconnection; L again follows.
+        assert_eq!(app.on_key(ch('L')), Some(Action::Send(Command::StopTrace)));
+        assert_eq!(app.recording, None);
+        app.apply(
+            Update::LinkDown {
+                reason: "gone".into(),
+            },
+            1,
+        );
+        assert_eq!(app.apply(connected, 2), None);
+        let Some(Action::Send(Command::StartTrace(Some(_)))) = app.on_key(ch('t')) else {
+            panic!("t should start recording");
+        };
         assert_eq!(app.on_key(ch('t')), Some(Action::Send(Command::StopTrace)));
+        assert_eq!(app.recording, None);
         assert_eq!(
             app.on_key(ch('L')),
             Some(Action::Send(Command::StartTrace(None)))
@@ -982,7 +1030,7 @@ pub(crate) mod tests {
         );
         app.sample_timelines();
         assert_eq!(app.timelines["worker"][0][0], CpuActivity::Stopped);
-        app.recording = Some(None);
+        app.recording = Some(Some("t.hvt".into()));
         app.apply(
             Update::LinkDown {
                 reason: "gone again".into(),

@@ -471,7 +471,12 @@ fn serve(
                     },
                     Command::StartTrace(path) => {
                         if let Some(r) = recording.take() {
-                            r.finish(client);
+                            // Saving a file is news; switching from live following is not.
+                            let to_file = r.path.is_some();
+                            let saved = r.finish(client);
+                            if to_file {
+                                let _ = updates.send(Update::CommandDone { what: saved, error: None });
+                            }
                         }
                         match Recording::start(client, path) {
                             Ok(r) => {

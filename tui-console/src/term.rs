@@ -36,7 +36,11 @@ impl Drop for Restore {
 /// Runs the console until the user quits. The link may be down at first or drop later: the
 /// collector keeps retrying and the title bar says so.
 pub fn run(opts: CollectorOptions) -> Result<(), TermError> {
-    run_until(opts, &crossbeam_channel::never(), &crossbeam_channel::never())
+    run_until(
+        opts,
+        &crossbeam_channel::never(),
+        &crossbeam_channel::never(),
+    )
 }
 
 /// Like [`run`], and also ends when `stop` receives a message or disconnects (for an embedding
