@@ -65,6 +65,7 @@ pub(crate) fn serve(shared: &Arc<Shared>, mut conn: Connection) {
         sessions: HashMap::new(),
         consoles: HashMap::new(),
         traces: HashMap::new(),
+        tracer: shared.trace.new_requester(),
         unknown_frames: 0,
         console_overflow: 0,
     };
@@ -99,6 +100,8 @@ struct ConnState {
     sessions: HashMap<ChannelId, GdbSession>,
     consoles: HashMap<ChannelId, Arc<Partition>>,
     traces: trace::Subscriptions,
+    /// This connection's id for `trace.start`/`trace.stop` (undone when it closes).
+    tracer: u64,
     unknown_frames: u64,
     console_overflow: u64,
 }
@@ -270,11 +273,11 @@ impl ConnState {
             TraceStart::NAME => {
                 let r = req
                     .params_as::<Option<TraceStartParams>>()
-                    .and_then(|p| trace::start(&shared, &p.unwrap_or_default()));
+                    .and_then(|p| trace::start(&shared, self.tracer, &p.unwrap_or_default()));
                 self.reply(id, r);
             }
             TraceStop::NAME => {
-                trace::stop(&shared);
+                trace::stop(&shared, self.tracer);
                 self.reply(id, Ok(Value::Null));
             }
             PartitionsStatsMethod::NAME => self.reply(id, Ok(trace::stats(&shared))),
@@ -408,6 +411,7 @@ impl ConnState {
         for (_, sub) in self.traces.drain() {
             self.shared.trace.unsubscribe(&sub);
         }
+        trace::stop(&self.shared, self.tracer);
         let mut table = self.table();
         let open: Vec<ChannelId> = table.iter().map(|(c, _)| c).collect();
         for channel in open {

@@ -555,3 +555,58 @@ fn retry_open(c: &LinkClient, name: &ChannelName) -> hv_link::ChannelHandle {
         }
     }
 }
+
+#[test]
+fn trace_requests_of_several_tools_add_up() {
+    if !kvm_or_skip("trace_requests_of_several_tools_add_up") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let system = boot_control(tmp.path());
+    let config = AgentConfig {
+        link: Some(format!("unix:{}", tmp.path().join("a.sock").display())),
+        ..AgentConfig::default()
+    };
+    let agent = Agent::start(&system, &config, AgentOptions::default()).unwrap();
+    let classes = || system.partitions()[0].vcpus[0].trace.classes();
+    let a = LinkClient::connect_with(agent.local_addr(), opts("tool-a")).unwrap();
+    let b = LinkClient::connect_with(agent.local_addr(), opts("tool-b")).unwrap();
+    use hv_core::trace::class;
+    a.call("trace.start", json!({"classes": ["irq"]})).unwrap();
+    b.call("trace.start", json!({"classes": ["sched"]}))
+        .unwrap();
+    assert_eq!(classes(), class::IRQ | class::SCHED);
+    // One tool stopping leaves the other's classes on.
+    b.call("trace.stop", Value::Null).unwrap();
+    assert_eq!(classes(), class::IRQ);
+    // A new start replaces that tool's own request.
+    a.call("trace.start", json!({"classes": ["marker"]}))
+        .unwrap();
+    assert_eq!(classes(), class::MARKER);
+    b.call("trace.start", json!({"partitions": ["control"]}))
+        .unwrap();
+    assert_eq!(classes(), class::ALL);
+    // A connection that goes away withdraws its request.
+    drop(b);
+    assert!(
+        wait_for(|| classes() == class::MARKER),
+        "classes {:#x}",
+        classes()
+    );
+    drop(a);
+    assert!(wait_for(|| classes() == 0), "classes {:#x}", classes());
+    agent.shutdown();
+    drop(system);
+}
+
+/// Polls `f` for up to 10 s (connection teardown happens on the agent's threads).
+fn wait_for(f: impl Fn() -> bool) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    f()
+}

@@ -61,10 +61,14 @@ impl Subscriber {
     }
 }
 
-/// Every subscriber of every connection.
+/// Every subscriber of every connection, and what each connection asked to be traced.
 #[derive(Default)]
 pub(crate) struct TraceHub {
     subscribers: Mutex<Vec<Arc<Subscriber>>>,
+    /// Per requester (a connection): enabled classes per partition index. The rings record the
+    /// union, so one tool's `trace.stop` never cuts off another tool's trace.
+    requests: Mutex<BTreeMap<u64, Vec<u32>>>,
+    next_requester: AtomicU64,
 }
 
 impl TraceHub {
@@ -100,6 +104,32 @@ impl TraceHub {
     pub(crate) fn unsubscribe(&self, sub: &Arc<Subscriber>) {
         sub.close();
         self.lock().retain(|s| !Arc::ptr_eq(s, sub));
+    }
+
+    /// A new requester id for [`start`] and [`stop`] (one per connection).
+    pub(crate) fn new_requester(&self) -> u64 {
+        self.next_requester.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Changes what `requester` asks for, then sets every ring to the union of all requests.
+    fn request(
+        &self,
+        partitions: &[Arc<Partition>],
+        requester: u64,
+        change: impl FnOnce(&mut Vec<u32>),
+    ) {
+        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = requests
+            .entry(requester)
+            .or_insert_with(|| vec![0; partitions.len()]);
+        change(mine);
+        requests.retain(|_, classes| classes.iter().any(|&c| c != 0));
+        for (i, p) in partitions.iter().enumerate() {
+            let union = requests.values().fold(0, |acc, classes| acc | classes[i]);
+            for v in &p.vcpus {
+                v.trace.set_classes(union);
+            }
+        }
     }
 }
 
@@ -287,9 +317,13 @@ fn drop_batch(sub: &Subscriber, batch: &[TraceRecord]) {
     sub.lost.fetch_add(total, Ordering::Relaxed);
 }
 
-/// `trace.start`: turns the given classes (all when absent) on for the given partitions (all
-/// when absent).
-pub(crate) fn start(shared: &Shared, params: &TraceStartParams) -> Result<(), RpcError> {
+/// `trace.start` from `requester`: turns the given classes (all when absent) on for the given
+/// partitions (all when absent), replacing what it asked for those partitions before.
+pub(crate) fn start(
+    shared: &Shared,
+    requester: u64,
+    params: &TraceStartParams,
+) -> Result<(), RpcError> {
     let bits = match &params.classes {
         Some(names) => class_bits(names).map_err(|name| {
             RpcError::invalid_params(format!(
@@ -298,28 +332,34 @@ pub(crate) fn start(shared: &Shared, params: &TraceStartParams) -> Result<(), Rp
         })?,
         None => hv_core::trace::class::ALL,
     };
-    let targets: Vec<&Arc<Partition>> = match &params.partitions {
+    let targets: Vec<usize> = match &params.partitions {
         Some(names) => names
             .iter()
-            .map(|n| find(shared, n))
+            .map(|n| {
+                let p = find(shared, n)?;
+                Ok(shared
+                    .partitions
+                    .iter()
+                    .position(|q| Arc::ptr_eq(q, p))
+                    .unwrap_or(0))
+            })
             .collect::<Result<_, _>>()?,
-        None => shared.partitions.iter().collect(),
+        None => (0..shared.partitions.len()).collect(),
     };
-    for p in targets {
-        for v in &p.vcpus {
-            v.trace.set_classes(bits);
+    shared.trace.request(&shared.partitions, requester, |mine| {
+        for i in targets {
+            mine[i] = bits;
         }
-    }
+    });
     Ok(())
 }
 
-/// `trace.stop`: every class off on every partition (records already produced still stream).
-pub(crate) fn stop(shared: &Shared) {
-    for p in shared.partitions.iter() {
-        for v in &p.vcpus {
-            v.trace.set_classes(0);
-        }
-    }
+/// `trace.stop` from `requester` (also when its connection ends): withdraws everything it asked
+/// for; classes other requesters still want stay on. Records already produced still stream.
+pub(crate) fn stop(shared: &Shared, requester: u64) {
+    shared
+        .trace
+        .request(&shared.partitions, requester, |mine| mine.fill(0));
 }
 
 /// `partitions.stats`.
