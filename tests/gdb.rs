@@ -233,10 +233,15 @@ fn a_stopped_partition_does_not_stop_the_others() {
         let base = hv.base;
         std::thread::spawn(move || gdb("control", base, &script))
     };
-    assert!(
-        wait_until(Duration::from_secs(30), || stopped.exists()),
-        "breakpoint not hit"
-    );
+    if !wait_until(Duration::from_secs(60), || {
+        stopped.exists() || handle.is_finished()
+    }) {
+        panic!("breakpoint not hit within 60 s");
+    }
+    if !stopped.exists() {
+        // gdb ended before the stop: its output says why.
+        panic!("breakpoint not hit; gdb:\n{}", handle.join().unwrap());
+    }
     let (control, worker) = (hv.count("[control]"), hv.count("[worker]"));
     hv.wait_count("[worker]", worker + 2);
     assert_eq!(
