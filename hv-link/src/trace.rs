@@ -126,6 +126,24 @@ pub const LOST_IN_RING: u64 = 0;
 pub const LOST_ON_LINK: u64 = 1;
 
 impl RecordKind {
+    /// The [`class`] that switches this kind on and off (`Lost` always records).
+    pub fn class(self) -> u32 {
+        use RecordKind::*;
+        match self {
+            VmEntry | VmExit => class::EXITS,
+            IrqRaise | IrqInject | IrqEoi => class::IRQ,
+            Hypercall => class::HYPERCALL,
+            ScheduleIn | ScheduleOut | Halt | Wake | DebugStop | DebugResume | StateChange => {
+                class::SCHED
+            }
+            DeviceAccess | ModelRequest | ModelReply | ModelBusError | ModelReceive
+            | ModelRespond => class::DEVICE,
+            IpcSend | IpcReceive => class::IPC,
+            Marker => class::MARKER,
+            Lost => class::ALL,
+        }
+    }
+
     /// The kind for a `kind` value (`None` for kinds this build does not know: skip them).
     pub fn from_u16(v: u16) -> Option<RecordKind> {
         use RecordKind::*;
@@ -212,16 +230,36 @@ pub fn exit_reason_name(reason: u64) -> &'static str {
     }
 }
 
-/// Event class names accepted by `trace.start` (`classes`), with their bit in the agent.
+/// Event classes: the bits that switch record kinds on and off in the hypervisor's rings.
+pub mod class {
+    /// VM entries and exits.
+    pub const EXITS: u32 = 1 << 0;
+    /// Interrupt raise, inject, EOI.
+    pub const IRQ: u32 = 1 << 1;
+    /// Hypercalls.
+    pub const HYPERCALL: u32 = 1 << 2;
+    /// Schedule in/out, halt/wake, state changes, debug stops.
+    pub const SCHED: u32 = 1 << 3;
+    /// Device accesses and device-model traffic.
+    pub const DEVICE: u32 = 1 << 4;
+    /// IPC.
+    pub const IPC: u32 = 1 << 5;
+    /// Guest markers.
+    pub const MARKER: u32 = 1 << 6;
+    /// Everything.
+    pub const ALL: u32 = (1 << 7) - 1;
+}
+
+/// Event class names accepted by `trace.start` (`classes`), with their [`class`] bits.
 pub const CLASSES: &[(&str, u32)] = &[
-    ("exits", 1 << 0),
-    ("irq", 1 << 1),
-    ("hypercall", 1 << 2),
-    ("sched", 1 << 3),
-    ("device", 1 << 4),
-    ("ipc", 1 << 5),
-    ("marker", 1 << 6),
-    ("all", (1 << 7) - 1),
+    ("exits", class::EXITS),
+    ("irq", class::IRQ),
+    ("hypercall", class::HYPERCALL),
+    ("sched", class::SCHED),
+    ("device", class::DEVICE),
+    ("ipc", class::IPC),
+    ("marker", class::MARKER),
+    ("all", class::ALL),
 ];
 
 /// The class bits for `names` (`None` names an unknown class).

@@ -193,7 +193,6 @@ pub(crate) fn drain_loop(shared: &Shared, stop: &Receiver<()>) {
 /// The drainer's buffers (kept between rounds).
 #[derive(Default)]
 pub(crate) struct Drainer {
-    raw: Vec<hv_core::trace::TraceRecord>,
     records: Vec<TraceRecord>,
     encoded: Vec<u8>,
 }
@@ -204,16 +203,7 @@ impl Drainer {
         self.records.clear();
         for p in partitions {
             for v in &p.vcpus {
-                self.raw.clear();
-                v.trace.drain(&mut self.raw);
-                self.records.extend(self.raw.iter().map(|r| TraceRecord {
-                    timestamp: r.timestamp,
-                    kind: r.kind,
-                    vcpu: r.vcpu,
-                    partition: r.partition,
-                    a: r.a,
-                    b: r.b,
-                }));
+                v.trace.drain(&mut self.records);
                 let quiet_lost = v.trace.take_unreported();
                 if quiet_lost > 0 {
                     self.records.push(TraceRecord {
@@ -330,7 +320,7 @@ pub(crate) fn start(
                 "unknown trace class {name:?} (known: exits, irq, hypercall, sched, device, ipc, marker, all)"
             ))
         })?,
-        None => hv_core::trace::class::ALL,
+        None => hv_link::trace::class::ALL,
     };
     let targets: Vec<usize> = match &params.partitions {
         Some(names) => names
