@@ -58,7 +58,7 @@ fn samples(lines: &[String], prefix: &str) -> Vec<(u32, u32)> {
 /// Starts recording device-model traffic on every vCPU of `partition`.
 fn trace_devices(system: &System, partition: &str) {
     for vcpu in &system.partition(partition).unwrap().vcpus {
-        vcpu.trace.set_classes(class::DEVICE);
+        vcpu.trace.set_classes(class::DEVICE | class::EXITS);
     }
 }
 
@@ -286,8 +286,25 @@ fn a_hung_model_gives_bus_errors_and_a_restart_restores_service() {
         &["device sensor: bus error", "did not reply within 100ms"],
         Duration::from_secs(10),
     );
-    let reasons = bus_error_reasons(&drain_trace(&system, "control"));
+    let records = drain_trace(&system, "control");
+    let reasons = bus_error_reasons(&records);
     assert!(reasons.contains(&1), "a timeout was traced: {reasons:?}");
+    // Time blocked on the model is not guest time: no VmEntry..VmExit span holds a 100 ms wait.
+    let mut entered = None;
+    let mut longest = 0;
+    for r in &records {
+        if r.kind == TraceKind::VmEntry as u16 {
+            entered = Some(r.timestamp);
+        } else if r.kind == TraceKind::VmExit as u16
+            && let Some(t) = entered.take()
+        {
+            longest = longest.max(r.timestamp - t);
+        }
+    }
+    assert!(
+        longest > 0 && longest < 100_000_000,
+        "longest guest span {longest} ns"
+    );
     // control keeps running: its uptime lines go on.
     let uptime = |c: &common::Consoles| {
         c.lines("control")

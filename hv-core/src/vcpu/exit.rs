@@ -26,6 +26,9 @@ pub enum ExitAction {
     Resume,
     /// The guest made a hypercall: read its registers and dispatch.
     Hypercall,
+    /// An MMIO access, for the vCPU loop to carry out after it has accounted for the exit (a
+    /// served device's access may block until its model replies).
+    Mmio(MmioAccess),
     /// The guest executed `hlt`: wait for an interrupt.
     Halt,
     /// `KVM_RUN` was interrupted by a kick: look at requests, then resume.
@@ -34,6 +37,47 @@ pub enum ExitAction {
     Debug(DebugExit),
     /// The guest cannot go on: mark the partition crashed.
     Crash(String),
+}
+
+/// One MMIO access of the guest (at most 8 bytes, as KVM reports them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MmioAccess {
+    /// Guest-physical address.
+    pub addr: u64,
+    /// Access size in bytes (1..=8).
+    pub len: usize,
+    /// The written bytes (for a write).
+    pub data: [u8; 8],
+    /// Write (else read).
+    pub is_write: bool,
+}
+
+impl MmioAccess {
+    fn new(addr: u64, bytes: &[u8], is_write: bool) -> MmioAccess {
+        let len = bytes.len().min(8);
+        let mut data = [0u8; 8];
+        if is_write {
+            data[..len].copy_from_slice(&bytes[..len]);
+        }
+        MmioAccess {
+            addr,
+            len,
+            data,
+            is_write,
+        }
+    }
+
+    /// Carries the access out on `devices`; for a read, returns the bytes read.
+    pub fn perform(&self, devices: &impl DeviceAccess) -> Option<[u8; 8]> {
+        if self.is_write {
+            devices.mmio_write(self.addr, &self.data[..self.len]);
+            None
+        } else {
+            let mut data = [0u8; 8];
+            devices.mmio_read(self.addr, &mut data[..self.len]);
+            Some(data)
+        }
+    }
 }
 
 /// The parts of a KVM debug exit the debugger needs.
@@ -60,7 +104,8 @@ impl From<kvm_debug_exit_arch> for DebugExit {
     }
 }
 
-/// Turns one `KVM_RUN` result into an action, performing device I/O on the way.
+/// Turns one `KVM_RUN` result into an action, performing port I/O on the way (MMIO is left to
+/// the caller as [`ExitAction::Mmio`]).
 pub fn handle_exit(
     exit: Result<VcpuExit<'_>, errno::Error>,
     devices: &impl DeviceAccess,
@@ -79,14 +124,8 @@ pub fn handle_exit(
             devices.pio_read(port, data);
             ExitAction::Resume
         }
-        Ok(VcpuExit::MmioRead(addr, data)) => {
-            devices.mmio_read(addr, data);
-            ExitAction::Resume
-        }
-        Ok(VcpuExit::MmioWrite(addr, data)) => {
-            devices.mmio_write(addr, data);
-            ExitAction::Resume
-        }
+        Ok(VcpuExit::MmioRead(addr, data)) => ExitAction::Mmio(MmioAccess::new(addr, data, false)),
+        Ok(VcpuExit::MmioWrite(addr, data)) => ExitAction::Mmio(MmioAccess::new(addr, data, true)),
         Ok(VcpuExit::Hlt) => ExitAction::Halt,
         Ok(VcpuExit::IrqWindowOpen) => ExitAction::Resume,
         Ok(VcpuExit::Intr) => ExitAction::Interrupted,
@@ -158,9 +197,25 @@ mod tests {
         handle_exit(Ok(VcpuExit::IoIn(0x3fd, &mut byte)), &log);
         assert_eq!(byte, [0x5a]);
         let mut word = [0u8; 4];
-        handle_exit(Ok(VcpuExit::MmioRead(0xd000_0000, &mut word)), &log);
-        assert_eq!(word, [0xa5; 4]);
-        handle_exit(Ok(VcpuExit::MmioWrite(0xd000_0004, &[1, 2])), &log);
+        let ExitAction::Mmio(read) =
+            handle_exit(Ok(VcpuExit::MmioRead(0xd000_0000, &mut word)), &log)
+        else {
+            panic!("an MMIO read is left to the loop");
+        };
+        assert_eq!(
+            (read.addr, read.len, read.is_write),
+            (0xd000_0000, 4, false)
+        );
+        assert_eq!(
+            read.perform(&log),
+            Some([0xa5, 0xa5, 0xa5, 0xa5, 0, 0, 0, 0])
+        );
+        let ExitAction::Mmio(write) =
+            handle_exit(Ok(VcpuExit::MmioWrite(0xd000_0004, &[1, 2])), &log)
+        else {
+            panic!("an MMIO write is left to the loop");
+        };
+        assert_eq!(write.perform(&log), None);
         assert_eq!(
             *log.0.borrow(),
             [

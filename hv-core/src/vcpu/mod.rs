@@ -8,7 +8,7 @@ mod exit;
 mod hypercalls;
 
 pub use debug::{DebugControl, HwBreakpoint, HwKind};
-pub use exit::{DebugExit, DeviceAccess, ExitAction, handle_exit};
+pub use exit::{DebugExit, DeviceAccess, ExitAction, MmioAccess, handle_exit};
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -735,8 +735,10 @@ impl VcpuRunner {
         self.prepare_interrupts();
         let start = self.partition.clock.now_ns();
         self.trace_at(start, TraceKind::VmEntry, 0, 0);
-        let action = handle_exit(self.fd.run(), &*self.partition);
+        let exit = self.fd.run();
+        // Guest time ends when KVM_RUN returns, before any device work (which may block).
         let end = self.partition.clock.now_ns();
+        let action = handle_exit(exit, &*self.partition);
         self.fd.set_kvm_immediate_exit(0);
         let reason = self.fd.get_kvm_run().exit_reason;
         let stats = &self.shared.stats;
@@ -774,6 +776,7 @@ impl VcpuRunner {
             );
         match action {
             ExitAction::Resume | ExitAction::Interrupted => {}
+            ExitAction::Mmio(access) => self.mmio(access),
             ExitAction::Hypercall => self.hypercall(),
             ExitAction::Halt => {
                 self.halted = true;
@@ -793,6 +796,19 @@ impl VcpuRunner {
                     dr7: 0,
                 },
             );
+        }
+    }
+
+    /// Carries out an MMIO access after the exit was accounted for; read data goes back to KVM,
+    /// which completes the guest's instruction on the next entry.
+    fn mmio(&mut self, access: MmioAccess) {
+        if let Some(data) = access.perform(&*self.partition) {
+            let run = self.fd.get_kvm_run();
+            // SAFETY: the last exit was KVM_EXIT_MMIO, whose `mmio` member KVM reads the data
+            // of a read from when it re-enters the guest; `len` is at most its 8 bytes.
+            unsafe {
+                run.__bindgen_anon_1.mmio.data[..access.len].copy_from_slice(&data[..access.len])
+            };
         }
     }
 
