@@ -177,10 +177,10 @@ pub fn entry_fpu() -> kvm_fpu {
     }
 }
 
-/// Maximum IPC channels described in the boot info.
-pub const MAX_IPC: usize = 8;
-/// Maximum devices described in the boot info.
-pub const MAX_DEVICES: usize = 8;
+/// Maximum IPC channels described in the boot info (hv-config rejects descriptions with more).
+pub const MAX_IPC: usize = hv_config::layout::MAX_CHANNELS_PER_PARTITION;
+/// Maximum devices described in the boot info (hv-config rejects descriptions with more).
+pub const MAX_DEVICES: usize = hv_config::layout::MAX_DEVICES_PER_PARTITION;
 /// Length of names in the boot info (with the terminating NUL).
 pub const NAME_LEN: usize = 32;
 /// `"HVDKBOOT"` little-endian.
