@@ -60,10 +60,55 @@ impl Stream {
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Stream::Unix(s) => s.read(buf),
+            Stream::Unix(s) => read_unix(s, buf),
             Stream::Tcp(s) => s.read(buf),
             Stream::Serial(s) => s.read(buf),
         }
+    }
+}
+
+/// Reads a Unix stream socket, waiting in `poll(POLLIN)` rather than in `recv`.
+///
+/// A reader blocked in `recv` on a Unix stream socket is also woken each time its peer
+/// consumes data this socket sent (the kernel's write-space wakeup is not filtered for
+/// readers), so a request/reply exchange costs two spurious context switches; `poll` waits
+/// only for what it asked for. The socket's read timeout (`SO_RCVTIMEO`) still applies.
+fn read_unix(s: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
+    let fd = s.as_raw_fd();
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = last_err();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) => {}
+            _ => return Err(e),
+        }
+        let timeout = match s.read_timeout()? {
+            None => -1,
+            Some(d) => d.as_millis().clamp(1, i32::MAX as u128) as libc::c_int,
+        };
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, timeout) };
+        if r < 0 {
+            let e = last_err();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Err(io::Error::from(io::ErrorKind::WouldBlock));
+        }
+        // Readable, hung up or in error: the next recv says which.
     }
 }
 
