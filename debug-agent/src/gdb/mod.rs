@@ -2,12 +2,16 @@
 //! target whose threads are its vCPUs) or one vCPU (a single-thread target that stops only that
 //! vCPU), fed with raw GDB remote bytes from a host-link channel.
 //!
-//! The session owns a thread. Bytes from the link go in with [`GdbSession::input`]; bytes for
-//! gdb come out through the [`GdbOutput`] callback. Closing the session (detach, dropped
-//! connection) removes breakpoints and, by default, lets the guest run on. A session can also
-//! end on its own (gdb sends `D` or `k`, the partition exits, or gdbstub rejects the bytes, e.g.
-//! a packet larger than [`PACKET_SIZE`]); it then cleans up the same way and tells its owner
-//! through the [`GdbEnded`] callback of [`GdbSession::start_notifying`].
+//! Bytes from the link go in with [`GdbSession::input`] and are handled right there, on the
+//! caller's thread (the link connection's reader): a packet for a stopped target (registers,
+//! memory, breakpoints, resume) costs no hand-off to another thread. Bytes for gdb come out
+//! through the [`GdbOutput`] callback, one call per reply. The session also owns a thread that
+//! waits for what happens while the target runs (a vCPU's debug stop, the partition crashing
+//! or exiting) and reports it. Closing the session (detach, dropped connection) removes
+//! breakpoints and, by default, lets the guest run on. A session can also end on its own (gdb
+//! sends `D` or `k`, the partition exits, or gdbstub rejects the bytes, e.g. a packet larger
+//! than [`PACKET_SIZE`]); it then cleans up the same way and tells its owner through the
+//! [`GdbEnded`] callback of [`GdbSession::start_notifying`].
 
 mod arch;
 pub mod fake;
@@ -20,7 +24,8 @@ pub use handle::{GuestHandle, LivePartition};
 pub use target::{PartitionTarget, Stop};
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -30,6 +35,7 @@ use gdbstub::conn::Connection;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
 use gdbstub::stub::{DisconnectReason, GdbStubBuilder, GdbStubError};
 use hv_core::Partition;
+use hv_core::partition::DebugStopEvent;
 
 use arch::HvRegId;
 
@@ -42,6 +48,9 @@ pub type GdbEnded = Box<dyn FnOnce(String) + Send>;
 
 /// The packet size we offer gdb (large, so memory moves in few packets).
 pub const PACKET_SIZE: usize = 0x20000;
+
+/// How often the partition's state (crash, exit) is checked while the target runs.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Session options.
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +69,9 @@ impl Default for GdbSessionOptions {
 
 /// A running gdb session on one partition or one vCPU.
 pub struct GdbSession {
-    input: Sender<Vec<u8>>,
+    driver: Arc<Mutex<Driver<LivePartition>>>,
+    /// Dropped to close the session: the session thread then cleans up and ends.
+    wake: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -115,25 +126,53 @@ impl GdbSession {
                 vcpu: v,
             });
         }
-        let (input_tx, input_rx) = crossbeam_channel::unbounded();
         let name = match vcpu {
             Some(v) => format!("gdb-{}.{v}", partition.name),
             None => format!("gdb-{}", partition.name),
         };
-        let thread = std::thread::Builder::new().name(name).spawn(move || {
-            if let Some(reason) = run_session(partition, all, vcpu, output, input_rx, options) {
+        let (events_tx, events) = crossbeam_channel::unbounded();
+        partition.attach_debugger(vcpu, events_tx);
+        let target = PartitionTarget::new(partition.clone(), all, vcpu);
+        let driver = Arc::new(Mutex::new(Driver::new(target, LinkConnection::new(output))));
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let waiter = driver.clone();
+        let owner = partition.clone();
+        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            let reason = wait(&waiter, &wake_rx, events);
+            // Whatever the ending: no more input is taken, the guest is let go.
+            partition.detach_debugger(vcpu);
+            lock(&waiter).finish(options.resume_on_detach);
+            if let Some(reason) = reason {
+                tracing::info!(partition = %partition.name, vcpu, "gdb session ended: {reason}");
                 ended(reason);
             }
-        })?;
+        });
+        let thread = match spawned {
+            Ok(t) => t,
+            Err(e) => {
+                // Nothing was stopped or changed yet.
+                owner.detach_debugger(vcpu);
+                return Err(e.into());
+            }
+        };
         Ok(GdbSession {
-            input: input_tx,
+            driver,
+            wake: Some(wake_tx),
             thread: Some(thread),
         })
     }
 
-    /// Feeds bytes that arrived from gdb.
+    /// Feeds bytes that arrived from gdb; they are handled before this returns (replies go
+    /// out through the output), except for stops of a running target, which come later.
     pub fn input(&self, bytes: &[u8]) {
-        let _ = self.input.send(bytes.to_vec());
+        let ended = {
+            let mut d = lock(&self.driver);
+            guarded(&mut d, |d| d.input(bytes));
+            d.ending.is_some()
+        };
+        if ended && let Some(wake) = &self.wake {
+            let _ = wake.try_send(());
+        }
     }
 
     /// Ends the session (the connection or channel is gone) and waits for its cleanup.
@@ -142,8 +181,7 @@ impl GdbSession {
     }
 
     fn shutdown(&mut self) {
-        let (dead, _) = crossbeam_channel::bounded(0);
-        self.input = dead;
+        self.wake = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -156,11 +194,59 @@ impl Drop for GdbSession {
     }
 }
 
+fn lock<H: GuestHandle>(driver: &Mutex<Driver<H>>) -> MutexGuard<'_, Driver<H>> {
+    driver.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs `f` on the driver; a panic in the stub or the target ends the session like an error
+/// (and the guest is still detached), it never leaves the guest stopped.
+fn guarded<H: GuestHandle>(driver: &mut Driver<H>, f: impl FnOnce(&mut Driver<H>)) {
+    if catch_unwind(AssertUnwindSafe(|| f(&mut *driver))).is_err() {
+        driver.end("gdb session error: internal error (panic)".to_owned());
+    }
+}
+
+/// The session thread: stops the target (gdb expects a stopped target on attach), then reports
+/// what happens while it runs, until the session ends (Some(reason)) or is closed (None).
+fn wait(
+    driver: &Mutex<Driver<LivePartition>>,
+    wake: &Receiver<()>,
+    mut events: Receiver<DebugStopEvent>,
+) -> Option<String> {
+    guarded(&mut lock(driver), |d| d.start());
+    loop {
+        if let Some(reason) = lock(driver).ending.clone() {
+            return Some(reason);
+        }
+        select! {
+            recv(wake) -> m => if m.is_err() {
+                return None;
+            },
+            recv(events) -> event => match event {
+                Ok(event) => guarded(&mut lock(driver), |d| d.event(event)),
+                // The partition dropped our sink (another debugger of the same scope).
+                Err(_) => events = crossbeam_channel::never(),
+            },
+            default(POLL_INTERVAL) => guarded(&mut lock(driver), |d| d.poll()),
+        }
+    }
+}
+
 /// gdbstub's connection: buffers a packet and hands it to the output at flush.
 struct LinkConnection {
     buffer: Vec<u8>,
     output: GdbOutput,
     alive: bool,
+}
+
+impl LinkConnection {
+    fn new(output: GdbOutput) -> Self {
+        LinkConnection {
+            buffer: Vec::with_capacity(PACKET_SIZE),
+            output,
+            alive: true,
+        }
+    }
 }
 
 impl Connection for LinkConnection {
@@ -189,67 +275,203 @@ impl Connection for LinkConnection {
     }
 }
 
-/// Pulls the next input byte, blocking; None when the input side is closed.
-fn next_byte(pending: &mut VecDeque<u8>, input: &Receiver<Vec<u8>>) -> Option<u8> {
-    loop {
-        if let Some(b) = pending.pop_front() {
-            return Some(b);
+/// Mirrors gdbstub's packet framing to bound a packet's length: gdbstub grows its own packet
+/// buffer without limit when a "packet" never ends; this makes such input an error that ends
+/// the session.
+#[derive(Debug, Default)]
+struct PacketScan {
+    state: Scan,
+    len: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+enum Scan {
+    #[default]
+    Ready,
+    Body,
+    Sum1,
+    Sum2,
+}
+
+impl PacketScan {
+    fn push(&mut self, byte: u8) -> Result<(), String> {
+        if self.len >= PACKET_SIZE {
+            return Err(format!(
+                "packet buffer overflow (a packet longer than {PACKET_SIZE} bytes)"
+            ));
         }
-        pending.extend(input.recv().ok()?);
+        self.len += 1;
+        self.state = match (self.state, byte) {
+            (Scan::Ready, b'$') => Scan::Body,
+            (Scan::Ready, _) => {
+                self.len = 0;
+                Scan::Ready
+            }
+            (Scan::Body, b'#') => Scan::Sum1,
+            (Scan::Body, _) => Scan::Body,
+            (Scan::Sum1, _) => Scan::Sum2,
+            (Scan::Sum2, _) => {
+                self.len = 0;
+                Scan::Ready
+            }
+        };
+        Ok(())
     }
 }
 
-/// How [`drive`] ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Ending {
-    /// The input side was closed ([`GdbSession::close`]): the owner knows.
-    Closed,
-    /// The session ended on its own, for this reason.
-    Ended(String),
+type Machine<H> = GdbStubStateMachine<'static, PartitionTarget<H>, LinkConnection>;
+
+/// gdbstub's state machine with its target: fed by whichever thread has news (the link reader
+/// with gdb's bytes, the session thread with a stop), one at a time.
+struct Driver<H: GuestHandle> {
+    /// None once the session is over.
+    machine: Option<Machine<H>>,
+    target: PartitionTarget<H>,
+    scan: PacketScan,
+    /// The stop on attach was done.
+    started: bool,
+    /// Debug stops that came while the target was stopped: reported at the next resume.
+    pending: VecDeque<DebugStopEvent>,
+    /// Why the session ended on its own.
+    ending: Option<String>,
 }
 
-/// Runs one session to its end; Some(reason) when it ended on its own.
-fn run_session(
-    partition: Arc<Partition>,
-    all: Arc<[Arc<Partition>]>,
-    vcpu: Option<u32>,
-    output: GdbOutput,
-    input: Receiver<Vec<u8>>,
-    options: GdbSessionOptions,
-) -> Option<String> {
-    let (events_tx, events) = crossbeam_channel::unbounded();
-    partition.attach_debugger(vcpu, events_tx);
-    let mut target = PartitionTarget::new(partition.clone(), all, vcpu);
-    // gdb expects a stopped target on attach.
-    target.stop_all();
-    let connection = LinkConnection {
-        buffer: Vec::with_capacity(PACKET_SIZE),
-        output,
-        alive: true,
-    };
-    // A bug in the stub or the target must not leave the guest stopped: a panic ends the
-    // session like an error, and the detach below still runs.
-    let driven = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        drive(&mut target, connection, &input, &events)
-    }));
-    let ending = match driven {
-        Ok(Ok(ending)) => ending,
-        Ok(Err(e)) => Ending::Ended(format!("gdb session error: {e}")),
-        Err(_) => Ending::Ended("gdb session error: internal error (panic)".to_owned()),
-    };
-    // Whatever the ending, stop reading: bytes still queued are for a session that is over.
-    drop(input);
-    if let Ending::Ended(reason) = &ending {
-        tracing::info!(partition = %partition.name, vcpu, "gdb session ended: {reason}");
+impl<H: GuestHandle> Driver<H> {
+    fn new(target: PartitionTarget<H>, connection: LinkConnection) -> Self {
+        let mut driver = Driver {
+            machine: None,
+            target,
+            scan: PacketScan::default(),
+            started: false,
+            pending: VecDeque::new(),
+            ending: None,
+        };
+        let machine = GdbStubBuilder::new(connection)
+            .packet_buffer_size(PACKET_SIZE)
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|stub| {
+                stub.run_state_machine(&mut driver.target)
+                    .map_err(|e: GdbStubError<_, _>| e.to_string())
+            });
+        match machine {
+            Ok(m) => driver.machine = Some(m),
+            Err(e) => driver.end(format!("gdb session error: {e}")),
+        }
+        driver
     }
-    partition.detach_debugger(vcpu);
-    target.detach();
-    if options.resume_on_detach {
-        target.release_all();
+
+    /// gdb expects a stopped target on attach: stops it, once, before anything else.
+    fn start(&mut self) {
+        if !self.started {
+            self.started = true;
+            self.target.stop_all();
+        }
     }
-    match ending {
-        Ending::Closed => None,
-        Ending::Ended(reason) => Some(reason),
+
+    fn end(&mut self, reason: String) {
+        self.machine = None;
+        self.ending.get_or_insert(reason);
+    }
+
+    fn input(&mut self, bytes: &[u8]) {
+        self.start();
+        for &byte in bytes {
+            if self.machine.is_none() {
+                return;
+            }
+            if let Err(e) = self.feed(byte) {
+                self.end(format!("gdb session error: {e}"));
+            }
+        }
+    }
+
+    fn feed(&mut self, byte: u8) -> Result<(), String> {
+        self.scan.push(byte)?;
+        let next = match self.machine.take() {
+            Some(GdbStubStateMachine::Idle(gdb)) => gdb.incoming_data(&mut self.target, byte),
+            Some(GdbStubStateMachine::Running(gdb)) => gdb.incoming_data(&mut self.target, byte),
+            // `settle` never leaves the machine in another state.
+            Some(other) => Ok(other),
+            None => return Ok(()),
+        };
+        self.settle(next.map_err(|e| e.to_string())?)
+    }
+
+    /// A debug stop of a vCPU.
+    fn event(&mut self, event: DebugStopEvent) {
+        self.pending.push_back(event);
+        if matches!(self.machine, Some(GdbStubStateMachine::Running(_)))
+            && let Some(machine) = self.machine.take()
+            && let Err(e) = self.settle(machine)
+        {
+            self.end(format!("gdb session error: {e}"));
+        }
+    }
+
+    /// While running: reports a crash or exit of the partition.
+    fn poll(&mut self) {
+        if !matches!(self.machine, Some(GdbStubStateMachine::Running(_))) {
+            return;
+        }
+        let Some(stop) = self.target.poll_state() else {
+            return;
+        };
+        let Some(GdbStubStateMachine::Running(gdb)) = self.machine.take() else {
+            return;
+        };
+        let settled = report(gdb, &mut self.target, stop).and_then(|m| self.settle(m));
+        if let Err(e) = settled {
+            self.end(format!("gdb session error: {e}"));
+        }
+    }
+
+    /// Takes the machine to a state that waits for input (Idle, or Running with no stop
+    /// pending): handles Ctrl-C, reports pending stops, notes a disconnect.
+    fn settle(&mut self, mut machine: Machine<H>) -> Result<(), String> {
+        loop {
+            machine = match machine {
+                GdbStubStateMachine::CtrlCInterrupt(gdb) => {
+                    self.target.stop_all();
+                    let first = self.target.vcpus()[0];
+                    let stop = Stop::Signal(first, Signal::SIGINT);
+                    if self.target.scope.is_some() {
+                        gdb.interrupt_handled(&mut self.target, Some(stop.single_reason()))
+                    } else {
+                        gdb.interrupt_handled(&mut self.target, Some(stop.multi_reason()))
+                    }
+                    .map_err(|e| e.to_string())?
+                }
+                GdbStubStateMachine::Disconnected(gdb) => {
+                    self.end(disconnect_reason(gdb.get_reason()));
+                    return Ok(());
+                }
+                GdbStubStateMachine::Running(gdb) => {
+                    let Some(event) = self.pending.pop_front() else {
+                        self.machine = Some(GdbStubStateMachine::Running(gdb));
+                        return Ok(());
+                    };
+                    match self.target.on_debug_event(event) {
+                        Some(stop) => report(gdb, &mut self.target, stop)?,
+                        None => GdbStubStateMachine::Running(gdb),
+                    }
+                }
+                idle => {
+                    self.machine = Some(idle);
+                    return Ok(());
+                }
+            };
+        }
+    }
+
+    /// The session is over: no more input; breakpoints and debug controls go, and the guest
+    /// runs on if `resume`.
+    fn finish(&mut self, resume: bool) {
+        self.machine = None;
+        self.target.detach();
+        if resume {
+            self.target.release_all();
+        }
     }
 }
 
@@ -263,37 +485,23 @@ pub struct Replay {
 }
 
 /// Runs a whole session over `handle` (a [`fake::FakeGuest`] in tests and fuzzing) with
-/// `input` as everything gdb sends, then closes the input as a dropped connection would; the
+/// `input` as everything gdb sends, then closes it as a dropped connection would; the
 /// target is detached and released at the end, as in a real session. Returns what the stub
-/// sent and how the session ended. Debug events never come (the handle has no vCPU threads);
-/// the partition's state is polled as in a real session.
+/// sent and how the session ended. Debug events never come (the handle has no vCPU threads).
 pub fn replay<H: GuestHandle>(handle: H, scope: Option<u32>, input: &[u8]) -> Replay {
     let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = sent.clone();
-    let connection = LinkConnection {
-        buffer: Vec::new(),
-        output: Box::new(move |bytes| {
-            sink.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend_from_slice(bytes);
-            true
-        }),
-        alive: true,
-    };
-    let (input_tx, input_rx) = crossbeam_channel::unbounded();
-    let _ = input_tx.send(input.to_vec());
-    drop(input_tx);
-    // Kept open (and silent) for the whole run, as a real partition's would be.
-    let (_events_tx, events) = crossbeam_channel::unbounded();
-    let mut target = PartitionTarget::with_handle(handle, scope);
-    target.stop_all();
-    let ended = match drive(&mut target, connection, &input_rx, &events) {
-        Ok(Ending::Closed) => None,
-        Ok(Ending::Ended(reason)) => Some(reason),
-        Err(e) => Some(format!("gdb session error: {e}")),
-    };
-    target.detach();
-    target.release_all();
+    let connection = LinkConnection::new(Box::new(move |bytes| {
+        sink.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(bytes);
+        true
+    }));
+    let mut driver = Driver::new(PartitionTarget::with_handle(handle, scope), connection);
+    driver.start();
+    driver.input(input);
+    let ended = driver.ending.clone();
+    driver.finish(true);
     let output = std::mem::take(&mut *sent.lock().unwrap_or_else(|p| p.into_inner()));
     Replay { output, ended }
 }
@@ -306,74 +514,6 @@ fn disconnect_reason(reason: DisconnectReason) -> String {
         DisconnectReason::TargetTerminated(signal) => {
             format!("the partition was terminated ({signal})")
         }
-    }
-}
-
-fn drive<H: GuestHandle>(
-    target: &mut PartitionTarget<H>,
-    connection: LinkConnection,
-    input: &Receiver<Vec<u8>>,
-    events: &Receiver<hv_core::partition::DebugStopEvent>,
-) -> Result<Ending, String> {
-    // A borrowed buffer: gdbstub grows an owned one without bound when a "packet" never ends;
-    // with this one such input is a packet-buffer overflow that ends the session.
-    let mut packet_buffer = vec![0u8; PACKET_SIZE];
-    let stub = GdbStubBuilder::new(connection)
-        .with_packet_buffer(&mut packet_buffer)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut machine = stub
-        .run_state_machine(target)
-        .map_err(|e: GdbStubError<_, _>| e.to_string())?;
-    let mut pending = VecDeque::new();
-    loop {
-        machine = match machine {
-            GdbStubStateMachine::Idle(gdb) => {
-                let Some(byte) = next_byte(&mut pending, input) else {
-                    return Ok(Ending::Closed);
-                };
-                gdb.incoming_data(target, byte).map_err(|e| e.to_string())?
-            }
-            GdbStubStateMachine::Running(gdb) => {
-                if let Some(byte) = pending.pop_front() {
-                    gdb.incoming_data(target, byte).map_err(|e| e.to_string())?
-                } else {
-                    let mut stop = None;
-                    select! {
-                        recv(input) -> bytes => match bytes {
-                            Ok(bytes) => pending.extend(bytes),
-                            Err(_) => return Ok(Ending::Closed),
-                        },
-                        recv(events) -> event => {
-                            if let Ok(event) = event {
-                                stop = target.on_debug_event(event);
-                            }
-                        },
-                        default(Duration::from_millis(100)) => stop = target.poll_state(),
-                    }
-                    match stop {
-                        Some(stop) => report(gdb, target, stop)?,
-                        None => GdbStubStateMachine::Running(gdb),
-                    }
-                }
-            }
-            GdbStubStateMachine::CtrlCInterrupt(gdb) => {
-                target.stop_all();
-                let first = target.vcpus()[0];
-                let stop = Stop::Signal(first, Signal::SIGINT);
-                let reason_multi = stop.multi_reason();
-                let reason_single = stop.single_reason();
-                if target.scope.is_some() {
-                    gdb.interrupt_handled(target, Some(reason_single))
-                } else {
-                    gdb.interrupt_handled(target, Some(reason_multi))
-                }
-                .map_err(|e| e.to_string())?
-            }
-            GdbStubStateMachine::Disconnected(gdb) => {
-                return Ok(Ending::Ended(disconnect_reason(gdb.get_reason())));
-            }
-        };
     }
 }
 
