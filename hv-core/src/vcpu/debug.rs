@@ -113,7 +113,9 @@ impl VcpuRunner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
+        // Unchanged controls (a run of steps) cost no KVM_SET_GUEST_DEBUG.
         if let Some(control) = pending
+            && control != self.debug
             && let Err(e) = self.set_debug(control, false)
         {
             self.partition

@@ -245,6 +245,9 @@ impl VcpuShared {
 
     fn set_state(&self, state: VcpuState) {
         self.state.store(state as u8, Ordering::Release);
+        // Pairs with the fence in `kick`: a vCPU that leaves a parked state sees every request
+        // made by a kicker that still saw it parked (and so only woke it).
+        std::sync::atomic::fence(Ordering::SeqCst);
     }
 
     fn irq(&self) -> MutexGuard<'_, IrqController> {
@@ -268,8 +271,17 @@ impl VcpuShared {
             let _guard = self.wake.lock().unwrap_or_else(|p| p.into_inner());
             self.wake_cond.notify_all();
         }
+        // A parked vCPU looks at its requests before it next enters the guest, so waking it is
+        // enough: no signal, and no `immediate_exit` that would turn its next KVM_RUN into a
+        // wasted round trip. Nor does the vCPU's own thread need one (it is not in KVM_RUN).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.state().is_parked() {
+            return;
+        }
         let runner = self.runner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((thread, run)) = *runner {
+        if let Some((thread, run)) = *runner
+            && thread != kvm_ext::current_thread()
+        {
             // SAFETY: `run` is the address of this vCPU's mmap'ed `kvm_run`, published by the vCPU
             // thread and withdrawn (under this same lock) before the mapping is dropped; writing
             // the one-byte `immediate_exit` flag is how KVM expects to be kicked.
@@ -283,13 +295,15 @@ impl VcpuShared {
 
     /// Asks the vCPU to stop for the debugger (`resume_from_debug` releases it).
     pub fn request_stop(&self) {
-        self.stop_requested.store(true, Ordering::Release);
-        self.kick();
+        // Already requested: whoever asked first kicked it.
+        if !self.stop_requested.swap(true, Ordering::SeqCst) {
+            self.kick();
+        }
     }
 
     /// Releases a debugger stop.
     pub fn release_stop(&self) {
-        self.stop_requested.store(false, Ordering::Release);
+        self.stop_requested.store(false, Ordering::SeqCst);
         self.kick();
     }
 
