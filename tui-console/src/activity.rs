@@ -133,8 +133,9 @@ impl VcpuActivity {
 pub struct TraceAnalyzer {
     vcpus: BTreeMap<(u32, u16), VcpuActivity>,
     raise_to_inject: HashMap<(u32, u8), VecDeque<u64>>,
-    inject_to_eoi: HashMap<(u32, u8), VecDeque<u64>>,
-    injected_at: HashMap<(u32, u16, u8), u64>,
+    raise_to_eoi: HashMap<(u32, u8), VecDeque<u64>>,
+    /// When the interrupt in service on a vCPU was raised, by vector.
+    raised_at: HashMap<(u32, u16, u8), u64>,
     /// Records reported lost so far.
     pub lost: u64,
     /// Events seen so far.
@@ -166,6 +167,8 @@ impl TraceAnalyzer {
                 TraceEventKind::DebugStop => Some(CpuActivity::Debugger),
                 TraceEventKind::State(a) => Some(a),
                 TraceEventKind::IrqRaise { vector, raised_ns } => {
+                    self.raised_at
+                        .insert((e.partition, e.vcpu, vector), raised_ns);
                     push_sample(
                         &mut self.raise_to_inject,
                         (e.partition, vector),
@@ -173,15 +176,11 @@ impl TraceAnalyzer {
                     );
                     None
                 }
-                TraceEventKind::IrqInject { vector } => {
-                    self.injected_at
-                        .insert((e.partition, e.vcpu, vector), e.ts_ns);
-                    None
-                }
+                TraceEventKind::IrqInject { .. } => None,
                 TraceEventKind::IrqEoi { vector } => {
-                    if let Some(t) = self.injected_at.remove(&(e.partition, e.vcpu, vector)) {
+                    if let Some(t) = self.raised_at.remove(&(e.partition, e.vcpu, vector)) {
                         push_sample(
-                            &mut self.inject_to_eoi,
+                            &mut self.raise_to_eoi,
                             (e.partition, vector),
                             e.ts_ns.saturating_sub(t),
                         );
@@ -233,10 +232,11 @@ impl TraceAnalyzer {
         Latency::from_samples(&mut v)
     }
 
-    /// Injection-to-EOI time of a vector over the last [`LATENCY_WINDOW`] interrupts.
+    /// Raise-to-EOI time (until the guest's handler ended the interrupt) of a vector over the
+    /// last [`LATENCY_WINDOW`] interrupts.
     pub fn eoi_latency(&self, partition: u32, vector: u8) -> Option<Latency> {
         let mut v: Vec<u64> = self
-            .inject_to_eoi
+            .raise_to_eoi
             .get(&(partition, vector))?
             .iter()
             .copied()
@@ -440,7 +440,7 @@ mod tests {
         let l = t.raise_latency(0, 32).unwrap();
         assert_eq!((l.p50_ns, l.p99_ns, l.max_ns), (1049, 1098, 1099));
         let e = t.eoi_latency(0, 32).unwrap();
-        assert_eq!((e.p50_ns, e.max_ns), (5000, 5000));
+        assert_eq!((e.p50_ns, e.max_ns), (6049, 6099));
         assert_eq!(t.raise_latency(0, 33), None);
         assert_eq!(t.lost, 5);
     }

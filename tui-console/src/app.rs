@@ -363,6 +363,7 @@ impl App {
                             .map(|p| p.id)
                     {
                         irq.latency = self.trace.raise_latency(id, irq.vector);
+                        irq.eoi_latency = self.trace.eoi_latency(id, irq.vector);
                     }
                 }
                 if let Some(old) = self.selected_name().map(str::to_owned)
@@ -1087,6 +1088,7 @@ pub(crate) mod tests {
             per_s: Some(1.0),
             total: 1,
             latency: None,
+            eoi_latency: None,
         });
         app.apply(Update::Snapshot(s), 0);
         let irq = &app.snapshot.as_ref().unwrap().interrupts[0];

@@ -301,6 +301,8 @@ pub struct IrqRow {
     pub total: u64,
     /// Raise-to-injection latency, when trace data is available.
     pub latency: Option<Latency>,
+    /// Raise-to-EOI latency (until the guest's handler ended it), when trace data is available.
+    pub eoi_latency: Option<Latency>,
 }
 
 /// What the console shows at one moment: the partitions table and interrupt statistics.
@@ -416,6 +418,7 @@ impl SnapshotBuilder {
                         per_s,
                         total,
                         latency: None,
+                        eoi_latency: None,
                     });
                 }
             }

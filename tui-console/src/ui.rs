@@ -330,8 +330,6 @@ fn ns(v: u64) -> String {
 }
 
 fn draw_interrupts(frame: &mut Frame, app: &App, area: Rect) {
-    let block = pane_block(app, Pane::Interrupts, "Interrupts".into());
-    let inner_w = block.inner(area).width as usize;
     let irqs = app
         .snapshot
         .as_ref()
@@ -339,9 +337,21 @@ fn draw_interrupts(frame: &mut Frame, app: &App, area: Rect) {
         .unwrap_or(&[]);
     // Latency columns only when some vector has latency data (from trace records).
     let latency = irqs.iter().any(|i| i.latency.is_some());
+    let title = if latency {
+        "Interrupts (latency since raise)"
+    } else {
+        "Interrupts"
+    };
+    let block = pane_block(app, Pane::Interrupts, title.into());
+    let inner_w = block.inner(area).width as usize;
     let mut head = format!("{:<10} {:>3} {:>7}", "partition", "vec", "/s");
     if latency {
         head.push_str(&format!(" {:>7} {:>7} {:>7}", "p50", "p99", "max"));
+    }
+    // Raise-to-EOI where there is room (the columns before are raise-to-injection).
+    let eoi = latency && inner_w >= head.chars().count() + 8;
+    if eoi {
+        head.push_str(&format!(" {:>7}", "EOI p99"));
     }
     if inner_w >= head.chars().count() + 7 {
         head.push_str(" trend");
@@ -374,6 +384,10 @@ fn draw_interrupts(frame: &mut Frame, app: &App, area: Rect) {
                 )),
                 None => text.push_str(&format!(" {:>7} {:>7} {:>7}", "-", "-", "-")),
             }
+        }
+        if eoi {
+            let p99 = irq.eoi_latency.map_or("-".to_owned(), |l| ns(l.p99_ns));
+            text.push_str(&format!(" {p99:>7}"));
         }
         let spark_w = inner_w.saturating_sub(text.chars().count() + 1);
         let spark = app
@@ -479,8 +493,8 @@ pub const HELP: &[&str] = &[
     "  R            reset it (asks first)",
     "  i            inject an IRQ (asks for the vector)",
     "  c / Enter    type into its console (Esc leaves the console)",
-    "  t            record the trace to hv-trace-<system>-N.hvt (t stops)",
-    "  L            follow the trace live, no file (L stops)",
+    "  t            record the trace to hv-trace-<system>-N.hvt (t saves it)",
+    "  L            stop / start following the trace live (on by default)",
     "  ?            this help          q / Esc / Ctrl-C  quit",
     "Mouse: click a pane to focus it, a row to select it; wheel scrolls.",
     "",
@@ -488,6 +502,8 @@ pub const HELP: &[&str] = &[
     "  █ running  ▓ in hypervisor  _ halted  b blocked  · outside window",
     "  P paused   D stopped by debugger   (blank) not running",
     "",
+    "Interrupt latency (from the trace): raise to injection p50/p99/max,",
+    "and raise to the guest's EOI (p99, on wide terminals).",
     "Rates are per second between samples; CPU % is of one host CPU,",
     "summed over vCPUs. Press any key to close.",
 ];
@@ -574,6 +590,11 @@ mod tests {
                         p99_ns: 14_000,
                         max_ns: 1_200_000,
                     }),
+                    eoi_latency: Some(Latency {
+                        p50_ns: 9_100,
+                        p99_ns: 31_000,
+                        max_ns: 1_500_000,
+                    }),
                 },
                 IrqRow {
                     partition: "telemetry".into(),
@@ -581,6 +602,7 @@ mod tests {
                     per_s: Some(1.0),
                     total: 52,
                     latency: None,
+                    eoi_latency: None,
                 },
             ];
         }
@@ -625,6 +647,18 @@ mod tests {
         let mut app = recorded();
         insta::assert_snapshot!(render(&mut app, 100, 32));
         assert!(app.hits.table_rows.is_some());
+    }
+
+    #[test]
+    fn wide_view_shows_latency_to_eoi() {
+        let mut app = recorded();
+        let out = render(&mut app, 130, 32);
+        assert!(out.contains("EOI p99"), "{out}");
+        let row = out
+            .lines()
+            .find(|l| l.contains("control     32"))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(row.contains("14.0µs") && row.contains("31.0µs"), "{row}");
     }
 
     #[test]
