@@ -181,6 +181,17 @@ fn break_step_and_inspect_a_c_guest() {
          monitor partitions\ndetach",
     );
     assert!(out.contains("Breakpoint 1, on_tick"), "{out}");
+    // next leaves the handler for its caller's next line; stepi moves within that line.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("hv_dispatch (") && l.ends_with("irq.c:125")),
+        "next: {out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("0x") && l.contains("\t125\t")),
+        "stepi: {out}"
+    );
     assert!(
         out.contains(" hv_main (boot="),
         "backtrace reaches hv_main: {out}"
