@@ -1,6 +1,7 @@
-//! One gdb TCP connection: open its `gdb:` channel, forward bytes both ways (one thread per
-//! direction, one frame per TCP read, one TCP write per frame), close the channel when gdb
-//! goes; or turn gdb away with `E.<reason>` replies when the channel is refused.
+//! One gdb TCP connection: open its `gdb:` channel, forward bytes both ways (one frame per TCP
+//! read, one TCP write per frame; on a socket link one thread waits on both sides and picks up
+//! the agent's answer itself, on a serial link one thread per direction), close the channel
+//! when gdb goes; or turn gdb away with `E.<reason>` replies when the channel is refused.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -193,7 +194,154 @@ fn open_session(shared: &Shared, channel: &ChannelName) -> Result<Session, Strin
 /// Forward until gdb or the channel closes; then close the channel (waiting for the agent to
 /// detach), call `released`, and only then hang up on gdb: a debugger that sees the hang-up
 /// may reconnect at once and find the guest free.
-fn forward(session: Session, mut from_gdb: TcpStream, released: impl FnOnce()) {
+fn forward(session: Session, from_gdb: TcpStream, released: impl FnOnce()) {
+    match session.reader.pollable_fd() {
+        Some(_) if std::env::var_os("HV_AB_THREADED").is_none() => {
+            forward_polled(session, from_gdb, released)
+        }
+        Some(_) => forward_threaded(session, from_gdb, released),
+        None => forward_threaded(session, from_gdb, released),
+    }
+}
+
+/// How long the bridge waits actively for the agent's answer after forwarding gdb's bytes.
+/// Most answers (registers, memory, a step) come well within it, and a reply found this way
+/// costs no wakeup of a sleeping thread (on a virtualised host, where a cross-CPU wakeup
+/// costs tens of microseconds, the largest part of a round trip); a later one (a continue)
+/// is waited for asleep.
+const REPLY_SPIN: Duration = Duration::from_micros(150);
+
+/// What to do after a frame from the link.
+enum Next {
+    Go,
+    /// The agent or the link ended the session.
+    Ended,
+}
+
+/// [`forward`] for a socket link: one thread waits on gdb's socket and the link together,
+/// and after forwarding gdb's bytes looks for the answer itself for a moment (no second
+/// thread to wake for it).
+fn forward_polled(session: Session, mut from_gdb: TcpStream, released: impl FnOnce()) {
+    use std::os::fd::AsRawFd;
+    let Session {
+        mut reader,
+        writer,
+        id,
+    } = session;
+    let _ = from_gdb.set_write_timeout(Some(CALL_TIMEOUT));
+    let gdb_fd = from_gdb.as_raw_fd();
+    let mut to_gdb = match from_gdb.try_clone() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("gdb-bridge: cannot clone the gdb socket: {e}");
+            writer.shutdown();
+            released();
+            return;
+        }
+    };
+    let mut gdb_alive = true;
+    // One frame from the link: gdb's bytes go to gdb; the end of the session ends forwarding.
+    let mut on_frame = |frame: hv_link::FrameRef<'_>| -> Next {
+        if frame.channel == id {
+            if gdb_alive && to_gdb.write_all(frame.payload).is_err() {
+                gdb_alive = false;
+            }
+        } else if frame.channel == ChannelId::CONTROL && ends_session(frame.payload, id) {
+            return Next::Ended;
+        }
+        Next::Go
+    };
+    let mut buf = vec![0u8; READ_CHUNK];
+    // Whether the agent (or the link) ended the session, rather than gdb.
+    let mut agent_ended = false;
+    'forward: loop {
+        let Ok((gdb_ready, link_ready)) = reader.wait_readable_with(gdb_fd) else {
+            break;
+        };
+        if link_ready {
+            loop {
+                match reader.try_recv_frame_ref() {
+                    Ok(hv_link::TryRecv::Frame(f)) => {
+                        if let Next::Ended = on_frame(f) {
+                            agent_ended = true;
+                            break 'forward;
+                        }
+                    }
+                    Ok(hv_link::TryRecv::Empty) => break,
+                    Ok(hv_link::TryRecv::Closed) | Err(_) => {
+                        agent_ended = true;
+                        break 'forward;
+                    }
+                }
+            }
+        }
+        if !gdb_ready {
+            continue;
+        }
+        let n = match from_gdb.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        if writer.send_frame(id, &buf[..n]).is_err() {
+            break;
+        }
+        // The answer usually follows at once: look for it before going to sleep.
+        let deadline = std::time::Instant::now() + REPLY_SPIN;
+        loop {
+            match reader.try_recv_frame_ref() {
+                Ok(hv_link::TryRecv::Frame(f)) => {
+                    let on_gdb = f.channel == id;
+                    if let Next::Ended = on_frame(f) {
+                        agent_ended = true;
+                        break 'forward;
+                    }
+                    if on_gdb {
+                        break;
+                    }
+                }
+                Ok(hv_link::TryRecv::Empty) => {
+                    if std::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+                Ok(hv_link::TryRecv::Closed) | Err(_) => {
+                    agent_ended = true;
+                    break 'forward;
+                }
+            }
+        }
+    }
+    if agent_ended {
+        // Closed by the agent or the link (not by gdb): hang up on gdb.
+        let _ = from_gdb.shutdown(Shutdown::Both);
+        writer.shutdown();
+        released();
+        return;
+    }
+    // gdb is gone: close and wait for the answer (the agent has detached when it comes).
+    let close =
+        request_bytes::<ChannelClose>(&RequestId::Number(CLOSE_ID), &ChannelCloseParams { id });
+    if close
+        .map(|b| writer.send_frame(ChannelId::CONTROL, &b))
+        .is_ok()
+    {
+        // Until the answer, the end of the link, or an error.
+        while let Ok(Some(frame)) = reader.recv_frame_ref() {
+            if let Next::Ended = on_frame(frame) {
+                break;
+            }
+        }
+    }
+    writer.shutdown();
+    released();
+    let _ = from_gdb.shutdown(Shutdown::Both);
+}
+
+/// [`forward`] for a serial link: one thread per direction.
+fn forward_threaded(session: Session, mut from_gdb: TcpStream, released: impl FnOnce()) {
     let Session {
         mut reader,
         writer,

@@ -29,6 +29,6 @@ pub use handshake::{HandshakeError, Hello, PROTOCOL_VERSION, Welcome};
 pub use rpc::{Message, Notification, Request, RequestId, Response, RpcError};
 pub use server::{Accepted, ChannelClaims, ChannelTable, ServerConfig, accept_handshake};
 pub use transport::{
-    Connection, FrameReader, FrameWriter, LinkAddr, Listener, TransportError, connect,
+    Connection, FrameReader, FrameWriter, LinkAddr, Listener, TransportError, TryRecv, connect,
     default_link_path,
 };

@@ -262,6 +262,67 @@ impl FrameReader {
         Ok(self.decoder.next_frame_ref()?)
     }
 
+    /// The descriptor to `poll` for readability, for a socket link (None for a serial line,
+    /// whose reads are driven by its own poll loop): with [`try_recv_frame_ref`] a caller can
+    /// wait on the link and another descriptor in one thread.
+    ///
+    /// [`try_recv_frame_ref`]: Self::try_recv_frame_ref
+    pub fn pollable_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.stream.socket_fd()
+    }
+
+    /// Waits until `other` or this link (a buffered frame counts) is readable, or either hung
+    /// up; returns (other, link). Socket links only (see [`pollable_fd`](Self::pollable_fd)):
+    /// on a serial line it reports the link ready at once.
+    pub fn wait_readable_with(
+        &mut self,
+        other: std::os::fd::RawFd,
+    ) -> Result<(bool, bool), TransportError> {
+        if self.eof || self.decoder.has_frame()? {
+            return Ok((false, true));
+        }
+        let Some(link) = self.stream.socket_fd() else {
+            return Ok((false, true));
+        };
+        stream::poll_both(other, link)
+            .map(|(a, b)| (a != 0, b != 0))
+            .map_err(|e| io_err("poll", e))
+    }
+
+    /// The next frame if one is buffered or arrives with one non-blocking read (socket links;
+    /// on a serial line this blocks like [`recv_frame_ref`](Self::recv_frame_ref)).
+    pub fn try_recv_frame_ref(&mut self) -> Result<TryRecv<'_>, TransportError> {
+        if !self.decoder.has_frame()? {
+            if !self.eof {
+                let read = match self.stream.socket_fd() {
+                    Some(fd) => self.decoder.read_from(&mut stream::NonBlocking(fd)),
+                    None => self.decoder.read_from(&mut self.stream),
+                };
+                match read {
+                    Ok(0) => self.eof = true,
+                    Ok(_) => {}
+                    Err(e) => match e.kind() {
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {
+                            return Ok(TryRecv::Empty);
+                        }
+                        _ => return Err(io_err("read from link", e)),
+                    },
+                }
+            }
+            if !self.decoder.has_frame()? {
+                if self.eof {
+                    self.decoder.finish()?;
+                    return Ok(TryRecv::Closed);
+                }
+                return Ok(TryRecv::Empty);
+            }
+        }
+        Ok(match self.decoder.next_frame_ref()? {
+            Some(f) => TryRecv::Frame(f),
+            None => TryRecv::Empty,
+        })
+    }
+
     /// Limit how long `recv_frame` blocks (`None` = forever); a timeout gives
     /// [`TransportError::TimedOut`] and keeps any partial frame buffered.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<(), TransportError> {
@@ -269,6 +330,17 @@ impl FrameReader {
             .set_read_timeout(timeout)
             .map_err(|e| io_err("set read timeout", e))
     }
+}
+
+/// What [`FrameReader::try_recv_frame_ref`] found.
+#[derive(Debug)]
+pub enum TryRecv<'a> {
+    /// A whole frame.
+    Frame(FrameRef<'a>),
+    /// No whole frame yet.
+    Empty,
+    /// The peer closed the stream between frames.
+    Closed,
 }
 
 #[derive(Debug)]

@@ -43,6 +43,15 @@ impl Stream {
         }
     }
 
+    /// The socket's descriptor (None for a serial line).
+    pub(crate) fn socket_fd(&self) -> Option<RawFd> {
+        match self {
+            Stream::Unix(s) => Some(s.as_raw_fd()),
+            Stream::Tcp(s) => Some(s.as_raw_fd()),
+            Stream::Serial(_) => None,
+        }
+    }
+
     /// Unblock readers and writers on every clone; later I/O fails or reads end of stream.
     pub(crate) fn shutdown(&self) {
         match self {
@@ -63,6 +72,57 @@ impl Read for Stream {
             Stream::Unix(s) => read_unix(s, buf),
             Stream::Tcp(s) => s.read(buf),
             Stream::Serial(s) => s.read(buf),
+        }
+    }
+}
+
+/// Waits (no timeout) until `a` or `b` is readable or hung up; their `revents`.
+pub(crate) fn poll_both(a: RawFd, b: RawFd) -> io::Result<(libc::c_short, libc::c_short)> {
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: a,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: b,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a valid array of two pollfd structs for the duration of the call.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if r < 0 {
+            let e = last_err();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok((fds[0].revents, fds[1].revents));
+    }
+}
+
+/// One `recv(MSG_DONTWAIT)` on a socket: `WouldBlock` when nothing is there.
+pub(crate) struct NonBlocking(pub(crate) RawFd);
+
+impl Read for NonBlocking {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; the descriptor is open (owned
+        // by the reader that made this adapter for one call).
+        let n = unsafe {
+            libc::recv(
+                self.0,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            Err(last_err())
+        } else {
+            Ok(n as usize)
         }
     }
 }
