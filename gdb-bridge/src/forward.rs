@@ -254,10 +254,7 @@ fn forward_polled(session: Session, mut from_gdb: TcpStream, released: impl FnOn
     let mut buf = vec![0u8; READ_CHUNK];
     // Whether the agent (or the link) ended the session, rather than gdb.
     let mut agent_ended = false;
-    'forward: loop {
-        let Ok((gdb_ready, link_ready)) = reader.wait_readable_with(gdb_fd) else {
-            break;
-        };
+    'forward: while let Ok((gdb_ready, link_ready)) = reader.wait_readable_with(gdb_fd) {
         if link_ready {
             loop {
                 match reader.try_recv_frame_ref() {
