@@ -57,6 +57,12 @@ pub enum BridgeError {
         #[source]
         source: ClientError,
     },
+    /// The link is a serial line, which carries one connection; the bridge needs one per gdb
+    /// session.
+    #[error(
+        "the gdb bridge cannot use the serial link {0}: a serial line carries one connection and the bridge needs one per gdb session; give the hypervisor a unix: or tcp: link for gdb"
+    )]
+    SerialLink(LinkAddr),
     /// `partitions.list` failed.
     #[error("cannot list the partitions")]
     List(#[source] ClientError),
@@ -415,6 +421,9 @@ impl Bridge {
         base_port: u16,
         options: BridgeOptions,
     ) -> Result<Bridge, BridgeError> {
+        if let LinkAddr::Serial(_) = link {
+            return Err(BridgeError::SerialLink(link.clone()));
+        }
         let token = match (&options.token, link) {
             (Some(t), _) => Some(t.clone()),
             (None, LinkAddr::Tcp(a)) => {

@@ -432,3 +432,15 @@ fn losing_the_link_hangs_up_on_gdb_and_is_reported() {
     assert!(reply.contains("host link is closed"), "{reply}");
     bridge.shutdown();
 }
+
+#[test]
+fn a_serial_link_is_refused_clearly() {
+    let link = LinkAddr::Serial("/dev/pts/7".into());
+    let e = Bridge::start(&link, 3333, BridgeOptions::default()).unwrap_err();
+    assert!(matches!(e, BridgeError::SerialLink(_)), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("serial:/dev/pts/7") && text.contains("unix: or tcp:"),
+        "{text}"
+    );
+}

@@ -304,7 +304,7 @@ fn start_debugging(
     }
     if let LinkAddr::Serial(_) = agent.local_addr() {
         eprintln!(
-            "hv: no in-process gdb bridge on a pty link (it takes one connection at a time); run `hv gdb-bridge --connect {}`",
+            "hv: no gdb bridge on the serial link {}: it carries one connection, and the bridge needs one per gdb session (use a unix: or tcp: link for gdb)",
             agent.local_addr()
         );
         return Ok((Some(agent), None));
