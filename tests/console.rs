@@ -28,6 +28,8 @@ fn next_gdb_port() -> u16 {
 struct Demo {
     child: Child,
     dir: tempfile::TempDir,
+    /// Everything `hv run` printed to stderr (for failure messages).
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Demo {
@@ -49,11 +51,15 @@ impl Demo {
             .expect("start hv run");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = crossbeam_channel::unbounded();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let all = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let mut all = all.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+                drop(all);
+                let _ = tx.send(line);
             }
         });
         let mut log = String::new();
@@ -70,7 +76,16 @@ impl Demo {
                 Err(_) => panic!("hv run never reported its host link:\n{log}"),
             }
         }
-        Demo { child, dir }
+        Demo { child, dir, log }
+    }
+
+    /// What `hv run` printed to stderr so far, and whether it is still running.
+    fn report(&mut self) -> String {
+        let status = match self.child.try_wait() {
+            Ok(Some(s)) => format!("hv run ended: {s}"),
+            _ => "hv run is running".to_owned(),
+        };
+        format!("{status}; its stderr:\n{}", self.log.lock().unwrap())
     }
 
     fn link(&self) -> String {
@@ -269,8 +284,21 @@ impl Tmux {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
+        // A tmux server per session (-L): one test's last kill-session never races another's
+        // new-session on a shared server.
         let status = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &name, "-x", "120", "-y", "40"])
+            .args([
+                "-L",
+                &name,
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                "120",
+                "-y",
+                "40",
+            ])
             .arg(cmd)
             .current_dir(dir)
             .env_remove("TMUX")
@@ -282,7 +310,7 @@ impl Tmux {
 
     fn capture(&self) -> String {
         let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.name])
+            .args(["-L", &self.name, "capture-pane", "-p", "-t", &self.name])
             .output()
             .expect("tmux capture-pane");
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -290,7 +318,7 @@ impl Tmux {
 
     fn keys(&self, keys: &str) {
         let status = Command::new("tmux")
-            .args(["send-keys", "-t", &self.name, keys])
+            .args(["-L", &self.name, "send-keys", "-t", &self.name, keys])
             .status()
             .expect("tmux send-keys");
         assert!(status.success());
@@ -316,7 +344,7 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.name])
+            .args(["-L", &self.name, "kill-server"])
             .status();
     }
 }
@@ -430,14 +458,15 @@ fn tmux_console_survives_a_restart_of_the_system() {
         tmux.capture()
     );
     // A new instance on the same link: the console reconnects by itself.
-    let _demo = Demo::start_in(dir);
+    let mut demo = Demo::start_in(dir);
     assert!(
         wait_until(GUARD, || {
             let screen = tmux.capture();
             screen.contains("link up again") && !screen.contains("LINK DOWN")
         }),
-        "{}",
-        tmux.capture()
+        "{}\n{}",
+        tmux.capture(),
+        demo.report()
     );
     tmux.wait_row("control", "running");
 }
