@@ -17,13 +17,6 @@ const GUARD: Duration = Duration::from_secs(60);
 
 const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.toml");
 
-/// A gdb base port per test, away from the ranges the other test binaries use.
-fn next_gdb_port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let pid = (std::process::id() % 50) as u16;
-    40_000 + pid * 200 + NEXT.fetch_add(1, Ordering::Relaxed) * 10 % 200
-}
-
 /// A running `hv run examples/demo.toml` with its link in a temporary directory.
 struct Demo {
     child: Child,
@@ -42,7 +35,7 @@ impl Demo {
         let link = dir.path().join("l.sock");
         let mut child = Command::new(env!("CARGO_BIN_EXE_hv"))
             .args(["run", DEMO, "--quiet", "--gdb-port"])
-            .arg(next_gdb_port().to_string())
+            .arg(common::free_gdb_base(&[1, 1, 2, 1]).to_string())
             .arg("--link")
             .arg(format!("unix:{}", link.display()))
             .stdout(Stdio::null())
@@ -51,8 +44,8 @@ impl Demo {
             .expect("start hv run");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = crossbeam_channel::unbounded();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let all = log.clone();
+        let stderr_log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let all = stderr_log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let mut all = all.lock().unwrap();
@@ -76,7 +69,11 @@ impl Demo {
                 Err(_) => panic!("hv run never reported its host link:\n{log}"),
             }
         }
-        Demo { child, dir, log }
+        Demo {
+            child,
+            dir,
+            log: stderr_log,
+        }
     }
 
     /// What `hv run` printed to stderr so far, and whether it is still running.
@@ -441,7 +438,7 @@ fn tmux_console_survives_a_restart_of_the_system() {
         return;
     }
     let _kvm = kvm_lock();
-    let demo = Demo::start();
+    let mut demo = Demo::start();
     let link = demo.link();
     let hv: PathBuf = env!("CARGO_BIN_EXE_hv").into();
     let cmd = format!(
@@ -449,7 +446,14 @@ fn tmux_console_survives_a_restart_of_the_system() {
         hv.display()
     );
     let tmux = Tmux::start(&cmd, Path::new("/"));
-    tmux.wait_row("worker", "running");
+    assert!(
+        wait_until(GUARD, || tmux
+            .row("worker")
+            .is_some_and(|r| r.contains("running"))),
+        "{}\n{}",
+        tmux.capture(),
+        demo.report()
+    );
     // The system goes away: the console says so and keeps retrying.
     let dir = demo.stop();
     assert!(
@@ -484,7 +488,7 @@ fn tmux_hv_run_opens_the_console_with_its_gdb_ports() {
     }
     let _kvm = kvm_lock();
     let dir = tempfile::tempdir().unwrap();
-    let port = next_gdb_port();
+    let port = common::free_gdb_base(&[1, 1, 2, 1]);
     let hv: PathBuf = env!("CARGO_BIN_EXE_hv").into();
     // On a terminal, `hv run` shows the console instead of printing guest lines.
     let cmd = format!(

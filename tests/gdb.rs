@@ -6,7 +6,6 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,18 +40,12 @@ struct Hv {
     _system: common::SystemFile,
 }
 
-/// A base port per test (tests of this binary run one at a time, but a port may linger).
-fn next_base() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let pid = (std::process::id() % 50) as u16;
-    20_000 + pid * 400 + NEXT.fetch_add(1, Ordering::Relaxed) * 7 % 400
-}
-
 impl Hv {
     fn start(toml: &str) -> Hv {
         let system = system_file(toml);
         let dir = tempfile::tempdir().unwrap();
-        let base = next_base();
+        // The demo's plan (4 partitions, worker with 2 vCPUs) covers every system started here.
+        let base = common::free_gdb_base(&[1, 1, 2, 1]);
         let mut child = Command::new(env!("CARGO_BIN_EXE_hv"))
             .args([
                 "run",

@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -574,11 +574,21 @@ fn gdb_channel_corpus_on_a_real_guest() {
     // The hypervisor and the agent are fine, the other guest never stopped, and the debugged
     // one (which the corpus may have written garbage into) runs again after a reset.
     assert_eq!(owner.partitions().unwrap().len(), 2);
-    let seen = consoles.lines("telemetry").len();
-    consoles.wait_count("telemetry", seen + 1, GUARD);
+    // telemetry only prints what control sends, and the corpus may have broken control: check
+    // that telemetry itself was never stopped, then that both print again after control's reset.
+    let telemetry = &system.partitions()[1];
+    assert_eq!(telemetry.state(), hv_core::PartitionState::Running);
+    assert!(
+        telemetry
+            .vcpus
+            .iter()
+            .all(|v| v.state() != hv_core::VcpuState::DebugStopped)
+    );
     owner.reset("control").unwrap();
     let seen = consoles.lines("control").len();
     consoles.wait_count("control", seen + 2, GUARD);
+    let seen = consoles.lines("telemetry").len();
+    consoles.wait_count("telemetry", seen + 1, GUARD);
     owner
         .open_channel(&ChannelName::gdb("control"))
         .unwrap()
@@ -586,26 +596,6 @@ fn gdb_channel_corpus_on_a_real_guest() {
         .unwrap();
     drop(owner);
     agent.shutdown();
-}
-
-/// A base port whose whole plan for `partitions` single-vCPU partitions is free right now.
-fn free_base(partitions: usize) -> u16 {
-    // Different candidates for every call and process.
-    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let seed = std::process::id() % 1000 * 37 + call * 7919;
-    for i in 0..500u32 {
-        let base = (20_000 + (seed + i * 401) % 40_000) as u16;
-        let mut ports: Vec<u16> = (0..partitions as u16).map(|k| base + k).collect();
-        ports.extend((0..partitions as u16).map(|k| base + 100 + 16 * k));
-        if ports
-            .iter()
-            .all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, *p)).is_ok())
-        {
-            return base;
-        }
-    }
-    panic!("no free port range");
 }
 
 fn tcp(port: u16) -> TcpStream {
@@ -641,7 +631,11 @@ fn garbage_gdb_bytes_through_the_bridge_hurt_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let agent = start_agent(&system, tmp.path());
     let bridge = loop {
-        match Bridge::start(agent.local_addr(), free_base(2), BridgeOptions::default()) {
+        match Bridge::start(
+            agent.local_addr(),
+            common::free_gdb_base(&[1, 1]),
+            BridgeOptions::default(),
+        ) {
             Ok(b) => break b,
             Err(BridgeError::PortInUse { .. }) => continue,
             Err(e) => panic!("{e}"),
@@ -791,7 +785,7 @@ fn hv_run_serves_the_link_and_stock_gdb_reads_rip_through_the_bridge() {
     let tmp = tempfile::tempdir().unwrap();
     let sock = tmp.path().join("hv.sock");
     let link = format!("unix:{}", sock.display());
-    let base = free_base(2);
+    let base = common::free_gdb_base(&[1, 1]);
     let base_s = base.to_string();
     let (mut hv, hv_err) = spawn_hv(
         &[
@@ -843,7 +837,7 @@ fn hv_run_serves_the_link_and_stock_gdb_reads_rip_through_the_bridge() {
 
     // A second bridge (`hv gdb-bridge`) is a second client: a guest debugged through the first
     // is refused through the second, naming the owner.
-    let base2 = free_base(2);
+    let base2 = common::free_gdb_base(&[1, 1]);
     let (_bridge2, bridge2_err) = spawn_hv(
         &[
             "gdb-bridge",

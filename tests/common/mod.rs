@@ -162,3 +162,30 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// A gdb base port whose whole port plan is free right now, for a system whose partitions have
+/// `vcpus[k]` vCPUs each: partition k on BASE+k, vCPU j of it on BASE+100+16k+j (the bridge's
+/// documented plan). Candidates lie below Linux's ephemeral range (32768 up), so outgoing
+/// connections of other processes cannot take them meanwhile, and differ per call and process.
+#[allow(dead_code)] // not every test binary starts a gdb bridge
+pub fn free_gdb_base(vcpus: &[u16]) -> u16 {
+    use std::net::{Ipv4Addr, TcpListener};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let seed = std::process::id() % 1000 * 37 + call * 7919;
+    for i in 0..500u32 {
+        let base = (16_000 + (seed + i * 401) % 16_000) as u16;
+        let mut ports: Vec<u16> = (0..vcpus.len() as u16).map(|k| base + k).collect();
+        for (k, &n) in vcpus.iter().enumerate() {
+            ports.extend((0..n).map(|j| base + 100 + 16 * k as u16 + j));
+        }
+        if ports
+            .iter()
+            .all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, *p)).is_ok())
+        {
+            return base;
+        }
+    }
+    panic!("no free range of gdb ports");
+}

@@ -878,7 +878,18 @@ impl VcpuRunner {
             .map_err(kvm_err("KVM_SET_FPU"))?;
         self.fd
             .set_regs(&registers.regs)
-            .map_err(kvm_err("KVM_SET_REGS"))
+            .map_err(kvm_err("KVM_SET_REGS"))?;
+        self.registers_set(registers.regs);
+        Ok(())
+    }
+
+    /// After a KVM_SET_REGS: the synced copy in `kvm_run` shows the new registers, and a pending
+    /// dirty copy (say a hypercall's result) must not overwrite them on the next entry.
+    fn registers_set(&mut self, regs: kvm_regs) {
+        if self.sync_regs {
+            self.fd.clear_sync_dirty_reg(SyncReg::Register);
+            self.fd.sync_regs_mut().regs = regs;
+        }
     }
 
     /// Puts this vCPU back at its entry state (partition reset).
@@ -900,6 +911,9 @@ impl VcpuRunner {
             entry,
             self.partition.config.memory,
             self.shared.index,
-        )
+        )?;
+        let regs = boot::entry_regs(entry, self.partition.config.memory, self.shared.index);
+        self.registers_set(regs);
+        Ok(())
     }
 }
