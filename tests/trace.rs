@@ -99,8 +99,9 @@ impl Seen {
     }
 }
 
-/// A subscriber that opens the `trace` channel and then does not read (until told to).
-fn slow_subscriber(addr: &LinkAddr) -> Connection {
+/// A subscriber that opens the `trace` channel and then does not read (until told to). Returns
+/// once the channel is open, so that it sees every record produced from then on.
+fn slow_subscriber(addr: &LinkAddr) -> (Connection, ChannelId) {
     let mut conn = hv_link::connect(addr).expect("connect");
     client_handshake(&mut conn, &Hello::new("slow"), Some(GUARD)).expect("handshake");
     let open = request_bytes::<ChannelOpen>(
@@ -112,7 +113,11 @@ fn slow_subscriber(addr: &LinkAddr) -> Connection {
     .unwrap();
     conn.send_frame(ChannelId::CONTROL, &open).unwrap();
     conn.set_read_timeout(Some(GUARD)).unwrap();
-    conn
+    let frame = conn.recv_frame().expect("read").expect("open link");
+    assert_eq!(frame.channel, ChannelId::CONTROL, "the open reply first");
+    let reply: serde_json::Value = serde_json::from_slice(&frame.payload).unwrap();
+    let channel = ChannelId(reply["result"]["id"].as_u64().expect("a channel id") as u32);
+    (conn, channel)
 }
 
 #[test]
@@ -148,7 +153,7 @@ fn trace_flood_is_accounted_exactly_and_others_run_on() {
     assert!(header.partitions[2].image.ends_with("marker.elf"));
     assert!(header.clock.tsc_khz > 0);
     let marker_id = header.partitions[2].id;
-    let mut slow = slow_subscriber(agent.local_addr());
+    let (mut slow, slow_channel) = slow_subscriber(agent.local_addr());
 
     client
         .call_typed::<TraceStart>(&TraceStartParams {
@@ -237,19 +242,24 @@ fn trace_flood_is_accounted_exactly_and_others_run_on() {
 
     // The subscriber that did not read lost records on the link, counted exactly.
     let mut slow_seen = Seen::default();
-    let mut slow_channel = None;
     let mut header_seen = false;
     while !produced.iter().all(|(k, n)| slow_seen.accounted(*k) == *n) {
-        let frame = slow.recv_frame().expect("read").expect("open link");
-        if frame.channel == ChannelId::CONTROL {
-            let reply: serde_json::Value = serde_json::from_slice(&frame.payload).unwrap();
-            slow_channel = Some(ChannelId(reply["result"]["id"].as_u64().unwrap() as u32));
-            continue;
-        }
+        let frame = match slow.recv_frame() {
+            Ok(f) => f.expect("open link"),
+            Err(e) => panic!(
+                "read: {e}; produced {produced:?}; the slow subscriber accounted {:?} (delivered {:?}, lost in rings {:?}, on the link {:?})",
+                produced
+                    .keys()
+                    .map(|k| (*k, slow_seen.accounted(*k)))
+                    .collect::<Vec<_>>(),
+                slow_seen.delivered,
+                slow_seen.lost_in_ring,
+                slow_seen.lost_on_link
+            ),
+        };
         assert_eq!(
-            Some(frame.channel),
-            slow_channel,
-            "trace data after the open reply"
+            frame.channel, slow_channel,
+            "only trace data after the open reply"
         );
         if !header_seen {
             assert!(matches!(

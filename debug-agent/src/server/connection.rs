@@ -342,12 +342,15 @@ impl ConnState {
                     Ok(c) => c,
                     Err(e) => return self.reply::<()>(id, Err(e)),
                 };
-                // Reply first: the header and the batches follow the open response.
-                self.reply(id, Ok(ChannelOpenResult { id: channel }));
-                match shared
-                    .trace
-                    .subscribe(&shared.trace_header, channel, &self.writer)
-                {
+                // Subscribed before the reply (nothing produced after it is missed); the header
+                // and the batches follow the reply.
+                let subscribed =
+                    shared
+                        .trace
+                        .subscribe(&shared.trace_header, channel, &self.writer, || {
+                            self.reply(id, Ok(ChannelOpenResult { id: channel }))
+                        });
+                match subscribed {
                     Ok(sub) => {
                         self.traces.insert(channel, sub);
                     }

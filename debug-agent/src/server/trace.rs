@@ -76,12 +76,15 @@ impl TraceHub {
         self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Subscribes `channel` on `writer`: sends the header, then starts the subscriber's writer.
+    /// Subscribes `channel` on `writer`: registers the subscriber (from now on it gets every
+    /// record, queued), calls `opened` (which sends the open reply), sends the header, then
+    /// starts the subscriber's writer. So a client that has the reply misses nothing.
     pub(crate) fn subscribe(
         &self,
         header: &[u8],
         channel: ChannelId,
         writer: &FrameWriter,
+        opened: impl FnOnce(),
     ) -> std::io::Result<Arc<Subscriber>> {
         let (tx, rx) = crossbeam_channel::bounded(QUEUE_BATCHES);
         let sub = Arc::new(Subscriber {
@@ -90,13 +93,18 @@ impl TraceHub {
             lost: AtomicU64::new(0),
             closed: Arc::new(AtomicBool::new(false)),
         });
-        // The header goes first, before the drainer can queue anything for this subscriber.
+        self.lock().push(sub.clone());
+        opened();
+        // The header goes before every batch: the writer that sends them starts after it.
         let _ = writer.send_frame(channel, header);
         let (closed, w) = (sub.closed.clone(), writer.clone());
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("agent-trace-tx".into())
-            .spawn(move || write_loop(&closed, &rx, channel, &w))?;
-        self.lock().push(sub.clone());
+            .spawn(move || write_loop(&closed, &rx, channel, &w));
+        if let Err(e) = spawned {
+            self.unsubscribe(&sub);
+            return Err(e);
+        }
         Ok(sub)
     }
 
