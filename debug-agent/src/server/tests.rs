@@ -436,18 +436,24 @@ fn boot_control(dir: &Path) -> hv_core::System {
     system
 }
 
+/// `boot_control` with an agent on a Unix socket in `dir`.
+fn control_with_agent(dir: &Path) -> (hv_core::System, Agent) {
+    let system = boot_control(dir);
+    let config = AgentConfig {
+        link: Some(format!("unix:{}", dir.join("a.sock").display())),
+        ..AgentConfig::default()
+    };
+    let agent = Agent::start(&system, &config, AgentOptions::default()).unwrap();
+    (system, agent)
+}
+
 #[test]
 fn gdb_and_console_channels_on_a_real_partition() {
     if !kvm_or_skip("gdb_and_console_channels_on_a_real_partition") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let system = boot_control(tmp.path());
-    let config = AgentConfig {
-        link: Some(format!("unix:{}", tmp.path().join("a.sock").display())),
-        ..AgentConfig::default()
-    };
-    let agent = Agent::start(&system, &config, AgentOptions::default()).unwrap();
+    let (system, agent) = control_with_agent(tmp.path());
     let a = LinkClient::connect_with(agent.local_addr(), opts("tool-a")).unwrap();
     let b = LinkClient::connect_with(agent.local_addr(), opts("tool-b")).unwrap();
 
@@ -562,12 +568,7 @@ fn trace_requests_of_several_tools_add_up() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let system = boot_control(tmp.path());
-    let config = AgentConfig {
-        link: Some(format!("unix:{}", tmp.path().join("a.sock").display())),
-        ..AgentConfig::default()
-    };
-    let agent = Agent::start(&system, &config, AgentOptions::default()).unwrap();
+    let (system, agent) = control_with_agent(tmp.path());
     let classes = || system.partitions()[0].vcpus[0].trace.classes();
     let a = LinkClient::connect_with(agent.local_addr(), opts("tool-a")).unwrap();
     let b = LinkClient::connect_with(agent.local_addr(), opts("tool-b")).unwrap();
