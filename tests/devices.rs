@@ -9,24 +9,12 @@ use common::{boot, kvm_lock, kvm_or_skip, wait_until};
 use hv_core::trace::{TraceKind, TraceRecord, class};
 use hv_core::{PartitionState, System, SystemEvent};
 
-/// The demo's control, telemetry and sensor model (worker left out to keep the host quiet);
-/// `{model}` is the image serving the sensor.
-const SENSOR_SYSTEM: &str = r#"
-[[partition]]
-name = "control"
-image = "{guests}/control.elf"
-
-[[partition]]
-name = "telemetry"
-image = "{guests}/telemetry.elf"
-
+/// The demo's sensor model and its device, added to control and telemetry (worker left out to
+/// keep the host quiet); `{model}` is the image serving the sensor.
+const SENSOR_MODEL: &str = r#"
 [[partition]]
 name = "sensor-model"
 image = "{guests}/{model}.elf"
-
-[[channel]]
-name = "telemetry"
-endpoints = ["control", "telemetry"]
 
 [[device]]
 name = "sensor"
@@ -40,7 +28,7 @@ grants = [{ base = 0xE00000, size = 0x1000 }]
 "#;
 
 fn system(model: &str) -> String {
-    SENSOR_SYSTEM.replace("{model}", model)
+    format!("{}{SENSOR_MODEL}", common::CONTROL_AND_TELEMETRY).replace("{model}", model)
 }
 
 /// `(n, v)` pairs of lines `<prefix>#n = v`.
@@ -247,7 +235,7 @@ fn control_reads_exactly_the_samples_the_model_produces() {
         !data.is_empty() && printed.windows(data.len()).any(|w| w == data),
         "traced DATA replies {data:?}, printed {printed:?}"
     );
-    // The sensor interrupt (vector 40 in SENSOR_SYSTEM) arrived, once per sample control read
+    // The sensor interrupt (vector 40 in SENSOR_MODEL) arrived, once per sample control read
     // (control reads STATUS and DATA only after it); the 1 kHz timer has a vector of its own.
     let control_vcpu = &system.partition("control").unwrap().vcpus[0];
     let sensor_irqs =

@@ -10,19 +10,7 @@ use common::{Consoles, boot, kvm_lock, kvm_or_skip, wait_until};
 use hv_core::trace::{TraceKind, TraceRecord, class};
 use hv_core::{PartitionState, VcpuState};
 
-const DEMO_PAIR: &str = r#"
-[[partition]]
-name = "control"
-image = "{guests}/control.elf"
-
-[[partition]]
-name = "telemetry"
-image = "{guests}/telemetry.elf"
-
-[[channel]]
-name = "telemetry"
-endpoints = ["control", "telemetry"]
-"#;
+const DEMO_PAIR: &str = common::CONTROL_AND_TELEMETRY;
 
 /// Guest output of `hv run`, grouped by partition.
 fn run_hv(args: &[&str]) -> (BTreeMap<String, Vec<String>>, String, bool) {

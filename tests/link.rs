@@ -27,22 +27,13 @@ use hv_link::{
 /// Safety net for blocking reads and waits; no assertion is about how long anything takes.
 const GUARD: Duration = Duration::from_secs(120);
 
-const PAIR: &str = r#"
-[system]
-name = "linktest"
-
-[[partition]]
-name = "control"
-image = "{guests}/control.elf"
-
-[[partition]]
-name = "telemetry"
-image = "{guests}/telemetry.elf"
-
-[[channel]]
-name = "telemetry"
-endpoints = ["control", "telemetry"]
-"#;
+/// The control/telemetry pair, as system `linktest`.
+fn pair() -> String {
+    format!(
+        "[system]\nname = \"linktest\"\n{}",
+        common::CONTROL_AND_TELEMETRY
+    )
+}
 
 fn start_agent(system: &System, dir: &Path) -> Agent {
     let config = hv_config::AgentConfig {
@@ -87,7 +78,7 @@ fn two_clients_at_once_and_one_owner_per_gdb_channel() {
         return;
     }
     let _kvm = kvm_lock();
-    let (system, _consoles, _file) = boot(PAIR);
+    let (system, _consoles, _file) = boot(&pair());
     let tmp = tempfile::tempdir().unwrap();
     let agent = start_agent(&system, tmp.path());
     let a = client(&agent, "tool-a");
@@ -150,7 +141,7 @@ fn pause_resume_reset_and_state_events_through_control() {
         return;
     }
     let _kvm = kvm_lock();
-    let (system, consoles, _file) = boot(PAIR);
+    let (system, consoles, _file) = boot(&pair());
     let tmp = tempfile::tempdir().unwrap();
     let agent = start_agent(&system, tmp.path());
     let c = client(&agent, "console-tool");
@@ -219,7 +210,7 @@ fn console_channel_streams_output_and_feeds_the_uart() {
         return;
     }
     let _kvm = kvm_lock();
-    let (system, _consoles, _file) = boot(PAIR);
+    let (system, _consoles, _file) = boot(&pair());
     let tmp = tempfile::tempdir().unwrap();
     let agent = start_agent(&system, tmp.path());
     let c = client(&agent, "console-tool");
@@ -346,7 +337,7 @@ fn malformed_link_input_closes_only_that_connection() {
         return;
     }
     let _kvm = kvm_lock();
-    let (system, consoles, _file) = boot(PAIR);
+    let (system, consoles, _file) = boot(&pair());
     let tmp = tempfile::tempdir().unwrap();
     let agent = start_agent(&system, tmp.path());
     let sock = tmp.path().join("link.sock");
@@ -458,7 +449,7 @@ fn a_gdb_session_ending_on_its_own_closes_its_channel_with_a_notice() {
         return;
     }
     let _kvm = kvm_lock();
-    let (system, consoles, _file) = boot(PAIR);
+    let (system, consoles, _file) = boot(&pair());
     let tmp = tempfile::tempdir().unwrap();
     let agent = start_agent(&system, tmp.path());
     let owner = client(&agent, "owner");
@@ -518,7 +509,7 @@ fn gdb_channel_corpus_on_a_real_guest() {
         return;
     }
     let _kvm = kvm_lock();
-    let (system, consoles, _file) = boot(PAIR);
+    let (system, consoles, _file) = boot(&pair());
     let tmp = tempfile::tempdir().unwrap();
     let agent = start_agent(&system, tmp.path());
     let owner = client(&agent, "corpus");
@@ -627,7 +618,7 @@ fn garbage_gdb_bytes_through_the_bridge_hurt_nothing() {
         return;
     }
     let _kvm = kvm_lock();
-    let (system, consoles, _file) = boot(PAIR);
+    let (system, consoles, _file) = boot(&pair());
     let tmp = tempfile::tempdir().unwrap();
     let agent = start_agent(&system, tmp.path());
     let bridge = loop {
@@ -781,7 +772,7 @@ fn hv_run_serves_the_link_and_stock_gdb_reads_rip_through_the_bridge() {
         return;
     }
     let _kvm = kvm_lock();
-    let file = common::system_file(PAIR);
+    let file = common::system_file(&pair());
     let tmp = tempfile::tempdir().unwrap();
     let sock = tmp.path().join("hv.sock");
     let link = format!("unix:{}", sock.display());

@@ -22,26 +22,13 @@ use hv_link::{ChannelId, ChannelName, ClientOptions, Connection, LinkAddr, LinkC
 /// Safety net for blocking reads; no assertion is about how long anything takes.
 const GUARD: Duration = Duration::from_secs(120);
 
-const FLOOD: &str = r#"
-[system]
-name = "tracetest"
-
-[[partition]]
-name = "control"
-image = "{guests}/control.elf"
-
-[[partition]]
-name = "telemetry"
-image = "{guests}/telemetry.elf"
-
-[[partition]]
-name = "marker"
-image = "{guests}/marker.elf"
-
-[[channel]]
-name = "telemetry"
-endpoints = ["control", "telemetry"]
-"#;
+/// The control/telemetry pair and the marker flood guest, as system `tracetest`.
+fn flood() -> String {
+    format!(
+        "[system]\nname = \"tracetest\"\n{}\n[[partition]]\nname = \"marker\"\nimage = \"{{guests}}/marker.elf\"\n",
+        common::CONTROL_AND_TELEMETRY
+    )
+}
 
 /// What one subscriber has seen, per (partition, vCPU).
 #[derive(Default, Debug)]
@@ -126,7 +113,7 @@ fn trace_flood_is_accounted_exactly_and_others_run_on() {
         return;
     }
     let _lock = kvm_lock();
-    let (system, consoles, _file) = boot(FLOOD);
+    let (system, consoles, _file) = boot(&flood());
     let dir = tempfile::tempdir().unwrap();
     let options = AgentOptions {
         link: Some(LinkAddr::Unix(dir.path().join("link.sock"))),
@@ -291,7 +278,7 @@ fn hv_trace_record_writes_a_readable_trace_file() {
         return;
     }
     let _lock = kvm_lock();
-    let (system, _consoles, _file) = boot(FLOOD);
+    let (system, _consoles, _file) = boot(&flood());
     let dir = tempfile::tempdir().unwrap();
     let options = AgentOptions {
         link: Some(LinkAddr::Unix(dir.path().join("link.sock"))),

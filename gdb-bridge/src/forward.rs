@@ -6,7 +6,6 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -195,13 +194,14 @@ fn open_session(shared: &Shared, channel: &ChannelName) -> Result<Session, Strin
 /// detach), call `released`, and only then hang up on gdb: a debugger that sees the hang-up
 /// may reconnect at once and find the guest free.
 fn forward(session: Session, from_gdb: TcpStream, released: impl FnOnce()) {
-    match session.reader.pollable_fd() {
-        Some(_) if std::env::var_os("HV_AB_THREADED").is_none() => {
-            forward_polled(session, from_gdb, released)
-        }
-        Some(_) => forward_threaded(session, from_gdb, released),
-        None => forward_threaded(session, from_gdb, released),
+    // `Bridge::start` refuses serial links, so every session is on a socket.
+    if session.reader.pollable_fd().is_none() {
+        tracing::warn!("gdb-bridge: a session on a link that cannot be polled; closing it");
+        session.writer.shutdown();
+        released();
+        return;
     }
+    forward_polled(session, from_gdb, released)
 }
 
 /// How long the bridge waits actively for the agent's answer after forwarding gdb's bytes.
@@ -332,78 +332,6 @@ fn forward_polled(session: Session, mut from_gdb: TcpStream, released: impl FnOn
             }
         }
     }
-    writer.shutdown();
-    released();
-    let _ = from_gdb.shutdown(Shutdown::Both);
-}
-
-/// [`forward`] for a serial link: one thread per direction.
-fn forward_threaded(session: Session, mut from_gdb: TcpStream, released: impl FnOnce()) {
-    let Session {
-        mut reader,
-        writer,
-        id,
-    } = session;
-    // Bounds a write to a debugger that stopped reading (not a data-path delay).
-    let _ = from_gdb.set_write_timeout(Some(CALL_TIMEOUT));
-    let closing = Arc::new(AtomicBool::new(false));
-    let down_closing = closing.clone();
-    let down = from_gdb.try_clone().and_then(|mut to_gdb| {
-        std::thread::Builder::new()
-            .name("gdb-bridge-down".into())
-            .spawn(move || {
-                let mut gdb_alive = true;
-                // Until the link is gone (end of stream or error) or the session ends.
-                while let Ok(Some(frame)) = reader.recv_frame_ref() {
-                    if frame.channel == id {
-                        if gdb_alive && to_gdb.write_all(frame.payload).is_err() {
-                            gdb_alive = false;
-                        }
-                    } else if frame.channel == ChannelId::CONTROL && ends_session(frame.payload, id)
-                    {
-                        break;
-                    }
-                }
-                // Closed by the agent or the link (not by us): hang up so the reading side
-                // ends too.
-                if !down_closing.load(Ordering::SeqCst) {
-                    let _ = to_gdb.shutdown(Shutdown::Both);
-                }
-            })
-    });
-    let down = match down {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::warn!("gdb-bridge: cannot start a forwarding thread: {e}");
-            writer.shutdown();
-            released();
-            return;
-        }
-    };
-    let mut buf = vec![0u8; READ_CHUNK];
-    loop {
-        match from_gdb.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if writer.send_frame(id, &buf[..n]).is_err() {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    closing.store(true, Ordering::SeqCst);
-    // Close and wait for the answer (the agent has detached when it comes).
-    let close =
-        request_bytes::<ChannelClose>(&RequestId::Number(CLOSE_ID), &ChannelCloseParams { id });
-    if close
-        .map(|b| writer.send_frame(ChannelId::CONTROL, &b))
-        .is_err()
-    {
-        writer.shutdown();
-    }
-    let _ = down.join();
     writer.shutdown();
     released();
     let _ = from_gdb.shutdown(Shutdown::Both);

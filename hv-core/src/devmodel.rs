@@ -142,7 +142,7 @@ pub enum CopyError {
 /// A device served by a model partition: the request queue between client and model.
 pub struct ServedDevice {
     /// Name from the system description.
-    pub name: String,
+    pub name: Arc<str>,
     /// The device's number in its model partition.
     pub model_number: u32,
     /// MMIO base in the client.
@@ -179,7 +179,7 @@ impl ServedDevice {
     /// A device from its description; `model_number` is its index among its model's devices.
     pub fn new(config: &DeviceConfig, model_number: u32) -> ServedDevice {
         ServedDevice {
-            name: config.name.clone(),
+            name: Arc::from(config.name.as_str()),
             model_number,
             mmio_base: config.mmio_base,
             mmio_size: config.mmio_size,

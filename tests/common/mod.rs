@@ -10,6 +10,23 @@ use std::time::{Duration, Instant};
 use hv_config::SystemConfig;
 use hv_core::{System, SystemEvent};
 
+/// `control` and `telemetry` of the demo, joined by the `telemetry` channel (`{guests}` is
+/// replaced by `system_file`).
+#[allow(dead_code)] // not every test binary boots this pair
+pub const CONTROL_AND_TELEMETRY: &str = r#"
+[[partition]]
+name = "control"
+image = "{guests}/control.elf"
+
+[[partition]]
+name = "telemetry"
+image = "{guests}/telemetry.elf"
+
+[[channel]]
+name = "telemetry"
+endpoints = ["control", "telemetry"]
+"#;
+
 /// True when /dev/kvm is usable; otherwise prints one loud line and the test returns early.
 pub fn kvm_or_skip(test: &str) -> bool {
     if hv_core::kvm_available() {

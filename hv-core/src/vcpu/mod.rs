@@ -392,13 +392,13 @@ impl VcpuShared {
 
     /// Marks the vCPU blocked on the model of `device` (or, with `None`, running again), and
     /// traces the change; only from this vCPU's own thread.
-    pub(crate) fn set_blocked(&self, device: Option<&str>) {
+    pub(crate) fn set_blocked(&self, device: Option<&Arc<str>>) {
         let state = if device.is_some() {
             VcpuState::BlockedOnDevice
         } else {
             VcpuState::Running
         };
-        *self.blocked_on.lock().unwrap_or_else(|p| p.into_inner()) = device.map(Arc::from);
+        *self.blocked_on.lock().unwrap_or_else(|p| p.into_inner()) = device.cloned();
         self.trace_here(TraceKind::StateChange, state as u64, 0);
         self.set_state(state);
     }
@@ -502,17 +502,17 @@ pub fn init_vcpu(
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
     fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
-    reset_vcpu(fd, entry, memory, index)
+    reset_vcpu(fd, entry, memory, index).map(drop)
 }
 
-/// Puts a vCPU back at its entry state.
-pub fn reset_vcpu(fd: &VcpuFd, entry: u64, memory: u64, index: u32) -> Result<(), VcpuError> {
+/// Puts a vCPU back at its entry state; returns the general registers it set.
+pub fn reset_vcpu(fd: &VcpuFd, entry: u64, memory: u64, index: u32) -> Result<kvm_regs, VcpuError> {
     let kvm_err = |what| move |source| VcpuError::Kvm { what, source };
     let mut sregs = fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
     boot::long_mode_sregs(&mut sregs);
     fd.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
-    fd.set_regs(&boot::entry_regs(entry, memory, index))
-        .map_err(kvm_err("KVM_SET_REGS"))?;
+    let regs = boot::entry_regs(entry, memory, index);
+    fd.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
     fd.set_fpu(&boot::entry_fpu())
         .map_err(kvm_err("KVM_SET_FPU"))?;
     // Forget a pending exception or interrupt from before a crash; best effort.
@@ -520,7 +520,7 @@ pub fn reset_vcpu(fd: &VcpuFd, entry: u64, memory: u64, index: u32) -> Result<()
     let _ = fd.set_mp_state(kvm_mp_state {
         mp_state: KVM_MP_STATE_RUNNABLE,
     });
-    Ok(())
+    Ok(regs)
 }
 
 /// The vCPU thread's own state: the KVM fd and what only this thread touches.
@@ -906,13 +906,12 @@ impl VcpuRunner {
             );
         }
         self.shared.irq().reset();
-        reset_vcpu(
+        let regs = reset_vcpu(
             &self.fd,
             entry,
             self.partition.config.memory,
             self.shared.index,
         )?;
-        let regs = boot::entry_regs(entry, self.partition.config.memory, self.shared.index);
         self.registers_set(regs);
         Ok(())
     }
