@@ -15,7 +15,7 @@
  *   IDLE YIELD SEND_IPI SEND_IPI_BAD_VCPU TRACE_MARKER
  *   IPC_CHANNEL IPC_RECEIVE_EMPTY IPC_SEND_TOO_BIG IPC_SEND IPC_DOORBELL IPC_RECEIVE IPC_ECHO
  *   IPC_MAX_MESSAGE IPC_QUEUE IPC_NOTIFY IPC_BAD_CHANNEL IPC_BAD_BUFFER
- *   UNKNOWN_CALL BAD_BUFFER
+ *   UNKNOWN_CALL BAD_BUFFER REGISTERS_PRESERVED
  *   hypercalls: all ok                 (or "hypercalls: <n> failed")
  * If the "loop" channel is missing, IPC_CHANNEL fails (got -5) and the other IPC checks are
  * skipped.
@@ -237,6 +237,33 @@ static void check_ipc(const struct hv_boot_info *boot)
     expect("IPC_BAD_BUFFER", hv_ipc_send_to(ch, (const void *)BAD_ADDRESS, 16), HV_EFAULT);
 }
 
+/* The ABI preserves every register but rax (the SDK's wrappers rely on it): loads a pattern into
+ * the others, makes a call, and returns how many changed (100 more if the result is wrong). */
+static long changed_registers(void)
+{
+    unsigned long want[13], got[13];
+    for (unsigned i = 0; i < 13; i++)
+        want[i] = got[i] = 0x5a5a000000000000ul | (i + 1) << 8 | i;
+    want[0] = got[0] = HV_INFO_VCPU_COUNT; /* rdi selects what PARTITION_INFO returns */
+    register unsigned long r8 __asm__("r8") = got[4], r9 __asm__("r9") = got[5];
+    register unsigned long r10 __asm__("r10") = got[6], r11 __asm__("r11") = got[7];
+    register unsigned long r12 __asm__("r12") = got[8], r13 __asm__("r13") = got[9];
+    register unsigned long r14 __asm__("r14") = got[10], r15 __asm__("r15") = got[11];
+    long ret;
+    __asm__ volatile("out %%eax, $" HV_STR(HV_HYPERCALL_PORT)
+                     : "=a"(ret), "+D"(got[0]), "+S"(got[1]), "+d"(got[2]), "+c"(got[3]),
+                       "+r"(r8), "+r"(r9), "+r"(r10), "+r"(r11), "+r"(r12), "+r"(r13),
+                       "+r"(r14), "+r"(r15), "+b"(got[12])
+                     : "0"((unsigned long)HV_PARTITION_INFO)
+                     : "memory");
+    got[4] = r8, got[5] = r9, got[6] = r10, got[7] = r11, got[8] = r12, got[9] = r13;
+    got[10] = r14, got[11] = r15;
+    long changed = ret == 1 ? 0 : 100;
+    for (unsigned i = 0; i < 13; i++)
+        changed += got[i] != want[i];
+    return changed;
+}
+
 static void check_errors(void)
 {
     long ret = hv_hypercall0(15);
@@ -244,7 +271,9 @@ static void check_errors(void)
         ret = hv_hypercall0(1000);
     expect("UNKNOWN_CALL", ret, HV_ENOSYS);
     expect("BAD_BUFFER", hv_console_write((const void *)BAD_ADDRESS, 16), HV_EFAULT);
+    expect("REGISTERS_PRESERVED", changed_registers(), 0);
 }
+
 
 void hv_main(const struct hv_boot_info *boot, unsigned vcpu)
 {

@@ -2,7 +2,8 @@
 //!
 //! A guest executes `out %eax, $0xE0` ([`HYPERCALL_PORT`](crate::layout::HYPERCALL_PORT)) with the
 //! call number in `eax` and arguments in `rdi`, `rsi`, `rdx`, `r10`; the result is returned in `rax`
-//! (negative values are `HV_E*` errors). Buffer addresses are guest-physical (the boot page tables
+//! (negative values are `HV_E*` errors); every other register is preserved, and arguments a call
+//! does not take are ignored. Buffer addresses are guest-physical (the boot page tables
 //! identity-map them). The same table heads `guests/sdk/include/hv_abi.h`; a unit test checks the
 //! two tables and all numbers agree.
 //!

@@ -1,9 +1,11 @@
 /* hv.h: raw hypercall wrappers, one static inline function per call in hv_abi.h.
  *
  * Convention (see hv_abi.h): `out %eax, $0xE0` with the call number in eax and the arguments in
- * rdi, rsi, rdx, r10; the result comes back in rax, negative values being HV_E* errors.
- * The argument registers are declared as clobbered, so the wrappers stay correct even if the
- * hypervisor ever uses them as scratch. Every call is a compiler memory barrier ("memory").
+ * rdi, rsi, rdx, r10; the result comes back in rax, negative values being HV_E* errors. The
+ * hypervisor preserves every other register and ignores the arguments a call does not take, so
+ * each wrapper loads only the registers its call reads and tells the compiler that they survive
+ * (a loop keeps its constant arguments in registers). Every call is a compiler memory barrier
+ * ("memory").
  */
 #ifndef HV_H
 #define HV_H
@@ -16,32 +18,47 @@
 #define HV_STR_(x) #x
 #define HV_STR(x) HV_STR_(x)
 
+#define HV_HYPERCALL_INSN "out %%eax, $" HV_STR(HV_HYPERCALL_PORT)
+
+static inline long hv_hypercall0(unsigned long nr)
+{
+    long ret;
+    __asm__ volatile(HV_HYPERCALL_INSN : "=a"(ret) : "0"(nr) : "memory");
+    return ret;
+}
+static inline long hv_hypercall1(unsigned long nr, unsigned long a0)
+{
+    long ret;
+    __asm__ volatile(HV_HYPERCALL_INSN : "=a"(ret) : "0"(nr), "D"(a0) : "memory");
+    return ret;
+}
+static inline long hv_hypercall2(unsigned long nr, unsigned long a0, unsigned long a1)
+{
+    long ret;
+    __asm__ volatile(HV_HYPERCALL_INSN : "=a"(ret) : "0"(nr), "D"(a0), "S"(a1) : "memory");
+    return ret;
+}
+static inline long hv_hypercall3(unsigned long nr, unsigned long a0, unsigned long a1,
+                                 unsigned long a2)
+{
+    long ret;
+    __asm__ volatile(HV_HYPERCALL_INSN
+                     : "=a"(ret)
+                     : "0"(nr), "D"(a0), "S"(a1), "d"(a2)
+                     : "memory");
+    return ret;
+}
 /* Generic hypercall with four arguments; the typed wrappers below are preferred. */
 static inline long hv_hypercall(unsigned long nr, unsigned long a0, unsigned long a1,
                                 unsigned long a2, unsigned long a3)
 {
     long ret;
     register unsigned long r10 __asm__("r10") = a3;
-    __asm__ volatile("out %%eax, $" HV_STR(HV_HYPERCALL_PORT)
-                     : "=a"(ret), "+D"(a0), "+S"(a1), "+d"(a2), "+r"(r10)
-                     : "0"(nr)
+    __asm__ volatile(HV_HYPERCALL_INSN
+                     : "=a"(ret)
+                     : "0"(nr), "D"(a0), "S"(a1), "d"(a2), "r"(r10)
                      : "memory");
     return ret;
-}
-
-static inline long hv_hypercall0(unsigned long nr) { return hv_hypercall(nr, 0, 0, 0, 0); }
-static inline long hv_hypercall1(unsigned long nr, unsigned long a0)
-{
-    return hv_hypercall(nr, a0, 0, 0, 0);
-}
-static inline long hv_hypercall2(unsigned long nr, unsigned long a0, unsigned long a1)
-{
-    return hv_hypercall(nr, a0, a1, 0, 0);
-}
-static inline long hv_hypercall3(unsigned long nr, unsigned long a0, unsigned long a1,
-                                 unsigned long a2)
-{
-    return hv_hypercall(nr, a0, a1, a2, 0);
 }
 
 /* 0: HV_PARTITION_INFO. what = HV_INFO_*. */

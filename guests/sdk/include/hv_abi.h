@@ -4,7 +4,8 @@
  * parses this file and checks that both agree, so they cannot drift.
  *
  * Calling convention: `out %eax, $HV_HYPERCALL_PORT` with the call number in eax and arguments in
- * rdi, rsi, rdx, r10; the result comes back in rax (negative values are HV_E* errors).
+ * rdi, rsi, rdx, r10; the result comes back in rax (negative values are HV_E* errors). Every
+ * other register is preserved, and arguments a call does not take are ignored.
  * All buffer addresses are guest-physical (the boot page tables identity-map them).
  *
  * | nr | name                | arguments (rdi, rsi, rdx, r10)            | result                       |
