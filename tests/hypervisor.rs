@@ -611,3 +611,39 @@ fn every_example_is_valid_with_the_built_guests() {
         "{checked:?}"
     );
 }
+
+#[test]
+fn doctor_reports_every_check_and_passes_on_a_kvm_host() {
+    if !kvm_or_skip("doctor_reports_every_check_and_passes_on_a_kvm_host") {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_hv"))
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for name in [
+        "/dev/kvm",
+        "KVM_CAP_SYNC_REGS",
+        "VM creation",
+        "software breakpoints",
+        "data watchpoints",
+        "guest execution",
+        "gcc",
+        "gdb",
+        "guest images",
+    ] {
+        assert!(
+            text.lines().any(
+                |line| (line.starts_with("ok   ") || line.starts_with("warn "))
+                    && line[5..].starts_with(name)
+            ),
+            "no ok/warn line for {name}:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("hv doctor: this machine can run hvdk"),
+        "{text}"
+    );
+}

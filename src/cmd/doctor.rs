@@ -125,8 +125,33 @@ fn kvm_checks() -> Vec<Check> {
             Err("this KVM never raises data breakpoints: gdb `watch` is refused".into())
         },
     ));
+    checks.push(guest_execution_check());
     checks
 }
+
+/// Whether guest code runs natively; not required, but it sets every guest's speed.
+fn guest_execution_check() -> Check {
+    let backend = hv_core::probe::kvm_backend().unwrap_or("unknown KVM module");
+    let result = match hv_core::probe::guest_instruction_ns() {
+        None => Err(format!("{backend}: the probe guest did not run")),
+        Some(ns) if ns < EMULATED_NS => Ok(format!(
+            "native ({backend}, about {ns:.0} ns per guest instruction)"
+        )),
+        Some(ns) => Err(format!(
+            "{backend} emulates every guest instruction, about {ns:.0} ns each: guests run \
+             hundreds of times slower than natively{}",
+            if backend == "kvm_pvm" {
+                " (PVM runs only PVM-aware guests natively, and hvdk's guests are not)"
+            } else {
+                ""
+            }
+        )),
+    };
+    check("guest execution", false, result)
+}
+
+/// Above this many ns per instruction the host is emulating (native is a few ns, emulation ~1 µs).
+const EMULATED_NS: f64 = 100.0;
 
 /// Runs every check, prints one line each, and fails when a required one fails.
 pub fn doctor() -> anyhow::Result<ExitCode> {
