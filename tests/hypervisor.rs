@@ -552,6 +552,38 @@ endpoints = ["a", "b"]
 }
 
 #[test]
+fn hv_run_exits_with_status_3_when_a_partition_crashed() {
+    if !kvm_or_skip("hv_run_exits_with_status_3_when_a_partition_crashed") {
+        return;
+    }
+    let file = common::system_file(&format!(
+        "{DEMO_PAIR}{}",
+        r#"
+[[partition]]
+name = "crasher"
+image = "{guests}/crasher.elf"
+"#
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_hv"))
+        .args([
+            "run",
+            file.path.to_str().unwrap(),
+            "--quiet",
+            "--no-gdb-bridge",
+        ])
+        .args(["--time-limit", "2"])
+        .output()
+        .expect("run hv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("crashed or exited with a nonzero code: crasher"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("time limit reached"), "{stderr}");
+}
+
+#[test]
 fn images_that_are_not_guests_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let not_elf = dir.path().join("not.elf");

@@ -77,7 +77,18 @@ Debugging:
 
   When the link address or the gdb port was chosen explicitly (--link, --gdb-port, or
   [agent] link in the description) and cannot be used, hv run fails; with the defaults it
-  warns and runs without it (e.g. when another instance of the same system is running).";
+  warns and runs without it (e.g. when another instance of the same system is running).
+
+Exit status:
+  0  the run ended (time limit, Ctrl-C, console closed, every partition done) and no partition
+     crashed or exited with a nonzero code
+  1  the system could not be loaded or started (the error says why)
+  2  bad command line
+  3  a partition crashed or exited with a nonzero code during the run (even if it was reset
+     afterwards); the summary line names it";
+
+/// Exit status of a run in which a partition crashed or exited with a nonzero code.
+const GUEST_FAILED: u8 = 3;
 
 /// Blocks SIGINT/SIGTERM in every thread and returns a receiver that fires when one arrives.
 pub(crate) fn termination_signal() -> anyhow::Result<crossbeam_channel::Receiver<i32>> {
@@ -197,6 +208,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // A limit too far to represent never comes.
     let deadline = args.time_limit.and_then(|d| started.checked_add(d));
     let stdout = std::io::stdout();
+    // Partitions that crashed or exited with a nonzero code, at any time during the run.
+    let mut failed = vec![false; names.len()];
     let reason = loop {
         let timeout = deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
@@ -210,6 +223,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
                 Ok(SystemEvent::StateChanged { partition, state }) => {
+                    if matches!(state, PartitionState::Crashed(_))
+                        || matches!(state, PartitionState::Exited(code) if code != 0)
+                    {
+                        failed[partition] = true;
+                    }
                     match &state {
                         PartitionState::Crashed(_) | PartitionState::Exited(_) if report => {
                             eprintln!("hv: partition {} {}", names[partition], state);
@@ -259,7 +277,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64(),
         summary.join(", ")
     );
-    Ok(ExitCode::SUCCESS)
+    let failed: Vec<&str> = names
+        .iter()
+        .zip(&failed)
+        .filter(|(_, failed)| **failed)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "hv: exit status {GUEST_FAILED}: crashed or exited with a nonzero code: {}",
+            failed.join(", ")
+        );
+        Ok(ExitCode::from(GUEST_FAILED))
+    }
 }
 
 /// Starts the debug agent and, unless disabled, the in-process gdb bridge, and prints where
