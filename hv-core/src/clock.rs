@@ -18,6 +18,21 @@ fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// A host instant and the TSC at that instant: the midpoint of the two TSC reads around it, from
+/// the attempt whose reads were closest together.
+fn paired_reading() -> (Instant, u64) {
+    let mut best = (Instant::now(), 0, u64::MAX);
+    for _ in 0..8 {
+        let before = rdtsc();
+        let now = Instant::now();
+        let window = rdtsc().wrapping_sub(before);
+        if window < best.2 {
+            best = (now, before.wrapping_add(window / 2), window);
+        }
+    }
+    (best.0, best.1)
+}
+
 impl Clock {
     /// The process-wide clock, calibrated on first use (so every system and trace in one process
     /// shares one time base, and only the first system start pays for calibration).
@@ -26,13 +41,15 @@ impl Clock {
         CLOCK.get_or_init(Clock::calibrate)
     }
 
-    /// Calibrates over a few milliseconds.
+    /// Calibrates over about 20 ms. Each end of the interval is a host-time reading bracketed by
+    /// two TSC reads, the tightest of several, so that a preemption between the reads of a pair
+    /// cannot skew the rate (one 1 ms preemption in an unbracketed pair would make it 5% off).
     pub fn calibrate() -> Clock {
-        let epoch = Instant::now();
-        let base_tsc = rdtsc();
+        let (epoch, base_tsc) = paired_reading();
         std::thread::sleep(Duration::from_millis(20));
-        let ticks = rdtsc().wrapping_sub(base_tsc).max(1);
-        let ns = epoch.elapsed().as_nanos() as u64;
+        let (end, end_tsc) = paired_reading();
+        let ticks = end_tsc.wrapping_sub(base_tsc).max(1);
+        let ns = end.duration_since(epoch).as_nanos() as u64;
         let mult = ((u128::from(ns) << 32) / u128::from(ticks)) as u64;
         Clock {
             base_tsc,
