@@ -254,6 +254,57 @@ fn control_reads_exactly_the_samples_the_model_produces() {
 }
 
 #[test]
+fn an_idle_model_sleeps_in_its_request_wait() {
+    if !kvm_or_skip("an_idle_model_sleeps_in_its_request_wait") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let (system, consoles, _file) = boot(&system("sensor-model"));
+    let model = system.partition("sensor-model").unwrap();
+    let vcpu = &model.vcpus[0];
+    vcpu.trace.set_classes(class::HYPERCALL | class::IRQ);
+    consoles.wait_for("control", "sensor sample #2 =", Duration::from_secs(30));
+    vcpu.trace.set_classes(0);
+    let mut records = Vec::new();
+    vcpu.trace.drain(&mut records);
+    // hv_dm_serve takes each request in one HV_DM_REPLY_WAIT, with no doorbell interrupt.
+    let waits = records
+        .iter()
+        .filter(|r| r.kind == TraceKind::Hypercall as u16 && r.a == 21 && r.b == 1)
+        .count();
+    assert!(waits >= 4, "{waits} requests taken by HV_DM_REPLY_WAIT");
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.kind == TraceKind::IrqInject as u16 && r.a == 33),
+        "the doorbell was injected"
+    );
+    let exits = || vcpu.stats.exits.load(std::sync::atomic::Ordering::Relaxed);
+    // control reads the sensor about once a second: between its reads the model waits in
+    // HV_DM_REPLY_WAIT, halted and without exits. Its doorbell vector stays disabled, so the
+    // doorbell left pending must not wake it (a wait that returned at once would exit in a loop).
+    let mut quiet = 0;
+    for _ in 0..40 {
+        let before = exits();
+        std::thread::sleep(Duration::from_millis(50));
+        let state = vcpu.state();
+        if exits() == before && state == hv_core::VcpuState::Halted {
+            quiet += 1;
+        }
+    }
+    assert!(
+        quiet >= 10,
+        "the model was idle in only {quiet} of 40 windows of 50 ms"
+    );
+    let served: u64 = model
+        .served
+        .iter()
+        .map(|d| d.served.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    assert!(served >= 3, "served {served}");
+}
+
+#[test]
 fn a_hung_model_gives_bus_errors_and_a_restart_restores_service() {
     if !kvm_or_skip("a_hung_model_gives_bus_errors_and_a_restart_restores_service") {
         return;

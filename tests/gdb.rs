@@ -488,7 +488,7 @@ fn step_through_the_device_model_when_the_client_touches_its_device() {
     );
     assert!(out.contains("1:") || out.contains("worker"), "{out}");
     assert!(
-        out.contains("Run till exit from") || out.contains("hv_dm_handle"),
+        out.contains("Run till exit from") || out.contains("dm_answer ("),
         "finish: {out}"
     );
     assert!(

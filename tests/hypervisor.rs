@@ -197,6 +197,17 @@ endpoints = ["hypercalls", "echo"]
         "hypercalls guest did not finish: {:?}",
         consoles.lines("hypercalls")
     );
+    // The verdict is the last line; its console event may trail the state change.
+    assert!(
+        wait_until(Duration::from_secs(10), || consoles
+            .lines("hypercalls")
+            .last()
+            .is_some_and(
+                |l| l == "hypercalls: all ok" || l.ends_with(" failed")
+            )),
+        "no verdict: {:?}",
+        consoles.lines("hypercalls")
+    );
     let lines = consoles.lines("hypercalls");
     let failures: Vec<&String> = lines.iter().filter(|l| l.contains("FAIL")).collect();
     assert!(failures.is_empty(), "{failures:#?}");

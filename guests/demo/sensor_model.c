@@ -1,7 +1,7 @@
 /* sensor-model: demo device-model partition, 1 vCPU. Serves the para-virtual "sensor" device
  * (registers and behaviour in sensor.h) with the SDK's devmodel framework: a register table and
- * hv_dm_serve, which sleeps until the request doorbell and answers each client access with
- * HV_DM_REPLY.
+ * hv_dm_serve, which answers each client access and waits for the next one in a single
+ * HV_DM_REPLY_WAIT.
  *
  * Output (one line each):
  *   sensor-model: partition <id>, serving sensor

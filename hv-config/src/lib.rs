@@ -126,7 +126,9 @@ pub struct DeviceConfig {
     pub irq: Option<u8>,
     /// `served_by`: the device-model partition serving the device.
     pub served_by: Option<String>,
-    /// `request_vector`: raised in the model partition when a request is queued. Default 33.
+    /// `request_vector`: raised in the model partition when a request is queued (a model that
+    /// waits in `HV_DM_REPLY_WAIT`, as the SDK's `hv_dm_serve` does, needs no doorbell and keeps
+    /// it disabled). Default 33.
     pub request_vector: u8,
     /// `timeout_ms`: how long the client waits for the model before a bus error. Default 100.
     pub timeout_ms: u64,

@@ -20,6 +20,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::bus::BusDevice;
 use crate::partition::{Partition, PartitionState};
+use crate::poll::PollWindow;
 use crate::trace::TraceKind;
 use crate::vcpu::{self, IrqLine, VcpuState};
 
@@ -154,6 +155,10 @@ pub struct ServedDevice {
     queue: Mutex<VecDeque<DeviceRequest>>,
     replies: Mutex<HashMap<u64, Pending>>,
     replied: Condvar,
+    /// Counts replies, so that a client can spin on it before it sleeps.
+    reply_count: AtomicU64,
+    /// How long a client spins for its reply before it sleeps (see [`crate::poll`]).
+    reply_poll: PollWindow,
     next_id: AtomicU64,
     model_doorbell: OnceLock<IrqLine>,
     client_irq: OnceLock<IrqLine>,
@@ -188,6 +193,8 @@ impl ServedDevice {
             queue: Mutex::default(),
             replies: Mutex::default(),
             replied: Condvar::new(),
+            reply_count: AtomicU64::new(0),
+            reply_poll: PollWindow::default(),
             next_id: AtomicU64::new(1),
             model_doorbell: OnceLock::new(),
             client_irq: OnceLock::new(),
@@ -277,12 +284,18 @@ impl ServedDevice {
             v.trace_here(TraceKind::ModelRequest, request.id, offset);
             v.set_blocked(Some(&self.name));
         }
+        // Read before the doorbell rings, so that this request's reply changes it.
+        let replies = self.reply_count.load(Ordering::SeqCst);
         if let Some(doorbell) = self.model_doorbell.get() {
             doorbell.raise();
+            doorbell.wake_request_waiter();
         }
         let start = Instant::now();
+        self.reply_poll
+            .spin_until(|| self.reply_count.load(Ordering::SeqCst) != replies);
         let result = self.wait(request.id, start);
         let latency = start.elapsed().as_nanos() as u64;
+        self.reply_poll.record(start.elapsed());
         if let Some(v) = &current {
             v.set_blocked(None);
         }
@@ -436,6 +449,7 @@ impl ServedDevice {
                 } else {
                     Reply::Status(status)
                 });
+                self.reply_count.fetch_add(1, Ordering::SeqCst);
                 self.replied.notify_all();
                 true
             }

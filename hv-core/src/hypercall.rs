@@ -29,6 +29,7 @@
 //! | 18 | HV_DM_SET_IRQ       | device, level (1 raise / 0 lower)         | 0                            |
 //! | 19 | HV_DM_COPY_FROM     | device, client addr, buf, len             | 0 or HV_EPERM                |
 //! | 20 | HV_DM_COPY_TO       | device, client addr, buf, len             | 0 or HV_EPERM                |
+//! | 21 | HV_DM_REPLY_WAIT    | reply id (0: none), value, status, buf    | 1 request, 0 none            |
 
 /// A hypercall number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -74,11 +75,13 @@ pub enum Hypercall {
     DmCopyFrom = 19,
     /// Device model: copy to a granted client window.
     DmCopyTo = 20,
+    /// Device model: answer a request (unless the id is 0), then wait for the next one.
+    DmReplyWait = 21,
 }
 
 impl Hypercall {
     /// Every hypercall, in number order.
-    pub const ALL: [Hypercall; 20] = [
+    pub const ALL: [Hypercall; 21] = [
         Hypercall::PartitionInfo,
         Hypercall::ConsoleWrite,
         Hypercall::TimerSet,
@@ -99,6 +102,7 @@ impl Hypercall {
         Hypercall::DmSetIrq,
         Hypercall::DmCopyFrom,
         Hypercall::DmCopyTo,
+        Hypercall::DmReplyWait,
     ];
 
     /// The call with number `nr`, if there is one.
@@ -129,6 +133,7 @@ impl Hypercall {
             Hypercall::DmSetIrq => "HV_DM_SET_IRQ",
             Hypercall::DmCopyFrom => "HV_DM_COPY_FROM",
             Hypercall::DmCopyTo => "HV_DM_COPY_TO",
+            Hypercall::DmReplyWait => "HV_DM_REPLY_WAIT",
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod kvm_ext;
 pub mod layout;
 pub mod loader;
 pub mod partition;
+pub mod poll;
 pub mod probe;
 pub mod scheduler;
 pub mod system;

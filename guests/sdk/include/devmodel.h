@@ -52,14 +52,16 @@ struct hv_dm_device {
     unsigned long requests;
 };
 
-/* Finds the device in the boot info and enables its request doorbell. 0 or HV_ENOENT. */
+/* Finds the device in the boot info (dev->info). 0 or HV_ENOENT. A model with its own request
+ * loop that wants the request doorbell registers a handler for dev->info->vector itself. */
 long hv_dm_attach(struct hv_dm_device *dev);
-/* Answers one request; used by hv_dm_poll. */
+/* Answers one request (HV_DM_REPLY); used by hv_dm_poll. */
 void hv_dm_handle(struct hv_dm_device *dev, const struct hv_dm_request *req);
 /* Answers every pending request; returns how many were answered (or a negative error). */
 long hv_dm_poll(struct hv_dm_device *dev);
-/* Attaches, then answers requests forever, sleeping in hlt between doorbells (or polling with
- * HV_YIELD if the device has no doorbell vector). Returns only on an error. */
+/* Attaches, then answers requests forever with HV_DM_REPLY_WAIT: one hypercall per request (the
+ * answer to one and the wait for the next), no doorbell interrupt; other interrupts are taken
+ * between requests. Returns only on an error. */
 long hv_dm_serve(struct hv_dm_device *dev);
 /* Raises (1) or lowers (0) the device's interrupt in the client: a lower withdraws a raise the
  * client has not taken yet (see hv_dm_set_irq in hv.h for the edge semantics). */

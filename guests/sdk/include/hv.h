@@ -174,4 +174,16 @@ static inline long hv_dm_copy_to(unsigned device, uint64_t client, const void *b
     return hv_hypercall(HV_DM_COPY_TO, device, client, (unsigned long)buf, len);
 }
 
+/* 21: HV_DM_REPLY_WAIT. Answers request `id` as HV_DM_REPLY does (id 0: no answer), then takes
+ * the next request into *req as HV_DM_RECEIVE does, waiting for one if none is pending: one
+ * hypercall per request, and no doorbell interrupt. Returns 1 with a request, or 0 without one
+ * when an interrupt is due or the hypervisor needs the vCPU (call again; make the call with
+ * interrupts enabled so that a due interrupt is taken right after it). A failed answer returns
+ * its error (HV_ENOENT) at once, without taking a request. */
+static inline long hv_dm_reply_wait(uint64_t id, uint64_t value, long status,
+                                    struct hv_dm_request *req)
+{
+    return hv_hypercall(HV_DM_REPLY_WAIT, id, value, (unsigned long)status, (unsigned long)req);
+}
+
 #endif

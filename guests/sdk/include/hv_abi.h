@@ -30,6 +30,7 @@
  * | 18 | HV_DM_SET_IRQ       | device, level (1 raise / 0 lower)         | 0                            |
  * | 19 | HV_DM_COPY_FROM     | device, client addr, buf, len             | 0 or HV_EPERM                |
  * | 20 | HV_DM_COPY_TO       | device, client addr, buf, len             | 0 or HV_EPERM                |
+ * | 21 | HV_DM_REPLY_WAIT    | reply id (0: none), value, status, buf    | 1 request, 0 none            |
  */
 #ifndef HV_ABI_H
 #define HV_ABI_H
@@ -60,6 +61,7 @@
 #define HV_DM_SET_IRQ 18
 #define HV_DM_COPY_FROM 19
 #define HV_DM_COPY_TO 20
+#define HV_DM_REPLY_WAIT 21
 
 /* HV_PARTITION_INFO selectors */
 #define HV_INFO_PARTITION_ID 0

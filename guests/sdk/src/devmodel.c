@@ -1,15 +1,6 @@
 /* devmodel.c: the device-model request loop (see devmodel.h). */
 #include "hvdk.h"
 
-static volatile unsigned long dm_doorbells;
-
-static void dm_doorbell(unsigned vector, struct hv_irq_frame *frame)
-{
-    (void)vector;
-    (void)frame;
-    __atomic_fetch_add(&dm_doorbells, 1, __ATOMIC_RELAXED);
-}
-
 long hv_dm_attach(struct hv_dm_device *dev)
 {
     const struct hv_boot_info *boot = hv_boot;
@@ -18,8 +9,6 @@ long hv_dm_attach(struct hv_dm_device *dev)
         const struct hv_device_info *d = &boot->devices[i];
         if (d->is_model && strncmp(d->name, dev->name, HV_NAME_LEN) == 0) {
             dev->info = d;
-            if (d->vector >= HV_FIRST_VECTOR)
-                return hv_irq_register(d->vector, dm_doorbell);
             return 0;
         }
     }
@@ -38,32 +27,41 @@ static uint64_t size_mask(uint32_t size)
     return size >= 8 ? ~0ull : (1ull << (size * 8)) - 1;
 }
 
-void hv_dm_handle(struct hv_dm_device *dev, const struct hv_dm_request *req)
+/* Runs the register handler for `req`; returns the reply's status, its value in *value. */
+static long dm_answer(struct hv_dm_device *dev, const struct hv_dm_request *req, uint64_t *value)
 {
     const struct hv_dm_reg *reg = dev->regs;
     while (reg && reg->name && reg->offset != req->offset)
         reg++;
     dev->requests++;
+    *value = 0;
 
     if (!reg || !reg->name) {
         if (dev->verbose)
             hv_printf("dm: %s %s unknown offset 0x%lx size %u\n", dev->name,
                       req->is_write ? "write" : "read", req->offset, req->size);
-        hv_dm_reply(req->id, 0, HV_EINVAL);
-        return;
+        return HV_EINVAL;
     }
-    uint64_t value = 0;
     if (req->is_write) {
-        value = req->value & size_mask(req->size);
+        uint64_t written = req->value & size_mask(req->size);
         if (reg->write)
-            reg->write(dev->ctx, reg, req, value);
-    } else if (reg->read) {
-        value = reg->read(dev->ctx, reg, req) & size_mask(req->size);
+            reg->write(dev->ctx, reg, req, written);
+        if (dev->verbose)
+            hv_printf("dm: %s write %s = 0x%lx\n", dev->name, reg->name, written);
+        return 0;
     }
+    if (reg->read)
+        *value = reg->read(dev->ctx, reg, req) & size_mask(req->size);
     if (dev->verbose)
-        hv_printf("dm: %s %s %s = 0x%lx\n", dev->name, req->is_write ? "write" : "read",
-                  reg->name, value);
-    hv_dm_reply(req->id, req->is_write ? 0 : value, 0);
+        hv_printf("dm: %s read %s = 0x%lx\n", dev->name, reg->name, *value);
+    return 0;
+}
+
+void hv_dm_handle(struct hv_dm_device *dev, const struct hv_dm_request *req)
+{
+    uint64_t value;
+    long status = dm_answer(dev, req, &value);
+    hv_dm_reply(req->id, value, status);
 }
 
 long hv_dm_poll(struct hv_dm_device *dev)
@@ -86,24 +84,19 @@ long hv_dm_serve(struct hv_dm_device *dev)
     long ret = hv_dm_attach(dev);
     if (ret < 0)
         return ret;
+    hv_irq_enable_cpu(); /* interrupts due while waiting are taken between two calls */
+    struct hv_dm_request req;
+    uint64_t answer_id = 0, value = 0;
+    long status = 0;
     for (;;) {
-        if (dev->info->vector < HV_FIRST_VECTOR) {
-            /* no doorbell configured: poll */
-            ret = hv_dm_poll(dev);
-            if (ret < 0)
-                return ret;
-            if (ret == 0)
-                hv_yield();
-            continue;
-        }
-        unsigned long seen = __atomic_load_n(&dm_doorbells, __ATOMIC_RELAXED);
-        ret = hv_dm_poll(dev);
-        if (ret < 0)
+        ret = hv_dm_reply_wait(answer_id, value, status, &req);
+        /* HV_ENOENT after an answer: its client no longer waits (it timed out); go on. */
+        if (ret < 0 && !(ret == HV_ENOENT && answer_id != 0))
             return ret;
-        hv_irq_disable_cpu();
-        if (__atomic_load_n(&dm_doorbells, __ATOMIC_RELAXED) == seen)
-            hv_wait_for_interrupt();
-        else
-            hv_irq_enable_cpu();
+        answer_id = 0;
+        if (ret == 1) {
+            status = dm_answer(dev, &req, &value);
+            answer_id = req.id;
+        }
     }
 }

@@ -21,6 +21,8 @@ enum Outcome {
     Idle,
     /// The partition ends with this code.
     Exit(i64),
+    /// Wait for a device request, to be written to this guest buffer (see `wait_for_request`).
+    WaitRequest(u64),
 }
 
 fn vector(arg: u64) -> Option<u8> {
@@ -57,6 +59,11 @@ impl VcpuRunner {
             Outcome::Exit(code) => {
                 self.partition.exit(code);
                 code
+            }
+            Outcome::WaitRequest(buf) => {
+                // The result is written when the wait ends.
+                self.dm_wait = Some(buf);
+                return;
             }
         };
         self.trace(TraceKind::Hypercall, nr, rax as u64);
@@ -145,13 +152,20 @@ impl VcpuRunner {
             Hypercall::Exit => Outcome::Exit(a0 as i64),
             Hypercall::TimeNs => Return(partition.uptime_ns() as i64),
             Hypercall::DmReceive => Return(self.dm_receive(a0)),
-            Hypercall::DmReply => {
-                let answered = ServedDevice::reply_to(&partition.served, a0, a1, a2 as i64);
-                if answered {
-                    self.trace(TraceKind::ModelRespond, a0, a1);
-                    Return(0)
+            Hypercall::DmReply => Return(self.dm_reply(a0, a1, a2)),
+            // A failed reply returns its error at once; no request pending means a wait.
+            Hypercall::DmReplyWait => {
+                let replied = if a0 == 0 {
+                    0
                 } else {
-                    Return(errors::ENOENT)
+                    self.dm_reply(a0, a1, a2)
+                };
+                match replied {
+                    0 => match self.dm_receive(a3) {
+                        0 => Outcome::WaitRequest(a3),
+                        taken_or_error => Return(taken_or_error),
+                    },
+                    error => Return(error),
                 }
             }
             // Level nonzero raises the client's device interrupt, 0 lowers it (withdraws a raise
@@ -176,7 +190,19 @@ impl VcpuRunner {
     }
 
     /// `HV_DM_RECEIVE`: the next request for any device this partition serves.
-    fn dm_receive(&mut self, buf: u64) -> i64 {
+    /// Answers request `id`: 0, or HV_ENOENT when no client waits for it.
+    fn dm_reply(&mut self, id: u64, value: u64, status: u64) -> i64 {
+        if ServedDevice::reply_to(&self.partition.served, id, value, status as i64) {
+            self.trace(TraceKind::ModelRespond, id, value);
+            0
+        } else {
+            errors::ENOENT
+        }
+    }
+
+    /// Takes the next request of any of this partition's devices into guest buffer `buf`: 1,
+    /// 0 when none is pending, or an error.
+    pub(super) fn dm_receive(&mut self, buf: u64) -> i64 {
         let partition = self.partition.clone();
         if partition.served.is_empty() {
             return errors::ENOENT;

@@ -12,7 +12,7 @@ pub use exit::{DebugExit, DeviceAccess, ExitAction, MmioAccess, handle_exit};
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use kvm_bindings::{
@@ -25,6 +25,7 @@ use crate::boot;
 use crate::irq::IrqController;
 use crate::kvm_ext;
 use crate::partition::Partition;
+use crate::poll::PollWindow;
 use crate::trace::{TraceKind, TraceRecord, TraceRing};
 
 /// What a vCPU is doing, as seen from outside.
@@ -165,6 +166,10 @@ pub struct VcpuShared {
     irq: Mutex<IrqController>,
     wake: Mutex<()>,
     wake_cond: Condvar,
+    /// Counts kicks, so that a halted vCPU can spin on it before it sleeps.
+    kicks: AtomicU64,
+    /// Set while the vCPU waits in `HV_DM_REPLY_WAIT` for a device request.
+    awaiting_request: AtomicBool,
     /// pthread id and `kvm_run` address while the thread is inside its run loop.
     runner: Mutex<Option<(libc::pthread_t, usize)>>,
     jobs_tx: Sender<VcpuJob>,
@@ -225,6 +230,8 @@ impl VcpuShared {
             irq: Mutex::default(),
             wake: Mutex::new(()),
             wake_cond: Condvar::new(),
+            kicks: AtomicU64::new(0),
+            awaiting_request: AtomicBool::new(false),
             runner: Mutex::new(None),
             jobs_tx,
             jobs_rx,
@@ -267,15 +274,18 @@ impl VcpuShared {
     /// Makes the vCPU thread look at its requests now: wakes it if it waits, and forces it out of
     /// `KVM_RUN` if it is in the guest.
     pub fn kick(&self) {
+        self.kicks.fetch_add(1, Ordering::SeqCst);
         {
             let _guard = self.wake.lock().unwrap_or_else(|p| p.into_inner());
             self.wake_cond.notify_all();
         }
-        // A parked vCPU looks at its requests before it next enters the guest, so waking it is
-        // enough: no signal, and no `immediate_exit` that would turn its next KVM_RUN into a
-        // wasted round trip. Nor does the vCPU's own thread need one (it is not in KVM_RUN).
+        // A parked or halted vCPU looks at its requests before it next enters the guest, so
+        // waking it is enough: no signal, and no `immediate_exit` that would turn its next
+        // KVM_RUN into a wasted round trip. Nor does the vCPU's own thread need one (it is not
+        // in KVM_RUN).
         std::sync::atomic::fence(Ordering::SeqCst);
-        if self.state().is_parked() {
+        let state = self.state();
+        if state.is_parked() || state == VcpuState::Halted {
             return;
         }
         let runner = self.runner.lock().unwrap_or_else(|p| p.into_inner());
@@ -466,6 +476,14 @@ impl IrqLine {
         self.vcpu.raise(self.vector);
     }
 
+    /// Wakes the line's vCPU if it waits in `HV_DM_REPLY_WAIT` (a device model that takes its
+    /// requests that way keeps its doorbell vector disabled, so the raise alone may not).
+    pub fn wake_request_waiter(&self) {
+        if self.vcpu.awaiting_request.load(Ordering::SeqCst) {
+            self.vcpu.kick();
+        }
+    }
+
     /// Lowers the line: withdraws a raise that is still pending (not injected yet); returns
     /// whether there was one. An interrupt already injected is unaffected.
     pub fn lower(&self) -> bool {
@@ -531,6 +549,10 @@ pub struct VcpuRunner {
     halted: bool,
     sync_regs: bool,
     debug: DebugControl,
+    /// How long a halt spins before it sleeps.
+    halt_poll: PollWindow,
+    /// The guest buffer of an `HV_DM_REPLY_WAIT` that waits for a request.
+    dm_wait: Option<u64>,
 }
 
 impl VcpuRunner {
@@ -551,6 +573,8 @@ impl VcpuRunner {
             halted: false,
             sync_regs,
             debug: DebugControl::default(),
+            halt_poll: PollWindow::default(),
+            dm_wait: None,
         }
     }
 
@@ -593,7 +617,14 @@ impl VcpuRunner {
                 self.park(state);
                 continue;
             }
-            if self.halted && !self.wait_for_interrupt() {
+            // Back to the checks above after either wait: a kicker that saw this vCPU halted
+            // only woke it (see `kick`), so a request it made must be seen before the guest runs.
+            if let Some(buf) = self.dm_wait.take() {
+                self.wait_for_request(buf);
+                continue;
+            }
+            if self.halted {
+                self.wait_for_interrupt();
                 continue;
             }
             self.enter_guest();
@@ -675,11 +706,20 @@ impl VcpuRunner {
         }
     }
 
-    /// Waits while halted; true when an interrupt is due, false when something else needs the
-    /// loop's attention first.
-    fn wait_for_interrupt(&mut self) -> bool {
+    /// Waits while halted until an interrupt is due (the vCPU is then running again) or something
+    /// else needs the loop's attention.
+    ///
+    /// Spins first for the adaptive halt-poll window (see [`crate::poll`]): every reason to wake
+    /// comes with a kick, so a change of the kick count ends the spin.
+    fn wait_for_interrupt(&mut self) {
         self.shared.set_state(VcpuState::Halted);
         let shared = self.shared.clone();
+        let halted_at = Instant::now();
+        let kicks = shared.kicks.load(Ordering::SeqCst);
+        if !self.wake_reason() {
+            self.halt_poll
+                .spin_until(|| shared.kicks.load(Ordering::SeqCst) != kicks);
+        }
         let mut guard = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if shared.irq().deliverable().is_some() {
@@ -687,19 +727,79 @@ impl VcpuRunner {
                 self.shared.set_state(VcpuState::Running);
                 drop(guard);
                 self.trace(TraceKind::Wake, 0, 0);
-                return true;
+                break;
             }
-            if shared.has_jobs()
-                || self.partition.is_shutting_down()
-                || self.park_reason().is_some()
-            {
-                return false;
+            if self.wake_reason() {
+                break;
             }
             guard = shared
                 .wake_cond
                 .wait(guard)
                 .unwrap_or_else(|p| p.into_inner());
         }
+        self.halt_poll.record(halted_at.elapsed());
+    }
+
+    /// Ends an `HV_DM_REPLY_WAIT`: waits (halted, spinning first like a halt) until a request
+    /// for one of this partition's devices is queued, then writes it to `buf` and returns 1 to
+    /// the guest; returns 0 instead when an interrupt is due or the loop has other work first
+    /// (the guest calls again).
+    fn wait_for_request(&mut self, buf: u64) {
+        let shared = self.shared.clone();
+        let started = Instant::now();
+        let kicks = shared.kicks.load(Ordering::SeqCst);
+        // Before the first look at the queues: a client that queues after it sees the flag.
+        shared.awaiting_request.store(true, Ordering::SeqCst);
+        // With interrupts off in the guest, a pending interrupt is no reason to return.
+        let takes_interrupts = self.fd.get_kvm_run().if_flag != 0;
+        let done_waiting = |runner: &Self| {
+            if takes_interrupts {
+                runner.wake_reason()
+            } else {
+                runner.work_reason()
+            }
+        };
+        let mut result = self.dm_receive(buf);
+        if result == 0 && !done_waiting(self) {
+            self.shared.set_state(VcpuState::Halted);
+            self.trace(TraceKind::Halt, 0, 0);
+            self.halt_poll
+                .spin_until(|| shared.kicks.load(Ordering::SeqCst) != kicks);
+            let mut guard = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                result = self.dm_receive(buf);
+                if result != 0 || done_waiting(self) {
+                    break;
+                }
+                guard = shared
+                    .wake_cond
+                    .wait(guard)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            drop(guard);
+            self.halt_poll.record(started.elapsed());
+            self.shared.set_state(VcpuState::Running);
+            self.trace(TraceKind::Wake, 0, 0);
+        }
+        shared.awaiting_request.store(false, Ordering::SeqCst);
+        self.trace(
+            TraceKind::Hypercall,
+            crate::hypercall::Hypercall::DmReplyWait as u64,
+            result as u64,
+        );
+        if let Err(e) = self.write_rax(result as u64) {
+            self.crash(format!("cannot write a hypercall result: {e}"));
+        }
+    }
+
+    /// Whether a halted vCPU must leave its wait: an interrupt to take or other work.
+    fn wake_reason(&self) -> bool {
+        self.shared.irq().deliverable().is_some() || self.work_reason()
+    }
+
+    /// Whether the run loop has work before the guest runs on: jobs, shutdown, a park.
+    fn work_reason(&self) -> bool {
+        self.shared.has_jobs() || self.partition.is_shutting_down() || self.park_reason().is_some()
     }
 
     /// Injects the next deliverable interrupt if the guest can take it, or asks KVM to exit as
