@@ -995,6 +995,8 @@ impl VcpuRunner {
     /// Puts this vCPU back at its entry state (partition reset).
     pub fn reset(&mut self, entry: u64) -> Result<(), VcpuError> {
         self.halted = false;
+        // A request wait of the old guest must not answer the new one.
+        self.dm_wait = None;
         let debug = self.debug;
         if debug.single_step {
             let _ = self.set_debug(
