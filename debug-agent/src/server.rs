@@ -378,8 +378,11 @@ fn accept_loop(shared: &Arc<Shared>, listener: &Listener) {
                     return;
                 }
                 tracing::warn!("debug agent: accept failed: {e}");
-                // Not the data path: back off so a persistent error (EMFILE) does not spin.
-                std::thread::sleep(Duration::from_millis(100));
+                // Not the data path: back off so a persistent error (EMFILE) does not spin; a
+                // refused peer is not an error of ours, and the next client must not wait.
+                if !matches!(e, hv_link::TransportError::PeerNotAllowed { .. }) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
                 continue;
             }
         };

@@ -105,6 +105,16 @@ pub enum TransportError {
         /// Their names.
         names: Vec<String>,
     },
+    /// A Unix-socket peer runs as another user (neither this process's user nor root); its
+    /// connection was closed. The socket file is 0600, so this only happens when someone made it
+    /// wider (or in the moment between `bind` and `chmod`).
+    #[error("refused a connection from user {uid}: only user {allowed} (or root) may connect")]
+    PeerNotAllowed {
+        /// The peer's user id.
+        uid: u32,
+        /// This process's effective user id.
+        allowed: u32,
+    },
     /// The peer sent a malformed frame (close the connection).
     #[error("malformed frame from peer: {0}")]
     Frame(#[from] FrameError),
@@ -693,6 +703,11 @@ impl Listener {
         match &self.kind {
             ListenerKind::Unix { listener, path, .. } => {
                 let (s, _) = listener.accept().map_err(|e| io_err("accept", e))?;
+                let uid = stream::peer_uid(&s).map_err(|e| io_err("SO_PEERCRED", e))?;
+                let allowed = stream::effective_uid();
+                if uid != allowed && uid != 0 {
+                    return Err(TransportError::PeerNotAllowed { uid, allowed });
+                }
                 Connection::from_stream(Stream::Unix(s), format!("unix:{}", path.display()))
             }
             ListenerKind::Tcp { listener, .. } => {
@@ -776,6 +791,56 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn unix_peers_of_another_user_are_refused() {
+        use std::os::unix::process::CommandExt;
+        if stream::effective_uid() != 0 {
+            eprintln!(
+                "SKIPPED unix_peers_of_another_user_are_refused: needs root to connect as another user"
+            );
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = tmp.path().join("sys.sock");
+        let l = Listener::bind(&LinkAddr::Unix(path.clone())).unwrap();
+        // As if someone had widened the socket's mode: the kernel lets user 65534 connect.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let path_for_child = path.clone();
+        let stranger = thread::spawn(move || {
+            std::process::Command::new("python3")
+                .args(["-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); print(len(s.recv(1)))"])
+                .arg(&path_for_child)
+                .uid(65534)
+                .gid(65534)
+                .output()
+                .unwrap()
+        });
+        match l.accept() {
+            Err(TransportError::PeerNotAllowed { uid, allowed }) => {
+                assert_eq!((uid, allowed), (65534, 0));
+            }
+            Err(e) => panic!("{e}"),
+            Ok(c) => panic!("accepted {}", c.peer()),
+        }
+        let out = stranger.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "0",
+            "closed at once"
+        );
+        // Our own user still gets in.
+        let local = l.local_addr().clone();
+        let client = thread::spawn(move || connect(&local).unwrap());
+        let server = l.accept().unwrap();
+        exercise(l, server, client.join().unwrap());
     }
 
     fn pair_over(addr: &LinkAddr) -> (Listener, Connection, Connection) {

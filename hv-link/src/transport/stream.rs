@@ -104,6 +104,30 @@ pub(crate) fn poll_both(a: RawFd, b: RawFd) -> io::Result<(libc::c_short, libc::
     }
 }
 
+/// The user id of the process at the other end of a Unix stream socket (`SO_PEERCRED`).
+pub(crate) fn peer_uid(s: &UnixStream) -> io::Result<u32> {
+    // SAFETY: ucred is plain data; zeroed is a valid value to be overwritten.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes and `len` holds the size of `cred`.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 { Err(last_err()) } else { Ok(cred.uid) }
+}
+
+/// This process's effective user id.
+pub(crate) fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// One `recv(MSG_DONTWAIT)` on a socket: `WouldBlock` when nothing is there.
 pub(crate) struct NonBlocking(pub(crate) RawFd);
 
