@@ -220,6 +220,61 @@ fn break_step_and_inspect_a_c_guest() {
 }
 
 #[test]
+fn hbreak_unmapped_memory_and_monitor_commands() {
+    if !kvm_or_skip("hbreak_unmapped_memory_and_monitor_commands") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let hv = Hv::start(DEMO);
+    hv.wait_count("[control]", 1);
+    let out = gdb(
+        "control",
+        hv.base,
+        // The unmapped read comes last: its error ends gdb's script (and the session with it).
+        "hbreak on_tick\ncontinue\ninfo breakpoints\ndelete\n\
+         monitor irq 7\nmonitor irq 32 9\nmonitor irq 32\nmonitor state\nmonitor bogus\n\
+         monitor reset\nflushregs\ninfo registers rip\nx/xg 0x7f0000000000",
+    );
+    assert!(out.contains("Hardware assisted breakpoint 1 at"), "{out}");
+    assert!(out.contains("Breakpoint 1, on_tick"), "hbreak hit: {out}");
+    assert!(out.contains("hw breakpoint"), "info breakpoints: {out}");
+    // The page walk finds no mapping: gdb gets an error, not zeros.
+    assert!(
+        out.contains("Cannot access memory at address 0x7f0000000000"),
+        "{out}"
+    );
+    assert!(
+        out.contains("usage: monitor irq VECTOR [VCPU] (VECTOR 32..255)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("raised vector 32 on vCPU 0 of control"),
+        "{out}"
+    );
+    assert!(!out.contains("raised vector 32 on vCPU 9"), "{out}");
+    assert!(
+        out.contains("control: running, vcpus 0:debug-stopped"),
+        "monitor state: {out}"
+    );
+    assert!(out.contains("unknown command \"bogus\""), "{out}");
+    assert!(
+        out.contains("control reset; stopped at its entry point"),
+        "{out}"
+    );
+    assert!(
+        out.contains("<_start>"),
+        "rip at the entry point after reset: {out}"
+    );
+    // gdb gone after the reset: control boots again and runs on.
+    let boots = || hv.count("[control] control: partition 0");
+    assert!(
+        wait_until(Duration::from_secs(20), || boots() >= 2),
+        "control did not boot again: {} boot lines",
+        boots()
+    );
+}
+
+#[test]
 fn a_stopped_partition_does_not_stop_the_others() {
     if !kvm_or_skip("a_stopped_partition_does_not_stop_the_others") {
         return;

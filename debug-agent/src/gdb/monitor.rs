@@ -8,8 +8,9 @@ use super::target::PartitionTarget;
 
 const HELP: &str = "hvdk monitor commands:
   monitor partitions            every partition with its state and vCPU states
-  monitor state                 this partition's state
-  monitor reset                 reload this partition's image and restart it
+  monitor state                 this partition's state and its vCPUs' states
+  monitor reset                 reload this partition's image and restart it (stopped at
+                                its entry point; `flushregs` refreshes gdb's registers)
   monitor irq VECTOR [VCPU]     raise interrupt VECTOR (32..255) on a vCPU (default 0)
   monitor help                  this text";
 
@@ -27,15 +28,29 @@ impl<H: GuestHandle> MonitorCmd for PartitionTarget<H> {
                     outputln!(out, "{line}");
                 }
             }
-            ["state"] => outputln!(out, "{}: {}", self.partition.name(), self.partition.state()),
+            ["state"] => {
+                // The partition's state, and its vCPUs' (stopped by this debugger, say).
+                let vcpus: Vec<String> = (0..self.partition.vcpu_count())
+                    .map(|i| format!("{i}:{}", self.partition.vcpu_state(i).name()))
+                    .collect();
+                outputln!(
+                    out,
+                    "{}: {}, vcpus {}",
+                    self.partition.name(),
+                    self.partition.state(),
+                    vcpus.join(" ")
+                )
+            }
             ["reset"] => match self.partition.reset() {
                 Ok(()) => {
                     // The reset released every vCPU; gdb still believes it is stopped, so stop
                     // them again at the entry point.
                     self.stop_all();
+                    // gdb keeps the registers it read before: `flushregs` makes it read the
+                    // new ones.
                     outputln!(
                         out,
-                        "{} reset; stopped at its entry point",
+                        "{} reset; stopped at its entry point (`flushregs` shows its registers)",
                         self.partition.name()
                     );
                 }
