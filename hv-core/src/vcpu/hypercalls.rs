@@ -189,7 +189,6 @@ impl VcpuRunner {
         }
     }
 
-    /// `HV_DM_RECEIVE`: the next request for any device this partition serves.
     /// Answers request `id`: 0, or HV_ENOENT when no client waits for it.
     fn dm_reply(&mut self, id: u64, value: u64, status: u64) -> i64 {
         if ServedDevice::reply_to(&self.partition.served, id, value, status as i64) {
@@ -200,8 +199,8 @@ impl VcpuRunner {
         }
     }
 
-    /// Takes the next request of any of this partition's devices into guest buffer `buf`: 1,
-    /// 0 when none is pending, or an error.
+    /// `HV_DM_RECEIVE`: takes the next request of any of this partition's devices into guest
+    /// buffer `buf`: 1, 0 when none is pending, or an error.
     pub(super) fn dm_receive(&mut self, buf: u64) -> i64 {
         let partition = self.partition.clone();
         if partition.served.is_empty() {
