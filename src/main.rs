@@ -29,7 +29,8 @@ enum Command {
     Console(cmd::console::ConsoleArgs),
     /// Give every guest and vCPU of a running system a local TCP port for gdb.
     GdbBridge(cmd::gdb_bridge::GdbBridgeArgs),
-    /// Trace tools: `hv trace record FILE` writes a running system's trace to a file.
+    /// Trace tools: `record` a running system's trace to a file, `stats` analyses it, `export` converts
+    /// it for Perfetto or to CSV.
     Trace(cmd::trace::TraceArgs),
     /// Check that this machine can run hvdk (KVM access and capabilities, gcc, gdb, guest images).
     Doctor,

@@ -314,3 +314,139 @@ fn hv_trace_record_writes_a_readable_trace_file() {
     assert_eq!(seen.delivered.keys().collect::<Vec<_>>(), [&(2, 0)]);
     agent.shutdown();
 }
+
+/// Runs `hv` with `args`; its stdout, after checking that it succeeded.
+fn hv_ok(args: &[&std::ffi::OsStr]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hv"))
+        .args(args)
+        .output()
+        .expect("run hv");
+    assert!(
+        out.status.success(),
+        "hv {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_recorded_trace_gives_stats_a_perfetto_export_and_csv() {
+    if !kvm_or_skip("a_recorded_trace_gives_stats_a_perfetto_export_and_csv") {
+        return;
+    }
+    let _lock = kvm_lock();
+    let (system, consoles, _file) = boot(common::CONTROL_AND_TELEMETRY);
+    consoles.wait_for("control", "uptime 1 s", Duration::from_secs(30));
+    let dir = tempfile::tempdir().unwrap();
+    let options = AgentOptions {
+        link: Some(LinkAddr::Unix(dir.path().join("link.sock"))),
+        ..Default::default()
+    };
+    let agent = Agent::start(&system, &system.config.agent, options).expect("agent");
+    let file = dir.path().join("demo.hvt");
+    let link = agent.local_addr().to_string();
+    hv_ok(&[
+        "trace".as_ref(),
+        "record".as_ref(),
+        file.as_os_str(),
+        "--connect".as_ref(),
+        link.as_ref(),
+        "--duration".as_ref(),
+        "1".as_ref(),
+    ]);
+    agent.shutdown();
+
+    // stats: every vCPU, control's timer with its period, as JSON and as text.
+    let stats: serde_json::Value = serde_json::from_str(&hv_ok(&[
+        "trace".as_ref(),
+        "stats".as_ref(),
+        file.as_os_str(),
+        "--json".as_ref(),
+    ]))
+    .unwrap();
+    let vcpus = stats["vcpus"].as_array().unwrap();
+    let control = vcpus
+        .iter()
+        .find(|v| v["partition"] == "control")
+        .expect("control's vCPU");
+    assert!(control["entries"].as_u64().unwrap() > 100, "{control}");
+    assert!(control["exits"]["hlt"].as_u64().unwrap() > 100, "{control}");
+    assert!(control["hypercalls"]["HV_IRQ_EOI"].as_u64().unwrap() > 100);
+    assert!(control["guest_ns"].as_u64().unwrap() > 0);
+    let timer = stats["irqs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["partition"] == "control" && i["vector"] == 32)
+        .expect("control's timer vector");
+    assert!(timer["period"]["count"].as_u64().unwrap() > 100, "{timer}");
+    assert!(timer["raise_to_inject"]["p50_ns"].as_u64().unwrap() > 0);
+    let text = hv_ok(&["trace".as_ref(), "stats".as_ref(), file.as_os_str()]);
+    assert!(text.contains(" records, "), "{text}");
+    assert!(text.contains("control.0"), "{text}");
+
+    // Perfetto: named tracks, guest slices that nest properly per vCPU, IRQ instants.
+    let json_path = dir.path().join("demo.json");
+    hv_ok(&[
+        "trace".as_ref(),
+        "export".as_ref(),
+        file.as_os_str(),
+        "-o".as_ref(),
+        json_path.as_os_str(),
+    ]);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let events = doc["traceEvents"].as_array().unwrap();
+    let control_pid = events
+        .iter()
+        .find(|e| e["name"] == "process_name" && e["args"]["name"] == "control")
+        .map(|e| e["pid"].clone())
+        .expect("a process for control");
+    let mut slices: BTreeMap<(u64, u64), Vec<(f64, f64)>> = BTreeMap::new();
+    for e in events.iter().filter(|e| e["ph"] == "X") {
+        let (ts, dur) = (e["ts"].as_f64().unwrap(), e["dur"].as_f64().unwrap());
+        assert!(dur >= 0.0 && ts >= 0.0, "{e}");
+        let key = (e["pid"].as_u64().unwrap(), e["tid"].as_u64().unwrap());
+        slices.entry(key).or_default().push((ts, ts + dur));
+    }
+    for (track, spans) in &mut slices {
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for pair in spans.windows(2) {
+            assert!(
+                pair[1].0 >= pair[0].1 - 1e-6,
+                "slices overlap on {track:?}: {pair:?}"
+            );
+        }
+    }
+    let guest_slices = events
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["name"] == "guest" && e["pid"] == control_pid)
+        .count();
+    assert!(
+        guest_slices > 100,
+        "{guest_slices} guest slices for control"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["ph"] == "i" && e["name"] == "inject 32" && e["pid"] == control_pid),
+        "timer injections"
+    );
+
+    // CSV: a header and one line per record.
+    let csv = hv_ok(&[
+        "trace".as_ref(),
+        "export".as_ref(),
+        file.as_os_str(),
+        "--format".as_ref(),
+        "csv".as_ref(),
+        "-o".as_ref(),
+        "-".as_ref(),
+    ]);
+    let records = stats["records"].as_u64().unwrap() + {
+        // Lost markers are lines of their own.
+        csv.lines().filter(|l| l.contains(",Lost,")).count() as u64
+    };
+    assert_eq!(csv.lines().count() as u64, records + 1);
+    assert!(csv.starts_with("time_ns,partition,vcpu,kind,a,b,detail\n"));
+}

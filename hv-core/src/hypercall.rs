@@ -231,6 +231,21 @@ mod tests {
     }
 
     #[test]
+    fn the_links_hypercall_names_agree() {
+        for call in Hypercall::ALL {
+            assert_eq!(
+                hv_link::trace::hypercall_name(call as u64),
+                Some(call.c_name())
+            );
+        }
+        for nr in 0..256 {
+            if Hypercall::from_number(nr).is_none() {
+                assert_eq!(hv_link::trace::hypercall_name(nr), None, "{nr}");
+            }
+        }
+    }
+
+    #[test]
     fn constants_agree_with_the_c_header() {
         use crate::layout::*;
         let d = defines(&header());

@@ -204,6 +204,35 @@ pub fn vcpu_state_name(code: u64) -> &'static str {
     }
 }
 
+/// Name of a hypercall number (`Hypercall.a`) as `hv_abi.h` spells it, e.g. `HV_IRQ_EOI`.
+/// hv-core's hypercall table is the source; a test there keeps the two in step.
+pub fn hypercall_name(nr: u64) -> Option<&'static str> {
+    Some(match nr {
+        0 => "HV_PARTITION_INFO",
+        1 => "HV_CONSOLE_WRITE",
+        2 => "HV_TIMER_SET",
+        3 => "HV_IRQ_ENABLE",
+        4 => "HV_IRQ_DISABLE",
+        5 => "HV_IRQ_EOI",
+        6 => "HV_IDLE",
+        7 => "HV_YIELD",
+        8 => "HV_SEND_IPI",
+        9 => "HV_IPC_SEND",
+        10 => "HV_IPC_RECEIVE",
+        11 => "HV_IPC_NOTIFY",
+        12 => "HV_TRACE_MARKER",
+        13 => "HV_EXIT",
+        14 => "HV_TIME_NS",
+        16 => "HV_DM_RECEIVE",
+        17 => "HV_DM_REPLY",
+        18 => "HV_DM_SET_IRQ",
+        19 => "HV_DM_COPY_FROM",
+        20 => "HV_DM_COPY_TO",
+        21 => "HV_DM_REPLY_WAIT",
+        _ => return None,
+    })
+}
+
 /// Name of a KVM exit reason (`VmExit.a`, keys of `exits_by_reason`), e.g. `io`, `hlt`.
 pub fn exit_reason_name(reason: u64) -> &'static str {
     match reason {

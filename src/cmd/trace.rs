@@ -1,6 +1,6 @@
-//! `hv trace record FILE`: subscribe to a running system's `trace` channel, switch tracing on,
-//! and write what arrives to a trace file (hv-link's trace format) until the duration ends or
-//! Ctrl-C.
+//! `hv trace`: `record FILE` subscribes to a running system's `trace` channel, switches tracing
+//! on, and writes what arrives to a trace file (hv-link's trace format) until the duration ends
+//! or Ctrl-C; `stats FILE` prints its analyses; `export FILE` converts it for Perfetto or to CSV.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +24,43 @@ pub struct TraceArgs {
 enum TraceCommand {
     /// Record a running system's trace to FILE.
     Record(RecordArgs),
+    /// Analyse a trace file: CPU per vCPU, exit reasons, hypercalls, IRQ latency and jitter,
+    /// device-model latency, lost records.
+    Stats(StatsArgs),
+    /// Convert a trace file for Perfetto (ui.perfetto.dev, chrome://tracing) or to CSV.
+    Export(ExportArgs),
+}
+
+/// Options of `hv trace stats`.
+#[derive(Debug, Args)]
+struct StatsArgs {
+    /// The trace file (from `hv trace record`).
+    file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExportFormat {
+    /// Perfetto's JSON trace-event format (also chrome://tracing).
+    Perfetto,
+    /// One line per record.
+    Csv,
+}
+
+/// Options of `hv trace export`.
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// The trace file (from `hv trace record`).
+    file: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "perfetto")]
+    format: ExportFormat,
+    /// Where to write (`-`: standard output). Default: FILE with `.json` or `.csv` appended.
+    #[arg(long, short, value_name = "OUT")]
+    output: Option<PathBuf>,
 }
 
 /// Options of `hv trace record`.
@@ -49,7 +86,59 @@ struct RecordArgs {
 pub fn trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         TraceCommand::Record(r) => record(r),
+        TraceCommand::Stats(s) => stats(s),
+        TraceCommand::Export(e) => export(e),
     }
+}
+
+fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
+    let trace = trace_viewer::Trace::open(&args.file)?;
+    let stats = trace_viewer::stats::Stats::compute(&trace);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    } else {
+        print!("{}", stats.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let trace = trace_viewer::Trace::open(&args.file)?;
+    let extension = match args.format {
+        ExportFormat::Perfetto => "json",
+        ExportFormat::Csv => "csv",
+    };
+    let output = args.output.unwrap_or_else(|| {
+        let mut name = args.file.clone().into_os_string();
+        name.push(format!(".{extension}"));
+        name.into()
+    });
+    let write = |out: &mut dyn std::io::Write| -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::new(out);
+        match args.format {
+            ExportFormat::Perfetto => trace_viewer::export::perfetto(&trace, &mut out),
+            ExportFormat::Csv => trace_viewer::export::csv(&trace, &mut out),
+        }
+    };
+    if output.as_os_str() == "-" {
+        write(&mut std::io::stdout().lock()).context("write to standard output")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut file =
+        std::fs::File::create(&output).with_context(|| format!("create {}", output.display()))?;
+    write(&mut file).with_context(|| format!("write {}", output.display()))?;
+    eprintln!(
+        "hv: {} records of {} written to {}{}",
+        trace.records.len(),
+        trace.header.system,
+        output.display(),
+        if args.format == ExportFormat::Perfetto {
+            "; open it at https://ui.perfetto.dev (Open trace file) or in chrome://tracing"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
