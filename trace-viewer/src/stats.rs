@@ -23,12 +23,31 @@ pub struct Stats {
     pub records: u64,
     /// Records the hypervisor or the link dropped (the sum of the `Lost` markers).
     pub lost: u64,
+    /// Per partition (its vCPUs summed), in partition order.
+    pub partitions: Vec<PartitionStats>,
     /// Per vCPU, in partition and vCPU order.
     pub vcpus: Vec<VcpuStats>,
     /// Per partition and vector, in that order.
     pub irqs: Vec<IrqStats>,
     /// Per client partition with device-model traffic.
     pub devices: Vec<DeviceStats>,
+}
+
+/// One partition: the sums over its vCPUs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PartitionStats {
+    /// Partition name.
+    pub partition: String,
+    /// vCPUs with records.
+    pub vcpus: u32,
+    /// Time inside KVM_RUN, all vCPUs.
+    pub guest_ns: u64,
+    /// Time halted, all vCPUs.
+    pub halted_ns: u64,
+    /// VM exits.
+    pub exits: u64,
+    /// Hypercalls.
+    pub hypercalls: u64,
 }
 
 /// One vCPU.
@@ -206,19 +225,36 @@ impl Stats {
         }
         let name = |id: u32| trace.partition_name(id).unwrap_or("?").to_owned();
         let (first, last) = trace.span();
+        let vcpus: Vec<(u32, VcpuStats)> = vcpus
+            .into_iter()
+            .map(|((p, v), state)| {
+                let stats = VcpuStats {
+                    partition: name(p),
+                    vcpu: v,
+                    ..state.stats
+                };
+                (p, stats)
+            })
+            .collect();
+        let mut partitions: BTreeMap<u32, PartitionStats> = BTreeMap::new();
+        for (p, v) in &vcpus {
+            let sum = partitions.entry(*p).or_insert_with(|| PartitionStats {
+                partition: v.partition.clone(),
+                ..PartitionStats::default()
+            });
+            sum.vcpus += 1;
+            sum.guest_ns += v.guest_ns;
+            sum.halted_ns += v.halted_ns;
+            sum.exits += v.exits.values().sum::<u64>();
+            sum.hypercalls += v.hypercalls.values().sum::<u64>();
+        }
         Stats {
             system: trace.header.system.clone(),
             duration_ns: last - first,
             records,
             lost,
-            vcpus: vcpus
-                .into_iter()
-                .map(|((p, v), state)| VcpuStats {
-                    partition: name(p),
-                    vcpu: v,
-                    ..state.stats
-                })
-                .collect(),
+            partitions: partitions.into_values().collect(),
+            vcpus: vcpus.into_iter().map(|(_, v)| v).collect(),
             irqs: irqs
                 .into_iter()
                 .map(|((p, vector), irq)| {
@@ -258,18 +294,34 @@ impl Stats {
             "{}: {:.3} s, {} records, {} lost",
             self.system, secs, self.records, self.lost
         );
+        let pct = |ns: u64| {
+            if self.duration_ns == 0 {
+                0.0
+            } else {
+                100.0 * ns as f64 / self.duration_ns as f64
+            }
+        };
+        let _ = writeln!(
+            out,
+            "\npartition        vCPUs   guest   halted    exits  hypercalls   (% of one CPU)"
+        );
+        for p in &self.partitions {
+            let _ = writeln!(
+                out,
+                "{:<16} {:>5} {:>6.1}% {:>7.1}% {:>8} {:>11}",
+                p.partition,
+                p.vcpus,
+                pct(p.guest_ns),
+                pct(p.halted_ns),
+                p.exits,
+                p.hypercalls
+            );
+        }
         let _ = writeln!(
             out,
             "\nvCPU                guest   halted  entries  exits (by reason); hypercalls"
         );
         for v in &self.vcpus {
-            let pct = |ns: u64| {
-                if self.duration_ns == 0 {
-                    0.0
-                } else {
-                    100.0 * ns as f64 / self.duration_ns as f64
-                }
-            };
             let join = |m: &BTreeMap<String, u64>| {
                 m.iter()
                     .map(|(k, n)| format!("{k} {n}"))
@@ -401,6 +453,13 @@ mod tests {
         assert_eq!((a.guest_ns, a.halted_ns, a.entries), (600, 200, 1));
         assert_eq!(a.exits.get("io"), Some(&1));
         assert_eq!(a.hypercalls.get("HV_IRQ_EOI"), Some(&1));
+        assert_eq!(s.partitions.len(), 2);
+        let pa = &s.partitions[0];
+        assert_eq!(
+            (pa.partition.as_str(), pa.vcpus, pa.guest_ns),
+            ("a", 1, 600)
+        );
+        assert_eq!((pa.exits, pa.hypercalls), (1, 1));
         let b = &s.vcpus[1];
         assert_eq!((b.partition.as_str(), b.vcpu), ("b", 1));
         assert_eq!(b.guest_ns, 0, "an exit without its entry adds no time");
