@@ -375,7 +375,15 @@ duration_us = 6000
             .any(|(open, close)| {
                 record.timestamp >= *open && record.timestamp <= close + CLOSE_SLACK
             });
-        assert!(inside, "VM entry outside a window: {record:?}");
+        if !inside {
+            let own = &windows[&(record.partition as usize)];
+            let before = own.iter().rev().find(|(open, _)| *open <= record.timestamp);
+            panic!(
+                "VM entry outside a window: {record:?}; the last window before it {before:?} \
+                 closed {:?} ns earlier (slack {CLOSE_SLACK})",
+                before.map(|(_, close)| record.timestamp.saturating_sub(*close))
+            );
+        }
         checked += 1;
     }
     assert!(checked > 100, "only {checked} VM entries checked");
