@@ -1,6 +1,7 @@
 //! `hv trace`: `record FILE` subscribes to a running system's `trace` channel, switches tracing
 //! on, and writes what arrives to a trace file (hv-link's trace format) until the duration ends
-//! or Ctrl-C; `stats FILE` prints its analyses; `export FILE` converts it for Perfetto or to CSV.
+//! or Ctrl-C; `stats FILE` prints its analyses; `export FILE` converts it for Perfetto or to CSV;
+//! `view FILE` serves a web timeline of it on 127.0.0.1 until Ctrl-C.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,19 @@ enum TraceCommand {
     Stats(StatsArgs),
     /// Convert a trace file for Perfetto (ui.perfetto.dev, chrome://tracing) or to CSV.
     Export(ExportArgs),
+    /// Show a trace file as a web timeline (tracks per vCPU, zoom, pan, search, details),
+    /// served on 127.0.0.1 until Ctrl-C.
+    View(ViewArgs),
+}
+
+/// Options of `hv trace view`.
+#[derive(Debug, Args)]
+struct ViewArgs {
+    /// The trace file (from `hv trace record`).
+    file: PathBuf,
+    /// The port to serve on, on 127.0.0.1 (0: any free port; the URL is printed).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
 }
 
 /// Options of `hv trace stats`.
@@ -88,7 +102,24 @@ pub fn trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         TraceCommand::Record(r) => record(r),
         TraceCommand::Stats(s) => stats(s),
         TraceCommand::Export(e) => export(e),
+        TraceCommand::View(v) => view(v),
     }
+}
+
+fn view(args: ViewArgs) -> anyhow::Result<ExitCode> {
+    // Before any thread starts, so that every thread blocks SIGINT/SIGTERM.
+    let signals = super::run::termination_signal()?;
+    let trace = trace_viewer::Trace::open(&args.file)?;
+    let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, args.port));
+    let viewer = trace_viewer::serve::Viewer::start(&trace, addr)?;
+    eprintln!(
+        "hv: trace viewer for {} at {} ; Ctrl-C stops",
+        trace.header.system,
+        viewer.url()
+    );
+    let _ = signals.recv();
+    viewer.shutdown();
+    Ok(ExitCode::SUCCESS)
 }
 
 fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {

@@ -1,8 +1,9 @@
 //! hvdk trace files on the host: [`Trace::open`] loads one (hv-link's trace format, as written by
 //! `hv trace record`), [`stats`] analyses it and [`export`] turns it into other tools' formats
-//! (Perfetto's JSON trace, CSV).
+//! (Perfetto's JSON trace, CSV); [`serve`] shows it as a web timeline on 127.0.0.1.
 
 pub mod export;
+pub mod serve;
 pub mod stats;
 
 use std::path::{Path, PathBuf};
