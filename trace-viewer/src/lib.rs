@@ -14,7 +14,7 @@ use hv_link::trace::{TraceError, TraceHeader, TraceReader, TraceRecord};
 #[derive(Debug, thiserror::Error)]
 pub enum ViewerError {
     /// The file cannot be opened.
-    #[error("cannot open {}: {source}", path.display())]
+    #[error("cannot open {}", path.display())]
     Open {
         /// The file.
         path: PathBuf,
@@ -23,7 +23,7 @@ pub enum ViewerError {
         source: std::io::Error,
     },
     /// The file is not a valid trace (or is cut short).
-    #[error("{} is not a valid hvdk trace: {source}", path.display())]
+    #[error("{} is not a valid hvdk trace", path.display())]
     Format {
         /// The file.
         path: PathBuf,

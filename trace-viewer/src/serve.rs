@@ -28,7 +28,7 @@ const POLL: Duration = Duration::from_millis(100);
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The address cannot be bound (in use, not local, no permission).
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -45,10 +45,10 @@ pub enum ServeError {
         message: String,
     },
     /// The trace could not be turned into JSON.
-    #[error("cannot export the trace as JSON: {0}")]
+    #[error("cannot export the trace as JSON")]
     Export(#[source] std::io::Error),
     /// The statistics could not be turned into JSON.
-    #[error("cannot serialize the trace statistics: {0}")]
+    #[error("cannot serialize the trace statistics")]
     Stats(#[source] serde_json::Error),
 }
 
