@@ -94,7 +94,7 @@ impl Viewer {
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("trace-viewer".into())
-            .spawn(move || serve(&server, &content, &flag))
+            .spawn(move || serve(&server, bound.port(), &content, &flag))
             .map_err(|e| ServeError::Server {
                 addr: bound,
                 message: format!("cannot start its thread: {e}"),
@@ -136,7 +136,7 @@ impl Drop for Viewer {
 }
 
 /// The serving loop, until `stop`.
-fn serve(server: &Server, content: &Arc<Content>, stop: &AtomicBool) {
+fn serve(server: &Server, port: u16, content: &Arc<Content>, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         match server.recv_timeout(POLL) {
             // Each request on its own thread: dropping a request reads what is left of its
@@ -145,7 +145,7 @@ fn serve(server: &Server, content: &Arc<Content>, stop: &AtomicBool) {
                 let content = Arc::clone(content);
                 let _ = std::thread::Builder::new()
                     .name("trace-viewer-request".into())
-                    .spawn(move || answer(request, &content));
+                    .spawn(move || answer(request, port, &content));
             }
             Ok(None) => {}
             // The listener failed (closed under us): nothing more will arrive.
@@ -172,8 +172,32 @@ fn route<'a>(method: &Method, url: &str, content: &'a Content) -> (u16, &'static
     }
 }
 
-fn answer(request: Request, content: &Content) {
-    let (status, kind, body) = route(request.method(), request.url(), content);
+/// Whether a request's `Host` names this server (or is absent): a page that a DNS-rebinding
+/// attack loaded in a local browser names its own host, and must not read the trace.
+fn local_host(request: &Request, port: u16) -> bool {
+    let Some(host) = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Host"))
+        .map(|h| h.value.as_str().to_ascii_lowercase())
+    else {
+        return true;
+    };
+    ["127.0.0.1", "localhost", "[::1]"]
+        .iter()
+        .any(|name| host == format!("{name}:{port}") || (port == 80 && host == *name))
+}
+
+fn answer(request: Request, port: u16, content: &Content) {
+    let (status, kind, body) = if local_host(&request, port) {
+        route(request.method(), request.url(), content)
+    } else {
+        (
+            403,
+            "text/plain; charset=utf-8",
+            &b"not this server's host name\n"[..],
+        )
+    };
     let mut response = Response::from_data(body).with_status_code(status);
     for (name, value) in [
         ("Content-Type", kind),
@@ -319,9 +343,27 @@ mod tests {
         let addr = viewer.addr();
         let answer = exchange(
             addr,
-            b"POST /api/trace HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            format!(
+                "POST /api/trace HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
         );
         assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+        // Another host name (a DNS-rebinding page) is refused; localhost is fine.
+        for (host, status) in [
+            (format!("evil.example:{}", addr.port()), "403"),
+            (format!("localhost:{}", addr.port()), "200"),
+        ] {
+            let answer = exchange(
+                addr,
+                format!("GET /api/trace HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status}")),
+                "{host}: {answer}"
+            );
+        }
         // Malformed requests: garbage, a bad request line, a lying Content-Length, a hang-up.
         poke(addr, b"\x00\xff\xfe garbage\r\n\r\n");
         poke(addr, b"GET\r\n\r\n");
