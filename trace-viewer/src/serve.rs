@@ -390,9 +390,11 @@ mod tests {
         assert!(matches!(err, ServeError::Bind { .. }), "{err}");
         assert!(err.to_string().starts_with("cannot listen on"), "{err}");
         viewer.shutdown();
-        assert!(
-            TcpStream::connect(addr).is_err(),
-            "nothing listens after shutdown"
-        );
+        // tiny_http's accept thread closes the socket a moment after the server is dropped.
+        let closed = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            TcpStream::connect(addr).is_err()
+        });
+        assert!(closed, "still listening 5 s after shutdown");
     }
 }

@@ -136,7 +136,8 @@
     if (events.length) {
       full = {
         start: Math.min(...tracks.filter((t) => t.events.length).map((t) => t.events[0].ts)),
-        end: Math.max(...events.map((e) => e.ts + e.dur)),
+        // A loop, not Math.max(...): a long trace has more events than a call has arguments.
+        end: events.reduce((end, e) => Math.max(end, e.ts + e.dur), -Infinity),
       };
       if (full.end - full.start < MIN_SPAN_US) full.end = full.start + 1;
     }
