@@ -91,6 +91,13 @@ fn write_trace(path: &Path) {
             records.push(rec(t + 99_000, partition, vcpu, RecordKind::Wake, 0, 0));
         }
     }
+    // One device-model request after the periods: beta vCPU 1's access, served by alpha.
+    records.extend([
+        rec(2_100_000, 1, 1, RecordKind::ModelRequest, 7, 8),
+        rec(2_110_000, 0, 0, RecordKind::ModelReceive, 7, 8),
+        rec(2_130_000, 0, 0, RecordKind::ModelRespond, 7, 42),
+        rec(2_140_000, 1, 1, RecordKind::ModelReply, 7, 40_000),
+    ]);
     records.sort_by_key(|r| r.timestamp);
     let file = std::fs::File::create(path).expect("create the trace file");
     let mut writer = TraceWriter::new(file, &header).expect("write the header");

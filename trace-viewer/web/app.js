@@ -3,7 +3,8 @@
 // Vanilla JavaScript, no build step, no network resources besides this server.
 //
 // window.hvTimeline exposes the state for tests: tracks (labels), events (count of drawable
-// events), visible ({start, end} in µs), drawn (items drawn in the last frame), selected (the
+// events), visible ({start, end} in µs), drawn (items drawn in the last frame), flows and
+// flowsDrawn (device-model request flows, and those drawn in the last frame), selected (the
 // selected event or null), matches (search matches) and ready (set after the first draw).
 'use strict';
 
@@ -25,6 +26,7 @@
   const OTHER_SLICE = '#9b84ee';
   const INSTANT_COLOURS = { irq: '#fee75c', marker: '#00c8ff', ipc: '#eb459e' };
   const OTHER_INSTANT = '#e3e5e8';
+  const FLOW_COLOUR = '#f0b232';
 
   const canvas = document.getElementById('canvas');
   const ctx = canvas.getContext('2d');
@@ -44,6 +46,8 @@
   let matchIndex = -1;
   let stats = null;
   let frameRequested = false;
+  /** Device-model request flows: {id, points: [{ts, track}] sorted by ts, start, end}. */
+  let flows = [];
 
   const api = {
     ready: false,
@@ -54,6 +58,8 @@
     get visible() { return { start: view.start, end: view.end }; },
     get selected() { return selected && describe(selected); },
     get matches() { return matches.length; },
+    get flows() { return flows.length; },
+    flowsDrawn: 0,
   };
   window.hvTimeline = api;
 
@@ -130,6 +136,20 @@
       const p = processes.get(pid);
       return p && typeof p.sort === 'number' ? p.sort : pid;
     };
+    // Flow steps ("s" start, "t" step, "f" end) of one id make one arrowed line across tracks.
+    const byId = new Map();
+    for (const e of raw) {
+      if ((e.ph !== 's' && e.ph !== 't' && e.ph !== 'f') || typeof e.ts !== 'number') continue;
+      if (!byId.has(e.id)) byId.set(e.id, []);
+      byId.get(e.id).push({ ts: e.ts, track: trackFor(e.pid, e.tid) });
+    }
+    flows = [...byId.entries()]
+      .map(([id, points]) => {
+        points.sort((a, b) => a.ts - b.ts);
+        return { id, points, start: points[0].ts, end: points[points.length - 1].ts };
+      })
+      .filter((f) => f.points.length > 1)
+      .sort((a, b) => a.start - b.start);
     tracks = [...byKey.values()].sort((a, b) => sortIndex(a.pid) - sortIndex(b.pid) || a.tid - b.tid);
     tracks.forEach((t, i) => { t.index = i; t.events.sort((a, b) => a.ts - b.ts); });
     events.sort((a, b) => a.ts - b.ts);
@@ -267,7 +287,49 @@
       ctx.fillText(track.label, 8, y + ROW_HEIGHT / 2, LABEL_WIDTH - 14);
     });
     api.drawn = drawn;
+    api.flowsDrawn = drawFlows(width, height);
     api.ready = true;
+  }
+
+  /** Draws the flows that touch the visible range, over the tracks; returns how many. */
+  function drawFlows(width, height) {
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(LABEL_WIDTH, AXIS_HEIGHT, width - LABEL_WIDTH, height - AXIS_HEIGHT);
+    ctx.clip();
+    ctx.strokeStyle = FLOW_COLOUR;
+    ctx.fillStyle = FLOW_COLOUR;
+    ctx.lineWidth = 1.5;
+    let count = 0;
+    for (const flow of flows) {
+      if (flow.start > view.end) break;
+      if (flow.end < view.start) continue;
+      const at = (p) => ({ x: xOf(p.ts), y: rowTop(p.track.index) + ROW_HEIGHT / 2 });
+      for (let k = 1; k < flow.points.length; k++) {
+        const a = at(flow.points[k - 1]);
+        const b = at(flow.points[k]);
+        ctx.beginPath();
+        ctx.moveTo(a.x, a.y);
+        ctx.lineTo(b.x, b.y);
+        ctx.stroke();
+        arrowhead(a, b);
+      }
+      count++;
+    }
+    ctx.restore();
+    return count;
+  }
+
+  /** A small filled arrowhead at `b`, pointing away from `a`. */
+  function arrowhead(a, b) {
+    const angle = Math.atan2(b.y - a.y, b.x - a.x);
+    const size = 6;
+    ctx.beginPath();
+    ctx.moveTo(b.x, b.y);
+    ctx.lineTo(b.x - size * Math.cos(angle - 0.4), b.y - size * Math.sin(angle - 0.4));
+    ctx.lineTo(b.x - size * Math.cos(angle + 0.4), b.y - size * Math.sin(angle + 0.4));
+    ctx.closePath();
+    ctx.fill();
   }
 
   /** The index of the first event of `list` with ts >= t. */

@@ -41,7 +41,10 @@ try {
   await page.waitForFunction(() => window.hvTimeline && window.hvTimeline.ready);
   const state = () => page.evaluate(() => {
     const t = window.hvTimeline;
-    return { tracks: t.tracks, events: t.events, visible: t.visible, drawn: t.drawn, selected: t.selected };
+    return {
+      tracks: t.tracks, events: t.events, visible: t.visible, drawn: t.drawn, selected: t.selected,
+      flows: t.flows, flowsDrawn: t.flowsDrawn,
+    };
   });
 
   let s = await state();
@@ -50,6 +53,8 @@ try {
   }
   check(s.events > 0, `no drawable events (events = ${s.events})`);
   check(s.drawn > 0, `nothing drawn in the first frame (drawn = ${s.drawn})`);
+  // The trace's one device-model request is a flow, drawn in the whole-trace view.
+  check(s.flows === 1 && s.flowsDrawn === 1, `flows ${s.flows}, drawn ${s.flowsDrawn} (want 1 and 1)`);
   console.log(`tracks ${JSON.stringify(s.tracks)}, ${s.events} events, ${s.drawn} drawn`);
 
   // Search an instant name: matches, Enter selects the first and centres it, details show it.
