@@ -441,9 +441,17 @@ impl ServedDevice {
     /// Model side: answers request `id` with `value` and `status` (0: success; anything else
     /// makes the access a bus error); false when no client waits for it.
     pub fn reply(&self, id: u64, value: u64, status: i64) -> bool {
+        self.reply_then(id, value, status, || {})
+    }
+
+    /// [`reply`](Self::reply), running `before_visible` once the reply is certain to be taken
+    /// and before its client can see it (the model's trace record comes before the client's,
+    /// even when the client spins for its reply).
+    fn reply_then(&self, id: u64, value: u64, status: i64, before_visible: impl FnOnce()) -> bool {
         let mut replies = self.replies.lock().unwrap_or_else(|p| p.into_inner());
         match replies.get_mut(&id) {
             Some(pending) if pending.reply.is_none() => {
+                before_visible();
                 pending.reply = Some(if status == 0 {
                     Reply::Value(value)
                 } else {
@@ -458,13 +466,20 @@ impl ServedDevice {
     }
 
     /// Model side: answers request `id` of whichever of `served` (the model partition's devices)
-    /// issued it; false when no client of theirs waits for it.
-    pub fn reply_to(served: &[Arc<ServedDevice>], id: u64, value: u64, status: i64) -> bool {
+    /// issued it; false when no client of theirs waits for it. `before_visible` runs as in
+    /// [`reply`](Self::reply), only when the reply is taken.
+    pub fn reply_to(
+        served: &[Arc<ServedDevice>],
+        id: u64,
+        value: u64,
+        status: i64,
+        before_visible: impl FnOnce(),
+    ) -> bool {
         let device = request_device(id);
         served
             .iter()
             .find(|d| d.model_number == device)
-            .is_some_and(|d| d.reply(id, value, status))
+            .is_some_and(|d| d.reply_then(id, value, status, before_visible))
     }
 
     /// Model side: sets the device's interrupt line in the client: `raise` makes the vector
@@ -649,7 +664,7 @@ mod tests {
             (0, 1)
         );
         assert_eq!(served[1].take_request(), Some(second));
-        assert!(ServedDevice::reply_to(&served, second.id, 22, 0));
+        assert!(ServedDevice::reply_to(&served, second.id, 22, 0, || {}));
         assert_eq!(
             served[0].replies.lock().unwrap()[&first.id].reply,
             None,
@@ -659,13 +674,22 @@ mod tests {
             served[1].replies.lock().unwrap()[&second.id].reply,
             Some(Reply::Value(22))
         );
-        assert!(ServedDevice::reply_to(&served, first.id, 11, 0));
+        // The hook runs before the reply is visible, and only for a reply that is taken.
+        let mut hook_saw = None;
+        assert!(ServedDevice::reply_to(&served, first.id, 11, 0, || {
+            hook_saw = Some(served[0].reply_count.load(Ordering::SeqCst));
+        }));
+        assert_eq!(hook_saw, Some(0), "the hook runs before the reply is counted");
+        assert_eq!(served[0].reply_count.load(Ordering::SeqCst), 1);
         assert_eq!(
             served[0].replies.lock().unwrap()[&first.id].reply,
             Some(Reply::Value(11))
         );
+        let mut ran = false;
+        assert!(!ServedDevice::reply_to(&served, first.id, 12, 0, || ran = true));
+        assert!(!ran, "a second reply is not taken: no hook");
         assert!(
-            !ServedDevice::reply_to(&served, (7 << ID_DEVICE_SHIFT) | 1, 0, 0),
+            !ServedDevice::reply_to(&served, (7 << ID_DEVICE_SHIFT) | 1, 0, 0, || {}),
             "no such device"
         );
         // Sequence numbers go on per device.

@@ -191,8 +191,10 @@ impl VcpuRunner {
 
     /// Answers request `id`: 0, or HV_ENOENT when no client waits for it.
     fn dm_reply(&mut self, id: u64, value: u64, status: u64) -> i64 {
-        if ServedDevice::reply_to(&self.partition.served, id, value, status as i64) {
-            self.trace(TraceKind::ModelRespond, id, value);
+        let partition = self.partition.clone();
+        // Recorded before the client can see the reply (it may be spinning for it).
+        let record = || self.trace(TraceKind::ModelRespond, id, value);
+        if ServedDevice::reply_to(&partition.served, id, value, status as i64, record) {
             0
         } else {
             errors::ENOENT
