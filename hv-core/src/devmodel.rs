@@ -679,7 +679,11 @@ mod tests {
         assert!(ServedDevice::reply_to(&served, first.id, 11, 0, || {
             hook_saw = Some(served[0].reply_count.load(Ordering::SeqCst));
         }));
-        assert_eq!(hook_saw, Some(0), "the hook runs before the reply is counted");
+        assert_eq!(
+            hook_saw,
+            Some(0),
+            "the hook runs before the reply is counted"
+        );
         assert_eq!(served[0].reply_count.load(Ordering::SeqCst), 1);
         assert_eq!(
             served[0].replies.lock().unwrap()[&first.id].reply,
