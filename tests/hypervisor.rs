@@ -468,6 +468,10 @@ vcpus = 2
     control.pause().unwrap();
     assert_eq!(control.state(), PartitionState::Paused);
     assert_eq!(control.vcpus[0].state(), VcpuState::Paused);
+    // Console lines reach the collector in the order they were published: once worker has
+    // printed after the pause, every line control printed before it has been collected.
+    let worker_lines = consoles.lines("worker").len();
+    consoles.wait_count("worker", worker_lines + 1, Duration::from_secs(20));
     let control_lines = consoles.lines("control").len();
     let worker_lines = consoles.lines("worker").len();
     consoles.wait_count("worker", worker_lines + 2, Duration::from_secs(20));
