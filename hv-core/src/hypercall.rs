@@ -110,31 +110,10 @@ impl Hypercall {
         Self::ALL.iter().copied().find(|call| *call as u64 == nr)
     }
 
-    /// The name used in `hv_abi.h` (`HV_CONSOLE_WRITE`, ...).
+    /// The name used in `hv_abi.h` (`HV_CONSOLE_WRITE`, ...). The names live in hv-link, which
+    /// host tools share (they must not depend on hv-core); a test checks that every call has one.
     pub fn c_name(self) -> &'static str {
-        match self {
-            Hypercall::PartitionInfo => "HV_PARTITION_INFO",
-            Hypercall::ConsoleWrite => "HV_CONSOLE_WRITE",
-            Hypercall::TimerSet => "HV_TIMER_SET",
-            Hypercall::IrqEnable => "HV_IRQ_ENABLE",
-            Hypercall::IrqDisable => "HV_IRQ_DISABLE",
-            Hypercall::IrqEoi => "HV_IRQ_EOI",
-            Hypercall::Idle => "HV_IDLE",
-            Hypercall::Yield => "HV_YIELD",
-            Hypercall::SendIpi => "HV_SEND_IPI",
-            Hypercall::IpcSend => "HV_IPC_SEND",
-            Hypercall::IpcReceive => "HV_IPC_RECEIVE",
-            Hypercall::IpcNotify => "HV_IPC_NOTIFY",
-            Hypercall::TraceMarker => "HV_TRACE_MARKER",
-            Hypercall::Exit => "HV_EXIT",
-            Hypercall::TimeNs => "HV_TIME_NS",
-            Hypercall::DmReceive => "HV_DM_RECEIVE",
-            Hypercall::DmReply => "HV_DM_REPLY",
-            Hypercall::DmSetIrq => "HV_DM_SET_IRQ",
-            Hypercall::DmCopyFrom => "HV_DM_COPY_FROM",
-            Hypercall::DmCopyTo => "HV_DM_COPY_TO",
-            Hypercall::DmReplyWait => "HV_DM_REPLY_WAIT",
-        }
+        hv_link::trace::hypercall_name(self as u64).unwrap_or("HV_UNNAMED")
     }
 }
 
@@ -233,9 +212,9 @@ mod tests {
     #[test]
     fn the_links_hypercall_names_agree() {
         for call in Hypercall::ALL {
-            assert_eq!(
-                hv_link::trace::hypercall_name(call as u64),
-                Some(call.c_name())
+            assert!(
+                hv_link::trace::hypercall_name(call as u64).is_some(),
+                "{call:?}"
             );
         }
         for nr in 0..256 {

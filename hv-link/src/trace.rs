@@ -204,8 +204,9 @@ pub fn vcpu_state_name(code: u64) -> &'static str {
     }
 }
 
-/// Name of a hypercall number (`Hypercall.a`) as `hv_abi.h` spells it, e.g. `HV_IRQ_EOI`.
-/// hv-core's hypercall table is the source; a test there keeps the two in step.
+/// Name of a hypercall number (`Hypercall.a`) as `hv_abi.h` spells it, e.g. `HV_IRQ_EOI`: the
+/// one table of names (hv-core's `Hypercall::c_name` reads it; tests there check it against
+/// hv-core's calls and the C header).
 pub fn hypercall_name(nr: u64) -> Option<&'static str> {
     Some(match nr {
         0 => "HV_PARTITION_INFO",

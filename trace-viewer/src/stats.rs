@@ -140,14 +140,14 @@ impl Summary {
 }
 
 #[derive(Default)]
-struct VcpuState {
+struct VcpuTally {
     stats: VcpuStats,
     entered_at: Option<u64>,
     halted_at: Option<u64>,
 }
 
 #[derive(Default)]
-struct IrqState {
+struct IrqTally {
     raise_to_inject: Vec<u64>,
     inject_to_eoi: Vec<u64>,
     periods: Vec<u64>,
@@ -157,8 +157,8 @@ struct IrqState {
 impl Stats {
     /// Analyses `trace` in one pass over its records.
     pub fn compute(trace: &Trace) -> Stats {
-        let mut vcpus: BTreeMap<(u32, u16), VcpuState> = BTreeMap::new();
-        let mut irqs: BTreeMap<(u32, u8), IrqState> = BTreeMap::new();
+        let mut vcpus: BTreeMap<(u32, u16), VcpuTally> = BTreeMap::new();
+        let mut irqs: BTreeMap<(u32, u8), IrqTally> = BTreeMap::new();
         let mut devices: BTreeMap<u32, (DeviceStats, Vec<u64>)> = BTreeMap::new();
         let mut latencies = IrqLatencies::default();
         let (mut records, mut lost) = (0, 0);

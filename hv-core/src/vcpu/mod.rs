@@ -729,7 +729,7 @@ impl VcpuRunner {
                 self.trace(TraceKind::Wake, 0, 0);
                 break;
             }
-            if self.wake_reason() {
+            if self.work_reason() {
                 break;
             }
             guard = shared
