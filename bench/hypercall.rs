@@ -34,8 +34,23 @@ struct RawLoop {
 const CODE: u64 = 0x10_0000;
 const REAL_MODE_CODE: u64 = 0x1000;
 
+/// Maps `memory` (one region at guest address 0) into `vm` as slot 0.
+fn map_ram(vm: &kvm_ioctls::VmFd, memory: &vm_memory::GuestMemoryMmap) {
+    use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+    let ram = memory.find_region(GuestAddress(0)).unwrap();
+    let region = kvm_userspace_memory_region {
+        slot: 0,
+        guest_phys_addr: 0,
+        memory_size: ram.len(),
+        userspace_addr: memory.get_host_address(GuestAddress(0)).unwrap() as u64,
+        flags: 0,
+    };
+    // SAFETY: `memory` outlives the VM (both live in RawLoop, the VM is dropped first).
+    unsafe { vm.set_user_memory_region(region).unwrap() };
+}
+
 fn raw_vm(kvm: &Kvm, long_mode: bool) -> RawLoop {
-    use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
     let vm = kvm.create_vm().unwrap();
     let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap();
     // mov al, 0 ; out 0xE0, al ; jmp back to the out
@@ -46,15 +61,7 @@ fn raw_vm(kvm: &Kvm, long_mode: bool) -> RawLoop {
     if long_mode {
         hv_core::boot::write_boot_tables(&memory).unwrap();
     }
-    let region = kvm_userspace_memory_region {
-        slot: 0,
-        guest_phys_addr: 0,
-        memory_size: 2 << 20,
-        userspace_addr: memory.get_host_address(GuestAddress(0)).unwrap() as u64,
-        flags: 0,
-    };
-    // SAFETY: `memory` outlives the VM (both live in RawLoop, the VM is dropped first).
-    unsafe { vm.set_user_memory_region(region).unwrap() };
+    map_ram(&vm, &memory);
     let vcpu = vm.create_vcpu(0).unwrap();
     let mut sregs = vcpu.get_sregs().unwrap();
     if long_mode {
@@ -80,7 +87,7 @@ fn raw_vm(kvm: &Kvm, long_mode: bool) -> RawLoop {
 /// loaded as hv-core loads it, its vCPU set up by hv-core's `init_vcpu`, the same memory size.
 fn raw_same_guest(kvm: &Kvm, config: &hv_config::PartitionConfig) -> RawLoop {
     use kvm_ioctls::SyncReg;
-    use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+    use vm_memory::{GuestAddress, GuestMemoryMmap};
     let bytes = std::fs::read(&config.image).unwrap();
     let elf = object::File::parse(&*bytes).unwrap();
     let hc_loop = object::Object::symbols(&elf)
@@ -94,15 +101,7 @@ fn raw_same_guest(kvm: &Kvm, config: &hv_config::PartitionConfig) -> RawLoop {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), config.memory as usize)]).unwrap();
     image.load(&memory).unwrap();
     hv_core::boot::write_boot_tables(&memory).unwrap();
-    let region = kvm_userspace_memory_region {
-        slot: 0,
-        guest_phys_addr: 0,
-        memory_size: config.memory,
-        userspace_addr: memory.get_host_address(GuestAddress(0)).unwrap() as u64,
-        flags: 0,
-    };
-    // SAFETY: `memory` outlives the VM (both live in RawLoop, the VM is dropped first).
-    unsafe { vm.set_user_memory_region(region).unwrap() };
+    map_ram(&vm, &memory);
     let mut vcpu = vm.create_vcpu(0).unwrap();
     hv_core::vcpu::init_vcpu(kvm, &vcpu, hc_loop, config.memory, 0).unwrap();
     vcpu.set_sync_valid_reg(SyncReg::Register);
