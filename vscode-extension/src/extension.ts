@@ -1,0 +1,140 @@
+// The hvdk extension: the `hv` debug type (adapter `hv dap`), the live Partitions view with its
+// actions, partition consoles as terminals, and the `hv lsp` client for system descriptions.
+import * as vscode from 'vscode';
+
+import { openConsole } from './console';
+import { HvAdapterFactory, HvConfigurationProvider, HvDynamicConfigurationProvider, Target, debugTarget } from './debug';
+import { findHv, hvError, linkArgs, runHv } from './hv';
+import { SystemDescriptionClient } from './lsp';
+import { PartitionsModel, PartitionsNode, PartitionsTree } from './partitions';
+import { Snapshot } from './snapshot';
+
+/** What the extension returns from `activate` (used by its tests, and by other extensions). */
+export interface HvdkApi {
+  /** The Partitions view's latest snapshot of the running system. */
+  partitions(): Snapshot | undefined;
+  /** Fires on every snapshot (undefined: the system went away). */
+  onDidChangePartitions: vscode.Event<Snapshot | undefined>;
+  /** The `hv` binary in use. */
+  hvPath(): string;
+  /** True while the `hv lsp` client runs. */
+  languageServerRunning(): boolean;
+}
+
+/** The partition (and vCPU) a command was invoked on: a tree node, or asked for. */
+async function targetOf(arg: unknown, model: PartitionsModel, withVcpus: boolean): Promise<Target | undefined> {
+  if (typeof arg === 'string') {
+    return { partition: arg };
+  }
+  if (typeof arg === 'object' && arg !== null && 'kind' in arg) {
+    const node = arg as PartitionsNode;
+    return node.kind === 'vcpu' ? { partition: node.partition.name, vcpu: node.vcpu.index } : { partition: node.partition.name };
+  }
+  const s = model.snapshot;
+  if (!s) {
+    void vscode.window.showErrorMessage(`hvdk: no system is running (${model.error || 'no snapshot yet'}).`);
+    return undefined;
+  }
+  const items: (vscode.QuickPickItem & { target: Target })[] = [];
+  for (const p of s.partitions) {
+    items.push({ label: p.name, description: p.state_text, target: { partition: p.name } });
+    if (withVcpus) {
+      for (const v of p.vcpus) {
+        items.push({ label: `${p.name} · vCPU ${v.index}`, description: v.state, target: { partition: p.name, vcpu: v.index } });
+      }
+    }
+  }
+  return (await vscode.window.showQuickPick(items, { placeHolder: 'Partition' }))?.target;
+}
+
+async function control(action: 'pause' | 'resume' | 'reset', partition: string, model: PartitionsModel): Promise<boolean> {
+  const r = await runHv(['control', ...linkArgs(), action, partition]);
+  if (r.code !== 0) {
+    void vscode.window.showErrorMessage(`hvdk: cannot ${action} ${partition}: ${hvError(r)}`);
+    return false;
+  }
+  model.restart(); // show the new state at once
+  return true;
+}
+
+export function activate(context: vscode.ExtensionContext): HvdkApi {
+  const log = vscode.window.createOutputChannel('hvdk', { log: true });
+  const model = new PartitionsModel(log);
+  const tree = new PartitionsTree(model);
+  const lsp = new SystemDescriptionClient(log);
+  log.appendLine(`hvdk: activated; hv is ${findHv().path} (${findHv().source})`);
+
+  const view = vscode.window.createTreeView('hvdk.partitions', { treeDataProvider: tree, showCollapseAll: true });
+  model.onDidChange((s) => {
+    view.description = s ? s.system : undefined;
+    view.message = s ? undefined : model.error ? `No system: ${model.error}` : undefined;
+  });
+
+  context.subscriptions.push(
+    log,
+    model,
+    tree,
+    view,
+    lsp,
+    vscode.debug.registerDebugConfigurationProvider('hv', new HvConfigurationProvider()),
+    vscode.debug.registerDebugConfigurationProvider('hv', new HvDynamicConfigurationProvider(), vscode.DebugConfigurationProviderTriggerKind.Dynamic),
+    vscode.debug.registerDebugAdapterDescriptorFactory('hv', new HvAdapterFactory(log)),
+    vscode.debug.onDidStartDebugSession((s) => {
+      if (s.type === 'hv') {
+        model.restart(); // a launch starts a system: follow it now
+      }
+    }),
+    vscode.commands.registerCommand('hvdk.partitions.refresh', () => model.restart()),
+    vscode.commands.registerCommand('hvdk.debugPartition', async (arg: unknown) => {
+      const t = await targetOf(arg, model, false);
+      return t ? debugTarget({ partition: t.partition }) : false;
+    }),
+    vscode.commands.registerCommand('hvdk.debugVcpu', async (arg: unknown) => {
+      const t = await targetOf(arg, model, true);
+      return t ? debugTarget(t) : false;
+    }),
+    vscode.commands.registerCommand('hvdk.pause', async (arg: unknown) => {
+      const t = await targetOf(arg, model, false);
+      return t ? control('pause', t.partition, model) : false;
+    }),
+    vscode.commands.registerCommand('hvdk.resume', async (arg: unknown) => {
+      const t = await targetOf(arg, model, false);
+      return t ? control('resume', t.partition, model) : false;
+    }),
+    vscode.commands.registerCommand('hvdk.reset', async (arg: unknown) => {
+      const t = await targetOf(arg, model, false);
+      if (!t) {
+        return false;
+      }
+      const ok = await vscode.window.showWarningMessage(`Reset partition ${t.partition}? Its guest restarts from its entry point.`, { modal: true }, 'Reset');
+      return ok === 'Reset' ? control('reset', t.partition, model) : false;
+    }),
+    vscode.commands.registerCommand('hvdk.openConsole', async (arg: unknown) => {
+      const t = await targetOf(arg, model, false);
+      return t ? openConsole(t.partition).name : undefined;
+    }),
+    vscode.commands.registerCommand('hvdk.restartLanguageServer', () => lsp.restart()),
+    vscode.workspace.onDidChangeConfiguration((e) => {
+      if (e.affectsConfiguration('hvdk.hvPath') || e.affectsConfiguration('hvdk.link') || e.affectsConfiguration('hvdk.refreshIntervalMs')) {
+        model.restart();
+      }
+      if (e.affectsConfiguration('hvdk.hvPath') || e.affectsConfiguration('hvdk.languageServer.enable')) {
+        void lsp.restart();
+      }
+    }),
+  );
+
+  model.restart();
+  void lsp.start();
+
+  return {
+    partitions: () => model.snapshot,
+    onDidChangePartitions: model.onDidChange,
+    hvPath: () => findHv().path,
+    languageServerRunning: () => lsp.languageClient?.isRunning() ?? false,
+  };
+}
+
+export function deactivate(): void {
+  // Everything is in context.subscriptions.
+}
