@@ -15,6 +15,7 @@
 
 mod arch;
 pub mod fake;
+mod filter;
 mod handle;
 mod monitor;
 mod target;
@@ -38,6 +39,7 @@ use hv_core::Partition;
 use hv_core::partition::DebugStopEvent;
 
 use arch::HvRegId;
+use filter::{PacketFilter, Pass};
 
 /// Where a session's outgoing bytes go; returns false once the peer is gone.
 pub type GdbOutput = Box<dyn FnMut(&[u8]) -> bool + Send>;
@@ -275,50 +277,6 @@ impl Connection for LinkConnection {
     }
 }
 
-/// Mirrors gdbstub's packet framing to bound a packet's length: gdbstub grows its own packet
-/// buffer without limit when a "packet" never ends; this makes such input an error that ends
-/// the session.
-#[derive(Debug, Default)]
-struct PacketScan {
-    state: Scan,
-    len: usize,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-enum Scan {
-    #[default]
-    Ready,
-    Body,
-    Sum1,
-    Sum2,
-}
-
-impl PacketScan {
-    fn push(&mut self, byte: u8) -> Result<(), String> {
-        if self.len >= PACKET_SIZE {
-            return Err(format!(
-                "packet buffer overflow (a packet longer than {PACKET_SIZE} bytes)"
-            ));
-        }
-        self.len += 1;
-        self.state = match (self.state, byte) {
-            (Scan::Ready, b'$') => Scan::Body,
-            (Scan::Ready, _) => {
-                self.len = 0;
-                Scan::Ready
-            }
-            (Scan::Body, b'#') => Scan::Sum1,
-            (Scan::Body, _) => Scan::Body,
-            (Scan::Sum1, _) => Scan::Sum2,
-            (Scan::Sum2, _) => {
-                self.len = 0;
-                Scan::Ready
-            }
-        };
-        Ok(())
-    }
-}
-
 type Machine<H> = GdbStubStateMachine<'static, PartitionTarget<H>, LinkConnection>;
 
 /// gdbstub's state machine with its target: fed by whichever thread has news (the link reader
@@ -327,7 +285,7 @@ struct Driver<H: GuestHandle> {
     /// None once the session is over.
     machine: Option<Machine<H>>,
     target: PartitionTarget<H>,
-    scan: PacketScan,
+    filter: PacketFilter,
     /// The stop on attach was done.
     started: bool,
     /// Debug stops that came while the target was stopped: reported at the next resume.
@@ -341,7 +299,7 @@ impl<H: GuestHandle> Driver<H> {
         let mut driver = Driver {
             machine: None,
             target,
-            scan: PacketScan::default(),
+            filter: PacketFilter::new(PACKET_SIZE),
             started: false,
             pending: VecDeque::new(),
             ending: None,
@@ -387,7 +345,18 @@ impl<H: GuestHandle> Driver<H> {
     }
 
     fn feed(&mut self, byte: u8) -> Result<(), String> {
-        self.scan.push(byte)?;
+        let pass = self.filter.push(byte)?;
+        // gdbstub ignores the length an M or X packet declares: the target compares it with
+        // the data it is handed.
+        self.target.declared_write = self.filter.declared_write();
+        match pass {
+            Pass::Byte(byte) => self.pump(byte),
+            Pass::Held => Ok(()),
+            Pass::Bytes(bytes) => bytes.into_iter().try_for_each(|b| self.pump(b)),
+        }
+    }
+
+    fn pump(&mut self, byte: u8) -> Result<(), String> {
         let next = match self.machine.take() {
             Some(GdbStubStateMachine::Idle(gdb)) => gdb.incoming_data(&mut self.target, byte),
             Some(GdbStubStateMachine::Running(gdb)) => gdb.incoming_data(&mut self.target, byte),

@@ -27,6 +27,7 @@ use hv_core::vcpu::{DebugControl, HwBreakpoint, HwKind};
 use hv_core::{PartitionState, VcpuRegisters, VcpuState};
 
 use super::arch::{HvRegisters, HvX86_64};
+use super::filter::DeclaredWrite;
 use super::handle::{GuestHandle, LivePartition};
 use crate::pagewalk::{PagingState, translate};
 
@@ -133,6 +134,8 @@ pub struct PartitionTarget<H: GuestHandle = LivePartition> {
     scheduler_lock: bool,
     cache: HashMap<u32, VcpuRegisters>,
     reported_crash: bool,
+    /// What the `M`/`X` packet being handled declares it writes (set by the session).
+    pub(super) declared_write: DeclaredWrite,
 }
 
 fn tid(vcpu: u32) -> Tid {
@@ -170,6 +173,7 @@ impl<H: GuestHandle> PartitionTarget<H> {
             scheduler_lock: false,
             cache: HashMap::new(),
             reported_crash: false,
+            declared_write: DeclaredWrite::None,
         }
     }
 
@@ -249,6 +253,15 @@ impl<H: GuestHandle> PartitionTarget<H> {
             return Err(TargetError::Errno(14)); // EFAULT
         }
         Ok(done)
+    }
+
+    /// gdb's `M`/`X` write: `M addr,2:11223344` must not write 4 bytes (gdbstub passes the
+    /// data whatever the packet's length says), so a mismatch is EINVAL and nothing is written.
+    fn write_declared(&mut self, vcpu: u32, start: u64, data: &[u8]) -> TargetResult<(), Self> {
+        if !std::mem::take(&mut self.declared_write).allows(data.len()) {
+            return Err(TargetError::Errno(22));
+        }
+        self.write_virtual(vcpu, start, data)
     }
 
     fn write_virtual(&mut self, vcpu: u32, start: u64, data: &[u8]) -> TargetResult<(), Self> {
@@ -477,7 +490,7 @@ impl<H: GuestHandle> MultiThreadBase for PartitionTarget<H> {
     }
 
     fn write_addrs(&mut self, start: u64, data: &[u8], tid: Tid) -> TargetResult<(), Self> {
-        self.write_virtual(vcpu_of(tid), start, data)
+        self.write_declared(vcpu_of(tid), start, data)
     }
 
     fn list_active_threads(
@@ -565,7 +578,7 @@ impl<H: GuestHandle> SingleThreadBase for PartitionTarget<H> {
 
     fn write_addrs(&mut self, start: u64, data: &[u8]) -> TargetResult<(), Self> {
         let v = self.first_vcpu();
-        self.write_virtual(v, start, data)
+        self.write_declared(v, start, data)
     }
 
     fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {

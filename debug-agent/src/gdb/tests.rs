@@ -77,7 +77,7 @@ fn corpus_replays_without_panics() {
                     "{name} (scope {scope:?}, int3 traps: {})",
                     caps.sw_breakpoints
                 );
-                let (r, _) = run(input, scope, caps, &what);
+                let (r, guest) = run(input, scope, caps, &what);
                 if name.starts_with("err_") {
                     assert!(
                         r.ended
@@ -89,6 +89,15 @@ fn corpus_replays_without_panics() {
                 }
                 if name.starts_with("session_") {
                     assert!(r.ended.is_some(), "{what}: the session did not end");
+                }
+                if name.starts_with("alive_") {
+                    assert_eq!(r.ended, None, "{what}: the session ended");
+                }
+                if name.starts_with("nowrite_") {
+                    assert!(
+                        guest.memory() == FakeGuest::new("fake", 2, caps).memory(),
+                        "{what}: guest memory changed"
+                    );
                 }
             }
         }
@@ -169,5 +178,85 @@ fn a_per_vcpu_breakpoint_is_a_debug_register_of_that_vcpu_only() {
             Some(FAKE_ENTRY)
         );
         assert!(log.iter().all(|(v, _)| *v == 1), "vCPU 0 touched: {log:?}");
+    }
+}
+
+/// The reply packets' bodies, in order.
+fn replies(output: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(output)
+        .split('$')
+        .skip(1)
+        .map(|p| p.split('#').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// `X` data as gdb sends it: binary with `#$}*` escaped.
+fn x_packet(addr: u64, declared: usize, data: &[u8]) -> Vec<u8> {
+    let mut body = format!("X{addr:x},{declared:x}:").into_bytes();
+    for &b in data {
+        if matches!(b, b'#' | b'$' | b'}' | b'*') {
+            body.extend([b'}', b ^ 0x20]);
+        } else {
+            body.push(b);
+        }
+    }
+    let sum = body.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+    let mut p = vec![b'$'];
+    p.extend(body);
+    p.extend(format!("#{sum:02x}").into_bytes());
+    p
+}
+
+#[test]
+fn writes_whose_length_disagrees_with_their_data_are_refused_and_write_nothing() {
+    let at = 0x8000u64;
+    let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let data = [0x11u8, 0x22, 0x33, 0x44, b'#', b'}'];
+    for scope in [None, Some(0), Some(1)] {
+        for declared in [0usize, 1, 2, 5, 6, 7, 50] {
+            let m = pkt(&format!("M{at:x},{declared:x}:{}", hex(&data)));
+            let x = x_packet(at, declared, &data);
+            for (kind, packet) in [("M", m), ("X", x)] {
+                let what = format!("{kind} declaring {declared} with 6 bytes (scope {scope:?})");
+                let before = FakeGuest::new("fake", 2, TRAPPING).memory();
+                let (r, guest) = run(&packet, scope, TRAPPING, &what);
+                let reply = replies(&r.output);
+                assert_eq!(r.ended, None, "{what}: the session ended");
+                if declared == data.len() {
+                    assert_eq!(reply, ["OK"], "{what}");
+                    assert_eq!(guest.memory()[at as usize..at as usize + 6], data, "{what}");
+                } else {
+                    assert!(
+                        reply.len() == 1 && reply[0].starts_with('E'),
+                        "{what}: {reply:?}"
+                    );
+                    assert!(guest.memory() == before, "{what}: guest memory changed");
+                }
+            }
+        }
+    }
+    // gdb's probe for X support, and a write after a refused one, still work.
+    let mut input = x_packet(at, 0, &[]);
+    input.extend(pkt(&format!("M{at:x},2:aabbccdd")));
+    input.extend(pkt(&format!("M{at:x},2:aabb")));
+    let (r, guest) = run(&input, None, NOT_TRAPPING, "probe");
+    assert_eq!(replies(&r.output), ["OK", "E16", "OK"]);
+    assert_eq!(
+        guest.memory()[at as usize..at as usize + 3],
+        [0xaa, 0xbb, 0]
+    );
+}
+
+#[test]
+fn a_bare_qsupported_gets_a_normal_reply() {
+    for body in ["qSupported", "qSupported:"] {
+        for scope in [None, Some(1)] {
+            let (r, _) = run(&session(&[body, "?", "g"]), scope, TRAPPING, body);
+            assert_eq!(r.ended, None, "{body}: the session ended");
+            let reply = replies(&r.output);
+            assert_eq!(reply.len(), 3, "{body}: {reply:?}");
+            assert!(reply[0].starts_with("PacketSize="), "{body}: {reply:?}");
+            assert!(!reply[1].starts_with('E') && !reply[2].starts_with('E'));
+        }
     }
 }
