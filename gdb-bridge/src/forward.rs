@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hv_link::client::parse_event;
 use hv_link::control::{
@@ -81,6 +81,21 @@ fn conflicts(a: &ChannelName, b: &ChannelName) -> bool {
     }
 }
 
+/// Who holds a channel of this bridge.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Holder {
+    port: u16,
+    peer: Option<SocketAddr>,
+    /// Its session is over and the channel is being released.
+    closing: bool,
+}
+
+/// How long a new gdb waits for the previous holder of its guest to let go before it is
+/// refused: a debugger that just left (gdb's `D`, or its hang-up) may reconnect before its old
+/// connection has noticed the end. A holder that is already closing is waited for up to
+/// [`CALL_TIMEOUT`] (its `channel.close` answer).
+const HANDOVER_GRACE: Duration = Duration::from_secs(1);
+
 /// Reserve `channel` for this connection unless this bridge already debugs the same guest.
 fn reserve(
     shared: &Shared,
@@ -88,15 +103,60 @@ fn reserve(
     port: u16,
     peer: Option<SocketAddr>,
 ) -> Result<(), String> {
+    let start = Instant::now();
     let mut attached = shared.attached();
-    if let Some((name, (p, who))) = attached.iter().find(|(n, _)| conflicts(n, channel)) {
-        let who = who.map(|a| format!(" by gdb at {a}")).unwrap_or_default();
-        return Err(format!(
-            "{channel} is not available: {name} is already being debugged through port {p}{who}; one debugger per guest"
-        ));
+    while let Some((name, holder)) = attached.iter().find(|(n, _)| conflicts(n, channel)) {
+        let limit = if holder.closing {
+            CALL_TIMEOUT
+        } else {
+            HANDOVER_GRACE
+        };
+        let Some(left) = limit.checked_sub(start.elapsed()).filter(|d| !d.is_zero()) else {
+            let who = holder
+                .peer
+                .map(|a| format!(" by gdb at {a}"))
+                .unwrap_or_default();
+            return Err(format!(
+                "{channel} is not available: {name} is already being debugged through port {}{who}; one debugger per guest",
+                holder.port
+            ));
+        };
+        attached = shared
+            .detached
+            .wait_timeout(attached, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
     }
-    attached.insert(channel.clone(), (port, peer));
+    attached.insert(
+        channel.clone(),
+        Holder {
+            port,
+            peer,
+            closing: false,
+        },
+    );
     Ok(())
+}
+
+/// The end of a connection's hold on its channel.
+struct Release<'a> {
+    shared: &'a Shared,
+    channel: &'a ChannelName,
+}
+
+impl Release<'_> {
+    /// The session is over; the channel goes soon (a new gdb for the guest waits for it).
+    fn closing(&self) {
+        if let Some(h) = self.shared.attached().get_mut(self.channel) {
+            h.closing = true;
+        }
+    }
+
+    /// The agent has let the guest go: the channel is free for the next gdb.
+    fn released(self) {
+        self.shared.attached().remove(self.channel);
+        self.shared.detached.notify_all();
+    }
 }
 
 fn serve(shared: &Arc<Shared>, entry: &PortEntry, stream: TcpStream) {
@@ -120,10 +180,14 @@ fn serve(shared: &Arc<Shared>, entry: &PortEntry, stream: TcpStream) {
     } else {
         Err("the hypervisor's host link is closed".to_owned())
     };
+    let release = Release {
+        shared,
+        channel: &channel,
+    };
     let session = match session {
         Ok(s) => s,
         Err(reason) => {
-            shared.attached().remove(&channel);
+            release.released();
             return refused(reason, stream);
         }
     };
@@ -132,9 +196,7 @@ fn serve(shared: &Arc<Shared>, entry: &PortEntry, stream: TcpStream) {
         channel: channel.clone(),
         peer,
     });
-    forward(session, stream, || {
-        shared.attached().remove(&channel);
-    });
+    forward(session, stream, release);
     shared.emit(&BridgeEvent::Detached {
         port: entry.port,
         channel,
@@ -191,17 +253,17 @@ fn open_session(shared: &Shared, channel: &ChannelName) -> Result<Session, Strin
 }
 
 /// Forward until gdb or the channel closes; then close the channel (waiting for the agent to
-/// detach), call `released`, and only then hang up on gdb: a debugger that sees the hang-up
-/// may reconnect at once and find the guest free.
-fn forward(session: Session, from_gdb: TcpStream, released: impl FnOnce()) {
+/// detach), release it, and only then hang up on gdb: a debugger that sees the hang-up may
+/// reconnect at once and find the guest free.
+fn forward(session: Session, from_gdb: TcpStream, release: Release<'_>) {
     // `Bridge::start` refuses serial links, so every session is on a socket.
     if session.reader.pollable_fd().is_none() {
         tracing::warn!("gdb-bridge: a session on a link that cannot be polled; closing it");
         session.writer.shutdown();
-        released();
+        release.released();
         return;
     }
-    forward_polled(session, from_gdb, released)
+    forward_polled(session, from_gdb, release)
 }
 
 /// How long the bridge waits actively for the agent's answer after forwarding gdb's bytes.
@@ -221,7 +283,7 @@ enum Next {
 /// [`forward`] for a socket link: one thread waits on gdb's socket and the link together,
 /// and after forwarding gdb's bytes looks for the answer itself for a moment (no second
 /// thread to wake for it).
-fn forward_polled(session: Session, mut from_gdb: TcpStream, released: impl FnOnce()) {
+fn forward_polled(session: Session, mut from_gdb: TcpStream, release: Release<'_>) {
     use std::os::fd::AsRawFd;
     let Session {
         mut reader,
@@ -235,7 +297,7 @@ fn forward_polled(session: Session, mut from_gdb: TcpStream, released: impl FnOn
         Err(e) => {
             tracing::warn!("gdb-bridge: cannot clone the gdb socket: {e}");
             writer.shutdown();
-            released();
+            release.released();
             return;
         }
     };
@@ -311,11 +373,13 @@ fn forward_polled(session: Session, mut from_gdb: TcpStream, released: impl FnOn
             }
         }
     }
+    release.closing();
     if agent_ended {
-        // Closed by the agent or the link (not by gdb): hang up on gdb.
-        let _ = from_gdb.shutdown(Shutdown::Both);
+        // Closed by the agent (which let the guest go before saying so) or the link lost:
+        // release, then hang up on gdb, which may reconnect the moment it sees the hang-up.
         writer.shutdown();
-        released();
+        release.released();
+        let _ = from_gdb.shutdown(Shutdown::Both);
         return;
     }
     // gdb is gone: close and wait for the answer (the agent has detached when it comes).
@@ -333,7 +397,7 @@ fn forward_polled(session: Session, mut from_gdb: TcpStream, released: impl FnOn
         }
     }
     writer.shutdown();
-    released();
+    release.released();
     let _ = from_gdb.shutdown(Shutdown::Both);
 }
 

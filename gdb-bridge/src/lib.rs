@@ -28,7 +28,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Receiver;
@@ -350,8 +350,10 @@ pub(crate) struct Shared {
     pub(crate) hello: Hello,
     events: Option<EventSink>,
     pub(crate) stopping: AtomicBool,
-    /// Channels this bridge has open: channel → (port, peer).
-    pub(crate) attached: Mutex<HashMap<ChannelName, (u16, Option<SocketAddr>)>>,
+    /// Channels this bridge has open, and who holds them.
+    pub(crate) attached: Mutex<HashMap<ChannelName, forward::Holder>>,
+    /// Signalled whenever a channel leaves `attached`.
+    pub(crate) detached: Condvar,
     conns: Mutex<Vec<forward::ConnEntry>>,
 }
 
@@ -363,9 +365,7 @@ impl Shared {
         }
     }
 
-    pub(crate) fn attached(
-        &self,
-    ) -> MutexGuard<'_, HashMap<ChannelName, (u16, Option<SocketAddr>)>> {
+    pub(crate) fn attached(&self) -> MutexGuard<'_, HashMap<ChannelName, forward::Holder>> {
         self.attached.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -470,6 +470,7 @@ impl Bridge {
             events: options.events,
             stopping: AtomicBool::new(false),
             attached: Mutex::default(),
+            detached: Condvar::new(),
             conns: Mutex::default(),
         });
         // The monitor drains notifications; when the link closes their sender is dropped.

@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use hv_link::control::{ChannelCloseParams, ChannelOpenParams, ChannelOpenResult};
+use hv_link::control::{
+    ChannelCloseParams, ChannelClosed, ChannelClosedParams, ChannelOpenParams, ChannelOpenResult,
+};
 use hv_link::rpc::Message;
-use hv_link::server::{ClientId, send_error, send_result};
+use hv_link::server::{ClientId, send_error, send_event, send_result};
 use hv_link::{
     ChannelClaims, ChannelId, ChannelName, ChannelTable, LinkAddr, Listener, PartitionInfo,
     PartitionState, RpcError, ServerConfig, VcpuInfo, VcpuState, accept_handshake,
@@ -144,6 +146,20 @@ fn serve(conn: hv_link::Connection, mut table: ChannelTable, seen: &Sender<Seen>
     let (mut reader, w) = conn.split();
     while let Ok(Some(f)) = reader.recv_frame() {
         if f.channel != ChannelId::CONTROL {
+            if f.payload.starts_with(b"$D#") {
+                // Like the agent on gdb's detach: OK, let the guest go, then say so.
+                w.send_frame(f.channel, b"+$OK#9a").unwrap();
+                if let Ok(name) = table.close(f.channel) {
+                    seen.send(Seen::Closed(name)).unwrap();
+                    let reason = "gdb detached".to_owned();
+                    let params = ChannelClosedParams {
+                        id: f.channel,
+                        reason,
+                    };
+                    send_event::<ChannelClosed>(&w, &params).unwrap();
+                }
+                continue;
+            }
             w.send_frame(f.channel, &f.payload.to_ascii_uppercase())
                 .unwrap();
             continue;
@@ -335,6 +351,42 @@ fn forwards_both_ways_and_closes_the_channel_when_gdb_leaves() {
             Seen::Closed(_)
         ));
     }
+    bridge.shutdown();
+}
+
+#[test]
+fn a_gdb_that_detaches_can_reattach_at_once() {
+    let agent = FakeAgent::start(ChannelClaims::new());
+    let (bridge, events) = start_bridge(&agent.addr);
+    for port in [
+        port_of(&bridge, "worker", None),
+        port_of(&bridge, "worker", Some(1)),
+    ] {
+        // The agent ends each session on gdb's `D`; the bridge hangs up after releasing the
+        // guest, so a gdb that reconnects the moment it sees the hang-up is never refused.
+        for cycle in 0..100 {
+            let mut s = connect(port);
+            s.write_all(b"$D#44").unwrap();
+            let mut back = Vec::new();
+            s.read_to_end(&mut back).unwrap();
+            let back = String::from_utf8_lossy(&back);
+            assert_eq!(back, "+$OK#9a", "cycle {cycle}: {back}");
+            assert!(matches!(
+                agent.seen.recv_timeout(GUARD).unwrap(),
+                Seen::Opened(_)
+            ));
+            assert!(matches!(
+                agent.seen.recv_timeout(GUARD).unwrap(),
+                Seen::Closed(_)
+            ));
+        }
+    }
+    assert!(
+        !events
+            .try_iter()
+            .any(|e| matches!(e, BridgeEvent::Refused { .. })),
+        "a reconnect was refused"
+    );
     bridge.shutdown();
 }
 
