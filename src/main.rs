@@ -32,6 +32,9 @@ enum Command {
     /// Trace tools: `record` a running system's trace to a file, `stats` analyses it, `export` converts
     /// it for Perfetto or to CSV.
     Trace(cmd::trace::TraceArgs),
+    /// The language server for system descriptions (LSP on stdin/stdout), for VS Code and any
+    /// LSP editor.
+    Lsp,
     /// Check that this machine can run hvdk (KVM access and capabilities, gcc, gdb, guest images).
     Doctor,
 }
@@ -51,6 +54,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Console(args)) => cmd::console::console(args),
         Some(Command::GdbBridge(args)) => cmd::gdb_bridge::gdb_bridge(args),
         Some(Command::Trace(args)) => cmd::trace::trace(args),
+        Some(Command::Lsp) => cmd::lsp::lsp(),
         Some(Command::Doctor) => cmd::doctor::doctor(),
     };
     match result {

@@ -129,15 +129,23 @@ impl Diagnostic {
 pub struct Diagnostics {
     file_name: String,
     source: String,
+    /// Byte offset of the start of each line of `source`, so locating a diagnostic is a binary
+    /// search, not a scan (a huge garbage file can have a diagnostic per line).
+    line_starts: Vec<usize>,
     items: Vec<Diagnostic>,
 }
 
 impl Diagnostics {
     /// An empty set for `source`, which is shown as `file_name` in rendered output.
     pub fn new(file_name: impl Into<String>, source: impl Into<String>) -> Self {
+        let source = source.into();
+        let line_starts = std::iter::once(0)
+            .chain(source.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
         Self {
             file_name: file_name.into(),
-            source: source.into(),
+            source,
+            line_starts,
             items: Vec::new(),
         }
     }
@@ -288,10 +296,9 @@ impl Diagnostics {
     }
 
     fn line_column(&self, offset: usize) -> (usize, usize) {
-        let before = &self.source[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        (line, before[line_start..].chars().count() + 1)
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let line_start = self.line_starts[line - 1];
+        (line, self.source[line_start..offset].chars().count() + 1)
     }
 }
 
@@ -343,10 +350,18 @@ fn fallback(file_name: &str, d: &Diagnostic) -> String {
 
 /// The candidate closest to `name` by edit distance, if it is close enough to be a likely typo.
 pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    /// Longer names are no typo of a key or a name (at most 31 characters), and the edit
+    /// distance costs their length squared.
+    const LONGEST: usize = 64;
     let name = name.to_lowercase();
-    let limit = (name.chars().count() / 3).max(1);
+    let length = name.chars().count();
+    if length > LONGEST {
+        return None;
+    }
+    let limit = (length / 3).max(1);
     candidates
         .into_iter()
+        .filter(|c| c.chars().count().abs_diff(length) <= limit)
         .map(|c| (edit_distance(&name, &c.to_lowercase()), c))
         .filter(|&(d, _)| d <= limit)
         .min_by_key(|&(d, _)| d)
@@ -390,6 +405,8 @@ mod tests {
         assert_eq!(suggest("telemetyr", names), Some("telemetry"));
         assert_eq!(suggest("Control", names), Some("control"));
         assert_eq!(suggest("gpu", names), None);
+        let long = "x".repeat(100_000);
+        assert_eq!(suggest(&long, [long.as_str()]), None);
         assert_eq!(edit_distance("ab", "ba"), 1);
         assert_eq!(edit_distance("", "abc"), 3);
     }
@@ -404,6 +421,10 @@ mod tests {
         assert_eq!(diags.iter().nth(1).unwrap().line, 1);
         assert!(diags.has_errors());
         assert_eq!(diags.summary(), "1 error, 1 warning");
+        diags.push(Diagnostic::warning(6..6, "line start"));
+        assert_eq!(diags.iter().nth(2).map(|d| (d.line, d.column)), Some((2, 1)));
+        diags.push(Diagnostic::warning(99..99, "end"));
+        assert_eq!(diags.iter().nth(3).map(|d| (d.line, d.column)), Some((3, 1)));
     }
 
     #[test]

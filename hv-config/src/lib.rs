@@ -26,6 +26,7 @@
 //! spanned [`RawDocument`] (for hover and go to definition) and the diagnostics in one pass.
 
 pub mod diagnostics;
+pub mod docs;
 pub mod image;
 pub mod layout;
 pub mod raw;

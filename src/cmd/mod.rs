@@ -3,5 +3,6 @@
 pub mod console;
 pub mod doctor;
 pub mod gdb_bridge;
+pub mod lsp;
 pub mod run;
 pub mod trace;
