@@ -35,6 +35,9 @@ enum Command {
     /// The language server for system descriptions (LSP on stdin/stdout), for VS Code and any
     /// LSP editor.
     Lsp,
+    /// The debug adapter for VS Code (Debug Adapter Protocol on stdin/stdout, or `--port`):
+    /// drives gdb against a partition or one vCPU of a system it launches or attaches to.
+    Dap(cmd::dap::DapArgs),
     /// Check that this machine can run hvdk (KVM access and capabilities, gcc, gdb, guest images).
     Doctor,
 }
@@ -55,6 +58,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::GdbBridge(args)) => cmd::gdb_bridge::gdb_bridge(args),
         Some(Command::Trace(args)) => cmd::trace::trace(args),
         Some(Command::Lsp) => cmd::lsp::lsp(),
+        Some(Command::Dap(args)) => cmd::dap::dap(args),
         Some(Command::Doctor) => cmd::doctor::doctor(),
     };
     match result {
