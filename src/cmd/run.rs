@@ -35,8 +35,8 @@ pub struct RunArgs {
     /// Serve the host link on ADDR instead of the description's `[agent] link` (default: a Unix
     /// socket named after the system in the per-user runtime directory).
     ///
-    /// ADDR is `unix:<path>`, `tcp:127.0.0.1:<port>` (clients need the token written to the
-    /// token file) or `pty` (a pseudo-terminal; its path is printed).
+    /// ADDR is `unix:<path>` (its directory must exist), `tcp:127.0.0.1:<port>` (clients need
+    /// the token written to the token file) or `pty` (a pseudo-terminal; its path is printed).
     #[arg(long, value_name = "ADDR")]
     pub link: Option<String>,
     /// First TCP port of the gdb bridge: partition k (in description order) on BASE+k, vCPU j of
@@ -78,6 +78,8 @@ Debugging:
   When the link address or the gdb port was chosen explicitly (--link, --gdb-port, or
   [agent] link in the description) and cannot be used, hv run fails; with the defaults it
   warns and runs without it (e.g. when another instance of the same system is running).
+  hv creates no directory for an explicit unix: link (only its own runtime directory for
+  the default one): a missing directory is an error.
 
 Exit status:
   0  the run ended (time limit, Ctrl-C, console closed, every partition done) and no partition

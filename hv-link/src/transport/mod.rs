@@ -77,6 +77,16 @@ pub enum TransportError {
         /// The name.
         name: String,
     },
+    /// The directory of an explicit Unix socket path does not exist (only the runtime
+    /// directory is created).
+    #[error(
+        "{}: no such directory for the link socket (hv creates only its runtime directory; create it or choose another path)",
+        dir.display()
+    )]
+    NoSocketDirectory {
+        /// The missing directory.
+        dir: PathBuf,
+    },
     /// The runtime directory is not private to this user.
     #[error("insecure runtime directory {}: {reason}", path.display())]
     InsecureDirectory {
@@ -589,9 +599,10 @@ impl Listener {
 
     /// Bind `addr`.
     ///
-    /// - `unix:<path>`: creates the socket mode 0600 (its directory 0700 if it is the runtime
-    ///   directory or missing). A stale socket file is replaced; a live one is
-    ///   [`TransportError::AddressInUse`].
+    /// - `unix:<path>`: creates the socket mode 0600. Its directory must exist
+    ///   ([`TransportError::NoSocketDirectory`]), except the runtime directory, which is
+    ///   created mode 0700: an explicit path is used as given, never invented. A stale socket
+    ///   file is replaced; a live one is [`TransportError::AddressInUse`].
     /// - `tcp:<loopback ip>:<port>` (port 0 = any): generates a random token and writes it,
     ///   mode 0600, to the token file; clients must present it in their hello.
     /// - `pty`: allocates a pty pair in raw mode; [`local_addr`](Self::local_addr) is the
@@ -618,10 +629,14 @@ impl Listener {
     }
 
     fn bind_unix(path: &Path) -> Result<Self, TransportError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
-            && (parent == runtime_dir() || !parent.exists())
-        {
-            ensure_private_dir(parent)?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if parent == runtime_dir() {
+                ensure_private_dir(parent)?;
+            } else if !parent.is_dir() {
+                return Err(TransportError::NoSocketDirectory {
+                    dir: parent.to_owned(),
+                });
+            }
         }
         if let Ok(md) = std::fs::symlink_metadata(path) {
             if !md.file_type().is_socket() {
@@ -934,15 +949,29 @@ mod tests {
     }
 
     #[test]
-    fn unix_socket_in_missing_dir_gets_private_dir() {
+    fn unix_socket_in_missing_dir_is_an_error_and_creates_nothing() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("rt");
-        let l = Listener::bind(&LinkAddr::Unix(dir.join("demo.sock"))).unwrap();
-        assert_eq!(
-            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
-        drop(l);
+        for sock in ["rt/demo.sock", "a/b/c/demo.sock", "file/x.sock"] {
+            std::fs::write(tmp.path().join("file"), "not a directory").unwrap();
+            let path = tmp.path().join(sock);
+            let e = Listener::bind(&LinkAddr::Unix(path.clone())).unwrap_err();
+            assert!(
+                matches!(&e, TransportError::NoSocketDirectory { dir } if Some(dir.as_path()) == path.parent()),
+                "{sock}: {e}"
+            );
+            assert!(e.to_string().contains("no such directory"), "{e}");
+        }
+        let mut left: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["file"], "bind created something");
+        // A relative path in the current directory has an empty parent: fine.
+        assert!(matches!(
+            Listener::bind(&LinkAddr::Unix("no-such-dir/x.sock".into())),
+            Err(TransportError::NoSocketDirectory { .. })
+        ));
     }
 
     #[test]

@@ -1,0 +1,84 @@
+//! `hv run` refuses what it cannot honour: an explicit `unix:` link whose directory does not
+//! exist (no directory is created).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{kvm_lock, kvm_or_skip, system_file};
+
+/// `control` (1 vCPU) and `worker` (2 vCPUs).
+const PAIR: &str = r#"
+[[partition]]
+name = "control"
+image = "{guests}/control.elf"
+
+[[partition]]
+name = "worker"
+image = "{guests}/worker.elf"
+memory = "32M"
+vcpus = 2
+"#;
+
+fn hv(args: &[&str]) -> Output {
+    Command::new("timeout")
+        .args(["--kill-after=5", "120"])
+        .arg(env!("CARGO_BIN_EXE_hv"))
+        .args(args)
+        .output()
+        .expect("run hv")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn an_explicit_link_in_a_missing_directory_fails_and_creates_nothing() {
+    if !kvm_or_skip("an_explicit_link_in_a_missing_directory_fails_and_creates_nothing") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no/such/dir");
+    let link = format!("unix:{}", missing.join("x.sock").display());
+    let base = common::free_gdb_base(&[1, 2]).to_string();
+    let system = system_file(PAIR);
+    let from_flag = hv(&[
+        "run",
+        system.path.to_str().unwrap(),
+        "--no-console",
+        "--time-limit",
+        "30",
+        "--gdb-port",
+        &base,
+        "--link",
+        &link,
+    ]);
+    let toml = format!("[agent]\nlink = \"{link}\"\ngdb_base_port = {base}\n{PAIR}");
+    let described = system_file(&toml);
+    let from_description = hv(&[
+        "run",
+        described.path.to_str().unwrap(),
+        "--no-console",
+        "--time-limit",
+        "30",
+    ]);
+    for (how, out) in [("--link", from_flag), ("[agent] link", from_description)] {
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{how}: {err}");
+        assert!(
+            err.contains("cannot start the debug agent") && err.contains("no such directory"),
+            "{how}: {err}"
+        );
+        assert!(
+            !exists(&tmp.path().join("no")),
+            "{how}: a directory was created"
+        );
+    }
+}
+
+fn exists(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
