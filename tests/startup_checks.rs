@@ -1,5 +1,6 @@
-//! `hv run` refuses what it cannot honour: an explicit `unix:` link whose directory does not
-//! exist (no directory is created).
+//! `hv run` refuses what it cannot honour: a gdb port plan that does not fit below 65536
+//! (from `--gdb-port` or the description's `gdb_base_port`) before anything starts, and an
+//! explicit `unix:` link whose directory does not exist (no directory is created).
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::process::{Command, Output};
 
 use common::{kvm_lock, kvm_or_skip, system_file};
 
-/// `control` (1 vCPU) and `worker` (2 vCPUs).
+/// `control` (1 vCPU) and `worker` (2 vCPUs): the plan's top port is BASE+100+16+1.
 const PAIR: &str = r#"
 [[partition]]
 name = "control"
@@ -32,6 +33,37 @@ fn hv(args: &[&str]) -> Output {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_gdb_port_plan_beyond_65535_is_refused_before_anything_starts() {
+    // Host-only: both refusals come before the system is built (no KVM needed).
+    let system = system_file(PAIR);
+    let path = system.path.to_str().unwrap();
+    for base in ["65535", "65419"] {
+        let out = hv(&["run", path, "--no-console", "--gdb-port", base]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "--gdb-port {base}: {err}");
+        assert!(
+            err.contains(&format!("--gdb-port {base}: the gdb port plan"))
+                && err.contains("use a base port of at most 65418"),
+            "{err}"
+        );
+        assert!(!err.contains("hv: running"), "the system started: {err}");
+    }
+    let out = hv(&["run", path, "--no-console", "--gdb-port", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    let toml = format!("[agent]\ngdb_base_port = 65535\n{PAIR}");
+    let system = system_file(&toml);
+    let out = hv(&["run", system.path.to_str().unwrap(), "--no-console"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("GDB port plan does not fit: it needs ports 65535..=65652")
+            && err.contains("system.toml:2:17"),
+        "{err}"
+    );
 }
 
 #[test]

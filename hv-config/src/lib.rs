@@ -37,7 +37,10 @@ use std::path::{Path, PathBuf};
 
 pub use diagnostics::{Diagnostic, Diagnostics, Severity, suggest};
 pub use raw::{RawDocument, Spanned, parse_document, parse_size};
-pub use validate::{BUILTIN_DEVICES, DEFAULT_GDB_BASE_PORT, MAX_NAME_LEN, host_cpu_count};
+pub use validate::{
+    BUILTIN_DEVICES, DEFAULT_GDB_BASE_PORT, GDB_VCPU_PORT_OFFSET, GDB_VCPU_PORTS_PER_PARTITION,
+    MAX_NAME_LEN, gdb_port_plan_top, host_cpu_count,
+};
 
 /// The key-by-key reference of the system description format (`CONFIG.md`).
 pub mod reference {

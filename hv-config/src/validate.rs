@@ -21,6 +21,24 @@ pub const MAX_NAME_LEN: usize = 31;
 pub const BUILTIN_DEVICES: &[&str] = &[];
 /// Default first GDB port.
 pub const DEFAULT_GDB_BASE_PORT: u16 = 3333;
+/// Offset of the first per-vCPU GDB port from the base port.
+pub const GDB_VCPU_PORT_OFFSET: u32 = 100;
+/// Per-vCPU GDB ports reserved per partition.
+pub const GDB_VCPU_PORTS_PER_PARTITION: u32 = 16;
+
+/// The highest TCP port of the gdb bridge's port plan with base port `base` for partitions
+/// with `vcpus[k]` vCPUs: partition k is on `base + k`, its vCPU j alone on
+/// `base + 100 + 16k + j`. The plan fits when this is at most 65535.
+pub fn gdb_port_plan_top(base: u16, vcpus: &[u32]) -> u64 {
+    let base = u64::from(base);
+    let per_partition = vcpus.len().saturating_sub(1) as u64;
+    let per_vcpu = vcpus.iter().enumerate().map(|(k, &n)| {
+        u64::from(GDB_VCPU_PORT_OFFSET)
+            + u64::from(GDB_VCPU_PORTS_PER_PARTITION) * k as u64
+            + u64::from(n.max(1) - 1)
+    });
+    base + per_vcpu.max().unwrap_or(0).max(per_partition)
+}
 /// Longest `unix:` socket path (`sun_path` holds 108 bytes including the NUL).
 const MAX_UNIX_PATH: usize = 107;
 
@@ -40,6 +58,7 @@ pub(crate) fn validate(
     let name = v.system_name(raw, path);
     let agent = v.agent(raw);
     let parts = v.partitions(&raw.partitions);
+    v.gdb_port_plan(raw, &parts, agent.gdb_base_port);
     let index: HashMap<&str, usize> = first_definitions(parts.iter().map(|p| p.name));
     let lookup = Lookup {
         index: &index,
@@ -292,6 +311,42 @@ impl Validator<'_> {
             token_file,
             gdb_base_port,
             resume_on_detach: agent.resume_on_detach.as_ref().is_none_or(|r| *r.get_ref()),
+        }
+    }
+
+    /// An explicit `gdb_base_port` must leave room for every partition's and vCPU's port.
+    fn gdb_port_plan(&mut self, raw: &RawDocument, parts: &[Part], base: u16) {
+        let Some(port) = raw.agent.as_ref().and_then(|a| a.gdb_base_port.as_ref()) else {
+            return;
+        };
+        if u64::from(base) != *port.get_ref() || parts.is_empty() {
+            return; // out of range: reported already
+        }
+        let vcpus: Vec<u32> = parts.iter().map(|p| p.vcpus.unwrap_or(1)).collect();
+        let top = gdb_port_plan_top(base, &vcpus);
+        if top <= u64::from(u16::MAX) {
+            return;
+        }
+        let span = top - u64::from(base);
+        let n = parts.len();
+        let d = self
+            .error(
+                port.span(),
+                format!("GDB port plan does not fit: it needs ports {base}..={top}"),
+            )
+            .label(format!(
+                "{n} partition{} need{} {} ports above the base",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "s" } else { "" },
+                span
+            ))
+            .note(
+                "partition k is on BASE+k and its vCPU j alone on BASE+100+16k+j; every port must be at most 65535",
+            );
+        if let Some(highest) = u64::from(u16::MAX).checked_sub(span).filter(|h| *h >= 1) {
+            d.note(format!(
+                "for this system, use a base port of at most {highest}"
+            ));
         }
     }
 
@@ -1817,6 +1872,53 @@ mod tests {
             14,
         );
         expect(&warnings, "GDB port 80 is a privileged port", 4, 17);
+    }
+
+    #[test]
+    fn the_whole_gdb_port_plan_must_fit() {
+        let fx = Fixture::new();
+        let part = |name: &str, vcpus: u32| {
+            format!("[[partition]]\nname = \"{name}\"\nimage = \"guest.elf\"\nvcpus = {vcpus}\n")
+        };
+        let two = format!("{}{}", part("a", 1), part("b", 2));
+        // a: 1 vCPU, b: 2 vCPUs -> top port BASE+100+16+1 = BASE+117.
+        assert_eq!(gdb_port_plan_top(3333, &[1, 2]), 3333 + 117);
+        assert_eq!(gdb_port_plan_top(1, &[]), 1);
+        assert_eq!(gdb_port_plan_top(65535, &[16]), 65535 + 115);
+        for base in [65535, 65419, 65500] {
+            let diags = fx.errors(&format!("[agent]\ngdb_base_port = {base}\n{two}"));
+            let top = base + 117;
+            let i = expect(
+                &diags,
+                &format!("GDB port plan does not fit: it needs ports {base}..={top}"),
+                2,
+                17,
+            );
+            let d = diags.iter().nth(i).unwrap();
+            assert_eq!(d.label, "2 partitions need 117 ports above the base");
+            assert!(
+                d.notes
+                    .iter()
+                    .any(|n| n.contains("base port of at most 65418")),
+                "{}",
+                diags.render()
+            );
+            assert_eq!(diags.error_count(), 1, "{}", diags.render());
+        }
+        // The highest base that fits is fine; so is the default.
+        assert!(
+            fx.parse(&format!("[agent]\ngdb_base_port = 65418\n{two}"))
+                .is_ok()
+        );
+        assert!(fx.parse(&two).is_ok());
+        // One partition alone on the last port still needs its vCPU port.
+        let diags = fx.errors(&format!("[agent]\ngdb_base_port = 65535\n{}", part("a", 1)));
+        expect(
+            &diags,
+            "GDB port plan does not fit: it needs ports 65535..=65635",
+            2,
+            17,
+        );
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub struct GdbBridgeArgs {
     pub connect: Option<String>,
     /// First TCP port: partition k (in description order) on BASE+k, vCPU j of partition k
     /// alone on BASE+100+16k+j.
-    #[arg(long, value_name = "BASE", default_value_t = gdb_bridge::DEFAULT_BASE_PORT)]
+    #[arg(long, value_name = "BASE", default_value_t = gdb_bridge::DEFAULT_BASE_PORT,
+          value_parser = clap::value_parser!(u16).range(1..))]
     pub base_port: u16,
     /// Token file of a `tcp:` link (default: the hypervisor's token file for that port in the
     /// runtime directory).

@@ -41,8 +41,8 @@ pub struct RunArgs {
     pub link: Option<String>,
     /// First TCP port of the gdb bridge: partition k (in description order) on BASE+k, vCPU j of
     /// partition k alone on BASE+100+16k+j. Default: the description's `[agent] gdb_base_port`
-    /// (3333).
-    #[arg(long, value_name = "BASE")]
+    /// (3333). Every one of these ports must be at most 65535.
+    #[arg(long, value_name = "BASE", value_parser = clap::value_parser!(u16).range(1..))]
     pub gdb_port: Option<u16>,
     /// Do not start the in-process gdb bridge (the host link still runs; `hv gdb-bridge` can
     /// bridge later).
@@ -79,7 +79,8 @@ Debugging:
   [agent] link in the description) and cannot be used, hv run fails; with the defaults it
   warns and runs without it (e.g. when another instance of the same system is running).
   hv creates no directory for an explicit unix: link (only its own runtime directory for
-  the default one): a missing directory is an error.
+  the default one): a missing directory is an error. A gdb port plan beyond 65535 is an
+  error before anything starts.
 
 Exit status:
   0  the run ended (time limit, Ctrl-C, console closed, every partition done) and no partition
@@ -144,6 +145,11 @@ pub fn load_config(path: &std::path::Path) -> anyhow::Result<SystemConfig> {
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let path = args.system.unwrap_or_else(|| PathBuf::from(DEMO_SYSTEM));
     let config = load_config(&path)?;
+    if let Some(base) = args.gdb_port
+        && !args.no_gdb_bridge
+    {
+        check_gdb_port_plan(base, &config)?;
+    }
     let signals = termination_signal()?;
     let names: Vec<String> = config.partitions.iter().map(|p| p.name.clone()).collect();
     let started = Instant::now();
@@ -294,6 +300,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::from(GUEST_FAILED))
     }
+}
+
+/// `--gdb-port BASE` must leave room for every partition's and vCPU's port (checked before
+/// anything starts, as the description's `gdb_base_port` is).
+fn check_gdb_port_plan(base: u16, config: &SystemConfig) -> anyhow::Result<()> {
+    let vcpus: Vec<u32> = config.partitions.iter().map(|p| p.vcpus).collect();
+    let top = hv_config::gdb_port_plan_top(base, &vcpus);
+    if top <= u64::from(u16::MAX) {
+        return Ok(());
+    }
+    let highest = u64::from(u16::MAX) + u64::from(base) - top;
+    bail!(
+        "--gdb-port {base}: the gdb port plan of {} needs ports {base}..={top}, beyond 65535 (partition k on BASE+k, its vCPU j on BASE+100+16k+j); use a base port of at most {highest}",
+        config.name
+    )
 }
 
 /// Starts the debug agent and, unless disabled, the in-process gdb bridge, and prints where
