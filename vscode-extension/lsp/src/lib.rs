@@ -6,6 +6,7 @@
 
 pub mod check;
 mod complete;
+mod context;
 pub mod files;
 mod hover;
 pub mod model;

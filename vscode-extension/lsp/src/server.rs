@@ -52,6 +52,26 @@ pub(crate) struct Parsed {
     pub(crate) path: Option<PathBuf>,
 }
 
+impl Parsed {
+    /// Parses `text` (generation `generation` of the document at `path`).
+    pub(crate) fn new(
+        text: impl Into<Arc<String>>,
+        generation: u64,
+        path: Option<PathBuf>,
+    ) -> Parsed {
+        let text = text.into();
+        let (raw, _) = hv_config::parse_document(&text);
+        let model = Model::new(raw.unwrap_or_default(), &text);
+        Parsed {
+            generation,
+            index: LineIndex::new(&text),
+            text,
+            model,
+            path,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     docs: HashMap<Uri, Doc>,
@@ -197,19 +217,10 @@ impl Backend {
             }
             (doc.text.clone(), doc.generation, doc.path.clone())
         };
-        let parsed = tokio::task::spawn_blocking(move || {
-            let (raw, _) = hv_config::parse_document(&text);
-            let model = Model::new(raw.unwrap_or_default(), &text);
-            Arc::new(Parsed {
-                generation,
-                index: LineIndex::new(&text),
-                text,
-                model,
-                path,
-            })
-        })
-        .await
-        .ok()?;
+        let parsed =
+            tokio::task::spawn_blocking(move || Arc::new(Parsed::new(text, generation, path)))
+                .await
+                .ok()?;
         if let Some(doc) = self
             .state()
             .docs
