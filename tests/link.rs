@@ -352,6 +352,15 @@ fn malformed_link_input_closes_only_that_connection() {
     for (name, input) in &ours {
         let post = name.starts_with("post_");
         let frames = replay(&sock, input.clone(), post);
+        if name.starts_with("pre_refused_") {
+            assert!(
+                frames.iter().any(|f| matches!(
+                    HandshakeMessage::parse(&f.payload),
+                    Ok(HandshakeMessage::Refused(r)) if !r.message.is_empty()
+                )),
+                "{name}: no refusal before the close: {frames:?}"
+            );
+        }
         if name.starts_with("post_err_") {
             assert!(
                 says_malformed(&frames),

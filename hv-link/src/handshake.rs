@@ -151,6 +151,8 @@ pub enum RefusalReason {
     VersionMismatch,
     /// Missing or wrong token.
     BadToken,
+    /// The first frame was not a well-formed hello (e.g. a member of the wrong JSON type).
+    MalformedHello,
     /// Anything else (unknown reasons from newer servers map here too).
     #[serde(other)]
     Other,
@@ -187,9 +189,9 @@ impl HandshakeMessage {
     /// Parse a handshake frame payload.
     pub fn parse(payload: &[u8]) -> Result<Self, HandshakeError> {
         let m: HandshakeMessage = serde_json::from_slice(payload).map_err(|e| {
-            HandshakeError::Malformed(format!(
-                "not a handshake message ({e}); is the peer an hv-link endpoint?"
-            ))
+            HandshakeError::Malformed(bad_hello_member(payload).unwrap_or_else(|| {
+                format!("not a handshake message ({e}); is the peer an hv-link endpoint?")
+            }))
         })?;
         let protocol = match &m {
             HandshakeMessage::Hello(h) => Some(&h.protocol),
@@ -211,6 +213,82 @@ impl HandshakeMessage {
         // Plain strings, integers and lists: serialisation cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
     }
+}
+
+/// For a hello whose member has the wrong JSON type (`"token": 5`), which member and what it
+/// must be; serde's own message for an internally tagged enum names neither.
+fn bad_hello_member(payload: &[u8]) -> Option<String> {
+    use serde_json::Value;
+    let Ok(Value::Object(hello)) = serde_json::from_slice::<Value>(payload) else {
+        return None;
+    };
+    if hello.get("type").and_then(Value::as_str) != Some("hello") {
+        return None;
+    }
+    let kind = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    /// A member: its name, what it must be, whether it is required, and the check.
+    type Member = (&'static str, &'static str, bool, fn(&Value) -> bool);
+    let string: fn(&Value) -> bool = Value::is_string;
+    let version: fn(&Value) -> bool = |v| v.as_u64().is_some_and(|n| u32::try_from(n).is_ok());
+    let strings: fn(&Value) -> bool =
+        |v| v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+    let members: [Member; 5] = [
+        ("protocol", "a string", true, string),
+        ("version", "an integer in 0..=4294967295", true, version),
+        ("client", "a string", true, string),
+        ("capabilities", "an array of strings", false, strings),
+        ("token", "a string", false, string),
+    ];
+    for (name, want, required, ok) in members {
+        match hello.get(name) {
+            None if required => return Some(format!("malformed hello: `{name}` is missing")),
+            None => {}
+            Some(Value::Null) if !required => {}
+            Some(v) if !ok(v) => {
+                return Some(format!(
+                    "malformed hello: `{name}` must be {want}, not {}",
+                    kind(v)
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// A refusal for a first frame that is not a usable hello.
+pub fn malformed_hello_refusal(message: &str) -> Refusal {
+    Refusal {
+        reason: RefusalReason::MalformedHello,
+        message: message.to_owned(),
+        min_version: None,
+        max_version: None,
+    }
+}
+
+/// Sans-IO server side of the whole handshake: the first frame's payload in, the welcome to
+/// send, or the refusal to send and the error to report. Every failure has a refusal, so a
+/// client always learns why it was turned away.
+pub fn answer_hello(
+    payload: &[u8],
+    policy: &HandshakePolicy,
+) -> Result<(Hello, Welcome), (Refusal, HandshakeError)> {
+    let malformed = |m: String| (malformed_hello_refusal(&m), HandshakeError::Malformed(m));
+    let hello = match HandshakeMessage::parse(payload) {
+        Ok(HandshakeMessage::Hello(h)) => h,
+        Ok(_) => return Err(malformed("expected a hello from the client".into())),
+        Err(HandshakeError::Malformed(m)) => return Err(malformed(m)),
+        Err(e) => return Err(malformed(e.to_string())),
+    };
+    let welcome = evaluate_hello(&hello, policy)?;
+    Ok((hello, welcome))
 }
 
 /// What a server checks a hello against.
@@ -309,7 +387,9 @@ pub fn evaluate_reply(hello: &Hello, reply: HandshakeMessage) -> Result<Welcome,
                 server_max: r.max_version.unwrap_or(0),
             },
             RefusalReason::BadToken => HandshakeError::BadToken,
-            RefusalReason::Other => HandshakeError::Refused { message: r.message },
+            RefusalReason::MalformedHello | RefusalReason::Other => {
+                HandshakeError::Refused { message: r.message }
+            }
         }),
         HandshakeMessage::Hello(_) => Err(HandshakeError::Malformed(
             "server sent a hello (two clients connected to each other?)".into(),
@@ -466,5 +546,54 @@ mod tests {
         assert!(
             tokens_match("abc", "abc") && !tokens_match("abc", "abd") && !tokens_match("abc", "ab")
         );
+    }
+
+    #[test]
+    fn a_hello_member_of_the_wrong_type_is_refused_by_name() {
+        let hello = |member: &str| {
+            format!(r#"{{"type":"hello","protocol":"hv-link","version":1,"client":"x",{member}}}"#)
+        };
+        for (member, says) in [
+            (r#""token":5"#, "`token` must be a string, not a number"),
+            (r#""token":["a"]"#, "`token` must be a string, not an array"),
+            (r#""token":{}"#, "`token` must be a string, not an object"),
+            (r#""token":true"#, "`token` must be a string, not a boolean"),
+            (
+                r#""capabilities":"gdb""#,
+                "`capabilities` must be an array of strings",
+            ),
+            (
+                r#""capabilities":[1]"#,
+                "`capabilities` must be an array of strings",
+            ),
+            (r#""x":1,"version":"1""#, "`version` must be an integer"),
+        ] {
+            // (A repeated member: the last one counts.)
+            let payload = hello(member);
+            for token in [None, Some("secret")] {
+                let (refusal, error) =
+                    answer_hello(payload.as_bytes(), &policy(token)).unwrap_err();
+                assert_eq!(refusal.reason, RefusalReason::MalformedHello, "{member}");
+                assert!(
+                    refusal.message.contains(says),
+                    "{member}: {}",
+                    refusal.message
+                );
+                assert!(matches!(error, HandshakeError::Malformed(m) if m == refusal.message));
+                // The client shows the server's words.
+                let reply = HandshakeMessage::parse(&HandshakeMessage::Refused(refusal).to_vec());
+                assert!(matches!(
+                    evaluate_reply(&Hello::new("x"), reply.unwrap()),
+                    Err(HandshakeError::Refused { message }) if message.contains(says)
+                ));
+            }
+        }
+        // Not a hello at all, and a welcome from a client: refused too.
+        for payload in [&b"\xff"[..], b"{}", br#"{"type":"welcome"}"#] {
+            let (refusal, _) = answer_hello(payload, &policy(None)).unwrap_err();
+            assert_eq!(refusal.reason, RefusalReason::MalformedHello);
+        }
+        // A null token is an absent one.
+        assert!(answer_hello(hello(r#""token":null"#).as_bytes(), &policy(None)).is_ok());
     }
 }

@@ -11,8 +11,8 @@ use serde::Serialize;
 use crate::channel::{ChannelId, ChannelName};
 use crate::control::Event;
 use crate::handshake::{
-    HandshakeError, HandshakeMessage, HandshakePolicy, Hello, Welcome, caps, evaluate_hello,
-    recv_handshake,
+    HandshakeError, HandshakeMessage, HandshakePolicy, Hello, Welcome, answer_hello, caps,
+    malformed_hello_refusal,
 };
 use crate::rpc::{RequestId, RpcError, encode_error, encode_notification, encode_result};
 use crate::transport::{Connection, FrameWriter, Listener, TransportError};
@@ -108,16 +108,15 @@ pub fn accept_handshake(
 
 fn accept_inner(conn: &mut Connection, cfg: &ServerConfig) -> Result<Accepted, HandshakeError> {
     conn.set_read_timeout(cfg.handshake_timeout)?;
-    let hello = match recv_handshake(conn)? {
-        HandshakeMessage::Hello(h) => h,
-        _ => {
-            return Err(HandshakeError::Malformed(
-                "expected a hello from the client".into(),
-            ));
-        }
+    let frame = conn.recv_frame()?.ok_or(HandshakeError::Closed)?;
+    let answer = if frame.channel == ChannelId::CONTROL {
+        answer_hello(&frame.payload, &cfg.policy())
+    } else {
+        let m = format!("first frame is on channel {}, expected 0", frame.channel);
+        Err((malformed_hello_refusal(&m), HandshakeError::Malformed(m)))
     };
-    match evaluate_hello(&hello, &cfg.policy()) {
-        Ok(welcome) => {
+    match answer {
+        Ok((hello, welcome)) => {
             conn.send_frame(
                 ChannelId::CONTROL,
                 &HandshakeMessage::Welcome(welcome.clone()).to_vec(),
@@ -533,6 +532,64 @@ mod tests {
             c,
             Err(HandshakeError::WrongVersion { client: 2, .. })
         ));
+    }
+
+    /// Replays `tests/corpus/handshake/*.bin` (what a client sends first) through
+    /// [`accept_handshake`] on a real socket: `refused_*` must get a `refused` message saying
+    /// why before the close (a token of the wrong JSON type once got a silent close),
+    /// `welcome_*` a welcome.
+    #[test]
+    fn handshake_corpus_gets_a_welcome_or_a_refusal_saying_why() {
+        use std::io::{Read, Write};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/handshake");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "bin"))
+            .collect();
+        files.sort();
+        assert!(
+            files.len() >= 10,
+            "{} has {} files",
+            dir.display(),
+            files.len()
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let sock = tmp.path().join("h.sock");
+        let l = Listener::bind(&LinkAddr::Unix(sock.clone())).unwrap();
+        let cfg = ServerConfig {
+            handshake_timeout: Some(Duration::from_secs(60)),
+            ..ServerConfig::new("a", "d")
+        };
+        for path in files {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let mut raw = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+            raw.write_all(&std::fs::read(&path).unwrap()).unwrap();
+            let mut conn = l.accept().unwrap();
+            let result = accept_handshake(&mut conn, &cfg);
+            if result.is_ok() {
+                conn.shutdown();
+            }
+            drop(conn);
+            let mut sent = Vec::new();
+            raw.read_to_end(&mut sent).unwrap();
+            let mut dec = crate::FrameDecoder::new();
+            dec.push(&sent);
+            let reply = dec.next_frame().unwrap().map(|f| {
+                assert_eq!(f.channel, ChannelId::CONTROL, "{name}");
+                HandshakeMessage::parse(&f.payload).unwrap()
+            });
+            match (name.split('_').next(), reply) {
+                (Some("refused"), Some(HandshakeMessage::Refused(r))) => {
+                    assert!(result.is_err(), "{name}");
+                    assert!(!r.message.is_empty(), "{name}");
+                }
+                (Some("welcome"), Some(HandshakeMessage::Welcome(_))) => {
+                    assert!(result.is_ok(), "{name}");
+                }
+                (_, reply) => panic!("{name}: the server answered {reply:?} ({result:?})"),
+            }
+        }
     }
 
     #[test]

@@ -278,7 +278,14 @@ fn malformed_frames_close_only_that_connection() {
     let hello = HandshakeMessage::Hello(Hello::new("x")).to_vec();
     s.write_all(&Frame::new(ChannelId(3), hello).encode().unwrap())
         .unwrap();
-    assert!(read_to_end(&mut s).is_empty());
+    // Refused with the reason (a frame the peer can read), then closed.
+    let frames = read_to_end(&mut s);
+    assert!(
+        matches!(&frames[..], [f] if f.channel == ChannelId::CONTROL && matches!(
+            HandshakeMessage::parse(&f.payload),
+            Ok(HandshakeMessage::Refused(r)) if r.message.contains("channel 3"))),
+        "{frames:?}"
+    );
 
     assert!(agent.malformed_connections() >= 2);
     assert_eq!(bystander.system_info().unwrap().system, "test");
