@@ -120,6 +120,18 @@ impl IrqController {
         self.in_service.set(vector);
     }
 
+    /// Takes back an injection the guest never took (KVM still held it when the vCPU stopped
+    /// entering the guest): `vector` is pending again, not in service, and keeps its raise time.
+    pub fn withdraw(&mut self, vector: u8) {
+        self.in_service.clear(vector);
+        self.pending.set(vector);
+    }
+
+    /// Whether `vector` is in service (injected, not yet ended by an EOI).
+    pub fn is_in_service(&self, vector: u8) -> bool {
+        self.in_service.contains(vector)
+    }
+
     /// Ends the highest in-service vector and returns it.
     pub fn eoi(&mut self) -> Option<u8> {
         let vector = self.in_service.highest()?;
@@ -223,5 +235,20 @@ mod tests {
         }
         irq.reset();
         assert_eq!(irq.deliverable(), None);
+    }
+
+    #[test]
+    fn a_withdrawn_injection_is_deliverable_again() {
+        let mut irq = IrqController::default();
+        irq.enable(32);
+        irq.raise_at(32, 100);
+        irq.injected(32);
+        // In service: blocks itself, as when the guest never took it.
+        irq.raise_at(32, 200);
+        assert_eq!(irq.deliverable(), None);
+        irq.withdraw(32);
+        assert!(!irq.is_in_service(32));
+        assert_eq!(irq.deliverable(), Some(32));
+        assert_eq!(irq.raised_at(32), 200);
     }
 }

@@ -104,6 +104,22 @@ fn run_probe(code: &[u8], control: u32, watch: u64) -> bool {
     attempt().unwrap_or(false)
 }
 
+/// The `KVM_GUESTDBG_*` flags this host's `KVM_SET_GUEST_DEBUG` accepts
+/// (`KVM_CAP_SET_GUEST_DEBUG2`; 0 where KVM does not say or is unusable).
+pub fn guest_debug_flags() -> u32 {
+    static FLAGS: OnceLock<u32> = OnceLock::new();
+    *FLAGS.get_or_init(|| {
+        Kvm::new()
+            .map(|kvm| {
+                kvm.check_extension_raw(libc::c_ulong::from(
+                    kvm_bindings::KVM_CAP_SET_GUEST_DEBUG2,
+                ))
+                .max(0) as u32
+            })
+            .unwrap_or(0)
+    })
+}
+
 /// The kernel module that implements KVM on this host (`kvm_intel`, `kvm_amd`, `kvm_pvm`), when
 /// sysfs tells.
 pub fn kvm_backend() -> Option<&'static str> {

@@ -118,6 +118,9 @@ pub enum RecordKind {
     ModelReceive = 22,
     /// Model side: the model answered a waiting request. a: request id, b: the reply value.
     ModelRespond = 23,
+    /// An injected interrupt the guest never took was taken back (it is pending again and will be
+    /// injected anew, with another `IrqRaise`/`IrqInject` pair). a: vector.
+    IrqWithdraw = 24,
 }
 
 /// `Lost.b`: dropped in the vCPU's ring.
@@ -131,7 +134,7 @@ impl RecordKind {
         use RecordKind::*;
         match self {
             VmEntry | VmExit => class::EXITS,
-            IrqRaise | IrqInject | IrqEoi => class::IRQ,
+            IrqRaise | IrqInject | IrqEoi | IrqWithdraw => class::IRQ,
             Hypercall => class::HYPERCALL,
             ScheduleIn | ScheduleOut | Halt | Wake | DebugStop | DebugResume | StateChange => {
                 class::SCHED
@@ -147,7 +150,7 @@ impl RecordKind {
     /// The kind for a `kind` value (`None` for kinds this build does not know: skip them).
     pub fn from_u16(v: u16) -> Option<RecordKind> {
         use RecordKind::*;
-        const ALL: [RecordKind; 23] = [
+        const ALL: [RecordKind; 24] = [
             VmEntry,
             VmExit,
             IrqRaise,
@@ -171,6 +174,7 @@ impl RecordKind {
             ModelBusError,
             ModelReceive,
             ModelRespond,
+            IrqWithdraw,
         ];
         ALL.get(usize::from(v).checked_sub(1)?).copied()
     }

@@ -2,7 +2,7 @@
 //! breakpoints and watchpoints in the debug registers, single step) and #BP re-injection.
 
 use kvm_bindings::{
-    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_INJECT_BP, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
+    KVM_GUESTDBG_BLOCKIRQ, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_INJECT_BP, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
     KVM_GUESTDBG_USE_SW_BP, kvm_guest_debug,
 };
 
@@ -129,6 +129,12 @@ impl VcpuRunner {
         inject_bp: bool,
     ) -> Result<(), VcpuError> {
         let mut dbg = control.to_kvm();
+        // A step executes the next instruction, not an interrupt handler: KVM must not deliver
+        // an event it holds during the step either (it would push rflags with the trap flag
+        // set, and the guest's `iret` would later raise a #DB the guest never asked for).
+        if control.single_step && crate::probe::guest_debug_flags() & KVM_GUESTDBG_BLOCKIRQ != 0 {
+            dbg.control |= KVM_GUESTDBG_BLOCKIRQ;
+        }
         if inject_bp {
             dbg.control |= KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_INJECT_BP;
         }

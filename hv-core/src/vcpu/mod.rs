@@ -553,6 +553,14 @@ pub struct VcpuRunner {
     halt_poll: PollWindow,
     /// The guest buffer of an `HV_DM_REPLY_WAIT` that waits for a request.
     dm_wait: Option<u64>,
+    /// The vector last injected with `KVM_INTERRUPT`, until it is known that the guest took it:
+    /// until then KVM may still hold it (an entry cancelled by a kick, or a guest that could not
+    /// take it yet and halted first).
+    unconfirmed_injection: Option<u8>,
+    /// A single step executed `hlt` and KVM reported the step, not the halt: its emulator still
+    /// holds the halt request and turns the next suitable exit into a stale `KVM_EXIT_HLT` (one
+    /// instruction later, wherever that is — possibly inside an interrupt handler with IF=0).
+    stale_halt_exit: bool,
 }
 
 impl VcpuRunner {
@@ -575,6 +583,8 @@ impl VcpuRunner {
             debug: DebugControl::default(),
             halt_poll: PollWindow::default(),
             dm_wait: None,
+            unconfirmed_injection: None,
+            stale_halt_exit: false,
         }
     }
 
@@ -613,7 +623,13 @@ impl VcpuRunner {
             if self.partition.is_shutting_down() {
                 break;
             }
-            if let Some(state) = self.park_reason() {
+            let park = self.park_reason();
+            if park.is_some() || self.halted || self.dm_wait.is_some() {
+                // The guest will not run for a while: an interrupt KVM still holds would wait
+                // with it, in service for us and never delivered.
+                self.reclaim_held_interrupt();
+            }
+            if let Some(state) = park {
                 self.park(state);
                 continue;
             }
@@ -824,6 +840,7 @@ impl VcpuRunner {
                         let raised = irq.raised_at(vector);
                         irq.injected(vector);
                         drop(irq);
+                        self.unconfirmed_injection = Some(vector);
                         let stats = &self.shared.stats;
                         bump(&stats.irqs_injected);
                         bump(&stats.irqs_by_vector[usize::from(vector)]);
@@ -844,9 +861,48 @@ impl VcpuRunner {
         self.fd.get_kvm_run().request_interrupt_window = u8::from(want_window);
     }
 
+    /// Takes back an injected interrupt that KVM still holds undelivered, so that it is pending
+    /// again in our controller (and injected at the next entry that can take it) instead of
+    /// staying in service forever: a halted vCPU would otherwise wait for it without end, and a
+    /// single step would deliver it with the trap flag set.
+    ///
+    /// Costs one `KVM_GET_VCPU_EVENTS`, and only while the guest has not yet ended the last
+    /// injected vector with an EOI.
+    fn reclaim_held_interrupt(&mut self) {
+        let Some(vector) = self.unconfirmed_injection.take() else {
+            return;
+        };
+        if !self.shared.irq().is_in_service(vector) {
+            return;
+        }
+        let Ok(mut events) = self.fd.get_vcpu_events() else {
+            return;
+        };
+        if events.interrupt.injected == 0 || events.interrupt.soft != 0 {
+            return;
+        }
+        let held = events.interrupt.nr;
+        events.interrupt.injected = 0;
+        match self.fd.set_vcpu_events(&events) {
+            Ok(()) => {
+                self.shared.irq().withdraw(held);
+                self.trace(TraceKind::IrqWithdraw, u64::from(held), 0);
+            }
+            Err(e) => self.partition.warn(format!(
+                "vCPU {}: cannot take back undelivered interrupt {held}: {e}",
+                self.shared.index
+            )),
+        }
+    }
+
     fn enter_guest(&mut self) {
         self.apply_pending_debug();
         self.prepare_interrupts();
+        let step_from = if self.debug.single_step {
+            self.read_gprs().ok().map(|r| r.rip)
+        } else {
+            None
+        };
         let start = self.partition.clock.now_ns();
         self.trace_at(start, TraceKind::VmEntry, 0, 0);
         let exit = self.fd.run();
@@ -892,11 +948,27 @@ impl VcpuRunner {
             ExitAction::Resume | ExitAction::Interrupted => {}
             ExitAction::Mmio(access) => self.mmio(access),
             ExitAction::Hypercall => self.hypercall(),
+            ExitAction::Halt if std::mem::take(&mut self.stale_halt_exit) => {
+                // The halt of a `hlt` that was stepped (and already waited for, below): the
+                // guest is past it, so this exit is not a halt of the guest's.
+            }
             ExitAction::Halt => {
                 self.halted = true;
                 self.trace(TraceKind::Halt, 0, 0);
             }
-            ExitAction::Debug(event) => self.partition.debug_exit(&self.shared, event),
+            ExitAction::Debug(event) => {
+                if let Some(rip) = step_from
+                    && event.exception == 1
+                    && self.is_hlt_at(rip)
+                {
+                    // The step executed `hlt`: the guest waits for an interrupt, as it would
+                    // where KVM folds the step into the halt exit.
+                    self.halted = true;
+                    self.stale_halt_exit = true;
+                    self.trace(TraceKind::Halt, 0, 0);
+                }
+                self.partition.debug_exit(&self.shared, event)
+            }
             ExitAction::Crash(reason) => self.crash(reason),
         }
         if step_folded {
@@ -911,6 +983,22 @@ impl VcpuRunner {
                 },
             );
         }
+    }
+
+    /// Whether the instruction at guest-virtual `rip` is `hlt` (translated by KVM with the guest's
+    /// own page tables).
+    fn is_hlt_at(&self, rip: u64) -> bool {
+        const HLT: u8 = 0xf4;
+        let Ok(translation) = self.fd.translate_gva(rip) else {
+            return false;
+        };
+        let mut byte = [0u8; 1];
+        translation.valid != 0
+            && self
+                .partition
+                .read_memory(translation.physical_address, &mut byte)
+                .is_ok()
+            && byte[0] == HLT
     }
 
     /// Carries out an MMIO access after the exit was accounted for; read data goes back to KVM,
@@ -997,6 +1085,8 @@ impl VcpuRunner {
         self.halted = false;
         // A request wait of the old guest must not answer the new one.
         self.dm_wait = None;
+        // reset_vcpu clears KVM's event queue, and the controller is reset below.
+        self.unconfirmed_injection = None;
         let debug = self.debug;
         if debug.single_step {
             let _ = self.set_debug(
