@@ -117,11 +117,11 @@ stop_server
 wait_no_system
 
 # 4. The extension-test hook: extensionDevelopmentPath is an empty runner extension, so the code
-#    under test is the installed .vsix.
-start_server hook
-t1=$(date +%s)
+#    under test is the installed .vsix. The extension host inherits the server's environment.
 export HVDK_TEST_RESULT="$OUT/hook-result.json"
 rm -f "$HVDK_TEST_RESULT"
+start_server hook
+t1=$(date +%s)
 A="vscode-remote://127.0.0.1:$PORT"
 PAYLOAD=$(node -e 'const [a,e]=process.argv.slice(1);console.log(encodeURIComponent(JSON.stringify([["extensionDevelopmentPath",a+e+"/test/runner"],["extensionTestsPath",a+e+"/dist/test/index.js"]])))' "$A" "$EXT")
 if CS_URL="http://127.0.0.1:$PORT/?folder=$REPO&payload=$PAYLOAD" node "$EXT/test/runtests.mjs"; then

@@ -21,7 +21,16 @@ try {
   const closed = new Promise((r) => page.on('close', r));
   await page.goto(process.env.CS_URL);
   const t0 = Date.now();
-  await Promise.race([closed, new Promise((r) => setTimeout(r, LIMIT_MS))]);
+  // VS Code closes the page when run() returns; the suite also marks its result file done.
+  const done = (async () => {
+    while (Date.now() - t0 < LIMIT_MS) {
+      try {
+        if (JSON.parse(fs.readFileSync(RESULT, 'utf8')).done) return;
+      } catch {}
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  })();
+  await Promise.race([closed, done]);
   console.log(`runtests: the test run ended after ${Math.round((Date.now() - t0) / 1000)} s`);
   if (!fs.existsSync(RESULT)) {
     console.error('runtests: no result file: the suite did not run (is dist/test/index.js built?)');

@@ -1,0 +1,144 @@
+// Drives the real VS Code workbench (code-server) in headless Chromium like a person would:
+// the Partitions view, then (with KVM) a breakpoint in sensor_write_ctrl set with F9, "Debug:
+// Start Debugging" from .vscode/launch.json, the stop, the Call Stack, req->offset in Variables,
+// step over, the Partitions view's live states, continue and stop. Screenshots go to $SHOT_DIR.
+import { createRequire } from 'module';
+
+const require = createRequire(import.meta.url);
+const { chromium } = require(process.env.TOOLS + '/playwright-core');
+const SHOTS = process.env.SHOT_DIR;
+const KVM = process.env.HVDK_TEST_KVM === '1';
+const LONG = 240_000; // guests may run emulated: generous, and never a timing assertion
+const DEMO = ['control', 'telemetry', 'worker', 'sensor-model'];
+const t0 = Date.now();
+const log = (s) => console.log(`drive: ${((Date.now() - t0) / 1000).toFixed(1)} s ${s}`);
+const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+let page;
+
+/** Runs a command from the palette, picking the row whose label is exactly `label`. */
+async function palette(label) {
+  await page.keyboard.press('F1');
+  const input = page.locator('.quick-input-widget input');
+  await input.waitFor({ state: 'visible', timeout: 15000 });
+  await input.fill('>' + label);
+  const row = page.locator('.quick-input-list .monaco-list-row .label-name', { hasText: new RegExp('^' + escape(label) + '$') }).first();
+  await row.waitFor({ state: 'visible', timeout: 15000 });
+  await row.click();
+}
+
+/** The Partitions pane of the Run and Debug side bar. */
+function partitionsPane() {
+  return page.locator('.pane', { has: page.locator('.pane-header', { hasText: /^Partitions/ }) });
+}
+
+/** Opens Run and Debug and expands the Partitions pane (a click on its header when collapsed). */
+async function showPartitions() {
+  await palette('View: Show Run and Debug');
+  const header = page.locator('.pane-header', { hasText: /^Partitions/ }).first();
+  await header.waitFor({ timeout: 60000 });
+  if ((await header.getAttribute('aria-expanded')) !== 'true') await header.click();
+}
+
+async function main() {
+  const browser = await chromium.launch({ executablePath: '/usr/lib/chromium/chromium', headless: true, args: ['--no-sandbox', '--disable-gpu'] });
+  page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+  try {
+    await page.goto(process.env.CS_URL);
+    await page.locator('.monaco-workbench').waitFor({ timeout: 90000 });
+    log('workbench visible');
+    // The extension activates on the repository's TOML files; its commands are in the palette.
+    await showPartitions();
+    const pane = partitionsPane();
+    await pane.waitFor({ timeout: 60000 });
+    log('Partitions view shown');
+    if (!KVM) {
+      await pane.getByText('No hvdk system is running').first().waitFor({ timeout: 60000 });
+      log('Partitions view: "No hvdk system is running" (its welcome content)');
+      await page.screenshot({ path: `${SHOTS}/partitions-idle.png` });
+      log('no KVM: the debug session is not driven');
+      console.log(`SKIPPED vscode UI debug session: ${process.env.HVDK_TEST_KVM_REASON || 'no /dev/kvm'}`);
+      return;
+    }
+
+    // A breakpoint in sensor_write_ctrl, the way a person sets it: open the file, go to the line, F9.
+    const fs = await import('fs');
+    const src = fs.readFileSync(`${process.env.REPO}/guests/demo/sensor_model.c`, 'utf8').split('\n');
+    const fnLine = src.findIndex((l) => l.startsWith('void sensor_write_ctrl('));
+    const bpLine = src.findIndex((l, i) => i > fnLine && l.includes('struct sensor_state *s = ctx;')) + 1;
+    await page.keyboard.press('Control+P');
+    await page.locator('.quick-input-widget input').fill('sensor_model.c');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'sensor_model.c' }).first().waitFor({ timeout: 15000 });
+    await page.keyboard.press('Enter');
+    await page.locator('.tab.active', { hasText: 'sensor_model.c' }).waitFor({ timeout: 15000 });
+    await page.keyboard.press('Control+G');
+    await page.locator('.quick-input-widget input').fill(`:${bpLine}`);
+    await page.keyboard.press('Enter');
+    await page.keyboard.press('F9');
+    await page.locator('.codicon-debug-breakpoint').first().waitFor({ timeout: 15000 });
+    log(`breakpoint set at sensor_model.c:${bpLine} with F9`);
+
+    await palette('Debug: Start Debugging');
+    log('Debug: Start Debugging (hv: debug sensor-model (demo))');
+    const stack = page.locator('.debug-call-stack');
+    await stack.getByText('sensor_write_ctrl').first().waitFor({ timeout: LONG });
+    const frameRow = page.locator('.debug-call-stack .monaco-list-row', { hasText: 'sensor_write_ctrl' }).first();
+    const before = (await frameRow.innerText()).replace(/\s+/g, ' ');
+    log(`stopped: Call Stack shows "${before}"`);
+
+    // Variables: expand req, read offset.
+    const req = page.locator('.debug-variables .monaco-list-row', { has: page.locator('.name', { hasText: /^req$/ }) }).first();
+    await req.waitFor({ timeout: 30000 });
+    await req.click();
+    const offset = page.locator('.debug-variables .monaco-list-row', { has: page.locator('.name', { hasText: /^offset$/ }) }).first();
+    await offset.waitFor({ timeout: 30000 });
+    const offsetText = (await offset.innerText()).replace(/\s+/g, ' ');
+    log(`Variables: req → "${offsetText}"`);
+    if (!/\b(12|0xc)\b/.test(offsetText)) throw new Error(`req->offset shows "${offsetText}", expected 12`);
+    await page.screenshot({ path: `${SHOTS}/stop.png` });
+    log(`screenshot ${SHOTS}/stop.png`);
+
+    // Step over: the frame's line changes.
+    await palette('Debug: Step Over');
+    await page.waitForFunction((b) => {
+      const row = [...document.querySelectorAll('.debug-call-stack .monaco-list-row')].find((r) => r.textContent.includes('sensor_write_ctrl'));
+      return row && row.textContent.replace(/\s+/g, ' ') !== b;
+    }, before.replace(/\s+/g, ' '), { timeout: LONG }).catch(() => {
+      throw new Error('Step Over did not move the top frame');
+    });
+    log(`stepped over: "${(await frameRow.innerText()).replace(/\s+/g, ' ')}"`);
+
+    // The Partitions view: the four partitions, sensor-model stopped in the debugger.
+    const pane2 = partitionsPane();
+    await pane2.locator('.monaco-list-row', { hasText: 'debug-stopped' }).first().waitFor({ timeout: LONG }).catch(async () => {
+      await showPartitions();
+      await pane2.locator('.monaco-list-row', { hasText: 'debug-stopped' }).first().waitFor({ timeout: LONG });
+    });
+    for (const name of DEMO) await pane2.locator('.monaco-list-row .label-name', { hasText: new RegExp(`^${escape(name)}$`) }).first().waitFor({ timeout: 30000 });
+    const rows = (await pane2.locator('.monaco-list-row').allInnerTexts()).map((t) => t.replace(/\s+/g, ' '));
+    log(`Partitions view: ${rows.join(' | ')}`);
+    await pane2.screenshot({ path: `${SHOTS}/partitions.png` });
+    await page.screenshot({ path: `${SHOTS}/stop-step.png` });
+    log(`screenshots ${SHOTS}/partitions.png, ${SHOTS}/stop-step.png`);
+
+    await palette('Debug: Remove All Breakpoints');
+    await palette('Debug: Continue');
+    await pane2.locator('.monaco-list-row', { hasText: /^sensor-model/ }).filter({ hasNotText: 'debug-stopped' }).first().waitFor({ timeout: LONG });
+    log('continued: sensor-model no longer debug-stopped in the Partitions view');
+    await palette('Debug: Stop');
+    await page.locator('.debug-toolbar').waitFor({ state: 'hidden', timeout: LONG });
+    log('stopped the session: the debug toolbar is gone');
+  } catch (e) {
+    await page.screenshot({ path: `${SHOTS}/ui-fail.png` }).catch(() => {});
+    throw e;
+  } finally {
+    await browser.close();
+  }
+}
+
+main().then(
+  () => log('passed'),
+  (e) => {
+    console.error('drive: FAILED', e);
+    process.exit(1);
+  },
+);
