@@ -146,7 +146,7 @@ fn serve(conn: hv_link::Connection, mut table: ChannelTable, seen: &Sender<Seen>
     let (mut reader, w) = conn.split();
     while let Ok(Some(f)) = reader.recv_frame() {
         if f.channel != ChannelId::CONTROL {
-            if f.payload.starts_with(b"$D#") {
+            if f.payload.windows(3).any(|w| w == b"$D#") {
                 // Like the agent on gdb's detach: OK, let the guest go, then say so.
                 w.send_frame(f.channel, b"+$OK#9a").unwrap();
                 if let Ok(name) = table.close(f.channel) {
@@ -387,6 +387,86 @@ fn a_gdb_that_detaches_can_reattach_at_once() {
             .any(|e| matches!(e, BridgeEvent::Refused { .. })),
         "a reconnect was refused"
     );
+    bridge.shutdown();
+}
+
+/// A stable in-process fuzz loop over the real bridge: sessions of random gdb bytes, each
+/// ended at a random point by the agent (gdb's `D`) or by gdb (a hang-up), each followed at
+/// once by the next connection to the same guest, which must never be refused (the bridge once
+/// hung up before releasing the guest). `HVDK_FUZZ_ITERATIONS` (default 300) and
+/// `HVDK_FUZZ_SEED` set the run; the seed is printed.
+#[test]
+fn random_sessions_with_immediate_reconnects_are_never_refused() {
+    let iterations: u64 = std::env::var("HVDK_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let seed: u64 = std::env::var("HVDK_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| u64::from(std::process::id()) | 1);
+    eprintln!("bridge reconnect fuzz: seed {seed}, {iterations} iterations");
+    let mut x = seed;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let agent = FakeAgent::start(ChannelClaims::new());
+    let (bridge, events) = start_bridge(&agent.addr);
+    let ports = [
+        port_of(&bridge, "worker", None),
+        port_of(&bridge, "worker", Some(1)),
+        port_of(&bridge, "control", None),
+    ];
+    let pieces: [&[u8]; 6] = [b"$g#67", b"$m0,4#fd", b"+", b"-", b"\x03", b"$?#3f"];
+    for i in 0..iterations {
+        let port = ports[(next() % 3) as usize];
+        let mut s = connect(port);
+        let mut sent = Vec::new();
+        for _ in 0..next() % 6 {
+            if next() % 2 == 0 {
+                sent.extend_from_slice(pieces[(next() % 6) as usize]);
+            } else {
+                // Random bytes, without `$` (a `$D#` would end the session mid-stream).
+                sent.extend(
+                    (0..next() % 40)
+                        .map(|_| (next() as u8).max(1))
+                        .filter(|b| *b != b'$'),
+                );
+            }
+        }
+        if !sent.is_empty() {
+            s.write_all(&sent).unwrap();
+        }
+        let by_agent = next() % 2 == 0;
+        if by_agent {
+            s.write_all(b"$D#44").unwrap();
+        } else {
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).unwrap();
+        if by_agent {
+            assert!(
+                back.ends_with(b"+$OK#9a"),
+                "iteration {i} (seed {seed}): {:?}",
+                String::from_utf8_lossy(&back)
+            );
+        }
+        assert!(
+            !back.windows(3).any(|w| w == b"$E."),
+            "iteration {i} (seed {seed}): refused: {:?}",
+            String::from_utf8_lossy(&back)
+        );
+        if let Some(e) = events
+            .try_iter()
+            .find(|e| matches!(e, BridgeEvent::Refused { .. }))
+        {
+            panic!("iteration {i} (seed {seed}): {e}");
+        }
+    }
     bridge.shutdown();
 }
 
