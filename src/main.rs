@@ -27,6 +27,9 @@ enum Command {
     /// The terminal console of a running system: partitions, CPU and interrupt timelines, guest
     /// consoles, control; `--batch` prints snapshots as JSON or CSV.
     Console(cmd::console::ConsoleArgs),
+    /// Pause, resume or reset a partition of a running system, or bridge its console to
+    /// stdin/stdout (for scripts and the VS Code extension).
+    Control(cmd::control::ControlArgs),
     /// Give every guest and vCPU of a running system a local TCP port for gdb.
     GdbBridge(cmd::gdb_bridge::GdbBridgeArgs),
     /// Trace tools: `record` a running system's trace to a file, `stats` analyses it, `export` converts
@@ -55,6 +58,7 @@ fn main() -> std::process::ExitCode {
         None => cmd::run::run(cmd::run::RunArgs::default()),
         Some(Command::Run(args)) => cmd::run::run(args),
         Some(Command::Console(args)) => cmd::console::console(args),
+        Some(Command::Control(args)) => cmd::control::control(args),
         Some(Command::GdbBridge(args)) => cmd::gdb_bridge::gdb_bridge(args),
         Some(Command::Trace(args)) => cmd::trace::trace(args),
         Some(Command::Lsp) => cmd::lsp::lsp(),

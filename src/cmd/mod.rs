@@ -1,6 +1,7 @@
 //! The subcommands of `hv`, one file each.
 
 pub mod console;
+pub mod control;
 pub mod dap;
 pub mod doctor;
 pub mod gdb_bridge;
