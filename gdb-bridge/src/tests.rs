@@ -393,8 +393,9 @@ fn a_gdb_that_detaches_can_reattach_at_once() {
 /// A stable in-process fuzz loop over the real bridge: sessions of random gdb bytes, each
 /// ended at a random point by the agent (gdb's `D`) or by gdb (a hang-up), each followed at
 /// once by the next connection to the same guest, which must never be refused (the bridge once
-/// hung up before releasing the guest). `HVDK_FUZZ_ITERATIONS` (default 300) and
-/// `HVDK_FUZZ_SEED` set the run; the seed is printed.
+/// hung up before releasing the guest). `HVDK_FUZZ_ITERATIONS` (default 300),
+/// `HVDK_FUZZ_SECONDS` (a time limit for long local runs) and `HVDK_FUZZ_SEED` set the run; the
+/// seed and the iterations done are printed.
 #[test]
 fn random_sessions_with_immediate_reconnects_are_never_refused() {
     let iterations: u64 = std::env::var("HVDK_FUZZ_ITERATIONS")
@@ -405,7 +406,11 @@ fn random_sessions_with_immediate_reconnects_are_never_refused() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| u64::from(std::process::id()) | 1);
-    eprintln!("bridge reconnect fuzz: seed {seed}, {iterations} iterations");
+    let seconds: Option<u64> = std::env::var("HVDK_FUZZ_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let deadline = seconds.map(|s| std::time::Instant::now() + Duration::from_secs(s));
+    eprintln!("bridge reconnect fuzz: seed {seed}, up to {iterations} iterations");
     let mut x = seed;
     let mut next = move || {
         x ^= x << 13;
@@ -421,7 +426,12 @@ fn random_sessions_with_immediate_reconnects_are_never_refused() {
         port_of(&bridge, "control", None),
     ];
     let pieces: [&[u8]; 6] = [b"$g#67", b"$m0,4#fd", b"+", b"-", b"\x03", b"$?#3f"];
+    let mut done = 0;
     for i in 0..iterations {
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            break;
+        }
+        done += 1;
         let port = ports[(next() % 3) as usize];
         let mut s = connect(port);
         let mut sent = Vec::new();
@@ -467,6 +477,7 @@ fn random_sessions_with_immediate_reconnects_are_never_refused() {
             panic!("iteration {i} (seed {seed}): {e}");
         }
     }
+    eprintln!("bridge reconnect fuzz: {done} iterations, none refused");
     bridge.shutdown();
 }
 
