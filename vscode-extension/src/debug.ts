@@ -1,10 +1,11 @@
 // The `hv` debug type: launch.json configurations completed from a quick pick of the running
 // system's (or the description's) partitions and vCPUs, and the adapter started as `hv dap`.
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import * as vscode from 'vscode';
 
-import { findHv, hvCwd, snapshotOnce } from './hv';
+import { currentLink, findHv, hvCwd, snapshotOnce } from './hv';
 import { DescribedPartition, Snapshot, describedPartitions, hasSystemTable, vcpuStateText } from './snapshot';
 
 /** A partition (and optionally one vCPU) picked by the user. */
@@ -141,9 +142,17 @@ export class HvConfigurationProvider implements vscode.DebugConfigurationProvide
         config.name = `hv: ${target.partition}${target.vcpu !== undefined ? ` vCPU ${target.vcpu}` : ''}`;
       }
     }
+    if (config.request === 'launch' && (typeof config.link !== 'string' || config.link === '')) {
+      // A link the extension knows, so the Partitions view, consoles and controls follow the
+      // system this session starts (hv dap's default is a private socket nobody else can find).
+      launchCount += 1;
+      config.link = `unix:${path.join(os.tmpdir(), `hvdk-vscode-${process.pid}-${launchCount}.sock`)}`;
+    }
     return config;
   }
 }
+
+let launchCount = 0;
 
 /** Offers "attach to <partition>" for each partition of the running system (the Run view's list). */
 export class HvDynamicConfigurationProvider implements vscode.DebugConfigurationProvider {
@@ -171,7 +180,7 @@ export class HvAdapterFactory implements vscode.DebugAdapterDescriptorFactory {
 /** Starts a debug session on a partition (or one vCPU) of the running system. */
 export function debugTarget(target: Target): Thenable<boolean> {
   const folder = vscode.workspace.workspaceFolders?.[0];
-  const link = vscode.workspace.getConfiguration('hvdk').get<string>('link', '').trim();
+  const link = currentLink();
   const config: vscode.DebugConfiguration = {
     type: 'hv',
     request: 'attach',

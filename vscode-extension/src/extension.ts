@@ -4,7 +4,7 @@ import * as vscode from 'vscode';
 
 import { openConsole } from './console';
 import { HvAdapterFactory, HvConfigurationProvider, HvDynamicConfigurationProvider, Target, debugTarget } from './debug';
-import { findHv, hvError, linkArgs, runHv } from './hv';
+import { findHv, followLink, hvError, linkArgs, runHv } from './hv';
 import { SystemDescriptionClient } from './lsp';
 import { PartitionsModel, PartitionsNode, PartitionsTree } from './partitions';
 import { Snapshot } from './snapshot';
@@ -81,7 +81,21 @@ export function activate(context: vscode.ExtensionContext): HvdkApi {
     vscode.debug.registerDebugAdapterDescriptorFactory('hv', new HvAdapterFactory(log)),
     vscode.debug.onDidStartDebugSession((s) => {
       if (s.type === 'hv') {
-        model.restart(); // a launch starts a system: follow it now
+        // Follow the system this session runs or attached to, at once.
+        const link = typeof s.configuration.link === 'string' && s.configuration.link !== '' ? s.configuration.link : undefined;
+        if (link) {
+          followLink(link);
+          log.info(`partitions: following the link of ${s.name}: ${link}`);
+        }
+        model.restart();
+      }
+    }),
+    vscode.debug.onDidTerminateDebugSession((s) => {
+      if (s.type === 'hv' && s.configuration.request === 'launch') {
+        // Its system stopped with it: follow another hv session's, else the setting's.
+        const other = vscode.debug.activeDebugSession;
+        followLink(other?.type === 'hv' && typeof other.configuration.link === 'string' ? other.configuration.link : undefined);
+        model.restart();
       }
     }),
     vscode.commands.registerCommand('hvdk.partitions.refresh', () => model.restart()),

@@ -47,9 +47,24 @@ export function findHv(): HvBinary {
   return { path: 'hv', source: 'PATH' };
 }
 
-/** The `--connect` arguments for the `hvdk.link` setting (none: the only running system). */
+let followed: string | undefined;
+
+/**
+ * Makes `link` (the host link of the system an `hv` debug session runs or attached to) the one
+ * the view, consoles, controls and quick picks talk to; undefined goes back to the setting.
+ */
+export function followLink(link: string | undefined): void {
+  followed = link;
+}
+
+/** The link in use: a debug session's, else the `hvdk.link` setting ('' = the only running system). */
+export function currentLink(): string {
+  return followed ?? vscode.workspace.getConfiguration('hvdk').get<string>('link', '').trim();
+}
+
+/** The `--connect` arguments for `link` (default: the current link; none: the only running system). */
 export function linkArgs(link?: string): string[] {
-  const value = link ?? vscode.workspace.getConfiguration('hvdk').get<string>('link', '').trim();
+  const value = link ?? currentLink();
   return value === '' ? [] : ['--connect', value];
 }
 

@@ -72,7 +72,10 @@ async function main() {
     await page.locator('.tab.active', { hasText: 'sensor_model.c' }).waitFor({ timeout: 15000 });
     await page.keyboard.press('Control+G');
     await page.locator('.quick-input-widget input').fill(`:${bpLine}`);
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: `line ${bpLine}` }).first().waitFor({ timeout: 15000 });
     await page.keyboard.press('Enter');
+    await page.locator('.quick-input-widget').waitFor({ state: 'hidden', timeout: 15000 });
+    await page.locator('.statusbar', { hasText: `Ln ${bpLine},` }).waitFor({ timeout: 15000 });
     await page.keyboard.press('F9');
     await page.locator('.codicon-debug-breakpoint').first().waitFor({ timeout: 15000 });
     log(`breakpoint set at sensor_model.c:${bpLine} with F9`);
@@ -85,7 +88,10 @@ async function main() {
     const before = (await frameRow.innerText()).replace(/\s+/g, ' ');
     log(`stopped: Call Stack shows "${before}"`);
 
-    // Variables: expand req, read offset.
+    // Variables: expand Locals (the adapter's first scope is "Device request"), then req; read offset.
+    const locals = page.locator('.debug-variables .monaco-list-row', { hasText: /^Locals$/ }).first();
+    await locals.waitFor({ timeout: 30000 });
+    if ((await locals.getAttribute('aria-expanded')) !== 'true') await locals.click();
     const req = page.locator('.debug-variables .monaco-list-row', { has: page.locator('.name', { hasText: /^req$/ }) }).first();
     await req.waitFor({ timeout: 30000 });
     await req.click();

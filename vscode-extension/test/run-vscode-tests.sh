@@ -21,6 +21,7 @@ fi
 # shellcheck source=/dev/null
 source "$ROOT/env.sh"
 mkdir -p "$OUT"
+rm -f "$OUT"/{stop,stop-step,partitions,partitions-idle,ui-fail}.png "$OUT/hook-result.json"
 t0=$(date +%s)
 export HVDK_TEST_HV=${HVDK_TEST_HV:-$REPO/target/release/hv}
 [ -x "$HVDK_TEST_HV" ] || { echo "run-vscode-tests: no hv binary at $HVDK_TEST_HV (cargo build --release)" >&2; exit 2; }
@@ -40,11 +41,11 @@ fi
 
 # 1. Type-check, bundle, package.
 cd "$EXT"
-npx tsc --noEmit -p .
+node_modules/.bin/tsc --noEmit -p .
 node scripts/build.mjs --production
 version=$(node -p 'require("./package.json").version')
 VSIX="$OUT/hvdk-$version.vsix"
-npx vsce package --no-dependencies --skip-license --allow-missing-repository -o "$VSIX" >"$OUT/vsce.log" 2>&1 || { cat "$OUT/vsce.log" >&2; exit 1; }
+node_modules/.bin/vsce package --no-dependencies --skip-license --allow-missing-repository -o "$VSIX" >"$OUT/vsce.log" 2>&1 || { cat "$OUT/vsce.log" >&2; exit 1; }
 echo "run-vscode-tests: packaged $VSIX ($(du -k "$VSIX" | cut -f1) KiB)"
 
 # 2. A fresh profile with the .vsix installed, and the user settings the tests need.
@@ -66,7 +67,11 @@ cat > "$PROFILE/udd/User/settings.json" <<JSON
   "debug.openDebug": "openOnDebugBreak",
   "debug.toolBarLocation": "floating",
   "window.restoreWindows": "none",
-  "files.hotExit": "off"
+  "files.hotExit": "off",
+  "files.autoSave": "off",
+  "debug.saveBeforeStart": "none",
+  "chat.disableAIFeatures": true,
+  "workbench.secondarySideBar.defaultVisibility": "hidden"
 }
 JSON
 
