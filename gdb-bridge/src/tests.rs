@@ -482,6 +482,55 @@ fn random_sessions_with_immediate_reconnects_are_never_refused() {
 }
 
 #[test]
+fn bridge_corpus_then_reconnect_at_once() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "bin"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 6,
+        "{} has {} files",
+        dir.display(),
+        files.len()
+    );
+    let agent = FakeAgent::start(ChannelClaims::new());
+    let (bridge, events) = start_bridge(&agent.addr);
+    let port = port_of(&bridge, "worker", Some(1));
+    for path in files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let input = std::fs::read(&path).unwrap();
+        let mut s = connect(port);
+        s.write_all(&input).unwrap();
+        if name.starts_with("gdb_ends_") {
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).unwrap();
+        for again in 0..3 {
+            let mut s = connect(port);
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).unwrap();
+            assert!(
+                rest.is_empty(),
+                "{name}, reconnect {again}: {:?}",
+                String::from_utf8_lossy(&rest)
+            );
+        }
+        if let Some(e) = events
+            .try_iter()
+            .find(|e| matches!(e, BridgeEvent::Refused { .. }))
+        {
+            panic!("{name}: {e}");
+        }
+    }
+    bridge.shutdown();
+}
+
+#[test]
 fn a_guest_owned_by_another_client_is_refused_with_its_name() {
     let claims = ChannelClaims::new();
     let mut other = ChannelTable::new(

@@ -949,6 +949,57 @@ mod tests {
     }
 
     #[test]
+    fn unix_link_path_corpus() {
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/unix_link_paths.txt");
+        let text = std::fs::read_to_string(&corpus).unwrap();
+        let cases: Vec<(&str, &str)> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| l.split_once(' ').unwrap())
+            .collect();
+        assert!(
+            cases.len() >= 8,
+            "{} has {} cases",
+            corpus.display(),
+            cases.len()
+        );
+        for (expect, sock) in cases {
+            let tmp = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(tmp.path().join("a/b")).unwrap();
+            std::fs::write(tmp.path().join("file"), "x").unwrap();
+            let dirs = |root: &Path| {
+                let mut all = Vec::new();
+                let mut todo = vec![root.to_owned()];
+                while let Some(d) = todo.pop() {
+                    for e in std::fs::read_dir(&d).unwrap() {
+                        let e = e.unwrap();
+                        if e.file_type().unwrap().is_dir() {
+                            all.push(e.path());
+                            todo.push(e.path());
+                        }
+                    }
+                }
+                all.sort();
+                all
+            };
+            let before = dirs(tmp.path());
+            let result = Listener::bind(&LinkAddr::Unix(tmp.path().join(sock)));
+            assert_eq!(dirs(tmp.path()), before, "{sock}: a directory was created");
+            match (expect, &result) {
+                ("ok", Ok(_))
+                | ("missing", Err(TransportError::NoSocketDirectory { .. }))
+                | ("refused", Err(_)) => {}
+                _ => panic!("{sock}: expected {expect}, got {:?}", result.err()),
+            }
+            assert!(
+                expect != "refused"
+                    || !matches!(result, Err(TransportError::NoSocketDirectory { .. })),
+                "{sock}"
+            );
+        }
+    }
+
+    #[test]
     fn unix_socket_in_missing_dir_is_an_error_and_creates_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         for sock in ["rt/demo.sock", "a/b/c/demo.sock", "file/x.sock"] {
