@@ -560,3 +560,112 @@ fn step_through_the_device_model_when_the_client_touches_its_device() {
         "bus error while debugging"
     );
 }
+
+/// How a stepping debugger leaves the guest in [`stepping_across_sti_hlt_never_leaves_the_guest_stuck`].
+#[derive(Debug, Clone, Copy)]
+enum Leave {
+    /// `continue`, then gdb is ended while the guest runs.
+    Continue,
+    /// `detach`.
+    Detach,
+    /// `disconnect`: the connection closes without a detach packet.
+    Disconnect,
+    /// gdb is killed with SIGKILL in the middle of a long `stepi`.
+    KillWhileStepping,
+}
+
+/// Steps control (a 1 kHz timer guest whose idle loop is `sti; hlt`) across its idle loop and
+/// timer interrupts, leaves in one of the ways a debugger can, and checks that the guest runs on
+/// with its interrupts delivered: each way several times, since the freeze this guards against
+/// was a race that a few steps could miss.
+#[test]
+fn stepping_across_sti_hlt_never_leaves_the_guest_stuck() {
+    if !kvm_or_skip("stepping_across_sti_hlt_never_leaves_the_guest_stuck") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let hv = Hv::start(DEMO);
+    hv.wait_count("[control] control: uptime", 1);
+    const ROUNDS: usize = 3;
+    let ways = [
+        Leave::Continue,
+        Leave::Detach,
+        Leave::Disconnect,
+        Leave::KillWhileStepping,
+    ];
+    for round in 0..ROUNDS {
+        for way in ways {
+            let marker = hv.marker(&format!("stepping-{round}-{way:?}"));
+            // 40 single steps cover the idle loop's `sti; hlt` several times, with timer
+            // interrupts raised meanwhile (and one more raised from gdb).
+            let steps = "monitor irq 32\nstepi 40\nx/i $pc";
+            let leave = match way {
+                Leave::Continue => format!("{}\ncontinue", touch(&marker)),
+                Leave::Detach => "detach".to_owned(),
+                Leave::Disconnect => "disconnect".to_owned(),
+                Leave::KillWhileStepping => format!("{}\nstepi 1000000", touch(&marker)),
+            };
+            let script = format!("{steps}\n{leave}");
+            let uptime_before = hv.count("[control] control: uptime");
+            match way {
+                Leave::Detach | Leave::Disconnect => {
+                    let out = gdb("control", hv.base, &script);
+                    assert!(out.contains("=> 0x"), "{way:?}: gdb did not step:\n{out}");
+                }
+                Leave::Continue | Leave::KillWhileStepping => {
+                    let mut child = spawn_gdb("control", hv.base, &script);
+                    assert!(
+                        wait_until(Duration::from_secs(60), || marker.exists()),
+                        "{way:?}: gdb never got through its steps"
+                    );
+                    if matches!(way, Leave::KillWhileStepping) {
+                        // Let it step a while first.
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+            // Each uptime line takes 1000 timer interrupts: two more prove they are delivered.
+            assert!(
+                wait_until(Duration::from_secs(30), || hv
+                    .count("[control] control: uptime")
+                    >= uptime_before + 2),
+                "round {round}, {way:?}: control stuck after stepping ({} uptime lines, {uptime_before} before)",
+                hv.count("[control] control: uptime")
+            );
+        }
+    }
+    let lines = hv.lines.lock().unwrap();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("exception") || l.contains("exited with code")),
+        "a debug trap reached the guest: {:?}",
+        lines
+            .iter()
+            .filter(|l| l.contains("exception"))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Starts gdb in batch mode on `elf` with `commands` against `port`, in the background.
+fn spawn_gdb(elf: &str, port: u16, commands: &str) -> Child {
+    let script = std::env::temp_dir().join(format!("hv-gdb-{}-{port}.gdb", std::process::id()));
+    std::fs::write(
+        &script,
+        format!(
+            "set pagination off\nset confirm off\ntarget remote 127.0.0.1:{port}\n{commands}\n"
+        ),
+    )
+    .unwrap();
+    Command::new("gdb")
+        .args(["-nx", "-batch", "-x"])
+        .arg(&script)
+        .arg(guests::image(elf))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run gdb")
+}

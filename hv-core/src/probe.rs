@@ -111,10 +111,8 @@ pub fn guest_debug_flags() -> u32 {
     *FLAGS.get_or_init(|| {
         Kvm::new()
             .map(|kvm| {
-                kvm.check_extension_raw(libc::c_ulong::from(
-                    kvm_bindings::KVM_CAP_SET_GUEST_DEBUG2,
-                ))
-                .max(0) as u32
+                kvm.check_extension_raw(libc::c_ulong::from(kvm_bindings::KVM_CAP_SET_GUEST_DEBUG2))
+                    .max(0) as u32
             })
             .unwrap_or(0)
     })
