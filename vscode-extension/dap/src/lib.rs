@@ -70,7 +70,11 @@ fn runtime() -> Result<tokio::runtime::Runtime, DapError> {
 
 /// Serves one DAP session on stdin/stdout until the client disconnects.
 pub fn serve_stdio(opts: DapOptions) -> Result<(), DapError> {
-    runtime()?.block_on(serve(tokio::io::stdin(), tokio::io::stdout(), opts))
+    let rt = runtime()?;
+    let result = rt.block_on(serve(tokio::io::stdin(), tokio::io::stdout(), opts));
+    // A read of stdin may still be blocked in the blocking pool: do not wait for it.
+    rt.shutdown_background();
+    result
 }
 
 /// Listens on 127.0.0.1:`port` and serves DAP sessions one after another (for debugging the
@@ -168,7 +172,7 @@ where
         }
     }
     drop(session);
-    drop(out);
+    out.close();
     match writer_task.await {
         Ok(Err(e)) => Err(DapError::Write(e)),
         _ => Ok(()),

@@ -116,19 +116,28 @@ impl Outbox {
         }));
     }
 
+    /// Ends the writer after the messages sent so far (other clones may still exist).
+    pub fn close(&self) {
+        let _ = self.tx.send(Value::Null);
+    }
+
     /// Sends an `output` event to the Debug Console.
     pub fn output(&self, category: &str, text: &str) {
         self.event("output", json!({"category": category, "output": text}));
     }
 }
 
-/// Writes the outbox's messages to `writer`, numbering them, until every sender is gone.
+/// Writes the outbox's messages to `writer`, numbering them, until every sender is gone or
+/// [`Outbox::close`].
 pub async fn write_all<W: AsyncWrite + Unpin>(
     mut rx: mpsc::UnboundedReceiver<Value>,
     mut writer: W,
 ) -> std::io::Result<()> {
     let mut seq = 1u64;
     while let Some(mut message) = rx.recv().await {
+        if message.is_null() {
+            break;
+        }
         message["seq"] = json!(seq);
         seq += 1;
         write_message(&mut writer, &message).await?;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hv_link::{ChannelName, LinkAddr, LinkClient, PartitionInfo, PartitionState, VcpuState};
 use serde::Deserialize;
@@ -286,13 +286,19 @@ impl Session {
         let body = match command {
             "initialize" => capabilities(),
             "launch" => {
-                self.start(args, true).await?;
+                if let Err(e) = self.start(args, true).await {
+                    self.abort_start().await;
+                    return Err(e);
+                }
                 self.out.ok(request, json!({}));
                 self.out.event("initialized", json!({}));
                 return Ok(None);
             }
             "attach" => {
-                self.start(args, false).await?;
+                if let Err(e) = self.start(args, false).await {
+                    self.abort_start().await;
+                    return Err(e);
+                }
                 self.out.ok(request, json!({}));
                 self.out.event("initialized", json!({}));
                 return Ok(None);
@@ -437,7 +443,9 @@ impl Session {
             config_partitions = Some(parts);
             self.launch_path = Some(path);
         }
+        let mut timing: Vec<(&str, Instant)> = vec![("", Instant::now())];
         let gdb = Arc::new(Gdb::spawn(Path::new(&gdb_path), self.gdb_tx.clone())?);
+        timing.push(("gdb_start", Instant::now()));
         self.gdb = Some(gdb.clone());
 
         // Reach the system.
@@ -470,6 +478,10 @@ impl Session {
             let link = a.link.clone();
             blocking(move || target::resolve_link(link.as_deref())).await?
         };
+        timing.push((
+            if launch { "system_up" } else { "find_link" },
+            Instant::now(),
+        ));
         let a2 = addr.clone();
         let client = Arc::new(blocking(move || target::connect(&a2)).await?);
         let c = client.clone();
@@ -514,6 +526,7 @@ impl Session {
         let port = blocking(move || GdbPort::open(&a3, &channel)).await?;
         let port_no = port.port;
         self.gdb_port = Some(port);
+        timing.push(("host_link_and_channel", Instant::now()));
         for setting in [
             "-gdb-set mi-async on",
             "-gdb-set pagination off",
@@ -542,6 +555,13 @@ impl Session {
             })
             .unwrap_or_default();
         self.refresh_threads().await;
+        timing.push(("gdb_attach", Instant::now()));
+        let parts: Vec<String> = timing
+            .windows(2)
+            .map(|w| format!("{} {} ms", w[1].0, (w[1].1 - w[0].1).as_millis()))
+            .collect();
+        self.out
+            .output("console", &format!("hv dap: timing {}\n", parts.join(", ")));
         let target = match a.vcpu {
             Some(j) => format!("{name} vCPU {j}"),
             None => format!("{name} ({} vCPUs)", self.vcpu_count),
@@ -1468,6 +1488,23 @@ impl Session {
             self.resume("-exec-continue").await?;
         }
         Ok(json!({}))
+    }
+
+    /// Undoes a failed launch/attach, so that another can follow.
+    async fn abort_start(&mut self) {
+        if let Some(gdb) = self.gdb.take() {
+            gdb.kill();
+        }
+        if let Some(port) = self.gdb_port.take() {
+            port.shutdown();
+        }
+        if let Some(mut launched) = self.launched.take() {
+            let _ = tokio::task::spawn_blocking(move || launched.stop()).await;
+        }
+        if let Some(link) = self.link.take() {
+            link.shutdown();
+        }
+        self.launch_path = None;
     }
 
     /// Ends the session: detach gdb (the guest runs on), stop a launched system if asked.
