@@ -572,6 +572,8 @@ enum Leave {
     Disconnect,
     /// gdb is killed with SIGKILL in the middle of a long `stepi`.
     KillWhileStepping,
+    /// `monitor reset` (the guest restarts, stopped at its entry), a few steps, then `detach`.
+    ResetThenDetach,
 }
 
 /// Steps control (a 1 kHz timer guest whose idle loop is `sti; hlt`) across its idle loop and
@@ -592,6 +594,7 @@ fn stepping_across_sti_hlt_never_leaves_the_guest_stuck() {
         Leave::Detach,
         Leave::Disconnect,
         Leave::KillWhileStepping,
+        Leave::ResetThenDetach,
     ];
     for round in 0..ROUNDS {
         for way in ways {
@@ -603,12 +606,13 @@ fn stepping_across_sti_hlt_never_leaves_the_guest_stuck() {
                 Leave::Continue => format!("{}\ncontinue", touch(&marker)),
                 Leave::Detach => "detach".to_owned(),
                 Leave::Disconnect => "disconnect".to_owned(),
+                Leave::ResetThenDetach => "monitor reset\nstepi 5\ndetach".to_owned(),
                 Leave::KillWhileStepping => format!("{}\nstepi 1000000", touch(&marker)),
             };
             let script = format!("{steps}\n{leave}");
             let uptime_before = hv.count("[control] control: uptime");
             match way {
-                Leave::Detach | Leave::Disconnect => {
+                Leave::Detach | Leave::Disconnect | Leave::ResetThenDetach => {
                     let out = gdb("control", hv.base, &script);
                     assert!(out.contains("=> 0x"), "{way:?}: gdb did not step:\n{out}");
                 }

@@ -594,8 +594,9 @@ impl Partition {
     }
 
     /// Routes a debug exit to the debugger attached to this vCPU (a per-vCPU one first, else the
-    /// partition's), which then owns the stopped vCPU.
-    pub(crate) fn debug_exit(&self, vcpu: &VcpuShared, exit: DebugExit) {
+    /// partition's), which then owns the stopped vCPU. Returns false when no debugger is attached
+    /// (the caller then drops its debug controls: nobody is there to step or break).
+    pub(crate) fn debug_exit(&self, vcpu: &VcpuShared, exit: DebugExit) -> bool {
         let debuggers = self.debuggers.lock().unwrap_or_else(|p| p.into_inner());
         let sink = debuggers
             .iter()
@@ -608,11 +609,16 @@ impl Partition {
                     vcpu: vcpu.index,
                     exit,
                 });
+                true
             }
-            None => self.warn(format!(
-                "vCPU {} debug exception {} at {:#x} with no debugger attached",
-                vcpu.index, exit.exception, exit.pc
-            )),
+            None => {
+                self.warn(format!(
+                    "vCPU {} debug exception {} at {:#x} with no debugger attached; debugging \
+                     switched off",
+                    vcpu.index, exit.exception, exit.pc
+                ));
+                false
+            }
         }
     }
 

@@ -967,21 +967,31 @@ impl VcpuRunner {
                     self.stale_halt_exit = true;
                     self.trace(TraceKind::Halt, 0, 0);
                 }
-                self.partition.debug_exit(&self.shared, event)
+                self.report_debug_exit(event);
             }
             ExitAction::Crash(reason) => self.crash(reason),
         }
         if step_folded {
             let pc = self.read_gprs().map(|r| r.rip).unwrap_or(0);
-            self.partition.debug_exit(
-                &self.shared,
-                DebugExit {
-                    exception: 1,
-                    pc,
-                    dr6: 1 << 14,
-                    dr7: 0,
-                },
-            );
+            self.report_debug_exit(DebugExit {
+                exception: 1,
+                pc,
+                dr6: 1 << 14,
+                dr7: 0,
+            });
+        }
+    }
+
+    /// Hands a debug exit to the partition's debugger; with none attached (it left while this
+    /// vCPU was stepping or at a breakpoint), drops the debug controls so that no step or
+    /// breakpoint traps again with nobody to answer it.
+    fn report_debug_exit(&mut self, exit: DebugExit) {
+        if !self.partition.debug_exit(&self.shared, exit)
+            && self.debug.is_active()
+            && let Err(e) = self.set_debug(DebugControl::default(), false)
+        {
+            self.partition
+                .warn(format!("vCPU {}: {e}", self.shared.index));
         }
     }
 
