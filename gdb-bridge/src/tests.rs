@@ -398,18 +398,19 @@ fn a_gdb_that_detaches_can_reattach_at_once() {
 /// seed and the iterations done are printed.
 #[test]
 fn random_sessions_with_immediate_reconnects_are_never_refused() {
-    let iterations: u64 = std::env::var("HVDK_FUZZ_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
-    let seed: u64 = std::env::var("HVDK_FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| u64::from(std::process::id()) | 1);
     let seconds: Option<u64> = std::env::var("HVDK_FUZZ_SECONDS")
         .ok()
         .and_then(|v| v.parse().ok());
     let deadline = seconds.map(|s| std::time::Instant::now() + Duration::from_secs(s));
+    // With a time limit alone, as many as fit in it.
+    let iterations: u64 = std::env::var("HVDK_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if seconds.is_some() { u64::MAX } else { 300 });
+    let seed: u64 = std::env::var("HVDK_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| u64::from(std::process::id()) | 1);
     eprintln!("bridge reconnect fuzz: seed {seed}, up to {iterations} iterations");
     let mut x = seed;
     let mut next = move || {
