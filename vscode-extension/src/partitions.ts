@@ -5,7 +5,7 @@ import * as readline from 'readline';
 import * as vscode from 'vscode';
 
 import { findHv, hvCwd, linkArgs } from './hv';
-import { PartitionRow, Snapshot, VcpuRow, parseSnapshot, partitionDescription, pct, vcpuStateText } from './snapshot';
+import { PartitionRow, Snapshot, VcpuRow, parseSnapshot, partitionDescription, partitionStateText, pct, vcpuStateText } from './snapshot';
 
 /** Follows the running system with `hv console --batch`, restarting it while none runs. */
 export class PartitionsModel implements vscode.Disposable {
@@ -179,7 +179,7 @@ export class PartitionsTree implements vscode.TreeDataProvider<PartitionsNode> {
       item.iconPath = stateIcon(p.vcpus.some((v) => v.state === 'blocked_on_device') ? 'blocked_on_device' : p.state);
       item.contextValue = `partition.${p.state}`;
       item.tooltip = new vscode.MarkdownString(
-        `**${p.name}** (partition ${p.id}): ${p.state_text}\n\n` +
+        `**${p.name}** (partition ${p.id}): ${partitionStateText(p)}\n\n` +
           `CPU ${pct(p.cpu_pct)} · exits ${p.exits_per_s?.toFixed(0) ?? '–'}/s · IRQs ${p.irqs_per_s?.toFixed(0) ?? '–'}/s · ` +
           `hypercalls ${p.hypercalls_per_s?.toFixed(0) ?? '–'}/s`,
       );

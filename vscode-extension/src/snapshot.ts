@@ -115,10 +115,15 @@ export function perSecond(v: number | null): string {
   return v === null ? '–' : `${Math.round(v)}/s`;
 }
 
+/** A partition's state in words (`stopped_in_debugger` → `debug-stopped`), with its detail. */
+export function partitionStateText(p: PartitionRow): string {
+  return p.state_text.replace(/^stopped_in_debugger/, 'debug-stopped').replace(/_/g, ' ');
+}
+
 /** The one-line description of a partition in the tree: state, vCPUs, CPU, IRQs/s. */
 export function partitionDescription(p: PartitionRow): string {
   const vcpus = `${p.vcpus.length} vCPU${p.vcpus.length === 1 ? '' : 's'}`;
-  return `${p.state_text} · ${vcpus} · CPU ${pct(p.cpu_pct)} · IRQ ${perSecond(p.irqs_per_s)}`;
+  return `${partitionStateText(p)} · ${vcpus} · CPU ${pct(p.cpu_pct)} · IRQ ${perSecond(p.irqs_per_s)}`;
 }
 
 /** A partition named in a system description (TOML), for launch configurations. */

@@ -22,7 +22,12 @@ async function palette(label) {
   await input.waitFor({ state: 'visible', timeout: 15000 });
   await input.fill('>' + label);
   const row = page.locator('.quick-input-list .monaco-list-row .label-name', { hasText: new RegExp('^' + escape(label) + '$') }).first();
-  await row.waitFor({ state: 'visible', timeout: 15000 });
+  try {
+    await row.waitFor({ state: 'visible', timeout: 15000 });
+  } catch (e) {
+    const rows = await page.locator('.quick-input-list .monaco-list-row .label-name').allInnerTexts();
+    throw new Error(`no palette row "${label}"; rows: ${JSON.stringify(rows.slice(0, 8))}`);
+  }
   await row.click();
 }
 
@@ -92,10 +97,11 @@ async function main() {
     const locals = page.locator('.debug-variables .monaco-list-row', { hasText: /^Locals$/ }).first();
     await locals.waitFor({ timeout: 30000 });
     if ((await locals.getAttribute('aria-expanded')) !== 'true') await locals.click();
-    const req = page.locator('.debug-variables .monaco-list-row', { has: page.locator('.name', { hasText: /^req$/ }) }).first();
+    const varRow = (name) => page.locator('.debug-variables .monaco-list-row').filter({ hasText: new RegExp(`^\\s*${name}\\s*[=:]`) }).first();
+    const req = varRow('req');
     await req.waitFor({ timeout: 30000 });
     await req.click();
-    const offset = page.locator('.debug-variables .monaco-list-row', { has: page.locator('.name', { hasText: /^offset$/ }) }).first();
+    const offset = varRow('offset');
     await offset.waitFor({ timeout: 30000 });
     const offsetText = (await offset.innerText()).replace(/\s+/g, ' ');
     log(`Variables: req → "${offsetText}"`);
@@ -106,35 +112,38 @@ async function main() {
     // Step over: the frame's line changes.
     await palette('Debug: Step Over');
     await page.waitForFunction((b) => {
-      const row = [...document.querySelectorAll('.debug-call-stack .monaco-list-row')].find((r) => r.textContent.includes('sensor_write_ctrl'));
-      return row && row.textContent.replace(/\s+/g, ' ') !== b;
-    }, before.replace(/\s+/g, ' '), { timeout: LONG }).catch(() => {
+      const row = [...document.querySelectorAll('.debug-call-stack .monaco-list-row')].find((r) => r.innerText.includes('sensor_write_ctrl'));
+      return row && row.innerText.replace(/\s+/g, ' ') !== b;
+    }, before, { timeout: LONG }).catch(() => {
       throw new Error('Step Over did not move the top frame');
     });
     log(`stepped over: "${(await frameRow.innerText()).replace(/\s+/g, ' ')}"`);
 
-    // The Partitions view: the four partitions, sensor-model stopped in the debugger.
+    // The Partitions view: the four partitions, sensor-model stopped in the debugger. The other
+    // panes are collapsed so that the whole tree is rendered.
+    for (const title of ['Variables', 'Watch', 'Call Stack', 'Breakpoints']) {
+      const header = page.locator('.pane-header', { hasText: new RegExp(`^${title}`) }).first();
+      if ((await header.getAttribute('aria-expanded')) === 'true') await header.click();
+    }
     const pane2 = partitionsPane();
-    await pane2.locator('.monaco-list-row', { hasText: 'debug-stopped' }).first().waitFor({ timeout: LONG }).catch(async () => {
-      await showPartitions();
-      await pane2.locator('.monaco-list-row', { hasText: 'debug-stopped' }).first().waitFor({ timeout: LONG });
-    });
+    await pane2.locator('.monaco-list-row', { hasText: /^sensor-model\s*debug-stopped/ }).first().waitFor({ timeout: LONG });
     for (const name of DEMO) await pane2.locator('.monaco-list-row .label-name', { hasText: new RegExp(`^${escape(name)}$`) }).first().waitFor({ timeout: 30000 });
     const rows = (await pane2.locator('.monaco-list-row').allInnerTexts()).map((t) => t.replace(/\s+/g, ' '));
     log(`Partitions view: ${rows.join(' | ')}`);
     await pane2.screenshot({ path: `${SHOTS}/partitions.png` });
-    await page.screenshot({ path: `${SHOTS}/stop-step.png` });
-    log(`screenshots ${SHOTS}/partitions.png, ${SHOTS}/stop-step.png`);
+    log(`screenshot ${SHOTS}/partitions.png`);
 
-    await palette('Debug: Remove All Breakpoints');
+    await palette('Remove All Breakpoints');
     await palette('Debug: Continue');
-    await pane2.locator('.monaco-list-row', { hasText: /^sensor-model/ }).filter({ hasNotText: 'debug-stopped' }).first().waitFor({ timeout: LONG });
+    await pane2.locator('.monaco-list-row', { hasText: /^sensor-model\s*running/ }).first().waitFor({ timeout: LONG });
     log('continued: sensor-model no longer debug-stopped in the Partitions view');
     await palette('Debug: Stop');
     await page.locator('.debug-toolbar').waitFor({ state: 'hidden', timeout: LONG });
     log('stopped the session: the debug toolbar is gone');
   } catch (e) {
     await page.screenshot({ path: `${SHOTS}/ui-fail.png` }).catch(() => {});
+    const vars = await page.locator('.debug-variables .monaco-list-row').allInnerTexts().catch(() => []);
+    if (vars.length) console.error('drive: Variables rows:', JSON.stringify(vars));
     throw e;
   } finally {
     await browser.close();
