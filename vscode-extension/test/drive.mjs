@@ -51,6 +51,14 @@ async function main() {
     await page.goto(process.env.CS_URL);
     await page.locator('.monaco-workbench').waitFor({ timeout: 90000 });
     log('workbench visible');
+    // A wider side bar (drag its sash) so that variables and partition states are readable.
+    const sb = await page.locator('.part.sidebar').boundingBox();
+    if (sb) {
+      await page.mouse.move(sb.x + sb.width + 1, sb.y + sb.height / 2);
+      await page.mouse.down();
+      await page.mouse.move(sb.x + sb.width + 240, sb.y + sb.height / 2, { steps: 8 });
+      await page.mouse.up();
+    }
     // The extension activates on the repository's TOML files; its commands are in the palette.
     await showPartitions();
     const pane = partitionsPane();
@@ -82,6 +90,8 @@ async function main() {
     await page.locator('.quick-input-widget').waitFor({ state: 'hidden', timeout: 15000 });
     await page.locator('.statusbar', { hasText: `Ln ${bpLine},` }).waitFor({ timeout: 15000 });
     await page.keyboard.press('F9');
+    const watch = page.locator('.pane-header', { hasText: /^Watch/ }).first();
+    if ((await watch.getAttribute('aria-expanded')) === 'true') await watch.click(); // room for Variables
     await page.locator('.codicon-debug-breakpoint').first().waitFor({ timeout: 15000 });
     log(`breakpoint set at sensor_model.c:${bpLine} with F9`);
 
@@ -106,6 +116,11 @@ async function main() {
     const offsetText = (await offset.innerText()).replace(/\s+/g, ' ');
     log(`Variables: req → "${offsetText}"`);
     if (!/\b(12|0xc)\b/.test(offsetText)) throw new Error(`req->offset shows "${offsetText}", expected 12`);
+    // Select req->offset and reveal it (keyboard moves scroll the tree to the focused row).
+    await offset.click();
+    await page.keyboard.press('ArrowUp');
+    await page.keyboard.press('ArrowDown');
+    await page.mouse.move(900, 300); // no hover on the Variables tree
     await page.screenshot({ path: `${SHOTS}/stop.png` });
     log(`screenshot ${SHOTS}/stop.png`);
 

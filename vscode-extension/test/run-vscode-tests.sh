@@ -46,7 +46,7 @@ node_modules/.bin/tsc --noEmit -p .
 node scripts/build.mjs --production
 version=$(node -p 'require("./package.json").version')
 VSIX="$OUT/hvdk-$version.vsix"
-node_modules/.bin/vsce package --no-dependencies --skip-license --allow-missing-repository -o "$VSIX" >"$OUT/vsce.log" 2>&1 || { cat "$OUT/vsce.log" >&2; exit 1; }
+node_modules/.bin/vsce package --no-dependencies --skip-license --allow-missing-repository --no-rewrite-relative-links -o "$VSIX" >"$OUT/vsce.log" 2>&1 || { cat "$OUT/vsce.log" >&2; exit 1; }
 echo "run-vscode-tests: packaged $VSIX ($(du -k "$VSIX" | cut -f1) KiB)"
 
 # 2. A fresh profile with the .vsix installed, and the user settings the tests need.
