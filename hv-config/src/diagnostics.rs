@@ -422,9 +422,15 @@ mod tests {
         assert!(diags.has_errors());
         assert_eq!(diags.summary(), "1 error, 1 warning");
         diags.push(Diagnostic::warning(6..6, "line start"));
-        assert_eq!(diags.iter().nth(2).map(|d| (d.line, d.column)), Some((2, 1)));
+        assert_eq!(
+            diags.iter().nth(2).map(|d| (d.line, d.column)),
+            Some((2, 1))
+        );
         diags.push(Diagnostic::warning(99..99, "end"));
-        assert_eq!(diags.iter().nth(3).map(|d| (d.line, d.column)), Some((3, 1)));
+        assert_eq!(
+            diags.iter().nth(3).map(|d| (d.line, d.column)),
+            Some((3, 1))
+        );
     }
 
     #[test]

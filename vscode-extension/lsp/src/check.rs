@@ -193,6 +193,18 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_is_checked_without_overflowing_the_stack() {
+        for n in [1_000usize, 30_000] {
+            for (open, close) in [("[", "]"), ("{a=", "}")] {
+                let closed = format!("x = {}{}\n", open.repeat(n), close.repeat(n));
+                assert!(!run(&closed).diagnostics.is_empty());
+                let unclosed = format!("x = {}\n", open.repeat(n));
+                assert!(!run(&unclosed).diagnostics.is_empty());
+            }
+        }
+    }
+
+    #[test]
     fn garbage_is_checked_without_panicking() {
         for text in [
             "\u{0}\u{1}\u{fffd}[[",

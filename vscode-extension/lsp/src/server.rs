@@ -159,8 +159,10 @@ impl Backend {
             }
             let check_uri = uri.clone();
             let checked = tokio::task::spawn_blocking(move || {
-                let path = path.unwrap_or_else(|| PathBuf::from("untitled.toml"));
-                let result = check(&text, &path, &check_uri, check_images);
+                let file = path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("untitled.toml"));
+                let result = check(&text, &file, &check_uri, check_images);
                 (result, text, path)
             })
             .await;
@@ -194,7 +196,7 @@ impl Backend {
                     text,
                     index,
                     model,
-                    path: Some(path),
+                    path,
                 }));
             }
             client
@@ -261,6 +263,14 @@ impl Backend {
             self.schedule_check(uri, Duration::ZERO);
         }
     }
+}
+
+/// Runs a request's work; a panic (a bug) becomes no answer instead of a dead server.
+fn guarded<T>(request: &str, work: impl FnOnce() -> Option<T>) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|_| {
+        tracing::error!("{request} failed (a bug in hv lsp); answered with nothing");
+        None
+    })
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -427,7 +437,10 @@ impl LanguageServer for Backend {
             return Ok(None);
         };
         let roots = self.state().roots.clone();
-        let items = complete::complete(&parsed, offset, &roots);
+        let items = guarded("completion", || {
+            Some(complete::complete(&parsed, offset, &roots))
+        })
+        .unwrap_or_default();
         Ok((!items.is_empty()).then_some(CompletionResponse::Array(items)))
     }
 
@@ -439,7 +452,8 @@ impl LanguageServer for Backend {
         else {
             return Ok(None);
         };
-        Ok(hover::hover(&parsed, offset).map(|(markdown, span)| Hover {
+        let found = guarded("hover", || hover::hover(&parsed, offset));
+        Ok(found.map(|(markdown, span)| Hover {
             contents: HoverContents::Markup(MarkupContent {
                 kind: MarkupKind::Markdown,
                 value: markdown,
@@ -457,7 +471,11 @@ impl LanguageServer for Backend {
         let Some((parsed, offset)) = self.at(&uri, position.position).await else {
             return Ok(None);
         };
-        let locations: Vec<Location> = navigate::definitions(&parsed.model, offset)
+        let spans = guarded("definition", || {
+            Some(navigate::definitions(&parsed.model, offset))
+        });
+        let locations: Vec<Location> = spans
+            .unwrap_or_default()
             .iter()
             .map(|span| location(&uri, &parsed, span))
             .collect();
@@ -471,7 +489,11 @@ impl LanguageServer for Backend {
             return Ok(None);
         };
         let include = params.context.include_declaration;
-        let locations: Vec<Location> = navigate::references(&parsed.model, offset, include)
+        let spans = guarded("references", || {
+            Some(navigate::references(&parsed.model, offset, include))
+        });
+        let locations: Vec<Location> = spans
+            .unwrap_or_default()
             .iter()
             .map(|span| location(&uri, &parsed, span))
             .collect();
@@ -486,12 +508,13 @@ impl LanguageServer for Backend {
         else {
             return Ok(None);
         };
-        Ok(navigate::rename_target(&parsed.model, offset)
-            .ok()
-            .map(|o| PrepareRenameResponse::RangeWithPlaceholder {
-                range: parsed.index.range(&parsed.text, &o.span),
-                placeholder: o.name.clone(),
-            }))
+        Ok(guarded("prepareRename", || {
+            let target = navigate::rename_target(&parsed.model, offset).ok()?;
+            Some(PrepareRenameResponse::RangeWithPlaceholder {
+                range: parsed.index.range(&parsed.text, &target.span),
+                placeholder: target.name.clone(),
+            })
+        }))
     }
 
     async fn rename(&self, params: RenameParams) -> RpcResult<Option<WorkspaceEdit>> {
@@ -500,8 +523,12 @@ impl LanguageServer for Backend {
         let Some((parsed, offset)) = self.at(&uri, position.position).await else {
             return Ok(None);
         };
-        let spans = navigate::rename(&parsed.model, offset, &params.new_name)
-            .map_err(|e| RpcError::invalid_params(e.to_string()))?;
+        let Some(spans) = guarded("rename", || {
+            Some(navigate::rename(&parsed.model, offset, &params.new_name))
+        }) else {
+            return Ok(None);
+        };
+        let spans = spans.map_err(|e| RpcError::invalid_params(e.to_string()))?;
         let edits = spans
             .iter()
             .map(|span| {
@@ -524,8 +551,14 @@ impl LanguageServer for Backend {
         let Some(parsed) = self.parsed(&params.text_document.uri).await else {
             return Ok(None);
         };
-        let symbols = navigate::symbols(&parsed.model, &parsed.text, &parsed.index);
-        Ok(Some(DocumentSymbolResponse::Nested(symbols)))
+        let symbols = guarded("documentSymbol", || {
+            Some(navigate::symbols(
+                &parsed.model,
+                &parsed.text,
+                &parsed.index,
+            ))
+        });
+        Ok(symbols.map(DocumentSymbolResponse::Nested))
     }
 
     async fn code_action(&self, params: CodeActionParams) -> RpcResult<Option<CodeActionResponse>> {
