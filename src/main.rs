@@ -37,7 +37,7 @@ enum Command {
     Trace(cmd::trace::TraceArgs),
     /// The language server for system descriptions (LSP on stdin/stdout), for VS Code and any
     /// LSP editor.
-    Lsp,
+    Lsp(cmd::lsp::LspArgs),
     /// The debug adapter for VS Code (Debug Adapter Protocol on stdin/stdout, or `--port`):
     /// drives gdb against a partition or one vCPU of a system it launches or attaches to.
     Dap(cmd::dap::DapArgs),
@@ -61,7 +61,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Control(args)) => cmd::control::control(args),
         Some(Command::GdbBridge(args)) => cmd::gdb_bridge::gdb_bridge(args),
         Some(Command::Trace(args)) => cmd::trace::trace(args),
-        Some(Command::Lsp) => cmd::lsp::lsp(),
+        Some(Command::Lsp(args)) => cmd::lsp::lsp(args),
         Some(Command::Dap(args)) => cmd::dap::dap(args),
         Some(Command::Doctor) => cmd::doctor::doctor(),
     };

@@ -567,3 +567,23 @@ fn random_edits_binary_and_huge_text_leave_the_server_answering() {
     assert!(symbols.is_array());
     assert!(lsp.stop().success());
 }
+
+#[test]
+fn shutdown_is_answered_while_a_huge_text_is_checked() {
+    let mut lsp = Lsp::start(json!({ "debounceMs": 0 }));
+    let uri = uri(&repo().join("examples/lsp-huge.toml"));
+    let huge = "[[partition]]\nname = \"p\"\nimage = 'x'\nmemroy = 1\n".repeat(100_000);
+    lsp.open(&uri, &huge);
+    // No waiting for the check: shutdown and exit must end the server anyway.
+    assert!(lsp.stop().success());
+}
+
+#[test]
+fn hv_lsp_accepts_the_stdio_flag_some_clients_add() {
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_hv"))
+        .args(["lsp", "--stdio"])
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "EOF on stdin ends the server: {status}");
+}
