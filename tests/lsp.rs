@@ -104,12 +104,12 @@ fn demo_is_clean_and_a_broken_demo_gets_hv_runs_diagnostics_at_their_ranges() {
                 1
             ),
             (
-                "unknown partition `telemetri`\ndid you mean `telemetry`?".to_owned(),
+                "unknown partition `telemetri`\nendpoint names no partition\ndid you mean `telemetry`?".to_owned(),
                 lsp_range(&broken, telemetri, telemetri + 11),
                 1
             ),
             (
-                "MMIO range of device `shadow` overlaps device `sensor`\ndevices of one partition must not share MMIO addresses".to_owned(),
+                "MMIO range of device `shadow` overlaps device `sensor`\n0xd0000000..0xd0001000\ndevices of one partition must not share MMIO addresses".to_owned(),
                 lsp_range(&broken, shadow_mmio, shadow_mmio + mmio_len),
                 1
             ),
@@ -130,7 +130,11 @@ fn demo_is_clean_and_a_broken_demo_gets_hv_runs_diagnostics_at_their_ranges() {
         .diagnostics
         .iter()
         .map(|d| {
+            // The message, the label unless the message says it, the notes.
             let mut message = d.message.clone();
+            if !d.message.to_lowercase().contains(&d.label.to_lowercase()) {
+                message = format!("{message}\n{}", d.label);
+            }
             for note in &d.notes {
                 message = format!("{message}\n{note}");
             }

@@ -57,11 +57,7 @@ pub fn check(text: &str, path: &Path, uri: &Uri, check_images: bool) -> Check {
     };
     for d in diagnostics.iter().take(MAX_DIAGNOSTICS) {
         let range = index.range(text, &d.span);
-        let mut message = d.message.clone();
-        for note in &d.notes {
-            message.push('\n');
-            message.push_str(note);
-        }
+        let message = message(d);
         let related: Vec<DiagnosticRelatedInformation> = d
             .related
             .iter()
@@ -96,6 +92,18 @@ pub fn check(text: &str, path: &Path, uri: &Uri, check_images: bool) -> Check {
         out.diagnostics.push(diagnostic);
     }
     out
+}
+
+/// The text an editor shows for `d`, as `hv run` prints it without the snippet: the message,
+/// then the label under the span unless the message already says it, then each note.
+pub fn message(d: &hv_config::Diagnostic) -> String {
+    let mut lines = vec![d.message.as_str()];
+    let label = d.label.trim();
+    if !label.is_empty() && !d.message.to_lowercase().contains(&label.to_lowercase()) {
+        lines.push(label);
+    }
+    lines.extend(d.notes.iter().map(String::as_str));
+    lines.join("\n")
 }
 
 /// The name a note suggests: `did you mean `x`?` or `try `x``.
@@ -137,7 +145,7 @@ mod tests {
             messages,
             [
                 "unknown key `vcpu` in [[partition]]\ndid you mean `vcpus`?",
-                "unknown partition `contrl`\ndid you mean `control`?",
+                "unknown partition `contrl`\nendpoint names no partition\ndid you mean `control`?",
             ]
         );
         let key = &c.diagnostics[0];
@@ -170,7 +178,10 @@ mod tests {
         let text = "[[partition]]\nname = \"a\"\nimage = \"a.elf\"\n[[partition]]\nname = \"a\"\nimage = \"b.elf\"\n";
         let c = run(text);
         let dup = &c.diagnostics[0];
-        assert_eq!(dup.message, "duplicate partition name `a`");
+        assert_eq!(
+            dup.message,
+            "duplicate partition name `a`\ndefined again here"
+        );
         assert_eq!(
             dup.range,
             LspRange::new(Position::new(4, 7), Position::new(4, 10))
@@ -180,6 +191,15 @@ mod tests {
         assert_eq!(
             related[0].location.range,
             LspRange::new(Position::new(1, 7), Position::new(1, 10))
+        );
+    }
+
+    #[test]
+    fn labels_that_add_something_are_kept() {
+        let text = "[[partition]]\nname = \"a\"\nimage = \"a.elf\"\nmemory = \"4G\"\n";
+        assert_eq!(
+            run(text).diagnostics[0].message,
+            "`memory` (4G) is out of range\nexpected 2M..=1G"
         );
     }
 
