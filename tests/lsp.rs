@@ -591,3 +591,38 @@ fn hv_lsp_accepts_the_stdio_flag_some_clients_add() {
         .unwrap();
     assert!(status.success(), "EOF on stdin ends the server: {status}");
 }
+
+#[test]
+fn a_guest_image_built_after_opening_is_checked_again() {
+    let mut lsp = Lsp::start(json!({ "debounceMs": 0 }));
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("guest.elf");
+    let path = dir.path().join("sys.hv.toml");
+    let doc = uri(&path);
+    lsp.open(
+        &doc,
+        "[[partition]]\nname = \"guest\"\nimage = \"guest.elf\"\n",
+    );
+    let missing = lsp.diagnostics(&doc, 1);
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert!(
+        missing[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("guest.elf"),
+        "{missing:?}"
+    );
+    // The server asked to be told about *.elf files.
+    let registration = lsp.wait_for("client/registerCapability");
+    assert_eq!(
+        registration["params"]["registrations"][0]["registerOptions"]["watchers"][0]["globPattern"],
+        "**/*.elf"
+    );
+    std::fs::copy(repo().join("target/guests/control.elf"), &image).unwrap();
+    lsp.notify(
+        "workspace/didChangeWatchedFiles",
+        json!({ "changes": [{ "uri": uri(&image), "type": 1 }] }),
+    );
+    assert_eq!(lsp.diagnostics(&doc, 1), Vec::<Value>::new());
+    assert!(lsp.stop().success());
+}

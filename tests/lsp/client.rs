@@ -59,7 +59,9 @@ impl Lsp {
                 "processId": null,
                 "rootUri": uri(&repo()),
                 "workspaceFolders": [{ "uri": uri(&repo()), "name": "hvdk" }],
-                "capabilities": {},
+                "capabilities": {
+                    "workspace": { "didChangeWatchedFiles": { "dynamicRegistration": true } }
+                },
                 "initializationOptions": options,
             }),
         );
@@ -112,13 +114,27 @@ impl Lsp {
         }
     }
 
-    /// Keeps a notification; answers a request from the server with `null`.
+    /// Keeps a notification; answers a request from the server with `null` (and keeps it too).
     pub fn other(&mut self, message: Value) {
         if message.get("id").is_some() && message.get("method").is_some() {
             let id = message["id"].clone();
             self.send(&json!({ "jsonrpc": "2.0", "id": id, "result": null }));
-        } else {
-            self.notifications.push(message);
+        }
+        self.notifications.push(message);
+    }
+
+    /// The first message from the server with `method` (a notification or a request).
+    pub fn wait_for(&mut self, method: &str) -> Value {
+        loop {
+            if let Some(i) = self
+                .notifications
+                .iter()
+                .position(|n| n["method"] == method)
+            {
+                return self.notifications.remove(i);
+            }
+            let message = self.next();
+            self.other(message);
         }
     }
 

@@ -78,6 +78,8 @@ struct State {
     settings: Settings,
     roots: Vec<PathBuf>,
     rule: Option<FileRule>,
+    /// The client can watch files for us (dynamic `didChangeWatchedFiles` registration).
+    can_watch: bool,
 }
 
 impl State {
@@ -245,6 +247,25 @@ impl Backend {
         Duration::from_millis(self.state().settings.debounce_ms)
     }
 
+    /// Re-checks every open description now (guest images changed on disk).
+    fn recheck_descriptions(&self) {
+        let uris: Vec<Uri> = {
+            let mut state = self.state();
+            state
+                .docs
+                .iter_mut()
+                .filter(|(_, d)| d.description)
+                .map(|(uri, d)| {
+                    d.generation += 1;
+                    uri.clone()
+                })
+                .collect()
+        };
+        for uri in uris {
+            self.schedule_check(uri, Duration::ZERO);
+        }
+    }
+
     /// Re-decides which open documents are descriptions (the settings changed) and re-checks all.
     fn reclassify(&self) {
         let uris: Vec<Uri> = {
@@ -309,6 +330,13 @@ impl LanguageServer for Backend {
                 state.settings = state.settings.updated(options);
             }
             state.rule = None;
+            state.can_watch = params
+                .capabilities
+                .workspace
+                .as_ref()
+                .and_then(|w| w.did_change_watched_files.as_ref())
+                .and_then(|d| d.dynamic_registration)
+                == Some(true);
         }
         Ok(InitializeResult {
             server_info: Some(ServerInfo {
@@ -350,6 +378,41 @@ impl LanguageServer for Backend {
             },
             ..InitializeResult::default()
         })
+    }
+
+    async fn initialized(&self, _: InitializedParams) {
+        if !self.state().can_watch {
+            return;
+        }
+        // Guest images are checked too: when a build rewrites one, check again. The request is
+        // sent from its own task: with concurrency level 1 a handler must not wait for the client.
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let options = DidChangeWatchedFilesRegistrationOptions {
+                watchers: vec![FileSystemWatcher {
+                    glob_pattern: GlobPattern::String("**/*.elf".to_owned()),
+                    kind: None,
+                }],
+            };
+            let registration = Registration {
+                id: "hv-lsp-guest-images".to_owned(),
+                method: "workspace/didChangeWatchedFiles".to_owned(),
+                register_options: serde_json::to_value(options).ok(),
+            };
+            if let Err(e) = client.register_capability(vec![registration]).await {
+                tracing::warn!("cannot watch guest images: {e}");
+            }
+        });
+    }
+
+    async fn did_change_watched_files(&self, params: DidChangeWatchedFilesParams) {
+        if params
+            .changes
+            .iter()
+            .any(|c| c.uri.as_str().ends_with(".elf"))
+        {
+            self.recheck_descriptions();
+        }
     }
 
     async fn shutdown(&self) -> RpcResult<()> {
