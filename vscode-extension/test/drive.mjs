@@ -152,6 +152,27 @@ async function main() {
     await palette('Debug: Continue');
     await pane2.locator('.monaco-list-row', { hasText: /^sensor-model\s*running/ }).first().waitFor({ timeout: LONG });
     log('continued: sensor-model no longer debug-stopped in the Partitions view');
+
+    // Partition actions from the palette (each asks for the partition in a quick pick).
+    const pick = async (command, partition) => {
+      await palette(command);
+      const input = page.locator('.quick-input-widget input');
+      await input.waitFor({ state: 'visible', timeout: 15000 });
+      await input.fill(partition);
+      await page.locator('.quick-input-list .monaco-list-row .label-name', { hasText: new RegExp(`^${escape(partition)}$`) }).first().click();
+    };
+    await pick('hvdk: Pause', 'worker');
+    await pane2.locator('.monaco-list-row', { hasText: /^worker\s*paused/ }).first().waitFor({ timeout: LONG });
+    log('hvdk: Pause → worker paused in the Partitions view');
+    await pick('hvdk: Resume', 'worker');
+    await pane2.locator('.monaco-list-row', { hasText: /^worker\s*running/ }).first().waitFor({ timeout: LONG });
+    log('hvdk: Resume → worker running again');
+    // worker's console as a terminal: its lines arrive in the terminal.
+    await pick('hvdk: Open Console', 'worker');
+    await page.locator('.xterm .xterm-rows', { hasText: /worker: / }).first().waitFor({ timeout: LONG });
+    const term = (await page.locator('.xterm .xterm-rows').first().innerText()).split('\n').filter((l) => l.trim()).slice(-3);
+    log(`hvdk: Open Console → terminal "hv: worker" shows: ${term.join(' / ')}`);
+    await page.screenshot({ path: `${SHOTS}/console.png` });
     await palette('Debug: Stop');
     await page.locator('.debug-toolbar').waitFor({ state: 'hidden', timeout: LONG });
     log('stopped the session: the debug toolbar is gone');

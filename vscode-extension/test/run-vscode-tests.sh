@@ -70,6 +70,7 @@ cat > "$PROFILE/udd/User/settings.json" <<JSON
   "window.restoreWindows": "none",
   "files.hotExit": "off",
   "files.autoSave": "off",
+  "terminal.integrated.gpuAcceleration": "off",
   "debug.saveBeforeStart": "none",
   "chat.disableAIFeatures": true,
   "workbench.secondarySideBar.defaultVisibility": "hidden"
