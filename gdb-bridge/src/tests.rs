@@ -98,7 +98,8 @@ enum Seen {
 struct FakeAgent {
     addr: LinkAddr,
     seen: Receiver<Seen>,
-    stop: Arc<Mutex<Vec<hv_link::FrameWriter>>>,
+    /// The writer of every open connection, by connection number.
+    stop: Arc<Mutex<HashMap<u64, hv_link::FrameWriter>>>,
     _dir: tempfile::TempDir,
     _listener_thread: std::thread::JoinHandle<()>,
 }
@@ -111,18 +112,29 @@ impl FakeAgent {
         let addr = LinkAddr::Unix(dir.path().join("fake.sock"));
         let listener = Listener::bind(&addr).unwrap();
         let (tx, seen) = crossbeam_channel::unbounded();
-        let stop: Arc<Mutex<Vec<hv_link::FrameWriter>>> = Arc::default();
+        let stop: Arc<Mutex<HashMap<u64, hv_link::FrameWriter>>> = Arc::default();
         let writers = stop.clone();
         let t = std::thread::spawn(move || {
             let cfg = ServerConfig::new("fake", "fake-system");
-            while let Ok(mut conn) = listener.accept() {
+            for number in 0u64.. {
+                let Ok(mut conn) = listener.accept() else {
+                    return;
+                };
                 let Ok(acc) = accept_handshake(&mut conn, &cfg) else {
                     return;
                 };
-                writers.lock().unwrap().push(conn.writer().clone());
+                writers
+                    .lock()
+                    .unwrap()
+                    .insert(number, conn.writer().clone());
                 let claims = claims.clone();
                 let tx = tx.clone();
-                std::thread::spawn(move || serve(conn, ChannelTable::new(&acc, claims), &tx));
+                let writers = writers.clone();
+                std::thread::spawn(move || {
+                    serve(conn, ChannelTable::new(&acc, claims), &tx);
+                    // Closed: forget its writer (and its file descriptor).
+                    writers.lock().unwrap().remove(&number);
+                });
             }
         });
         FakeAgent {
@@ -136,7 +148,7 @@ impl FakeAgent {
 
     /// Drop every connection (as if the hypervisor stopped).
     fn kill_links(&self) {
-        for w in self.stop.lock().unwrap().iter() {
+        for w in self.stop.lock().unwrap().values() {
             w.shutdown();
         }
     }
@@ -427,12 +439,17 @@ fn random_sessions_with_immediate_reconnects_are_never_refused() {
         port_of(&bridge, "control", None),
     ];
     let pieces: [&[u8]; 6] = [b"$g#67", b"$m0,4#fd", b"+", b"-", b"\x03", b"$?#3f"];
+    let open_files = || std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    let mut files_at_start = None;
     let mut done = 0;
     for i in 0..iterations {
         if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
             break;
         }
         done += 1;
+        if i == 20 {
+            files_at_start = Some(open_files());
+        }
         let port = ports[(next() % 3) as usize];
         let mut s = connect(port);
         let mut sent = Vec::new();
@@ -479,7 +496,27 @@ fn random_sessions_with_immediate_reconnects_are_never_refused() {
         }
     }
     eprintln!("bridge reconnect fuzz: {done} iterations, none refused");
+    // Nothing leaks a file descriptor per session (a long run once ran out of them).
+    if let Some(start) = files_at_start {
+        let settled = wait_until_files(|| open_files() <= start + 16);
+        assert!(
+            settled,
+            "open files grew from {start} to {} over {done} sessions",
+            open_files()
+        );
+    }
     bridge.shutdown();
+}
+
+/// Polls `f` for a while (threads of closed sessions end asynchronously).
+fn wait_until_files(f: impl Fn() -> bool) -> bool {
+    for _ in 0..200 {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
 }
 
 #[test]
