@@ -19,3 +19,4 @@ await build({
   sourcemap: !production,
 });
 await build({ ...common, entryPoints: ['test/suite/index.ts'], outfile: 'dist/test/index.js', sourcemap: true });
+await build({ ...common, entryPoints: ['test/unit/snapshot.test.ts'], outfile: 'dist/unit/snapshot.test.js', sourcemap: true });

@@ -3,17 +3,9 @@
 import { ChildProcess, spawn } from 'child_process';
 import * as vscode from 'vscode';
 
+import { toGuestInput, toTerminalText } from './consoleText';
 import { findHv, hvCwd, linkArgs } from './hv';
 
-/** Guest output uses bare `\n`; a terminal needs `\r\n`. */
-export function toTerminalText(data: string): string {
-  return data.replace(/\r?\n/g, '\r\n');
-}
-
-/** A terminal's keystrokes as guest UART bytes (Enter sends `\n`, as a serial console would). */
-export function toGuestInput(data: string): string {
-  return data.replace(/\r/g, '\n');
-}
 
 /** The process behind one console terminal. */
 class PartitionConsole {

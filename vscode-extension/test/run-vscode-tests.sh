@@ -44,6 +44,8 @@ fi
 cd "$EXT"
 node_modules/.bin/tsc --noEmit -p .
 node scripts/build.mjs --production
+node --test --test-reporter=tap dist/unit/*.test.js >"$OUT/unit.log" 2>&1 || { cat "$OUT/unit.log" >&2; exit 1; }
+echo "run-vscode-tests: unit tests: $(grep -E '^# (pass|fail)' "$OUT/unit.log" | tr '\n' ' ')"
 version=$(node -p 'require("./package.json").version')
 VSIX="$OUT/hvdk-$version.vsix"
 node_modules/.bin/vsce package --no-dependencies --skip-license --allow-missing-repository --no-rewrite-relative-links -o "$VSIX" >"$OUT/vsce.log" 2>&1 || { cat "$OUT/vsce.log" >&2; exit 1; }
