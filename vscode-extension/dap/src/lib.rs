@@ -163,7 +163,7 @@ where
             }
             Input::Link(e) => session.on_link_event(e).await,
             Input::ClientGone => {
-                session.finish().await;
+                session.finish(true).await;
                 break;
             }
         }

@@ -150,8 +150,6 @@ pub(crate) struct Session {
     data_bps: Vec<u64>,
     bps: HashMap<u64, BpInfo>,
     blocked: Vec<Blocked>,
-    /// gdb's console text not yet ended by a newline.
-    gdb_text: String,
     last_thread: i64,
     threads: Vec<Value>,
 }
@@ -236,7 +234,6 @@ impl Session {
             data_bps: Vec::new(),
             bps: HashMap::new(),
             blocked: Vec::new(),
-            gdb_text: String::new(),
             last_thread: 1,
             threads: Vec::new(),
         }
@@ -361,13 +358,14 @@ impl Session {
             "restart" => self.restart().await?,
             "terminate" => {
                 self.out.ok(request, json!({}));
-                self.finish().await;
+                self.finish(true).await;
                 return Ok(None);
             }
             "disconnect" => {
-                // A launched system always ends with its session (its output is piped to
-                // this adapter); use attach to leave a system running.
-                self.finish().await;
+                let kill = args["terminateDebuggee"]
+                    .as_bool()
+                    .unwrap_or(self.launched.is_some());
+                self.finish(kill).await;
                 self.out.ok(request, json!({}));
                 self.done = true;
                 return Ok(None);
@@ -692,7 +690,7 @@ impl Session {
         while self.running {
             let event = tokio::time::timeout(Duration::from_secs(120), self.gdb_rx.recv()).await;
             match event {
-                Ok(Some(ev)) => Box::pin(self.on_gdb_event(ev)).await,
+                Ok(Some(ev)) => self.on_gdb_event(ev).await,
                 _ => break,
             }
         }
@@ -1477,9 +1475,7 @@ impl Session {
         self.pause_for_change().await?;
         self.internal_results = None;
         let reply = gdb.console("monitor reset").await?;
-        if let Err(e) = gdb.console("maintenance flush register-cache").await {
-            tracing::debug!("hv dap: flush register-cache: {e}");
-        }
+        gdb.console("maintenance flushregs").await.ok();
         self.out
             .output("console", &format!("hv dap: {}\n", reply.trim_end()));
         self.forget_stop();
@@ -1511,13 +1507,12 @@ impl Session {
         self.launch_path = None;
     }
 
-    /// Ends the session: detach gdb (the guest runs on) and stop a launched system.
-    pub(crate) async fn finish(&mut self) {
-        if self.gdb.is_some() && self.running && self.link.is_some() {
-            // gdb detaches a stopped target only (all-stop remote).
-            let _ = tokio::time::timeout(Duration::from_secs(20), self.pause_for_change()).await;
-        }
+    /// Ends the session: detach gdb (the guest runs on), stop a launched system if asked.
+    pub(crate) async fn finish(&mut self, kill: bool) {
         if let Some(gdb) = self.gdb.take() {
+            if self.running && !kill {
+                let _ = gdb.cmd("-exec-interrupt").await;
+            }
             let _ = tokio::time::timeout(Duration::from_secs(10), gdb.cmd("-target-detach")).await;
             let _ = tokio::time::timeout(Duration::from_secs(5), gdb.cmd("-gdb-exit")).await;
             gdb.kill();
@@ -1526,7 +1521,12 @@ impl Session {
             port.shutdown();
         }
         if let Some(mut launched) = self.launched.take() {
-            let _ = tokio::task::spawn_blocking(move || launched.stop()).await;
+            if kill {
+                let _ = tokio::task::spawn_blocking(move || launched.stop()).await;
+            } else {
+                // The system outlives the session: leave it running, detached from us.
+                std::mem::forget(launched);
+            }
         }
         if let Some(link) = self.link.take() {
             link.shutdown();
@@ -1583,24 +1583,19 @@ impl Session {
             },
             GdbEvent::Async { .. } => {}
             GdbEvent::Stream(kind, text) => {
-                // gdb's own report of a stop arrives in pieces: pass on whole lines.
                 let category = match kind {
                     StreamKind::Log => "stderr",
                     _ => "console",
                 };
-                self.gdb_text.push_str(&text);
-                while let Some(i) = self.gdb_text.find('\n') {
-                    let line: String = self.gdb_text.drain(..=i).collect();
-                    if !line.trim().is_empty() {
-                        self.out.output(category, &line);
-                    }
+                if !text.trim().is_empty() {
+                    self.out.output(category, &text);
                 }
             }
             GdbEvent::Exited => {
                 if self.gdb.is_some() && !self.terminated {
                     self.out.output("important", "hv dap: gdb exited\n");
                     self.gdb = None;
-                    self.finish().await;
+                    self.finish(false).await;
                 }
             }
         }
@@ -1623,7 +1618,7 @@ impl Session {
         }
         if reason.starts_with("exited") {
             self.out.output("important", "hv dap: the guest is gone\n");
-            self.finish().await;
+            self.finish(false).await;
             return;
         }
         let bkptno = results.str("bkptno").and_then(|b| b.parse::<u64>().ok());
@@ -1774,7 +1769,7 @@ impl Session {
                         "hv dap: the system's host link closed (the system stopped or crashed); ending the session\n",
                     );
                     self.link = None;
-                    self.finish().await;
+                    self.finish(false).await;
                 }
             }
         }
@@ -1912,7 +1907,7 @@ fn capabilities() -> Value {
         "supportsSetVariable": true,
         "supportsRestartRequest": true,
         "supportsTerminateRequest": true,
-        "supportTerminateDebuggee": false,
+        "supportTerminateDebuggee": true,
         "supportsDisassembleRequest": true,
         "supportsReadMemoryRequest": true,
         "supportsWriteMemoryRequest": true,
