@@ -10,7 +10,7 @@ import * as vscode from 'vscode';
 import type { HvdkApi } from '../../src/extension';
 import type { Snapshot } from '../../src/snapshot';
 
-type DapMessage = { type: string; event?: string; command?: string; body?: Record<string, unknown>; success?: boolean; message?: string };
+type DapMessage = { type: string; event?: string; command?: string; body?: Record<string, unknown>; success?: boolean; message?: string; session?: string };
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const env = (name: string): string => process.env[name] ?? '';
@@ -72,8 +72,8 @@ class DapLog {
 async function debugDeviceModel(api: HvdkApi, out: Steps, root: string): Promise<void> {
   const dap = new DapLog();
   const tracker = vscode.debug.registerDebugAdapterTrackerFactory('hv', {
-    createDebugAdapterTracker: () => ({
-      onDidSendMessage: (m: DapMessage) => dap.messages.push(m),
+    createDebugAdapterTracker: (s: vscode.DebugSession) => ({
+      onDidSendMessage: (m: DapMessage) => dap.messages.push({ ...m, session: s.id }),
       onError: (e: Error) => out.log(`adapter error: ${e.message}`),
       onExit: (code: number | undefined, signal: string | undefined) => out.log(`adapter exited: ${code ?? ''} ${signal ?? ''}`),
     }),
@@ -102,7 +102,7 @@ async function debugDeviceModel(api: HvdkApi, out: Steps, root: string): Promise
     const session = await waitFor('the hv session', () => (vscode.debug.activeDebugSession?.type === 'hv' ? vscode.debug.activeDebugSession : undefined));
     out.log(`session ${session.name} started (${session.configuration.request} ${String(session.configuration.system)} ${String(session.configuration.partition)})`);
 
-    const stop = await dap.next((m) => m.type === 'event' && m.event === 'stopped', 0, 'the stop at the breakpoint');
+    const stop = await dap.next((m) => m.type === 'event' && m.event === 'stopped' && m.session === session.id, 0, 'the stop at the breakpoint');
     const body = stop.m.body ?? {};
     const threadId = Number(body.threadId ?? 1);
     out.log(`stopped: reason ${String(body.reason)}, thread ${threadId}${body.description ? `, ${String(body.description)}` : ''}`);
@@ -147,7 +147,7 @@ async function debugDeviceModel(api: HvdkApi, out: Steps, root: string): Promise
 
     const stepFrom = dap.messages.length;
     await session.customRequest('next', { threadId });
-    const stepped = await dap.next((m) => m.type === 'event' && m.event === 'stopped', stepFrom, 'the stop after next');
+    const stepped = await dap.next((m) => m.type === 'event' && m.event === 'stopped' && m.session === session.id, stepFrom, 'the stop after next');
     const st2 = (await session.customRequest('stackTrace', { threadId, startFrame: 0, levels: 1 })) as { stackFrames: { name: string; line: number }[] };
     out.log(`next: stopped (${String(stepped.m.body?.reason)}) at ${st2.stackFrames[0].name}:${st2.stackFrames[0].line}`);
     check(st2.stackFrames[0].line !== top.line, `next did not move (still line ${top.line})`);
@@ -162,12 +162,67 @@ async function debugDeviceModel(api: HvdkApi, out: Steps, root: string): Promise
     });
     out.log(`partitions after continue: ${describe(running!)}`);
 
+    await debugOneVcpu(api, out, dap);
+
     await vscode.debug.stopDebugging(session);
     await Promise.race([terminated, sleep(LONG).then(() => Promise.reject(new Error('session did not terminate')))]);
     out.log('session terminated');
   } finally {
     tracker.dispose();
   }
+}
+
+/**
+ * The Partitions view's "Debug This vCPU" on worker vCPU 1 (an attach session to the system the
+ * first session launched): pause stops vCPU 1 alone, its sibling runs on; disconnect resumes it.
+ */
+async function debugOneVcpu(api: HvdkApi, out: Steps, dap: DapLog): Promise<void> {
+  const snap = api.partitions();
+  const worker = snap?.partitions.find((p) => p.name === 'worker');
+  check(worker !== undefined && worker.vcpus.length === 2, 'worker with two vCPUs not in the Partitions view');
+  const started = new Promise<vscode.DebugSession>((r) => {
+    const d = vscode.debug.onDidStartDebugSession((s) => {
+      if (s.type === 'hv' && s.configuration.request === 'attach') {
+        d.dispose();
+        r(s);
+      }
+    });
+  });
+  const ok = await vscode.commands.executeCommand('hvdk.debugVcpu', { kind: 'vcpu', partition: worker!, vcpu: worker!.vcpus[1] });
+  check(ok === true, 'hvdk.debugVcpu did not start a session');
+  const s = await started;
+  out.log(`Debug This vCPU: session ${s.name} (attach ${String(s.configuration.partition)} vCPU ${String(s.configuration.vcpu)} on ${String(s.configuration.link)})`);
+  const from = 0;
+  await dap.next((m) => m.session === s.id && m.type === 'event' && m.event === 'initialized', from, 'the vCPU session initialized');
+  await waitFor('the vCPU session running after configurationDone', async () => {
+    const t = (await s.customRequest('threads')) as { threads: { id: number; name: string }[] };
+    return t.threads.length > 0 ? t : undefined;
+  }, 60_000).then((t) => out.log(`vCPU session threads: ${t.threads.map((x) => x.name).join(', ')}`));
+  const t = (await s.customRequest('threads')) as { threads: { id: number }[] };
+  const before = dap.messages.length;
+  await s.customRequest('pause', { threadId: t.threads[0].id });
+  await dap.next((m) => m.session === s.id && m.type === 'event' && m.event === 'stopped', before, 'the vCPU session stopped by pause');
+  const during = await waitFor('worker vCPU 1 debug-stopped in the Partitions view', () => {
+    const w = api.partitions()?.partitions.find((p) => p.name === 'worker');
+    return w && w.vcpus[1]?.state === 'stopped_in_debugger' ? w : undefined;
+  });
+  out.log(`paused vCPU 1: worker vCPUs ${during.vcpus.map((v) => `${v.index}=${v.state}`).join(', ')}`);
+  check(during.vcpus[0].state !== 'stopped_in_debugger', 'worker vCPU 0 stopped too');
+  const ended = new Promise<void>((r) => {
+    const d = vscode.debug.onDidTerminateDebugSession((x) => {
+      if (x.id === s.id) {
+        d.dispose();
+        r();
+      }
+    });
+  });
+  await vscode.debug.stopDebugging(s);
+  await ended;
+  const after = await waitFor('worker vCPU 1 running on after the disconnect', () => {
+    const w = api.partitions()?.partitions.find((p) => p.name === 'worker');
+    return w && w.vcpus.every((v) => v.state !== 'stopped_in_debugger') ? w : undefined;
+  });
+  out.log(`vCPU session ended: worker vCPUs ${after.vcpus.map((v) => `${v.index}=${v.state}`).join(', ')}`);
 }
 
 function describe(s: Snapshot): string {
