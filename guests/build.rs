@@ -27,6 +27,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("marker", "test/marker.c"),
     ("dmbench", "test/dmbench.c"),
     ("badreply", "test/badreply.c"),
+    ("exiter", "test/exiter.c"),
 ];
 
 /// Flags for every compilation (C and assembly).

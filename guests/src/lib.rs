@@ -31,6 +31,8 @@ pub const ABI_HEADER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/include/h
 ///   markers, device-model round trips).
 /// - `badreply`: a device model serving "sensor" that answers everything but ID reads with a
 ///   garbage status (the client must get bus errors).
+/// - `exiter`: prints 40 lines and an unterminated one, then exits with the code its partition's
+///   name ends in (`exiter-3`: 3).
 pub const GUEST_NAMES: &[&str] = &[
     "control",
     "telemetry",
@@ -45,6 +47,7 @@ pub const GUEST_NAMES: &[&str] = &[
     "marker",
     "dmbench",
     "badreply",
+    "exiter",
 ];
 
 /// What a guest expects from its partition, for writing system descriptions and tests.
@@ -154,6 +157,13 @@ pub const GUESTS: &[GuestInfo] = &[
         channels: &[],
         exit_code: None,
         description: "device model for `sensor` replying with a garbage status (bus errors)",
+    },
+    GuestInfo {
+        name: "exiter",
+        vcpus: 1,
+        channels: &[],
+        exit_code: Some(0),
+        description: "prints 40 lines and an unterminated one, exits with its name's -N code",
     },
 ];
 

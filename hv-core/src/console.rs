@@ -80,6 +80,15 @@ impl Console {
         state.history.iter().copied().collect()
     }
 
+    /// Publishes the line being printed, if any, as a complete line (when the guest crashed or
+    /// exited: nothing more will end it).
+    pub fn finish_line(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !state.line.is_empty() {
+            self.flush_line(&mut state);
+        }
+    }
+
     /// Forgets partial lines (on reset).
     pub fn reset(&self) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -164,5 +173,24 @@ mod tests {
         assert_eq!(lines[..2], ["hello", "world"]);
         assert_eq!(lines[2].len(), MAX_LINE);
         assert!(console.history().starts_with(b"hello\r\n"));
+    }
+
+    #[test]
+    fn a_partial_last_line_is_published_when_finished() {
+        let hub = Arc::new(EventHub::default());
+        let rx = hub.subscribe(1024);
+        let console = Console::new(0, hub);
+        console.write(b"done\nlast words");
+        console.finish_line();
+        console.finish_line();
+        let lines: Vec<SystemEvent> = rx
+            .try_iter()
+            .filter(|e| matches!(e, SystemEvent::ConsoleLine { .. }))
+            .collect();
+        let line = |text: &str| SystemEvent::ConsoleLine {
+            partition: 0,
+            line: text.into(),
+        };
+        assert_eq!(lines, [line("done"), line("last words")]);
     }
 }

@@ -1,4 +1,4 @@
-//! System events (console output, partition state changes, warnings) fanned out to any number of
+//! System events (console output, partition state changes, debugger stops, warnings) fanned out to any number of
 //! subscribers. Publishing never blocks: a subscriber that does not keep up loses events, counted.
 
 use std::sync::Mutex;
@@ -31,6 +31,16 @@ pub enum SystemEvent {
         partition: usize,
         /// The new state.
         state: PartitionState,
+    },
+    /// A debugger stopped the partition or one of its vCPUs (attach, breakpoint, watchpoint;
+    /// not single steps), or let it go (detach).
+    Debugger {
+        /// Partition index.
+        partition: usize,
+        /// True for a stop, false when the debugger let the guest run on.
+        stopped: bool,
+        /// What happened, e.g. `breakpoint on vCPU 0 at 0x101234`.
+        detail: String,
     },
     /// Something odd but survivable (rate-limited by the publisher).
     Warning {

@@ -573,6 +573,8 @@ impl Partition {
             return;
         }
         self.timer.cancel();
+        // The guest's last words come before the news of its end.
+        self.console.finish_line();
         self.set_state(PartitionState::Crashed(CrashReport {
             reason,
             vcpu,
@@ -589,6 +591,7 @@ impl Partition {
             return;
         }
         self.timer.cancel();
+        self.console.finish_line();
         self.set_state(PartitionState::Exited(code));
         self.kick_all();
     }
@@ -609,6 +612,12 @@ impl Partition {
                     vcpu: vcpu.index,
                     exit,
                 });
+                if let Some(what) = debug_stop_name(&exit) {
+                    self.note_debugger(
+                        true,
+                        format!("{what} on vCPU {} at {:#x}", vcpu.index, exit.pc),
+                    );
+                }
                 true
             }
             None => {
@@ -625,17 +634,36 @@ impl Partition {
     /// Attaches a debugger for one vCPU (`Some(index)`) or the whole partition (`None`); its
     /// debug exits are sent to `sink`. Replaces an earlier debugger with the same scope.
     pub fn attach_debugger(&self, scope: Option<u32>, sink: Sender<DebugStopEvent>) {
-        let mut debuggers = self.debuggers.lock().unwrap_or_else(|p| p.into_inner());
-        debuggers.retain(|(filter, _)| *filter != scope);
-        debuggers.push((scope, sink));
+        {
+            let mut debuggers = self.debuggers.lock().unwrap_or_else(|p| p.into_inner());
+            debuggers.retain(|(filter, _)| *filter != scope);
+            debuggers.push((scope, sink));
+        }
+        self.note_debugger(true, format!("debugger attached to {}", scope_name(scope)));
     }
 
     /// Detaches the debugger of `scope`.
     pub fn detach_debugger(&self, scope: Option<u32>) {
-        self.debuggers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(filter, _)| *filter != scope);
+        let mut debuggers = self.debuggers.lock().unwrap_or_else(|p| p.into_inner());
+        let before = debuggers.len();
+        debuggers.retain(|(filter, _)| *filter != scope);
+        let detached = debuggers.len() < before;
+        drop(debuggers);
+        if detached {
+            self.note_debugger(
+                false,
+                format!("debugger detached from {}", scope_name(scope)),
+            );
+        }
+    }
+
+    /// Tells event subscribers (the console's event log) what a debugger did.
+    fn note_debugger(&self, stopped: bool, detail: String) {
+        self.events.publish(SystemEvent::Debugger {
+            partition: self.id,
+            stopped,
+            detail,
+        });
     }
 
     /// vCPU `index`.
@@ -721,5 +749,46 @@ impl DeviceAccess for Partition {
         if !self.mmio.write(addr, data) {
             self.unmapped("MMIO write", addr, data.len());
         }
+    }
+}
+
+/// `the partition` or `vCPU j`, for debugger notes.
+fn scope_name(scope: Option<u32>) -> String {
+    scope.map_or_else(|| "the partition".to_owned(), |j| format!("vCPU {j}"))
+}
+
+/// What a debug exit handed to a debugger was, for the event log; None for a single step (one
+/// per instruction while gdb steps: not news).
+fn debug_stop_name(exit: &DebugExit) -> Option<&'static str> {
+    /// DR6.B0..B3: a debug register matched.
+    const DR6_HIT: u64 = 0xf;
+    match exit.exception {
+        3 => Some("breakpoint"),
+        1 if exit.dr6 & DR6_HIT != 0 => Some("hardware breakpoint or watchpoint"),
+        1 => None,
+        _ => Some("debug exception"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debugger_stops_are_named_and_steps_are_not() {
+        let exit = |exception, dr6| DebugExit {
+            exception,
+            pc: 0x1000,
+            dr6,
+            dr7: 0,
+        };
+        assert_eq!(debug_stop_name(&exit(3, 0)), Some("breakpoint"));
+        assert_eq!(
+            debug_stop_name(&exit(1, 0xffff_0ff2)),
+            Some("hardware breakpoint or watchpoint")
+        );
+        assert_eq!(debug_stop_name(&exit(1, 0xffff_4ff0)), None);
+        assert_eq!(scope_name(None), "the partition");
+        assert_eq!(scope_name(Some(1)), "vCPU 1");
     }
 }

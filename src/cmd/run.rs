@@ -157,9 +157,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let events = system.subscribe(65_536);
     system.start().context("cannot start the system")?;
     eprintln!(
-        "hv: running {} ({} partitions: {}); Ctrl-C stops",
+        "hv: running {} ({} partition{}: {}); Ctrl-C stops",
         system.config.name,
         names.len(),
+        if names.len() == 1 { "" } else { "s" },
         names.join(", ")
     );
     // The console takes the terminal when there is one; what would be printed meanwhile goes to
@@ -215,49 +216,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let report = console.is_none();
     // A limit too far to represent never comes.
     let deadline = args.time_limit.and_then(|d| started.checked_add(d));
-    let stdout = std::io::stdout();
-    // Partitions that crashed or exited with a nonzero code, at any time during the run.
-    let mut failed = vec![false; names.len()];
+    let mut outcome = Outcome {
+        names: &names,
+        states: vec![PartitionState::Created; names.len()],
+        failed: vec![None; names.len()],
+        told: vec![false; names.len()],
+        quiet,
+        report,
+        notes: &notes_tx,
+    };
     let reason = loop {
         let timeout = deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600));
         crossbeam_channel::select! {
             recv(events) -> event => match event {
-                Ok(SystemEvent::ConsoleLine { partition, line }) => {
-                    if !quiet {
-                        let mut out = stdout.lock();
-                        let _ = writeln!(out, "[{}] {}", names[partition], line);
-                    }
-                }
-                Ok(SystemEvent::StateChanged { partition, state }) => {
-                    if matches!(state, PartitionState::Crashed(_))
-                        || matches!(state, PartitionState::Exited(code) if code != 0)
-                    {
-                        failed[partition] = true;
-                    }
-                    match &state {
-                        PartitionState::Crashed(_) | PartitionState::Exited(_) if report => {
-                            eprintln!("hv: partition {} {}", names[partition], state);
-                        }
-                        _ => {}
-                    }
-                    let running = system.partitions().iter().any(|p| {
-                        matches!(p.state(), PartitionState::Running | PartitionState::Paused | PartitionState::Created)
-                    });
-                    if !running {
+                Ok(event) => {
+                    if outcome.take(event) && !outcome.any_running() {
                         break "no partition is left running";
                     }
                 }
-                Ok(SystemEvent::Warning { partition, message }) => {
-                    let text = format!("warning: {}: {}", names[partition], message);
-                    if report {
-                        eprintln!("hv: {text}");
-                    } else {
-                        let _ = notes_tx.send(text);
-                    }
-                }
-                Ok(SystemEvent::ConsoleOutput { .. }) => {}
                 Err(_) => break "event stream closed",
             },
             recv(signals) -> _ => break "interrupted",
@@ -270,11 +248,29 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     drop(console);
-    let _ = std::io::stdout().flush();
     // Debuggers first: their guests resume before the system stops.
     drop(bridge);
     drop(agent);
     system.shutdown();
+    // Every vCPU thread has ended: what they published is all queued. Lines printed and crashes
+    // just before the end are part of the run too.
+    outcome.report = true;
+    for event in events.try_iter() {
+        outcome.take(event);
+    }
+    // A state change the subscription lost (it holds 65536 events) still counts.
+    for (i, p) in system.partitions().iter().enumerate() {
+        if outcome.failed[i].is_none() && is_failure(&p.state()) {
+            outcome.fail(i, p.state());
+        }
+    }
+    // Failures the console showed are told again now that the terminal is back.
+    for (i, failed) in outcome.failed.iter().enumerate() {
+        if let Some(state) = failed.as_ref().filter(|_| !outcome.told[i]) {
+            eprintln!("hv: partition {} {}", names[i], state);
+        }
+    }
+    let _ = std::io::stdout().flush();
     let summary: Vec<String> = system
         .partitions()
         .iter()
@@ -287,8 +283,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     let failed: Vec<&str> = names
         .iter()
-        .zip(&failed)
-        .filter(|(_, failed)| **failed)
+        .zip(&outcome.failed)
+        .filter(|(_, failed)| failed.is_some())
         .map(|(name, _)| name.as_str())
         .collect();
     if failed.is_empty() {
@@ -299,6 +295,83 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             failed.join(", ")
         );
         Ok(ExitCode::from(GUEST_FAILED))
+    }
+}
+
+/// A crash, or an exit with a nonzero code.
+fn is_failure(state: &PartitionState) -> bool {
+    matches!(state, PartitionState::Crashed(_))
+        || matches!(state, PartitionState::Exited(code) if *code != 0)
+}
+
+/// What `hv run` learnt from the system's events: each partition's state as the events tell it
+/// (in order with the console lines before it), and the failures of the run.
+struct Outcome<'a> {
+    names: &'a [String],
+    /// The last state each partition's events gave.
+    states: Vec<PartitionState>,
+    /// The first failing state of each partition during the run (a reset does not clear it).
+    failed: Vec<Option<PartitionState>>,
+    /// The failure was printed on stderr.
+    told: Vec<bool>,
+    /// Guest lines are not printed.
+    quiet: bool,
+    /// State changes and warnings go to stderr (else, warnings to the console's event log).
+    report: bool,
+    notes: &'a crossbeam_channel::Sender<String>,
+}
+
+impl Outcome<'_> {
+    /// Takes one event; true when it changed a partition's state.
+    fn take(&mut self, event: SystemEvent) -> bool {
+        match event {
+            SystemEvent::ConsoleLine { partition, line } => {
+                if !self.quiet {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "[{}] {}", self.names[partition], line);
+                }
+                false
+            }
+            SystemEvent::StateChanged { partition, state } => {
+                if is_failure(&state) && self.failed[partition].is_none() {
+                    self.fail(partition, state.clone());
+                } else if matches!(state, PartitionState::Exited(_)) && self.report {
+                    eprintln!("hv: partition {} {}", self.names[partition], state);
+                }
+                self.states[partition] = state;
+                true
+            }
+            SystemEvent::Warning { partition, message } => {
+                let text = format!("warning: {}: {}", self.names[partition], message);
+                if self.report {
+                    eprintln!("hv: {text}");
+                } else {
+                    let _ = self.notes.send(text);
+                }
+                false
+            }
+            SystemEvent::ConsoleOutput { .. } | SystemEvent::Debugger { .. } => false,
+        }
+    }
+
+    /// Notes a failure and prints it with its detail (the crash report) on stderr, unless the
+    /// console has the terminal (then it is printed when the run ends).
+    fn fail(&mut self, partition: usize, state: PartitionState) {
+        if self.report {
+            eprintln!("hv: partition {} {}", self.names[partition], state);
+            self.told[partition] = true;
+        }
+        self.failed[partition] = Some(state);
+    }
+
+    /// Whether some partition may still run (by the events so far).
+    fn any_running(&self) -> bool {
+        self.states.iter().any(|s| {
+            matches!(
+                s,
+                PartitionState::Running | PartitionState::Paused | PartitionState::Created
+            )
+        })
     }
 }
 

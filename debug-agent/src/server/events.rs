@@ -148,22 +148,53 @@ pub(crate) fn dispatch(shared: &Shared, events: &Receiver<SystemEvent>, stop: &R
                 let Some(p) = shared.partitions.get(partition) else {
                     continue;
                 };
-                let params = StateChangedParams {
-                    partition: p.name.clone(),
-                    state: link_partition_state(&state),
-                    detail: state_detail(&state),
-                };
-                let Ok(bytes) = event_bytes::<PartitionStateChanged>(&params) else {
+                notify_state(
+                    shared,
+                    StateChangedParams {
+                        partition: p.name.clone(),
+                        state: link_partition_state(&state),
+                        detail: state_detail(&state),
+                    },
+                );
+            }
+            // A debugger stop or release is a state change to clients: stopped_in_debugger with
+            // what stopped it, or the partition's own state again.
+            SystemEvent::Debugger {
+                partition,
+                stopped,
+                detail,
+            } => {
+                let Some(p) = shared.partitions.get(partition) else {
                     continue;
                 };
-                let payload: Arc<[u8]> = bytes.into();
-                for sink in shared.sinks.lock().iter() {
-                    if sink.interest().events {
-                        sink.offer(ChannelId::CONTROL, &payload);
-                    }
-                }
+                let state = if stopped {
+                    hv_link::PartitionState::StoppedInDebugger
+                } else {
+                    link_partition_state(&p.state())
+                };
+                notify_state(
+                    shared,
+                    StateChangedParams {
+                        partition: p.name.clone(),
+                        state,
+                        detail: Some(detail),
+                    },
+                );
             }
             SystemEvent::ConsoleLine { .. } | SystemEvent::Warning { .. } => {}
+        }
+    }
+}
+
+/// Sends a `partition.state_changed` notification to every client that subscribed to events.
+fn notify_state(shared: &Shared, params: StateChangedParams) {
+    let Ok(bytes) = event_bytes::<PartitionStateChanged>(&params) else {
+        return;
+    };
+    let payload: Arc<[u8]> = bytes.into();
+    for sink in shared.sinks.lock().iter() {
+        if sink.interest().events {
+            sink.offer(ChannelId::CONTROL, &payload);
         }
     }
 }
