@@ -1,5 +1,6 @@
 //! End-to-end tests of `hv console` against the real demo system: batch mode (JSON and CSV) and
-//! the interactive console driven in tmux (pause and resume a partition and see it).
+//! the interactive console driven in tmux (pause and resume a partition and see it; focus vs
+//! typing; debugger stops in the event log).
 
 mod common;
 
@@ -23,6 +24,8 @@ struct Demo {
     dir: tempfile::TempDir,
     /// Everything `hv run` printed to stderr (for failure messages).
     log: std::sync::Arc<std::sync::Mutex<String>>,
+    /// The gdb bridge's base port (control's port).
+    gdb_port: u16,
 }
 
 impl Demo {
@@ -33,9 +36,10 @@ impl Demo {
     /// Starts the demo with its link at `<dir>/l.sock`.
     fn start_in(dir: tempfile::TempDir) -> Demo {
         let link = dir.path().join("l.sock");
+        let gdb_port = common::free_gdb_base(&[1, 1, 2, 1]);
         let mut child = Command::new(env!("CARGO_BIN_EXE_hv"))
             .args(["run", DEMO, "--quiet", "--gdb-port"])
-            .arg(common::free_gdb_base(&[1, 1, 2, 1]).to_string())
+            .arg(gdb_port.to_string())
             .arg("--link")
             .arg(format!("unix:{}", link.display()))
             .stdout(Stdio::null())
@@ -73,6 +77,7 @@ impl Demo {
             child,
             dir,
             log: stderr_log,
+            gdb_port,
         }
     }
 
@@ -202,6 +207,18 @@ fn batch_json_shows_every_partition() {
         let rate = (total(&snaps[2]) - total(&snaps[0])) as f64 / secs;
         eprintln!("control timer rate over {secs:.2} s: {rate:.0}/s (configured 1000/s)");
         assert!((500.0..=1500.0).contains(&rate), "timer rate {rate}/s");
+        // Batch mode follows the trace for the latency, as the interactive console does.
+        let last = snaps.last().unwrap();
+        let timer = last["interrupts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["partition"] == "control" && i["vector"] == 32)
+            .unwrap();
+        assert!(
+            timer["latency"]["p99_ns"].as_u64().is_some(),
+            "no latency for control's timer: {timer}"
+        );
     } else {
         eprintln!("NOTE: the agent has no partitions.stats; rates not checked");
     }
@@ -275,6 +292,11 @@ impl Tmux {
     }
 
     fn start(cmd: &str, dir: &Path) -> Tmux {
+        Tmux::start_sized(cmd, dir, 120)
+    }
+
+    /// A session `width` columns wide (40 rows).
+    fn start_sized(cmd: &str, dir: &Path, width: u16) -> Tmux {
         static NEXT: AtomicU16 = AtomicU16::new(0);
         let name = format!(
             "hvc-{}-{}",
@@ -292,7 +314,7 @@ impl Tmux {
                 "-s",
                 &name,
                 "-x",
-                "120",
+                &width.to_string(),
                 "-y",
                 "40",
             ])
@@ -418,6 +440,76 @@ fn tmux_console_pauses_and_resumes_a_partition() {
         "{}",
         tmux.capture()
     );
+    tmux.keys("q");
+    assert!(
+        wait_until(GUARD, || !tmux.capture().contains("hv console — demo")),
+        "q did not quit:\n{}",
+        tmux.capture()
+    );
+}
+
+#[test]
+fn tmux_console_keeps_focus_and_typing_apart_and_logs_debugger_stops() {
+    let test = "tmux_console_keeps_focus_and_typing_apart_and_logs_debugger_stops";
+    if !kvm_or_skip(test) {
+        return;
+    }
+    if !Tmux::available() {
+        eprintln!("SKIPPED {test}: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let _kvm = kvm_lock();
+    let demo = Demo::start();
+    let hv: PathBuf = env!("CARGO_BIN_EXE_hv").into();
+    let cmd = format!(
+        "{} console --connect {} --interval 200; sleep 30",
+        hv.display(),
+        demo.link()
+    );
+    // Wide enough for the event log's lines to fit unwrapped.
+    let tmux = Tmux::start_sized(&cmd, demo.dir.path(), 240);
+    tmux.wait_row("control", "running");
+    let shows = |needle: &str| {
+        assert!(
+            wait_until(GUARD, || tmux.capture().contains(needle)),
+            "never showed {needle:?}:\n{}",
+            tmux.capture()
+        );
+    };
+    // Tab into the console pane focuses it; it does not type.
+    for _ in 0..3 {
+        tmux.keys("Tab");
+    }
+    shows("Console: control (c to type) ◆");
+    shows("c/Enter type into guest");
+    // j and k scroll, and q still quits later: nothing of it went to the guest.
+    tmux.keys("j");
+    tmux.keys("k");
+    // c starts typing; the footer and the title say so; Esc stops it.
+    tmux.keys("c");
+    shows("TYPING → guest, Esc stops");
+    shows("typing into control's UART");
+    tmux.keys("Escape");
+    shows("Console: control (c to type) ◆");
+    // A debugger stop reaches the event log: gdb attaches, stops at a breakpoint, detaches.
+    let gdb = Command::new("gdb")
+        .args(["-nx", "-batch"])
+        .args(["-ex", &format!("target remote :{}", demo.gdb_port)])
+        .args(["-ex", "break on_tick", "-ex", "continue", "-ex", "detach"])
+        .arg(guests::image("control"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gdb");
+    let gdb_out = String::from_utf8_lossy(&gdb.stdout);
+    assert!(
+        gdb_out.contains("on_tick"),
+        "gdb did not stop in on_tick:\n{gdb_out}"
+    );
+    shows("control: stopped in debugger (debugger attached to the partition)");
+    // `break` uses int3, or a debug register where KVM cannot trap int3.
+    shows("control: stopped in debugger (breakpoint");
+    shows("control: running (debugger detached from the partition)");
+    // Out of the typing mode, q quits.
     tmux.keys("q");
     assert!(
         wait_until(GUARD, || !tmux.capture().contains("hv console — demo")),

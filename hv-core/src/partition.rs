@@ -764,7 +764,9 @@ fn debug_stop_name(exit: &DebugExit) -> Option<&'static str> {
     const DR6_HIT: u64 = 0xf;
     match exit.exception {
         3 => Some("breakpoint"),
-        1 if exit.dr6 & DR6_HIT != 0 => Some("hardware breakpoint or watchpoint"),
+        // A debug register: a hardware breakpoint, a watchpoint, or a software breakpoint kept
+        // in a debug register (see `hv_core::probe`).
+        1 if exit.dr6 & DR6_HIT != 0 => Some("breakpoint or watchpoint"),
         1 => None,
         _ => Some("debug exception"),
     }
@@ -785,7 +787,7 @@ mod tests {
         assert_eq!(debug_stop_name(&exit(3, 0)), Some("breakpoint"));
         assert_eq!(
             debug_stop_name(&exit(1, 0xffff_0ff2)),
-            Some("hardware breakpoint or watchpoint")
+            Some("breakpoint or watchpoint")
         );
         assert_eq!(debug_stop_name(&exit(1, 0xffff_4ff0)), None);
         assert_eq!(scope_name(None), "the partition");

@@ -43,8 +43,11 @@ pub struct ConsoleArgs {
 }
 
 const AFTER_HELP: &str = "\
-Interactive keys: p pause, r resume, R reset (asks), i inject an IRQ, c type into the selected
-guest's console (Esc leaves it), Tab / arrows / hjkl move, mouse selects, ? help, q quits.
+Interactive keys: p pause, r resume, R reset (asks), i inject an IRQ, t start/stop recording
+the trace to hv-trace-<system>-<time>.hvt, L stop/start following the trace live (on by
+default), c type into the selected guest's console (Enter too, in the console pane; Esc stops
+typing; focusing the pane alone does not type), Tab / arrows / hjkl move, PgUp/PgDn scroll,
+mouse selects, ? help, q quits. The footer lists the keys of the focused pane.
 
 Batch mode prints one JSON object per snapshot and line (partitions with state, vCPU states,
 CPU %, exits/s, IRQs/s, hypercalls/s, lost trace records; interrupts per vector), or CSV rows

@@ -31,7 +31,7 @@ pub enum Pane {
     Timeline,
     /// Interrupt rates.
     Interrupts,
-    /// The selected partition's console (typed keys go to the guest).
+    /// The selected partition's console (typed keys go to the guest once typing started).
     Console,
     /// The event log.
     Events,
@@ -221,6 +221,9 @@ pub struct App {
     pub selected: usize,
     /// Focused pane.
     pub focus: Pane,
+    /// Keys go to the watched guest's UART (`c`, or Enter in the console pane; Esc ends it).
+    /// Focusing the console pane alone does not start typing.
+    pub typing: bool,
     /// Open modal, if any.
     pub modal: Option<Modal>,
     /// A one-line status message (last command's outcome).
@@ -264,6 +267,7 @@ impl App {
             system: String::new(),
             selected: 0,
             focus: Pane::Partitions,
+            typing: false,
             modal: None,
             status: None,
             timelines: BTreeMap::new(),
@@ -353,19 +357,7 @@ impl App {
                 None
             }
             Update::Snapshot(mut s) => {
-                // Interrupt latency from the trace, where there is some.
-                for irq in &mut s.interrupts {
-                    if irq.latency.is_none()
-                        && let Some(id) = s
-                            .partitions
-                            .iter()
-                            .find(|p| p.name == irq.partition)
-                            .map(|p| p.id)
-                    {
-                        irq.latency = self.trace.raise_latency(id, irq.vector);
-                        irq.eoi_latency = self.trace.eoi_latency(id, irq.vector);
-                    }
-                }
+                fill_latency(&mut s, &self.trace);
                 if let Some(old) = self.selected_name().map(str::to_owned)
                     && let Some(i) = s.partitions.iter().position(|p| p.name == old)
                 {
@@ -392,7 +384,11 @@ impl App {
                     p.state,
                     PartitionState::Crashed { .. } | PartitionState::StoppedInDebugger
                 );
-                let mut text = format!("{}: {}", p.partition, p.state);
+                let state = match &p.state {
+                    PartitionState::StoppedInDebugger => "stopped in debugger".to_owned(),
+                    other => other.to_string(),
+                };
+                let mut text = format!("{}: {state}", p.partition);
                 if let Some(d) = &p.detail {
                     text.push_str(&format!(" ({d})"));
                 }
@@ -418,6 +414,10 @@ impl App {
                     return None;
                 }
                 match error {
+                    // The title's ● LIVE TRACE says it already.
+                    None if what == "live trace" => {
+                        self.log(at_ms, "following the trace live", false);
+                    }
                     None => {
                         self.status = Some((format!("{what}: done"), false));
                         self.log(at_ms, format!("{what}: done"), false);
@@ -480,9 +480,12 @@ impl App {
         if let Some(modal) = self.modal.take() {
             return self.on_modal_key(modal, key);
         }
-        if self.focus == Pane::Console {
-            return self.on_console_key(key);
+        if self.typing {
+            return self.on_typed_key(key);
         }
+        // A key press is the user's next step: the last command's outcome gives the footer back
+        // to the key hints.
+        self.status = None;
         let selected = self.selected_name().map(str::to_owned);
         match key.code {
             KeyCode::Char('q') | KeyCode::Esc => Some(Action::Quit),
@@ -500,6 +503,14 @@ impl App {
             }
             KeyCode::Up | KeyCode::Char('k') => self.scroll(true),
             KeyCode::Down | KeyCode::Char('j') => self.scroll(false),
+            KeyCode::PageUp => {
+                self.page(true);
+                None
+            }
+            KeyCode::PageDown => {
+                self.page(false);
+                None
+            }
             KeyCode::Left | KeyCode::Char('h') => {
                 self.focus = self.focus.step(false);
                 None
@@ -553,23 +564,52 @@ impl App {
                         } else {
                             &self.system
                         },
-                        self.events.len()
+                        utc_stamp(std::time::SystemTime::now())
                     ));
                     let path = unique_path(path);
                     self.recording = Some(Some(path.clone()));
                     Some(Action::Send(Command::StartTrace(Some(path))))
                 }
             },
-            KeyCode::Char('c') | KeyCode::Enter => {
+            KeyCode::Char('c') => {
                 self.focus = Pane::Console;
+                self.typing = true;
+                None
+            }
+            KeyCode::Enter if self.focus == Pane::Console => {
+                self.typing = true;
                 None
             }
             _ => None,
         }
     }
 
+    /// PageUp / PageDown: ten lines in the console pane or the event log.
+    fn page(&mut self, up: bool) {
+        let scroll = match self.focus {
+            Pane::Events => &mut self.events_scroll,
+            _ => &mut self.console_scroll,
+        };
+        *scroll = if up {
+            *scroll + 10
+        } else {
+            scroll.saturating_sub(10)
+        };
+        if self.focus == Pane::Events {
+            self.events_scroll = self.events_scroll.min(self.events.len().saturating_sub(1));
+        }
+    }
+
     fn scroll(&mut self, up: bool) -> Option<Action> {
         match self.focus {
+            Pane::Console => {
+                self.console_scroll = if up {
+                    self.console_scroll + 1
+                } else {
+                    self.console_scroll.saturating_sub(1)
+                };
+                None
+            }
             Pane::Events => {
                 self.events_scroll = if up {
                     (self.events_scroll + 1).min(self.events.len().saturating_sub(1))
@@ -637,17 +677,21 @@ impl App {
         }
     }
 
-    fn on_console_key(&mut self, key: KeyEvent) -> Option<Action> {
+    /// A key while typing into the guest: Esc stops typing (the console pane keeps the focus),
+    /// Tab and Shift-Tab stop it and move on, PageUp/PageDown scroll; the rest goes to the UART.
+    fn on_typed_key(&mut self, key: KeyEvent) -> Option<Action> {
         let bytes: Vec<u8> = match key.code {
             KeyCode::Esc => {
-                self.focus = Pane::Partitions;
+                self.typing = false;
                 return None;
             }
             KeyCode::Tab => {
+                self.typing = false;
                 self.focus = self.focus.step(true);
                 return None;
             }
             KeyCode::BackTab => {
+                self.typing = false;
                 self.focus = self.focus.step(false);
                 return None;
             }
@@ -683,6 +727,10 @@ impl App {
             MouseEventKind::Down(MouseButton::Left) => {
                 self.modal = None;
                 if let Some((pane, _)) = self.hits.panes.iter().find(|(_, r)| r.contains(pos)) {
+                    // A click focuses; typing starts only with `c` or Enter.
+                    if *pane != Pane::Console {
+                        self.typing = false;
+                    }
                     self.focus = *pane;
                 }
                 if let Some(rows) = self.hits.table_rows
@@ -700,6 +748,46 @@ impl App {
 }
 
 /// `path`, or `path` with a number before its extension when it exists already.
+/// Fills in interrupt latency from the trace, where there is some.
+pub(crate) fn fill_latency(s: &mut Snapshot, trace: &TraceAnalyzer) {
+    for irq in &mut s.interrupts {
+        if irq.latency.is_none()
+            && let Some(id) = s
+                .partitions
+                .iter()
+                .find(|p| p.name == irq.partition)
+                .map(|p| p.id)
+        {
+            irq.latency = trace.raise_latency(id, irq.vector);
+            irq.eoi_latency = trace.eoi_latency(id, irq.vector);
+        }
+    }
+}
+
+/// `YYYYMMDD-HHMMSS` (UTC) for trace file names.
+fn utc_stamp(at: std::time::SystemTime) -> String {
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
 fn unique_path(path: PathBuf) -> PathBuf {
     if !path.exists() {
         return path;
@@ -954,6 +1042,67 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn trace_files_are_named_after_the_system_and_the_time() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_292_915);
+        assert_eq!(utc_stamp(at), "20261203-101515");
+        assert_eq!(utc_stamp(std::time::UNIX_EPOCH), "19700101-000000");
+        let mut app = demo_app();
+        let Some(Action::Send(Command::StartTrace(Some(path)))) = app.on_key(ch('t')) else {
+            panic!("t must start a recording");
+        };
+        let name = path.display().to_string();
+        assert!(
+            name.starts_with("hv-trace-demo-20") && name.ends_with(".hvt"),
+            "{name}"
+        );
+        assert_eq!(
+            name.len(),
+            "hv-trace-demo-YYYYMMDD-HHMMSS.hvt".len(),
+            "{name}"
+        );
+    }
+
+    #[test]
+    fn focusing_the_console_does_not_type_into_the_guest() {
+        let mut app = demo_app();
+        for _ in 0..3 {
+            app.on_key(key(KeyCode::Tab));
+        }
+        assert_eq!((app.focus, app.typing), (Pane::Console, false));
+        // j / k scroll the console, other keys keep their meaning; nothing reaches the guest.
+        app.consoles
+            .entry("control".into())
+            .or_default()
+            .push_bytes(b"a\nb\nc\n");
+        assert_eq!(app.on_key(ch('k')), None);
+        assert_eq!(app.on_key(ch('k')), None);
+        assert_eq!(app.console_scroll, 2);
+        assert_eq!(app.on_key(ch('j')), None);
+        assert_eq!(app.console_scroll, 1);
+        assert_eq!(
+            app.on_key(ch('p')),
+            Some(Action::Send(Command::Pause("control".into())))
+        );
+        // Enter starts typing here; Esc stops it and the pane keeps the focus.
+        assert_eq!(app.on_key(key(KeyCode::Enter)), None);
+        assert!(app.typing);
+        assert_eq!(
+            app.on_key(ch('j')),
+            Some(Action::Send(Command::ConsoleInput(b"j".to_vec())))
+        );
+        assert_eq!(app.on_key(key(KeyCode::Esc)), None);
+        assert_eq!((app.focus, app.typing), (Pane::Console, false));
+        assert_eq!(app.on_key(ch('q')), Some(Action::Quit));
+        // Tab while typing stops typing and moves on.
+        app.on_key(ch('c'));
+        app.on_key(key(KeyCode::Tab));
+        assert_eq!((app.focus, app.typing), (Pane::Events, false));
+        // Enter elsewhere does not start typing.
+        app.on_key(key(KeyCode::Enter));
+        assert!(!app.typing);
+    }
+
+    #[test]
     fn console_input_goes_to_the_guest() {
         let mut app = demo_app();
         app.on_key(ch('c'));
@@ -975,7 +1124,7 @@ pub(crate) mod tests {
             Some(Action::Quit)
         );
         assert_eq!(app.on_key(key(KeyCode::Esc)), None);
-        assert_eq!(app.focus, Pane::Partitions);
+        assert_eq!((app.focus, app.typing), (Pane::Console, false));
     }
 
     #[test]

@@ -3,10 +3,13 @@
 
 use std::io::Write;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use hv_link::{ClientError, LinkClient};
+use hv_link::control::{TraceStart, TraceStartParams, TraceStop};
+use hv_link::{ChannelHandle, ChannelName, ClientError, LinkClient};
 
+use crate::activity::{TraceAnalyzer, events_from_chunk};
+use crate::app::fill_latency;
 use crate::collector::sample;
 use crate::model::{Snapshot, SnapshotBuilder};
 
@@ -14,13 +17,13 @@ use crate::model::{Snapshot, SnapshotBuilder};
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
     /// The link failed.
-    #[error("host link: {0}")]
+    #[error("host link")]
     Link(#[from] ClientError),
     /// Writing the output failed (e.g. a closed pipe).
-    #[error("cannot write the output: {0}")]
+    #[error("cannot write the output")]
     Io(#[from] std::io::Error),
     /// A snapshot could not be encoded.
-    #[error("cannot encode a snapshot: {0}")]
+    #[error("cannot encode a snapshot")]
     Json(#[from] serde_json::Error),
 }
 
@@ -133,17 +136,45 @@ pub fn run(
     if opts.format == BatchFormat::Csv {
         writeln!(out, "{CSV_HEADER}")?;
     }
+    // Interrupt latency comes from the trace, as in the interactive console: follow it (an
+    // agent without a trace channel leaves latency null).
+    let trace = follow_trace(client);
+    let mut analyzer = TraceAnalyzer::default();
     // Baseline for the rates; it is not printed.
     builder.build(sample(client, &mut stats)?);
     let mut printed = 0;
     while opts.count.is_none_or(|n| printed < n) {
-        std::thread::sleep(opts.interval);
+        let deadline = Instant::now() + opts.interval;
+        match &trace {
+            Some(channel) => {
+                while let Ok(chunk) = channel.receiver().recv_deadline(deadline) {
+                    analyzer.feed(&events_from_chunk(&chunk));
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
+            }
+            None => std::thread::sleep(opts.interval),
+        }
         let mut s = builder.build(sample(client, &mut stats)?);
+        fill_latency(&mut s, &analyzer);
         s.seq = printed;
         write_snapshot(out, opts.format, &s)?;
         printed += 1;
     }
+    if trace.is_some() {
+        let _ = client.call_typed::<TraceStop>(&());
+    }
     Ok(())
+}
+
+/// Opens the `trace` channel and starts the trace; None where the agent cannot.
+fn follow_trace(client: &LinkClient) -> Option<ChannelHandle> {
+    let channel = client.open_channel(&ChannelName::Trace).ok()?;
+    client
+        .call_typed::<TraceStart>(&TraceStartParams::default())
+        .ok()?;
+    Some(channel)
 }
 
 #[cfg(test)]

@@ -206,7 +206,16 @@ fn draw_table(frame: &mut Frame, app: &mut App, area: Rect) {
             }
         })
         .collect();
-    // Names as wide as the longest (within reason); the state column takes the rest.
+    // Names and states as wide as the longest (within reason); the rest of a wide terminal stays
+    // empty on the right rather than stretching the state column.
+    let state_width = app
+        .snapshot
+        .iter()
+        .flat_map(|s| s.partitions.iter())
+        .map(|p| p.state_text.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(8, 40) as u16;
     let name_width = app
         .snapshot
         .iter()
@@ -226,7 +235,7 @@ fn draw_table(frame: &mut Frame, app: &mut App, area: Rect) {
         [
             Constraint::Length(3),
             Constraint::Length(name_width),
-            Constraint::Fill(1),
+            Constraint::Length(state_width),
             Constraint::Length(7),
             Constraint::Length(7),
             Constraint::Length(8),
@@ -411,8 +420,8 @@ fn draw_interrupts(frame: &mut Frame, app: &App, area: Rect) {
 
 fn draw_console(frame: &mut Frame, app: &App, area: Rect) {
     let name = app.watched.clone().unwrap_or_else(|| "-".into());
-    let hint = if app.focus == Pane::Console {
-        "typing → guest, Esc leaves"
+    let hint = if app.typing {
+        "TYPING → guest, Esc stops"
     } else {
         "c to type"
     };
@@ -460,12 +469,34 @@ fn draw_events(frame: &mut Frame, app: &App, area: Rect) {
     );
 }
 
+/// What the keys do in the focused pane (the footer; the help overlay has them all).
+pub fn footer_keys(app: &App) -> String {
+    const ACTIONS: &str = "p pause  r resume  R reset  i IRQ  t record  L live trace";
+    if app.typing {
+        let name = app.watched.as_deref().unwrap_or("-");
+        return format!(
+            "typing into {name}'s UART: keys go to the guest  Esc stop typing  Tab next pane  PgUp/PgDn scroll  Ctrl-C quit"
+        );
+    }
+    // The focused pane's own keys and the way out first: a narrow terminal cuts the end.
+    let pane = match app.focus {
+        Pane::Partitions | Pane::Timeline | Pane::Interrupts => "↑↓ select  c type",
+        Pane::Console => "c/Enter type into guest  ↑↓ PgUp/PgDn scroll",
+        Pane::Events => "↑↓ PgUp/PgDn scroll log  c type",
+    };
+    format!("{pane}  Tab pane  ? help  q quit  │ {ACTIONS}")
+}
+
 fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
     let line = match &app.status {
         Some((msg, true)) => Line::from(Span::styled(msg.clone(), Style::new().fg(Color::Red))),
         Some((msg, false)) => Line::from(msg.clone()),
+        None if app.typing => Line::from(Span::styled(
+            footer_keys(app),
+            Style::new().fg(Color::Black).bg(Color::Yellow),
+        )),
         None => Line::from(Span::styled(
-            "p pause  r resume  R reset  i inject IRQ  t record  Tab pane  ↑↓ select  ? help  q quit",
+            footer_keys(app),
             Style::new().fg(Color::DarkGray),
         )),
     };
@@ -486,14 +517,16 @@ fn centered(area: Rect, w: u16, h: u16) -> Rect {
 /// The help overlay's text.
 pub const HELP: &[&str] = &[
     "Keys",
-    "  ↑↓ / j k     select a partition (scroll in the event log)",
+    "  ↑↓ / j k     select a partition (scroll in the console and event log)",
     "  ←→ / h l     previous / next pane     Tab / Shift-Tab too",
     "  g / G        first / last partition",
     "  p / r        pause / resume the selected partition",
     "  R            reset it (asks first)",
     "  i            inject an IRQ (asks for the vector)",
-    "  c / Enter    type into its console (Esc leaves the console)",
-    "  t            record the trace to hv-trace-<system>-N.hvt (t saves it)",
+    "  c            type into its console (Enter too, in the console pane);",
+    "               Esc stops typing. Focusing the console pane does not type",
+    "  PgUp / PgDn  scroll the console or the event log",
+    "  t            record the trace to hv-trace-<system>-<time>.hvt, t saves",
     "  L            stop / start following the trace live (on by default)",
     "  ?            this help          q / Esc / Ctrl-C  quit",
     "Mouse: click a pane to focus it, a row to select it; wheel scrolls.",
@@ -727,6 +760,111 @@ mod tests {
         let row = out.lines().find(|l| l.contains("control")).unwrap();
         assert!(row.contains("running, blocked on sensor"), "{out}");
         assert!(row.contains("1 b"), "{out}");
+    }
+
+    #[test]
+    fn the_footer_says_what_the_keys_do_in_each_pane() {
+        let mut app = recorded();
+        let footer = |app: &mut App| render(app, 160, 32).lines().nth(31).unwrap().to_owned();
+        for pane in [Pane::Partitions, Pane::Timeline, Pane::Interrupts] {
+            app.focus = pane;
+            let line = footer(&mut app);
+            assert!(
+                line.starts_with("↑↓ select  c type  Tab pane  ? help  q quit"),
+                "{pane:?}: {line}"
+            );
+            assert!(
+                line.ends_with("p pause  r resume  R reset  i IRQ  t record  L live trace"),
+                "{line}"
+            );
+        }
+        app.focus = Pane::Console;
+        let line = footer(&mut app);
+        assert!(
+            line.starts_with(
+                "c/Enter type into guest  ↑↓ PgUp/PgDn scroll  Tab pane  ? help  q quit"
+            ),
+            "{line}"
+        );
+        let screen = render(&mut app, 160, 32);
+        assert!(
+            screen.contains("Console: control (c to type) ◆"),
+            "{screen}"
+        );
+        app.focus = Pane::Events;
+        assert!(footer(&mut app).starts_with("↑↓ PgUp/PgDn scroll log  c type  Tab pane"));
+        // Typing: the footer and the console's title say where keys go and how to stop.
+        app.on_key(crossterm::event::KeyEvent::from(
+            crossterm::event::KeyCode::Char('c'),
+        ));
+        let screen = render(&mut app, 160, 32);
+        let line = screen.lines().nth(31).unwrap();
+        assert!(
+            line.starts_with("typing into control's UART: keys go to the guest  Esc stop typing"),
+            "{line}"
+        );
+        assert!(
+            screen.contains("Console: control (TYPING → guest, Esc stops) ◆"),
+            "{screen}"
+        );
+        // A command's outcome takes the footer until the next key.
+        app.typing = false;
+        app.status = Some(("reset control: cancelled".into(), false));
+        assert_eq!(footer(&mut app), "reset control: cancelled");
+        app.on_key(crossterm::event::KeyEvent::from(
+            crossterm::event::KeyCode::Tab,
+        ));
+        assert!(footer(&mut app).contains("q quit"));
+    }
+
+    #[test]
+    fn a_debugger_stop_shows_in_the_event_log() {
+        let mut app = recorded();
+        for (state, detail) in [
+            (
+                PartitionState::StoppedInDebugger,
+                "debugger attached to the partition",
+            ),
+            (
+                PartitionState::StoppedInDebugger,
+                "breakpoint on vCPU 0 at 0x101a2c",
+            ),
+            (
+                PartitionState::Running,
+                "debugger detached from the partition",
+            ),
+        ] {
+            app.apply(
+                Update::StateChanged(StateChangedParams {
+                    partition: "control".into(),
+                    state,
+                    detail: Some(detail.into()),
+                }),
+                3000,
+            );
+        }
+        let screen = render(&mut app, 220, 40);
+        for line in [
+            "control: stopped in debugger (breakpoint on vCPU 0 at 0x101a2c)",
+            "control: running (debugger detached from the partition)",
+        ] {
+            assert!(screen.contains(line), "{line}:\n{screen}");
+        }
+        let stop = app
+            .events
+            .iter()
+            .find(|e| e.text.contains("breakpoint"))
+            .unwrap();
+        assert!(stop.alert);
+    }
+
+    #[test]
+    fn the_state_column_is_as_wide_as_its_longest_state() {
+        let mut app = recorded();
+        let out = render(&mut app, 200, 32);
+        let header = out.lines().find(|l| l.contains("State")).unwrap();
+        let gap = header.find("vCPUs").unwrap() - header.find("State").unwrap();
+        assert!(gap < 30, "{header}");
     }
 
     #[test]
