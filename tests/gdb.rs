@@ -233,7 +233,7 @@ fn hbreak_unmapped_memory_and_monitor_commands() {
         // The unmapped read comes last: its error ends gdb's script (and the session with it).
         "hbreak on_tick\ncontinue\ninfo breakpoints\ndelete\n\
          monitor irq 7\nmonitor irq 32 9\nmonitor irq 32\nmonitor state\nmonitor bogus\n\
-         monitor reset\nflushregs\ninfo registers rip\nx/xg 0x7f0000000000",
+         monitor reset\nmaintenance flush register-cache\ninfo registers rip\nx/xg 0x7f0000000000",
     );
     assert!(out.contains("Hardware assisted breakpoint 1 at"), "{out}");
     assert!(out.contains("Breakpoint 1, on_tick"), "hbreak hit: {out}");

@@ -10,7 +10,8 @@ const HELP: &str = "hvdk monitor commands:
   monitor partitions            every partition with its state and vCPU states
   monitor state                 this partition's state and its vCPUs' states
   monitor reset                 reload this partition's image and restart it (stopped at
-                                its entry point; `flushregs` refreshes gdb's registers)
+                                its entry point; then `maintenance flush register-cache`
+                                makes gdb read its new registers)
   monitor irq VECTOR [VCPU]     raise interrupt VECTOR (32..255) on a vCPU (default 0)
   monitor help                  this text";
 
@@ -46,11 +47,12 @@ impl<H: GuestHandle> MonitorCmd for PartitionTarget<H> {
                     // The reset released every vCPU; gdb still believes it is stopped, so stop
                     // them again at the entry point.
                     self.stop_all();
-                    // gdb keeps the registers it read before: `flushregs` makes it read the
-                    // new ones.
+                    // gdb keeps the registers it read before and the remote protocol cannot
+                    // tell it otherwise: its cache flush (gdb 13 deprecates `flushregs`) makes
+                    // it read the new ones.
                     outputln!(
                         out,
-                        "{} reset; stopped at its entry point (`flushregs` shows its registers)",
+                        "{} reset; stopped at its entry point (`maintenance flush register-cache` shows its registers)",
                         self.partition.name()
                     );
                 }
