@@ -669,6 +669,37 @@ fn every_example_is_valid_with_the_built_guests() {
     );
 }
 
+/// `examples/timeslice.toml` runs the demo's guests, the sensor model included: control reads
+/// its first sensor sample under the time-partitioned schedule.
+#[test]
+fn the_timeslice_example_runs_every_demo_guest_with_the_sensor() {
+    if !kvm_or_skip("the_timeslice_example_runs_every_demo_guest_with_the_sensor") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/timeslice.toml"
+    ))
+    .unwrap()
+    .replace("../target/guests", "{guests}");
+    let (_system, consoles, _file) = boot(&text);
+    // Emulated guests under a schedule are slow: a generous guard, no timing asserted.
+    consoles.wait_for(
+        "control",
+        "control: sensor sample #1 = 48",
+        Duration::from_secs(300),
+    );
+    assert!(
+        !consoles
+            .lines("control")
+            .iter()
+            .any(|l| l.contains("no sensor") || l.contains("bus error")),
+        "{:?}",
+        consoles.lines("control")
+    );
+}
+
 #[test]
 fn doctor_reports_every_check_and_passes_on_a_kvm_host() {
     if !kvm_or_skip("doctor_reports_every_check_and_passes_on_a_kvm_host") {

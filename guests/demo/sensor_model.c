@@ -5,7 +5,8 @@
  *
  * Output (one line each):
  *   sensor-model: partition <id>, serving sensor
- *   sensor-model: copy outside grant refused (error <e>)         (or "... NOT refused")
+ *   sensor-model: grant check passed (a copy outside the grant is refused)
+ *                                      (or "grant check FAILED: ... was not refused")
  *   sensor-model: sample #<n> = <v>                                per conversion (CTRL write)
  *   sensor-model: mailbox copy failed (error <e>)                  if HV_DM_COPY_TO fails
  *   sensor-model: no device sensor                                 (then it exits with 1)
@@ -109,15 +110,18 @@ struct hv_dm_device sensor_device = {
     .ctx = &sensor_state,
 };
 
-/* Once at startup: a copy outside the grant must be refused with HV_EPERM. */
+/* Once at startup: a copy outside the grant must be refused with HV_EPERM (a self-check of the
+ * hypervisor's grant enforcement, not an error of the demo). */
 static void probe_grant(void)
 {
     long ret = hv_dm_copy_to(sensor_device.info->device, SENSOR_PROBE_ADDR,
                              (const void *)HV_IMAGE_BASE, SENSOR_PROBE_LEN);
     if (ret == HV_EPERM)
-        hv_printf("sensor-model: copy outside grant refused (error %ld)\n", ret);
+        hv_printf("sensor-model: grant check passed (a copy outside the grant is refused)\n");
     else
-        hv_printf("sensor-model: copy outside grant NOT refused\n");
+        hv_printf("sensor-model: grant check FAILED: a copy outside the grant was not refused "
+                  "(result %ld)\n",
+                  ret);
 }
 
 void hv_main(const struct hv_boot_info *boot, unsigned vcpu)
