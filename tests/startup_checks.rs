@@ -1,6 +1,7 @@
 //! `hv run` refuses what it cannot honour: a gdb port plan that does not fit below 65536
 //! (from `--gdb-port` or the description's `gdb_base_port`) before anything starts, and an
-//! explicit `unix:` link whose directory does not exist (no directory is created).
+//! explicit `unix:` link whose directory does not exist (no directory is created); and errors
+//! name their cause once.
 
 mod common;
 
@@ -113,4 +114,36 @@ fn an_explicit_link_in_a_missing_directory_fails_and_creates_nothing() {
 
 fn exists(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok()
+}
+
+/// An error names its cause once: `{e:#}` chains must not repeat the OS error (it was printed
+/// twice for a missing link socket).
+#[test]
+fn errors_name_their_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = format!("unix:{}", dir.path().join("nope.sock").display());
+    let trace = dir.path().join("t.hvt");
+    let trace = trace.to_str().unwrap();
+    for args in [
+        vec!["console", "--connect", &link, "--batch"],
+        vec![
+            "trace",
+            "record",
+            trace,
+            "--connect",
+            &link,
+            "--duration",
+            "1",
+        ],
+        vec!["gdb-bridge", "--connect", &link],
+    ] {
+        let out = hv(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(
+            err.matches("No such file or directory").count(),
+            1,
+            "{args:?}: {err}"
+        );
+    }
 }

@@ -13,7 +13,7 @@ use crate::layout::{
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
     /// Guest memory refused a write (partition RAM too small for the boot structures).
-    #[error("cannot write boot structures into guest memory: {0}")]
+    #[error("cannot write boot structures into guest memory")]
     Memory(#[from] vm_memory::GuestMemoryError),
 }
 

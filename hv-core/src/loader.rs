@@ -22,7 +22,7 @@ pub enum LoadError {
         source: ImageError,
     },
     /// Writing guest memory failed.
-    #[error("{path}: cannot write segment into guest memory: {source}")]
+    #[error("{path}: cannot write segment into guest memory")]
     Memory {
         /// The image path.
         path: PathBuf,

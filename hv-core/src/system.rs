@@ -48,7 +48,7 @@ pub enum SystemError {
     )]
     KvmPermission,
     /// Another failure opening or using KVM.
-    #[error("KVM: {what}: {source}")]
+    #[error("KVM: {what}")]
     Kvm {
         /// What we were doing.
         what: String,
@@ -89,7 +89,7 @@ pub enum SystemError {
         source: VcpuError,
     },
     /// A host thread could not be started.
-    #[error("cannot start a thread: {0}")]
+    #[error("cannot start a thread")]
     Thread(#[from] std::io::Error),
 }
 

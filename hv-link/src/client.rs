@@ -52,7 +52,7 @@ pub enum ClientError {
         error: RpcError,
     },
     /// The result (or our params) did not have the expected shape.
-    #[error("{method}: bad JSON: {source}")]
+    #[error("{method}: bad JSON")]
     Json {
         /// The method called.
         method: String,

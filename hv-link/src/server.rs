@@ -167,7 +167,7 @@ pub fn send_event<E: Event>(
 ) -> Result<(), TransportError> {
     let bytes = encode_notification(E::NAME, params).map_err(|e| TransportError::Io {
         context: "encode event".into(),
-        source: e.into(),
+        error: e.into(),
     })?;
     writer.send_frame(ChannelId::CONTROL, &bytes)
 }

@@ -50,7 +50,7 @@ pub enum TraceError {
     #[error("trace format version {0} is not supported (this build reads {FORMAT_VERSION})")]
     UnsupportedVersion(u16),
     /// The header's description does not parse.
-    #[error("bad trace header: {0}")]
+    #[error("bad trace header")]
     BadHeader(#[from] serde_json::Error),
     /// A batch whose length does not match its record count.
     #[error("bad trace batch: {count} records in {len} bytes")]
@@ -61,7 +61,7 @@ pub enum TraceError {
         len: usize,
     },
     /// Reading or writing a trace file failed.
-    #[error("trace I/O: {0}")]
+    #[error("trace I/O")]
     Io(#[from] std::io::Error),
 }
 

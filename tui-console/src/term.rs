@@ -19,7 +19,7 @@ pub const TICK: Duration = Duration::from_millis(100);
 #[derive(Debug, thiserror::Error)]
 pub enum TermError {
     /// Terminal setup, drawing or input failed.
-    #[error("terminal: {0}")]
+    #[error("terminal")]
     Io(#[from] std::io::Error),
 }
 

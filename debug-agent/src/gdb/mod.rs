@@ -95,7 +95,7 @@ pub enum GdbSessionError {
         vcpu: u32,
     },
     /// The session thread could not start.
-    #[error("cannot start the gdb session thread: {0}")]
+    #[error("cannot start the gdb session thread")]
     Thread(#[from] std::io::Error),
 }
 

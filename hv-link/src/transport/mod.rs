@@ -137,21 +137,21 @@ pub enum TransportError {
     /// The connection was shut down, or an earlier write failed.
     #[error("connection closed")]
     Closed,
-    /// An operating-system error.
-    #[error("{context}: {source}")]
+    /// An operating-system error. Its message includes the OS error, which is therefore not also
+    /// its source (an error chain would say it twice).
+    #[error("{context}: {error}")]
     Io {
         /// What was being done.
         context: String,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
 }
 
-pub(crate) fn io_err(context: impl Into<String>, source: io::Error) -> TransportError {
+pub(crate) fn io_err(context: impl Into<String>, error: io::Error) -> TransportError {
     TransportError::Io {
         context: context.into(),
-        source,
+        error,
     }
 }
 
