@@ -33,7 +33,7 @@ enum Command {
     /// Give every guest and vCPU of a running system a local TCP port for gdb.
     GdbBridge(cmd::gdb_bridge::GdbBridgeArgs),
     /// Trace tools: `record` a running system's trace to a file, `stats` analyses it, `export` converts
-    /// it for Perfetto or to CSV.
+    /// it for Perfetto or to CSV, `view` serves it as a web timeline.
     Trace(cmd::trace::TraceArgs),
     /// The language server for system descriptions (LSP on stdin/stdout), for VS Code and any
     /// LSP editor.
