@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "hv",
     version,
-    about,
+    // Not Cargo.toml's description, whose list of commands is incomplete: the list follows.
+    about = "hvdk: a partitioning hypervisor on KVM and the tools to debug the guests it runs",
     long_about = None,
     propagate_version = true,
     after_help = "With no command, `hv` runs the demo system (examples/demo.toml), like `hv run`."
