@@ -37,6 +37,11 @@ pub trait GuestHandle: Send + 'static {
     fn set_registers(&self, vcpu: u32, registers: VcpuRegisters) -> Result<(), String>;
     /// Sets a vCPU's debug controls (applied before it next enters the guest).
     fn set_debug(&self, vcpu: u32, control: DebugControl);
+    /// Sets a vCPU's debug controls and lets it run (a continue or a step).
+    fn resume(&self, vcpu: u32, control: DebugControl) {
+        self.set_debug(vcpu, control);
+        self.release_stop(vcpu);
+    }
     /// Gives a `#BP` that was the guest's own back to the guest.
     fn reinject_breakpoint(&self, vcpu: u32) -> Result<(), String>;
     /// Reads guest-physical memory (all of `buf` or an error).
@@ -113,6 +118,14 @@ impl GuestHandle for LivePartition {
     fn set_debug(&self, vcpu: u32, control: DebugControl) {
         if let Ok(v) = self.partition.vcpu(vcpu) {
             v.set_debug(control);
+        }
+    }
+
+    fn resume(&self, vcpu: u32, control: DebugControl) {
+        // One kick: setting the controls and releasing separately kicked twice, and the second
+        // kick often found the vCPU already running (a wasted KVM_RUN round trip).
+        if let Ok(v) = self.partition.vcpu(vcpu) {
+            v.resume_with(control);
         }
     }
 

@@ -311,8 +311,7 @@ impl<H: GuestHandle> PartitionTarget<H> {
         let actions: Vec<(u32, Action)> = self.actions.drain().collect();
         for (vcpu, action) in actions {
             self.partition
-                .set_debug(vcpu, self.debug_control(action == Action::Step));
-            self.partition.release_stop(vcpu);
+                .resume(vcpu, self.debug_control(action == Action::Step));
         }
         Ok(())
     }

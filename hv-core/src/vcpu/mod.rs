@@ -311,6 +311,13 @@ impl VcpuShared {
         }
     }
 
+    /// Sets the debug controls and releases a debugger stop, with one kick (a resume or a step).
+    pub fn resume_with(&self, control: DebugControl) {
+        *self.pending_debug.lock().unwrap_or_else(|p| p.into_inner()) = Some(control);
+        self.stop_requested.store(false, Ordering::SeqCst);
+        self.kick();
+    }
+
     /// Releases a debugger stop.
     pub fn release_stop(&self) {
         self.stop_requested.store(false, Ordering::SeqCst);
@@ -340,8 +347,8 @@ impl VcpuShared {
         })
     }
 
-    /// Reads all registers (from the snapshot taken when it stopped for the debugger, else from
-    /// the vCPU thread).
+    /// Reads all registers (on the vCPU thread; while it is stopped for the debugger, once per
+    /// stop: later reads are answered from that snapshot without waking the vCPU thread).
     pub fn registers(&self) -> Result<VcpuRegisters, VcpuError> {
         if let Some(r) = *self
             .stopped_registers
@@ -350,7 +357,18 @@ impl VcpuShared {
         {
             return Ok(r);
         }
-        self.run_job(|runner| runner.read_registers())?
+        self.run_job(|runner| {
+            let registers = runner.read_registers()?;
+            if runner.shared.state() == VcpuState::DebugStopped {
+                // Cleared on the vCPU thread when it leaves the stop, so never stale.
+                *runner
+                    .shared
+                    .stopped_registers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(registers);
+            }
+            Ok(registers)
+        })?
     }
 
     /// Writes all registers.
@@ -673,32 +691,32 @@ impl VcpuRunner {
     fn park(&mut self, state: VcpuState) {
         match state {
             VcpuState::OutOfWindow => self.trace(TraceKind::ScheduleOut, 0, 0),
-            VcpuState::DebugStopped => {
-                self.trace(TraceKind::DebugStop, 0, 0);
-                let snapshot = self.read_registers().ok();
-                *self
-                    .shared
-                    .stopped_registers
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = snapshot;
-            }
+            VcpuState::DebugStopped => self.trace(TraceKind::DebugStop, 0, 0),
             _ => {}
         }
         self.trace(TraceKind::StateChange, state as u64, 0);
         self.shared.set_state(state);
         self.partition.notify_parked();
-        {
-            let shared = self.shared.clone();
-            let mut guard = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
-            while !shared.has_jobs()
-                && !self.partition.is_shutting_down()
-                && self.park_reason() == Some(state)
+        // Jobs (a debugger's register and debug-register requests) are served here, parked: the
+        // vCPU does not leave and re-enter its parked state for each.
+        let shared = self.shared.clone();
+        loop {
             {
-                guard = shared
-                    .wake_cond
-                    .wait(guard)
-                    .unwrap_or_else(|p| p.into_inner());
+                let mut guard = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
+                while !shared.has_jobs()
+                    && !self.partition.is_shutting_down()
+                    && self.park_reason() == Some(state)
+                {
+                    guard = shared
+                        .wake_cond
+                        .wait(guard)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
             }
+            if self.partition.is_shutting_down() || self.park_reason() != Some(state) {
+                break;
+            }
+            self.serve_jobs();
         }
         if self.park_reason() != Some(state) {
             *self

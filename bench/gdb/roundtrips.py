@@ -1,0 +1,107 @@
+# roundtrips.py: gdb Python script for bench/gdb.sh. Measures four GDB remote round trips through
+# stock gdb against whatever stub gdb is connected to, and prints one "<name> <value>" line each:
+#   stepi_per_s        single steps (`stepi N`)
+#   regread_per_s      register reads (register cache flushed before each `info registers rip`)
+#   memread_MiB_per_s  64 reads of 16 KiB from 0x100000
+#   bp_hits_per_s      `continue` to a hardware breakpoint inside the loop
+# With HV_BENCH_PID set (the stub's process), each is followed by "<name>_ctxsw <n>": context
+# switches of that process per operation, from /proc. With HV_BENCH_PACKETS set, by
+# "<name>_packets <n>": remote packets gdb sent per operation (from `set debug remote`).
+# Precondition: the target is stopped inside a tight loop that it keeps passing.
+import os
+import time
+
+import gdb
+
+PID = os.environ.get("HV_BENCH_PID")
+
+
+def switches():
+    if not PID:
+        return 0
+    total = 0
+    for tid in os.listdir(f"/proc/{PID}/task"):
+        try:
+            with open(f"/proc/{PID}/task/{tid}/status") as status:
+                for line in status:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def measure(name, count, op, unit=None):
+    before = switches()
+    start = time.perf_counter()
+    amount = op()
+    elapsed = time.perf_counter() - start
+    after = switches()
+    value = (amount if unit else count) / elapsed
+    print(f"{name} {value:.2f}")
+    if PID:
+        print(f"{name}_ctxsw {(after - before) / count:.1f}")
+
+
+def count_packets(op):
+    """Remote packets gdb sends during `op` (one operation), from its remote debug log."""
+    log = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"hv-bench-remote-{os.getpid()}.log")
+    for setting in (f"logging file {log}", "logging overwrite on", "logging redirect on",
+                    "logging debugredirect on", "logging enabled on", "debug remote 1"):
+        gdb.execute(f"set {setting}", to_string=True)
+    try:
+        gdb.execute(op, to_string=True)
+    finally:
+        gdb.execute("set debug remote 0", to_string=True)
+        gdb.execute("set logging enabled off", to_string=True)
+    with open(log) as text:
+        sent = text.read().count("Sending packet:")
+    os.unlink(log)
+    return sent
+
+
+gdb.execute("set pagination off")
+loop_pc = int(gdb.parse_and_eval("$pc"))
+gdb.execute("delete", to_string=True)
+
+STEPS = 2000
+measure("stepi_per_s", STEPS, lambda: gdb.execute(f"stepi {STEPS}", to_string=True))
+
+
+def read_registers():
+    for _ in range(300):
+        gdb.execute("maintenance flush register-cache", to_string=True)
+        gdb.execute("info registers rip", to_string=True)
+
+
+measure("regread_per_s", 300, read_registers)
+
+inferior = gdb.selected_inferior()
+
+
+def read_memory():
+    total = 0
+    for i in range(64):
+        total += len(inferior.read_memory(0x100000 + i * 16384, 16384))
+    return total / 2**20
+
+
+measure("memread_MiB_per_s", 64, read_memory, unit="MiB")
+
+gdb.execute(f"hbreak *{loop_pc}", to_string=True)
+HITS = 300
+
+
+def hits():
+    for _ in range(HITS):
+        gdb.execute("continue", to_string=True)
+
+
+measure("bp_hits_per_s", HITS, hits)
+
+if os.environ.get("HV_BENCH_PACKETS"):
+    print(f"stepi_per_s_packets {count_packets('stepi')}")
+    print(f"bp_hits_per_s_packets {count_packets('continue')}")
+    gdb.execute("maintenance flush register-cache", to_string=True)
+    print(f"regread_per_s_packets {count_packets('info registers rip')}")
+    print(f"memread_MiB_per_s_packets {count_packets('x/4096xw 0x100000')}")
