@@ -54,36 +54,84 @@ pub enum SystemEvent {
 /// Fan-out of `SystemEvent`s.
 #[derive(Debug, Default)]
 pub struct EventHub {
-    subscribers: Mutex<Vec<Sender<SystemEvent>>>,
+    /// Each subscriber's sender and the most events it may hold undelivered.
+    subscribers: Mutex<Vec<(Sender<SystemEvent>, usize)>>,
     dropped: AtomicU64,
 }
 
 impl EventHub {
-    /// A new subscription holding up to `capacity` undelivered events.
+    /// A new subscription holding up to `capacity` undelivered events. Memory grows with the
+    /// events actually queued, not with `capacity` (a bounded channel would allocate every slot
+    /// up front: 7.5 MiB for 65,536 events).
     pub fn subscribe(&self, capacity: usize) -> Receiver<SystemEvent> {
-        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let (tx, rx) = crossbeam_channel::unbounded();
         self.subscribers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(tx);
+            .push((tx, capacity));
         rx
     }
 
     /// Sends `event` to every live subscriber without blocking.
     pub fn publish(&self, event: SystemEvent) {
         let mut subscribers = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
-        subscribers.retain(|tx| match tx.try_send(event.clone()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
+        subscribers.retain(|(tx, capacity)| {
+            // Only publishers (under this lock) add to the queue, so it cannot grow past the
+            // check; the receiver may only shrink it.
+            if tx.len() >= *capacity {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
-                true
+                return true;
             }
-            Err(TrySendError::Disconnected(_)) => false,
+            match tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            }
         });
     }
 
     /// Events dropped because a subscriber was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(n: usize) -> SystemEvent {
+        SystemEvent::ConsoleLine {
+            partition: 0,
+            line: format!("line {n}"),
+        }
+    }
+
+    #[test]
+    fn a_full_subscriber_loses_events_counted_and_the_others_do_not() {
+        let hub = EventHub::default();
+        let slow = hub.subscribe(2);
+        let fast = hub.subscribe(100);
+        for n in 0..5 {
+            hub.publish(line(n));
+        }
+        assert_eq!(slow.try_iter().collect::<Vec<_>>(), vec![line(0), line(1)]);
+        assert_eq!(fast.try_iter().count(), 5);
+        assert_eq!(hub.dropped(), 3);
+        // Drained: it takes events again.
+        hub.publish(line(5));
+        assert_eq!(slow.try_recv().ok(), Some(line(5)));
+    }
+
+    #[test]
+    fn a_dropped_receiver_is_forgotten() {
+        let hub = EventHub::default();
+        drop(hub.subscribe(4));
+        hub.publish(line(0));
+        assert!(hub.subscribers.lock().unwrap().is_empty());
+        assert_eq!(hub.dropped(), 0);
     }
 }
