@@ -138,9 +138,14 @@ export class HvConfigurationProvider implements vscode.DebugConfigurationProvide
       if (target.vcpu !== undefined) {
         config.vcpu = target.vcpu;
       }
-      if (generatedName) {
+      if (generatedName || !String(config.name).includes(target.partition)) {
+        // The picked target names the session (the Call Stack shows it).
         config.name = `hv: ${target.partition}${target.vcpu !== undefined ? ` vCPU ${target.vcpu}` : ''}`;
       }
+    }
+    if (config.request === 'attach' && (typeof config.link !== 'string' || config.link === '') && currentLink() !== '') {
+      // The system the view follows (a launch session's, or hvdk.link), as in the quick pick.
+      config.link = currentLink();
     }
     if (config.request === 'launch' && (typeof config.link !== 'string' || config.link === '')) {
       // A link the extension knows, so the Partitions view, consoles and controls follow the

@@ -173,6 +173,28 @@ async function main() {
     const term = (await page.locator('.xterm .xterm-rows').first().innerText()).split('\n').filter((l) => l.trim()).slice(-3);
     log(`hvdk: Open Console → terminal "hv: worker" shows: ${term.join(' / ')}`);
     await page.screenshot({ path: `${SHOTS}/console.png` });
+
+    // The configuration provider's quick pick: launch.json's attach entry has no partition.
+    await palette('Debug: Select and Start Debugging');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'hv: attach to the running system' }).first().click();
+    const input = page.locator('.quick-input-widget input');
+    await page.locator('.quick-input-widget', { hasText: 'Debug a partition of demo' }).waitFor({ timeout: 60000 });
+    await input.fill('worker · vCPU 1');
+    await page.locator('.quick-input-list .monaco-list-row .label-name', { hasText: /^worker · vCPU 1$/ }).first().click();
+    log('Select and Start Debugging → "hv: attach…" → quick pick → worker · vCPU 1');
+    const stackHeader = page.locator('.pane-header', { hasText: /^Call Stack/ }).first();
+    if ((await stackHeader.getAttribute('aria-expanded')) !== 'true') await stackHeader.click();
+    const vcpuSession = page.locator('.debug-call-stack .monaco-list-row', { hasText: /^\s*hv: worker vCPU 1/ }).first();
+    await vcpuSession.waitFor({ timeout: LONG });
+    await vcpuSession.click(); // focus it: Pause acts on the focused session
+    await palette('Debug: Pause');
+    await pane2.locator('.monaco-list-row', { hasText: /^vCPU 1\s*debug-stopped/ }).first().waitFor({ timeout: LONG });
+    const workerRows = (await pane2.locator('.monaco-list-row').allInnerTexts()).map((t) => t.replace(/\s+/g, ' ')).filter((t) => /^(worker|vCPU)/.test(t));
+    log(`paused the vCPU session: ${workerRows.join(' | ')}`);
+    await page.screenshot({ path: `${SHOTS}/vcpu.png` });
+    await palette('Debug: Disconnect'); // the focused attach session: the vCPU runs on
+    await pane2.locator('.monaco-list-row', { hasText: /^vCPU 1\s*debug-stopped/ }).first().waitFor({ state: 'detached', timeout: LONG });
+    log('stopped the vCPU session: worker vCPU 1 runs on');
     await palette('Debug: Stop');
     await page.locator('.debug-toolbar').waitFor({ state: 'hidden', timeout: LONG });
     log('stopped the session: the debug toolbar is gone');
