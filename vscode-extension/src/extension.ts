@@ -67,7 +67,9 @@ export function activate(context: vscode.ExtensionContext): HvdkApi {
   const view = vscode.window.createTreeView('hvdk.partitions', { treeDataProvider: tree, showCollapseAll: true });
   model.onDidChange((s) => {
     view.description = s ? s.system : undefined;
-    view.message = s ? undefined : model.error ? `No system: ${model.error}` : undefined;
+    // The welcome content covers "no system running"; other reasons (a bad hv path, a refused
+    // link, several systems) are shown above it.
+    view.message = s || !model.error || model.error.startsWith('no hvdk system is running') ? undefined : model.error;
   });
 
   context.subscriptions.push(

@@ -103,16 +103,26 @@ async function main() {
     const before = (await frameRow.innerText()).replace(/\s+/g, ' ');
     log(`stopped: Call Stack shows "${before}"`);
 
-    // Variables: expand Locals (the adapter's first scope is "Device request"), then req; read offset.
-    const locals = page.locator('.debug-variables .monaco-list-row', { hasText: /^Locals$/ }).first();
-    await locals.waitFor({ timeout: 30000 });
-    if ((await locals.getAttribute('aria-expanded')) !== 'true') await locals.click();
+    // Variables: expand Locals (the adapter's first scope is "Device request"), then req; read
+    // offset. A click while the tree re-renders can be lost: retry until the child row shows.
     const varRow = (name) => page.locator('.debug-variables .monaco-list-row').filter({ hasText: new RegExp(`^\\s*${name}\\s*[=:]`) }).first();
+    const expand = async (row, child, what) => {
+      for (let i = 0; i < 6; i++) {
+        if (await child.isVisible()) return;
+        await row.waitFor({ timeout: 30000 });
+        if ((await row.getAttribute('aria-expanded')) !== 'true') await row.click();
+        try {
+          await child.waitFor({ timeout: 5000 });
+          return;
+        } catch {}
+      }
+      throw new Error(`cannot expand ${what} in Variables`);
+    };
+    const locals = page.locator('.debug-variables .monaco-list-row', { hasText: /^Locals$/ }).first();
     const req = varRow('req');
-    await req.waitFor({ timeout: 30000 });
-    await req.click();
     const offset = varRow('offset');
-    await offset.waitFor({ timeout: 30000 });
+    await expand(locals, req, 'Locals');
+    await expand(req, offset, 'req');
     const offsetText = (await offset.innerText()).replace(/\s+/g, ' ');
     log(`Variables: req → "${offsetText}"`);
     if (!/\b(12|0xc)\b/.test(offsetText)) throw new Error(`req->offset shows "${offsetText}", expected 12`);
