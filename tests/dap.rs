@@ -155,6 +155,21 @@ impl Dap {
         }
     }
 
+    /// The next event with one of `names`: (name, body).
+    fn wait_any(&mut self, names: &[&str]) -> (String, Value) {
+        loop {
+            if let Some(i) = self
+                .events
+                .iter()
+                .position(|e| names.iter().any(|n| e["event"] == *n))
+            {
+                let e = self.events.remove(i).unwrap();
+                return (e["event"].as_str().unwrap().to_owned(), e["body"].clone());
+            }
+            self.next_message(names[0]);
+        }
+    }
+
     /// Reads whatever arrived so far without waiting.
     fn drain(&mut self) {
         while let Ok(m) = self.rx.try_recv() {
@@ -602,6 +617,48 @@ fn launch_logpoint_condition_set_variable_and_terminate() {
         .clone();
     assert_ne!(before, after, "stepi moved");
 
+    // A data breakpoint on the global: it stops on the write, or, on a host whose KVM cannot
+    // raise data breakpoints, it is marked unverified with the reason and the guest runs on.
+    let info = dap.ok(
+        "dataBreakpointInfo",
+        json!({"name": "control_ticks", "variablesReference": globals}),
+    );
+    assert_eq!(info["dataId"], "control_ticks", "{info}");
+    let too_big = dap.ok(
+        "dataBreakpointInfo",
+        json!({"name": "console_line", "variablesReference": globals}),
+    );
+    assert!(too_big["dataId"].is_null(), "{too_big}");
+    assert!(
+        too_big["description"]
+            .as_str()
+            .unwrap()
+            .contains("1, 2, 4 or 8 bytes"),
+        "{too_big}"
+    );
+    let set = dap.ok(
+        "setDataBreakpoints",
+        json!({"breakpoints": [{"dataId": "control_ticks", "accessType": "write"}]}),
+    );
+    assert_eq!(set["breakpoints"][0]["verified"], true, "{set}");
+    dap.ok("continue", json!({"threadId": thread}));
+    let (event, body) = dap.wait_any(&["stopped", "breakpoint"]);
+    if event == "stopped" {
+        assert_eq!(body["reason"], "data breakpoint", "{body}");
+    } else {
+        assert_eq!(body["breakpoint"]["verified"], false, "{body}");
+        assert!(
+            body["breakpoint"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("cannot set the data breakpoint"),
+            "{body}"
+        );
+        dap.ok("pause", json!({"threadId": thread}));
+        assert_eq!(dap.wait_event("stopped")["reason"], "pause");
+    }
+    dap.ok("setDataBreakpoints", json!({"breakpoints": []}));
+
     // Every partition's lines reach the Debug Console.
     dap.drain();
     assert!(
@@ -611,6 +668,64 @@ fn launch_logpoint_condition_set_variable_and_terminate() {
     );
     dap.ok("setBreakpoints", json!({"source": src, "breakpoints": []}));
     dap.ok("continue", json!({"threadId": thread}));
+    dap.ok("terminate", json!({}));
+    dap.wait_event("terminated");
+    dap.ok("disconnect", json!({}));
+    dap.wait_exit();
+}
+
+#[test]
+fn a_guest_crash_is_an_exception_and_restart_resets_it() {
+    if !kvm_or_skip("a_guest_crash_is_an_exception_and_restart_resets_it") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let system = common::system_file(
+        r#"
+[[partition]]
+name = "crasher"
+image = "{guests}/crasher.elf"
+
+# keeps the system running after the crash
+[[partition]]
+name = "spin"
+image = "{guests}/spin.elf"
+"#,
+    );
+    let mut dap = Dap::start();
+    dap.initialize();
+    dap.ok(
+        "launch",
+        json!({"type": "hv", "request": "launch", "system": system.path, "partition": "crasher"}),
+    );
+    dap.wait_event("initialized");
+    dap.ok("configurationDone", json!({}));
+    // The guest triple-faults at once; the stub reports it when gdb resumes it.
+    let stopped = dap.wait_event("stopped");
+    assert_eq!(stopped["reason"], "exception", "{stopped}");
+    assert!(
+        stopped["description"]
+            .as_str()
+            .unwrap()
+            .contains("Guest crashed: triple fault"),
+        "{stopped}"
+    );
+    let thread = stopped["threadId"].as_i64().unwrap();
+    let stack = dap.ok("stackTrace", json!({"threadId": thread}));
+    assert_eq!(stack["stackFrames"][0]["name"], "crash", "{stack}");
+
+    // restart: the partition is reset and stops at its entry (the breakpoint set meanwhile
+    // then stops it before it crashes again).
+    dap.ok(
+        "setFunctionBreakpoints",
+        json!({"breakpoints": [{"name": "crash"}]}),
+    );
+    dap.ok("restart", json!({}));
+    let stopped = dap.wait_event("stopped");
+    assert_eq!(stopped["reason"], "function breakpoint", "{stopped}");
+    let stack = dap.ok("stackTrace", json!({"threadId": thread}));
+    assert_eq!(stack["stackFrames"][0]["name"], "crash", "{stack}");
+    assert_eq!(stack["stackFrames"][1]["name"], "hv_main", "{stack}");
     dap.ok("terminate", json!({}));
     dap.wait_event("terminated");
     dap.ok("disconnect", json!({}));

@@ -66,6 +66,14 @@ pub enum GdbEvent {
     },
     /// Stream text outside any command (e.g. `Remote connection closed`).
     Stream(StreamKind, String),
+    /// A second, failing result for a command already answered: a resume that gdb gave up
+    /// after its `^running` (e.g. a watchpoint it could not insert).
+    CommandFailed {
+        /// gdb's message.
+        msg: String,
+        /// gdb's log lines printed since the previous result.
+        log: String,
+    },
     /// gdb's stdout closed.
     Exited,
 }
@@ -74,6 +82,7 @@ pub enum GdbEvent {
 struct Pending {
     waiters: BTreeMap<u64, oneshot::Sender<Result<MiOutput, GdbError>>>,
     stream: String,
+    log: String,
 }
 
 /// A running gdb.
@@ -143,8 +152,14 @@ impl Gdb {
                     } => {
                         let mut pending = lock(&p);
                         let stream = std::mem::take(&mut pending.stream);
+                        let log = std::mem::take(&mut pending.log);
                         let waiter = token.and_then(|t| pending.waiters.remove(&t));
                         drop(pending);
+                        if waiter.is_none() && class == ResultClass::Error {
+                            let msg = results.str("msg").unwrap_or("gdb error").to_owned();
+                            let _ = events_tx.send(GdbEvent::CommandFailed { msg, log });
+                            continue;
+                        }
                         let answer = if class == ResultClass::Error {
                             Err(GdbError::Command(
                                 results.str("msg").unwrap_or("gdb error").to_owned(),
@@ -173,6 +188,9 @@ impl Gdb {
                     }
                     MiRecord::Stream { kind, text } => {
                         let mut pending = lock(&p);
+                        if kind == StreamKind::Log {
+                            pending.log.push_str(&text);
+                        }
                         if !pending.waiters.is_empty() && kind != StreamKind::Log {
                             pending.stream.push_str(&text);
                         } else if pending.waiters.is_empty() {

@@ -163,7 +163,7 @@ where
             }
             Input::Link(e) => session.on_link_event(e).await,
             Input::ClientGone => {
-                session.finish(true).await;
+                session.finish().await;
                 break;
             }
         }

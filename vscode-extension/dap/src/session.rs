@@ -150,6 +150,10 @@ pub(crate) struct Session {
     data_bps: Vec<u64>,
     bps: HashMap<u64, BpInfo>,
     blocked: Vec<Blocked>,
+    /// gdb's console text not yet ended by a newline.
+    gdb_text: String,
+    /// The last resuming command (repeated after a refused watchpoint is dropped).
+    last_resume: String,
     last_thread: i64,
     threads: Vec<Value>,
 }
@@ -234,6 +238,8 @@ impl Session {
             data_bps: Vec::new(),
             bps: HashMap::new(),
             blocked: Vec::new(),
+            gdb_text: String::new(),
+            last_resume: "-exec-continue".into(),
             last_thread: 1,
             threads: Vec::new(),
         }
@@ -358,14 +364,13 @@ impl Session {
             "restart" => self.restart().await?,
             "terminate" => {
                 self.out.ok(request, json!({}));
-                self.finish(true).await;
+                self.finish().await;
                 return Ok(None);
             }
             "disconnect" => {
-                let kill = args["terminateDebuggee"]
-                    .as_bool()
-                    .unwrap_or(self.launched.is_some());
-                self.finish(kill).await;
+                // A launched system always ends with its session (its output is piped to
+                // this adapter); use attach to leave a system running.
+                self.finish().await;
                 self.out.ok(request, json!({}));
                 self.done = true;
                 return Ok(None);
@@ -642,35 +647,53 @@ impl Session {
     async fn resume(&mut self, command: &str) -> Result<()> {
         let gdb = self.stopped()?;
         self.forget_stop();
+        self.last_resume = command.to_owned();
         match gdb.cmd(command).await {
             Ok(_) => {
                 self.running = true;
                 Ok(())
             }
-            Err(GdbError::Command(msg))
-                if msg.contains("watchpoint") && !self.data_bps.is_empty() =>
-            {
-                let dropped = std::mem::take(&mut self.data_bps);
-                let list: Vec<String> = dropped.iter().map(u64::to_string).collect();
-                let _ = gdb.cmd(&format!("-break-delete {}", list.join(" "))).await;
-                let message = format!(
-                    "this host cannot set the data breakpoint (gdb: {}); x86 has four debug registers shared with hardware breakpoints, a watchpoint covers 1, 2, 4 or 8 aligned bytes, and some KVMs never raise data breakpoints (`hv doctor` tells)",
-                    msg.lines().next().unwrap_or("")
-                );
-                for n in dropped {
-                    self.bps.remove(&n);
-                    self.out.event(
-                        "breakpoint",
-                        json!({"reason": "changed", "breakpoint": {"id": n, "verified": false, "message": message}}),
-                    );
-                }
-                self.out
-                    .output("important", &format!("hv dap: {message}\n"));
-                gdb.cmd(command).await?;
-                self.running = true;
-                Ok(())
-            }
+            Err(GdbError::Command(msg)) if self.resume_failed(&msg).await => Ok(()),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A resume that gdb could not do (refused with the command, or given up after its
+    /// `^running`). A refused watchpoint is dropped, marked unverified with the reason, and the
+    /// resume repeated without it; returns whether that happened.
+    async fn resume_failed(&mut self, msg: &str) -> bool {
+        self.running = false;
+        let Ok(gdb) = self.gdb() else { return false };
+        if !msg.contains("watchpoint") || self.data_bps.is_empty() {
+            return false;
+        }
+        let dropped = std::mem::take(&mut self.data_bps);
+        let list: Vec<String> = dropped.iter().map(u64::to_string).collect();
+        let _ = gdb.cmd(&format!("-break-delete {}", list.join(" "))).await;
+        let first = msg
+            .lines()
+            .find(|l| l.contains("watchpoint"))
+            .unwrap_or("")
+            .trim();
+        let message = format!(
+            "this host cannot set the data breakpoint ({first}): x86 has four debug registers per vCPU shared with hardware breakpoints, a watchpoint covers 1, 2, 4 or 8 aligned bytes, and some KVMs never raise data breakpoints (`hv doctor` tells)"
+        );
+        for n in dropped {
+            self.bps.remove(&n);
+            self.out.event(
+                "breakpoint",
+                json!({"reason": "changed", "breakpoint": {"id": n, "verified": false, "message": message}}),
+            );
+        }
+        self.out
+            .output("important", &format!("hv dap: {message}\n"));
+        let command = self.last_resume.clone();
+        match gdb.cmd(&command).await {
+            Ok(_) => {
+                self.running = true;
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -690,7 +713,7 @@ impl Session {
         while self.running {
             let event = tokio::time::timeout(Duration::from_secs(120), self.gdb_rx.recv()).await;
             match event {
-                Ok(Some(ev)) => self.on_gdb_event(ev).await,
+                Ok(Some(ev)) => Box::pin(self.on_gdb_event(ev)).await,
                 _ => break,
             }
         }
@@ -1475,7 +1498,9 @@ impl Session {
         self.pause_for_change().await?;
         self.internal_results = None;
         let reply = gdb.console("monitor reset").await?;
-        gdb.console("maintenance flushregs").await.ok();
+        if let Err(e) = gdb.console("maintenance flush register-cache").await {
+            tracing::debug!("hv dap: flush register-cache: {e}");
+        }
         self.out
             .output("console", &format!("hv dap: {}\n", reply.trim_end()));
         self.forget_stop();
@@ -1507,12 +1532,13 @@ impl Session {
         self.launch_path = None;
     }
 
-    /// Ends the session: detach gdb (the guest runs on), stop a launched system if asked.
-    pub(crate) async fn finish(&mut self, kill: bool) {
+    /// Ends the session: detach gdb (the guest runs on) and stop a launched system.
+    pub(crate) async fn finish(&mut self) {
+        if self.gdb.is_some() && self.running && self.link.is_some() {
+            // gdb detaches a stopped target only (all-stop remote).
+            let _ = tokio::time::timeout(Duration::from_secs(20), self.pause_for_change()).await;
+        }
         if let Some(gdb) = self.gdb.take() {
-            if self.running && !kill {
-                let _ = gdb.cmd("-exec-interrupt").await;
-            }
             let _ = tokio::time::timeout(Duration::from_secs(10), gdb.cmd("-target-detach")).await;
             let _ = tokio::time::timeout(Duration::from_secs(5), gdb.cmd("-gdb-exit")).await;
             gdb.kill();
@@ -1521,12 +1547,7 @@ impl Session {
             port.shutdown();
         }
         if let Some(mut launched) = self.launched.take() {
-            if kill {
-                let _ = tokio::task::spawn_blocking(move || launched.stop()).await;
-            } else {
-                // The system outlives the session: leave it running, detached from us.
-                std::mem::forget(launched);
-            }
+            let _ = tokio::task::spawn_blocking(move || launched.stop()).await;
         }
         if let Some(link) = self.link.take() {
             link.shutdown();
@@ -1583,19 +1604,36 @@ impl Session {
             },
             GdbEvent::Async { .. } => {}
             GdbEvent::Stream(kind, text) => {
+                // gdb's own report of a stop arrives in pieces: pass on whole lines.
                 let category = match kind {
                     StreamKind::Log => "stderr",
                     _ => "console",
                 };
-                if !text.trim().is_empty() {
-                    self.out.output(category, &text);
+                self.gdb_text.push_str(&text);
+                while let Some(i) = self.gdb_text.find('\n') {
+                    let line: String = self.gdb_text.drain(..=i).collect();
+                    if !line.trim().is_empty() {
+                        self.out.output(category, &line);
+                    }
+                }
+            }
+            GdbEvent::CommandFailed { msg, log } => {
+                let text = format!("{log}{msg}");
+                if !self.resume_failed(&text).await {
+                    self.out
+                        .output("important", &format!("hv dap: gdb: {}\n", text.trim_end()));
+                    self.out.event(
+                        "stopped",
+                        json!({"reason": "pause", "threadId": self.last_thread, "allThreadsStopped": true,
+                               "description": format!("gdb could not resume the guest: {msg}")}),
+                    );
                 }
             }
             GdbEvent::Exited => {
                 if self.gdb.is_some() && !self.terminated {
                     self.out.output("important", "hv dap: gdb exited\n");
                     self.gdb = None;
-                    self.finish(false).await;
+                    self.finish().await;
                 }
             }
         }
@@ -1618,7 +1656,7 @@ impl Session {
         }
         if reason.starts_with("exited") {
             self.out.output("important", "hv dap: the guest is gone\n");
-            self.finish(false).await;
+            self.finish().await;
             return;
         }
         let bkptno = results.str("bkptno").and_then(|b| b.parse::<u64>().ok());
@@ -1769,7 +1807,7 @@ impl Session {
                         "hv dap: the system's host link closed (the system stopped or crashed); ending the session\n",
                     );
                     self.link = None;
-                    self.finish(false).await;
+                    self.finish().await;
                 }
             }
         }
@@ -1907,7 +1945,7 @@ fn capabilities() -> Value {
         "supportsSetVariable": true,
         "supportsRestartRequest": true,
         "supportsTerminateRequest": true,
-        "supportTerminateDebuggee": true,
+        "supportTerminateDebuggee": false,
         "supportsDisassembleRequest": true,
         "supportsReadMemoryRequest": true,
         "supportsWriteMemoryRequest": true,
