@@ -855,3 +855,48 @@ fn bad_input_gets_clear_errors() {
     dap.ok("disconnect", json!({}));
     dap.wait_exit();
 }
+
+/// `hv dap --port 0` serves DAP on 127.0.0.1 (for debugging the adapter); no KVM needed.
+#[test]
+fn port_mode_serves_dap_on_localhost() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hv"))
+        .args(["dap", "--port", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hv dap --port 0");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let port: u16 = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let body =
+        br#"{"seq":1,"type":"request","command":"initialize","arguments":{"adapterID":"hv"}}"#;
+    write!(stream, "Content-Length: {}\r\n\r\n", body.len()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut header = String::new();
+    reader.read_line(&mut header).unwrap();
+    let length: usize = header
+        .trim()
+        .trim_start_matches("Content-Length:")
+        .trim()
+        .parse()
+        .unwrap();
+    let mut blank = String::new();
+    reader.read_line(&mut blank).unwrap();
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).unwrap();
+    let response: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(response["command"], "initialize", "{response}");
+    assert_eq!(response["success"], true, "{response}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

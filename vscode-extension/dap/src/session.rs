@@ -152,6 +152,12 @@ pub(crate) struct Session {
     blocked: Vec<Blocked>,
     /// gdb's console text not yet ended by a newline.
     gdb_text: String,
+    /// An interrupt the adapter sent may still stop the guest after the next resume.
+    stale_interrupt: bool,
+    /// Resumed after an interrupt of the adapter's own: a single-step trap that the stub still
+    /// had pending from before it may come first (seen when the interrupt lands while gdb
+    /// steps over a breakpoint); it is not the user's stop.
+    spurious_trap: bool,
     /// The last resuming command (repeated after a refused watchpoint is dropped).
     last_resume: String,
     last_thread: i64,
@@ -240,6 +246,8 @@ impl Session {
             blocked: Vec::new(),
             gdb_text: String::new(),
             last_resume: "-exec-continue".into(),
+            stale_interrupt: false,
+            spurious_trap: false,
             last_thread: 1,
             threads: Vec::new(),
         }
@@ -353,6 +361,7 @@ impl Session {
             }
             "pause" => {
                 let gdb = self.gdb()?;
+                self.stale_interrupt = false;
                 if self.running {
                     gdb.cmd("-exec-interrupt").await?;
                 }
@@ -718,6 +727,12 @@ impl Session {
             }
         }
         self.internal_stop = false;
+        // A real stop (a breakpoint) that came before the interrupt leaves the interrupt
+        // pending: its stop, after the next resume, is not the user's pause.
+        self.stale_interrupt = self
+            .internal_results
+            .as_ref()
+            .is_some_and(|r| !is_interrupt(r));
         Ok(!self.running)
     }
 
@@ -728,11 +743,13 @@ impl Session {
             return;
         }
         let results = self.internal_results.take();
+        // A stop on a breakpoint that this change deleted is not reported.
         let real = results.as_ref().is_some_and(|r| {
-            let reason = r.str("reason").unwrap_or("");
-            let signal = r.str("signal-name").unwrap_or("");
-            !(reason.is_empty()
-                || (reason == "signal-received" && matches!(signal, "SIGINT" | "0" | "SIGTRAP")))
+            !is_interrupt(r)
+                && (r.str("reason") != Some("breakpoint-hit")
+                    || r.str("bkptno")
+                        .and_then(|b| b.parse::<u64>().ok())
+                        .is_some_and(|n| self.bps.contains_key(&n)))
         });
         match results {
             Some(r) if real => self.on_stopped(r).await,
@@ -741,6 +758,7 @@ impl Session {
                     self.out
                         .output("important", &format!("hv dap: cannot resume: {e}\n"));
                 }
+                self.spurious_trap = true;
             }
         }
     }
@@ -1654,6 +1672,23 @@ impl Session {
         if !self.configured {
             return;
         }
+        let trap = reason == "signal-received" && results.str("signal-name") == Some("SIGTRAP");
+        if std::mem::take(&mut self.spurious_trap) && trap {
+            tracing::debug!("hv dap: a stray SIGTRAP after an internal interrupt; resuming");
+            if let Err(e) = self.resume("-exec-continue").await {
+                self.out
+                    .output("important", &format!("hv dap: cannot resume: {e}\n"));
+            }
+            return;
+        }
+        if self.stale_interrupt && is_interrupt(&results) {
+            self.stale_interrupt = false;
+            if let Err(e) = self.resume("-exec-continue").await {
+                self.out
+                    .output("important", &format!("hv dap: cannot resume: {e}\n"));
+            }
+            return;
+        }
         if reason.starts_with("exited") {
             self.out.output("important", "hv dap: the guest is gone\n");
             self.finish().await;
@@ -1812,6 +1847,13 @@ impl Session {
             }
         }
     }
+}
+
+/// A stop caused by an interrupt (`-exec-interrupt`), not by the guest or a breakpoint.
+fn is_interrupt(r: &MiValue) -> bool {
+    let reason = r.str("reason").unwrap_or("");
+    let signal = r.str("signal-name").unwrap_or("");
+    reason.is_empty() || (reason == "signal-received" && matches!(signal, "SIGINT" | "0"))
 }
 
 /// Runs a blocking host-link call off the async threads.
