@@ -15,20 +15,31 @@ const log = (s) => console.log(`drive: ${((Date.now() - t0) / 1000).toFixed(1)} 
 const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 let page;
 
-/** Runs a command from the palette, picking the row whose label is exactly `label`. */
+/**
+ * Runs a command from the palette, picking the row whose label is exactly `label`. Retried: the
+ * palette closes when something else takes the focus (e.g. the editor revealing a new stop).
+ */
 async function palette(label) {
-  await page.keyboard.press('F1');
-  const input = page.locator('.quick-input-widget input');
-  await input.waitFor({ state: 'visible', timeout: 15000 });
-  await input.fill('>' + label);
-  const row = page.locator('.quick-input-list .monaco-list-row .label-name', { hasText: new RegExp('^' + escape(label) + '$') }).first();
-  try {
-    await row.waitFor({ state: 'visible', timeout: 15000 });
-  } catch (e) {
-    const rows = await page.locator('.quick-input-list .monaco-list-row .label-name').allInnerTexts();
-    throw new Error(`no palette row "${label}"; rows: ${JSON.stringify(rows.slice(0, 8))}`);
+  let last;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      await page.keyboard.press('F1');
+      const input = page.locator('.quick-input-widget input');
+      await input.waitFor({ state: 'visible', timeout: 15000 });
+      await input.fill('>' + label);
+      const row = page.locator('.quick-input-list .monaco-list-row .label-name', { hasText: new RegExp('^' + escape(label) + '$') }).first();
+      await row.waitFor({ state: 'visible', timeout: 15000 });
+      await row.click({ timeout: 10000 });
+      return;
+    } catch (e) {
+      const rows = await page.locator('.quick-input-list .monaco-list-row .label-name').allInnerTexts().catch(() => []);
+      last = new Error(`palette "${label}" (attempt ${attempt + 1}): ${e.message.split('\n')[0]}; rows: ${JSON.stringify(rows.slice(0, 8))}`);
+      console.log(`drive: ${last.message}`);
+      await page.keyboard.press('Escape');
+      await page.waitForTimeout(1000);
+    }
   }
-  await row.click();
+  throw last;
 }
 
 /** The Partitions pane of the Run and Debug side bar. */
