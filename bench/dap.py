@@ -6,7 +6,7 @@ Both sides debug `sensor-model` of the demo system (examples/demo.toml) on one `
 batch through the gdb bridge's port for sensor-model, hv dap on the same partition's stub
 through its own host-link channel. Each round stops in sensor_write_ctrl (control writes the
 sensor once a second) and times NEXTS `next`s: gdb from the command to its prompt (gdb's
-Python API), hv dap from the request to the `stopped` event. Medians, then the ratio.
+Python API), hv dap from the request to the `stopped` event. Rounds alternate between the two; medians, then the ratio.
 
 Needs: /dev/kvm, gdb, python3. Run from the repository root: bench/dap.py [--rounds N]
 (builds the release binary first unless --no-build).
@@ -235,8 +235,14 @@ def main():
             if str(port) in line:
                 break
         threading.Thread(target=lambda: hv.stderr.read(), daemon=True).start()
-        gdb_times = gdb_batch_nexts(port, args.rounds)
-        dap_times, ui_times = dap_nexts(link, args.rounds)
+        # Alternate the two (gdb, dap, gdb, dap, …) so that load from elsewhere on the host
+        # falls on both alike.
+        gdb_times, dap_times, ui_times = [], [], []
+        for _ in range(args.rounds):
+            gdb_times += gdb_batch_nexts(port, 1)
+            d, u = dap_nexts(link, 1)
+            dap_times += d
+            ui_times += u
     finally:
         hv.terminate()
         hv.wait(timeout=60)

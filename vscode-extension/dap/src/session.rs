@@ -158,6 +158,8 @@ pub(crate) struct Session {
     /// had pending from before it may come first (seen when the interrupt lands while gdb
     /// steps over a breakpoint); it is not the user's stop.
     spurious_trap: bool,
+    /// `partitions.list` asked for when a step started.
+    prefetch: Option<tokio::task::JoinHandle<Result<Vec<PartitionInfo>, hv_link::ClientError>>>,
     /// The last resuming command (repeated after a refused watchpoint is dropped).
     last_resume: String,
     last_thread: i64,
@@ -247,6 +249,7 @@ impl Session {
             gdb_text: String::new(),
             last_resume: "-exec-continue".into(),
             stale_interrupt: false,
+            prefetch: None,
             spurious_trap: false,
             last_thread: 1,
             threads: Vec::new(),
@@ -347,6 +350,12 @@ impl Session {
                 json!({"allThreadsContinued": true})
             }
             "next" | "stepIn" | "stepOut" => {
+                // Who waits on a device does not change while this partition steps (a model
+                // stopped in its handler keeps its client waiting): ask the link now, in
+                // parallel with the step, not after it.
+                if let Some(link) = self.link.clone() {
+                    self.prefetch = Some(tokio::task::spawn_blocking(move || link.partitions()));
+                }
                 let thread = int_arg(args, "threadId").unwrap_or(self.last_thread);
                 let instruction = args["granularity"] == "instruction";
                 let mi = match (command, instruction) {
@@ -1751,9 +1760,19 @@ impl Session {
         };
         // What the host link knows: who waits on a device, why a partition crashed.
         let mut text = None;
-        if let Some(link) = self.link.clone()
-            && let Ok(Ok(parts)) = tokio::task::spawn_blocking(move || link.partitions()).await
-        {
+        let prefetched = match self.prefetch.take() {
+            Some(h) if dap_reason != "exception" => h.await.ok().and_then(Result::ok),
+            _ => None,
+        };
+        let parts = match (prefetched, self.link.clone()) {
+            (Some(parts), _) => Some(parts),
+            (None, Some(link)) => tokio::task::spawn_blocking(move || link.partitions())
+                .await
+                .ok()
+                .and_then(Result::ok),
+            (None, None) => None,
+        };
+        if let Some(parts) = parts {
             self.blocked = blocked_clients(&parts);
             if dap_reason == "exception"
                 && let Some(p) = parts.iter().find(|p| p.name == self.partition)
