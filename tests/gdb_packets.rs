@@ -15,20 +15,6 @@ use common::{kvm_lock, kvm_or_skip, system_file, wait_until};
 /// Safety net for reads (no assertion depends on it).
 const GUARD: Duration = Duration::from_secs(60);
 
-const SYSTEM: &str = r#"
-[[partition]]
-name = "control"
-image = "{guests}/control.elf"
-
-[[partition]]
-name = "telemetry"
-image = "{guests}/telemetry.elf"
-
-[[channel]]
-name = "telemetry"
-endpoints = ["control", "telemetry"]
-"#;
-
 /// A running `hv run` (killed on drop) with its gdb base port and console lines.
 struct Hv {
     child: Child,
@@ -40,7 +26,7 @@ struct Hv {
 
 impl Hv {
     fn start() -> Hv {
-        let system = system_file(SYSTEM);
+        let system = system_file(common::CONTROL_AND_TELEMETRY);
         let dir = tempfile::tempdir().unwrap();
         let base = common::free_gdb_base(&[1, 1]);
         let mut child = Command::new(env!("CARGO_BIN_EXE_hv"))
