@@ -528,8 +528,15 @@ fn gdb_and_console_channels_on_a_real_partition() {
     let events = b.notifications().clone();
     b.subscribe_events().unwrap();
     b.pause("control").unwrap();
-    let n = events.recv_timeout(GUARD).unwrap();
-    let p = parse_event::<PartitionStateChanged>(&n).unwrap().unwrap();
+    // The debugger's attach and detach above are announced too (stopped in the debugger, then
+    // running) and may arrive after the subscription: skip them; a missing pause times out.
+    let p = loop {
+        let n = events.recv_timeout(GUARD).unwrap();
+        let p = parse_event::<PartitionStateChanged>(&n).unwrap().unwrap();
+        if p.detail.is_none() || p.state.kind() == "paused" {
+            break p;
+        }
+    };
     assert_eq!(
         (p.partition.as_str(), p.state.kind()),
         ("control", "paused")
