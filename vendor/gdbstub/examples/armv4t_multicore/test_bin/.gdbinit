@@ -1,0 +1,2 @@
+file test.elf
+target remote :9001
