@@ -579,6 +579,9 @@ pub struct VcpuRunner {
     /// holds the halt request and turns the next suitable exit into a stale `KVM_EXIT_HLT` (one
     /// instruction later, wherever that is — possibly inside an interrupt handler with IF=0).
     stale_halt_exit: bool,
+    /// While an exit is handled (no waits in between): its time, which stamps every record of
+    /// that exit, so an exit costs one clock read however many records it writes.
+    exit_stamp: Option<u64>,
 }
 
 impl VcpuRunner {
@@ -603,13 +606,20 @@ impl VcpuRunner {
             dm_wait: None,
             unconfirmed_injection: None,
             stale_halt_exit: false,
+            exit_stamp: None,
         }
     }
 
+    /// Records an event: stamped with the time of the exit being handled (one clock read per
+    /// exit for all its records), or with the time now outside exit handling.
     #[inline]
     fn trace(&self, kind: TraceKind, a: u64, b: u64) {
         if self.shared.trace.wants(kind) {
-            self.trace_at(self.partition.clock.now_ns(), kind, a, b);
+            let timestamp = match self.exit_stamp {
+                Some(t) => t,
+                None => self.partition.clock.now_ns(),
+            };
+            self.trace_at(timestamp, kind, a, b);
         }
     }
 
@@ -866,9 +876,14 @@ impl VcpuRunner {
                             .stats
                             .irqs_injected
                             .fetch_add(1, Ordering::Relaxed);
-                        // Stamped now (rings stay in time order); b carries the raise time.
-                        self.trace(TraceKind::IrqRaise, u64::from(vector), raised);
-                        self.trace(TraceKind::IrqInject, u64::from(vector), 0);
+                        // Stamped now (rings stay in time order), both with one clock read;
+                        // b carries the raise time.
+                        let ring = &self.shared.trace;
+                        if ring.wants(TraceKind::IrqRaise) || ring.wants(TraceKind::IrqInject) {
+                            let now = self.partition.clock.now_ns();
+                            self.trace_at(now, TraceKind::IrqRaise, u64::from(vector), raised);
+                            self.trace_at(now, TraceKind::IrqInject, u64::from(vector), 0);
+                        }
                     }
                     Err(_) => want_window = true,
                 }
@@ -926,6 +941,7 @@ impl VcpuRunner {
         let exit = self.fd.run();
         // Guest time ends when KVM_RUN returns, before any device work (which may block).
         let end = self.partition.clock.now_ns();
+        self.exit_stamp = Some(end);
         let action = handle_exit(exit, &*self.partition);
         self.fd.set_kvm_immediate_exit(0);
         let reason = self.fd.get_kvm_run().exit_reason;
@@ -998,6 +1014,7 @@ impl VcpuRunner {
                 dr7: 0,
             });
         }
+        self.exit_stamp = None;
     }
 
     /// Hands a debug exit to the partition's debugger; with none attached (it left while this
