@@ -9,26 +9,14 @@ use common::{boot, kvm_lock, kvm_or_skip, wait_until};
 use hv_core::trace::{TraceKind, TraceRecord, class};
 use hv_core::{PartitionState, System, SystemEvent};
 
-/// The demo's sensor model and its device, added to control and telemetry (worker left out to
-/// keep the host quiet); `{model}` is the image serving the sensor.
-const SENSOR_MODEL: &str = r#"
-[[partition]]
-name = "sensor-model"
-image = "{guests}/{model}.elf"
-
-[[device]]
-name = "sensor"
-partition = "control"
-mmio = { base = 0xD000_0000, size = 0x1000 }
-irq = 40
-served_by = "sensor-model"
-request_vector = 33
-timeout_ms = 100
-grants = [{ base = 0xE00000, size = 0x1000 }]
-"#;
-
+/// Control and telemetry (worker left out to keep the host quiet) with the demo's sensor served
+/// by guest image `model`.
 fn system(model: &str) -> String {
-    format!("{}{SENSOR_MODEL}", common::CONTROL_AND_TELEMETRY).replace("{model}", model)
+    format!(
+        "{}{}",
+        common::CONTROL_AND_TELEMETRY,
+        common::sensor_model(model)
+    )
 }
 
 /// `(n, v)` pairs of lines `<prefix>#n = v`.
@@ -235,7 +223,7 @@ fn control_reads_exactly_the_samples_the_model_produces() {
         !data.is_empty() && printed.windows(data.len()).any(|w| w == data),
         "traced DATA replies {data:?}, printed {printed:?}"
     );
-    // The sensor interrupt (vector 40 in SENSOR_MODEL) arrived, once per sample control read
+    // The sensor interrupt (vector 40 in common::SENSOR_MODEL) arrived, once per sample control read
     // (control reads STATUS and DATA only after it); the 1 kHz timer has a vector of its own.
     let control_vcpu = &system.partition("control").unwrap().vcpus[0];
     let sensor_irqs =

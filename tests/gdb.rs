@@ -470,22 +470,6 @@ fn watchpoints_fire_or_are_refused_clearly() {
     }
 }
 
-const DEMO_WITH_SENSOR: &str = r#"
-[[partition]]
-name = "sensor-model"
-image = "{guests}/sensor-model.elf"
-
-[[device]]
-name = "sensor"
-partition = "control"
-mmio = { base = 0xD000_0000, size = 0x1000 }
-irq = 40
-served_by = "sensor-model"
-request_vector = 33
-timeout_ms = 100
-grants = [{ base = 0xE00000, size = 0x1000 }]
-"#;
-
 /// The source line of the first statement in the sensor model's CTRL handler's conversion.
 fn sensor_line() -> usize {
     let source = std::fs::read_to_string(concat!(
@@ -506,7 +490,7 @@ fn step_through_the_device_model_when_the_client_touches_its_device() {
         return;
     }
     let _kvm = kvm_lock();
-    let hv = Hv::start(&format!("{DEMO}{DEMO_WITH_SENSOR}"));
+    let hv = Hv::start(&format!("{DEMO}{}", common::sensor_model("sensor-model")));
     hv.wait_count("[control] control: sensor sample #1", 1);
     let (stopped, release) = (hv.marker("stopped"), hv.marker("release"));
     let script = format!(

@@ -1,4 +1,5 @@
-//! Guest-physical layout rules the system description is checked against (mirrors `hv-core`'s layout).
+//! Guest-physical layout rules the system description is checked against; `hv-core`'s layout
+//! re-exports the constants both need from here (one source).
 //!
 //! Every partition sees the same map:
 //!

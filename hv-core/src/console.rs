@@ -9,7 +9,7 @@ use vm_superio::{Serial, Trigger};
 
 use crate::bus::BusDevice;
 use crate::events::{EventHub, SystemEvent};
-use crate::vcpu::IrqLine;
+use crate::irq::IrqLine;
 
 /// Longest line kept before it is cut (a guest that never sends a newline must not grow memory).
 pub const MAX_LINE: usize = 1024;

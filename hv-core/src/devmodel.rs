@@ -19,10 +19,12 @@ use hv_config::{DeviceConfig, MemoryRange};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::bus::BusDevice;
-use crate::partition::{Partition, PartitionState};
+use crate::irq::IrqLine;
+use crate::lifecycle::PartitionState;
+use crate::partition::Partition;
 use crate::poll::PollWindow;
 use crate::trace::TraceKind;
-use crate::vcpu::{self, IrqLine, VcpuState};
+use crate::vcpu::{self, VcpuState};
 
 /// Size of `struct hv_dm_request` in guest memory.
 pub const REQUEST_SIZE: usize = 40;

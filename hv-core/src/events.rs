@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::partition::PartitionState;
+use crate::lifecycle::PartitionState;
 
 /// Something that happened in the system.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,7 +9,7 @@ use std::os::fd::FromRawFd;
 use std::sync::{Mutex, OnceLock};
 
 use crate::hypercall::{IPC_DEPTH, IPC_MAX_MESSAGE};
-use crate::vcpu::IrqLine;
+use crate::irq::IrqLine;
 
 /// Errors while creating a channel.
 #[derive(Debug, thiserror::Error)]

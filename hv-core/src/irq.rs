@@ -8,6 +8,67 @@
 //! (raises coalesce while it is pending), a lower withdraws a raise that has not been injected
 //! yet, and nothing re-fires after an EOI — a line is not remembered as "high".
 
+use std::sync::Arc;
+
+/// What an [`IrqLine`] raises its vector on: a vCPU (`VcpuShared`), or in tests a stand-in.
+/// Keeps the devices that hold lines (UART, timer, IPC doorbells, device models) apart from the
+/// vCPU module.
+pub trait InterruptTarget: Send + Sync {
+    /// Makes `vector` pending (and wakes the target if it is fresh).
+    fn raise(&self, vector: u8);
+    /// Withdraws a raise of `vector` that was not injected yet; returns whether there was one.
+    fn lower(&self, vector: u8) -> bool;
+    /// Whether `vector` is pending (raised, not injected yet).
+    fn is_pending(&self, vector: u8) -> bool;
+    /// Wakes the target if it waits for a device request (`HV_DM_REPLY_WAIT`).
+    fn wake_request_waiter(&self);
+    /// A short name for messages (`p0.v1`).
+    fn name(&self) -> String;
+}
+
+/// An interrupt line: raising it makes `vector` pending on one vCPU, lowering it withdraws that
+/// raise while it has not been injected (see the module's edge semantics).
+#[derive(Clone)]
+pub struct IrqLine {
+    target: Arc<dyn InterruptTarget>,
+    vector: u8,
+}
+
+impl std::fmt::Debug for IrqLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IrqLine({} vector {})", self.target.name(), self.vector)
+    }
+}
+
+impl IrqLine {
+    /// A line to `vector` on `target` (a vCPU).
+    pub fn new(target: Arc<dyn InterruptTarget>, vector: u8) -> IrqLine {
+        IrqLine { target, vector }
+    }
+
+    /// Raises the line.
+    pub fn raise(&self) {
+        self.target.raise(self.vector);
+    }
+
+    /// Wakes the line's vCPU if it waits in `HV_DM_REPLY_WAIT` (a device model that takes its
+    /// requests that way keeps its doorbell vector disabled, so the raise alone may not).
+    pub fn wake_request_waiter(&self) {
+        self.target.wake_request_waiter();
+    }
+
+    /// Lowers the line: withdraws a raise that is still pending (not injected yet); returns
+    /// whether there was one. An interrupt already injected is unaffected.
+    pub fn lower(&self) -> bool {
+        self.target.lower(self.vector)
+    }
+
+    /// Whether the line's vector is pending on its vCPU (raised, not injected yet).
+    pub fn is_pending(&self) -> bool {
+        self.target.is_pending(self.vector)
+    }
+}
+
 /// 256 bits, one per vector.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 struct VectorSet([u64; 4]);

@@ -1,6 +1,13 @@
 //! Guest-physical memory layout of every partition: the one place these addresses live.
 //!
 //! The same numbers appear in `guests/sdk/include/hv_abi.h`; a unit test checks that they agree.
+//! The addresses and vectors the system description is also checked against (image base, stacks,
+//! IPC area, identity map, UART and first guest vector) are `hv_config::layout`'s, re-exported
+//! here, so each is written once.
+
+pub use hv_config::layout::{
+    FIRST_VECTOR, IDENTITY_MAPPED, IMAGE_BASE, IPC_BASE, IPC_END, UART_VECTOR, VCPU_STACK_SIZE,
+};
 
 /// The GDT the VMM writes for the boot CPU state (null, code64, data, 64-bit TSS).
 pub const GDT_ADDR: u64 = 0x1000;
@@ -16,26 +23,12 @@ pub const PML4_ADDR: u64 = 0x9000;
 pub const PDPT_ADDR: u64 = PML4_ADDR + 0x1000;
 /// The first of four page directories, identity-mapping 0..4 GiB with 2 MiB pages.
 pub const PD_ADDR: u64 = PDPT_ADDR + 0x1000;
-/// How much the boot page tables identity-map.
-pub const IDENTITY_MAPPED: u64 = 4 << 30;
-/// ELF images load at or above this address.
-pub const IMAGE_BASE: u64 = 0x10_0000;
-/// IPC shared windows are placed from here upward.
-pub const IPC_BASE: u64 = 0x8000_0000;
-/// End of the IPC area (exclusive).
-pub const IPC_END: u64 = 0x9000_0000;
-/// Stack per vCPU, at the top of RAM: vCPU i's stack top is `memory - i * VCPU_STACK_SIZE`.
-pub const VCPU_STACK_SIZE: u64 = 0x1_0000;
 /// The hypercall I/O port (`out %eax, $0xE0`).
 pub const HYPERCALL_PORT: u16 = 0xE0;
 /// The 16550 UART's I/O base (COM1).
 pub const UART_PORT: u16 = 0x3F8;
 /// Number of I/O ports the UART decodes.
 pub const UART_PORT_COUNT: u16 = 8;
-/// The vector the UART raises.
-pub const UART_VECTOR: u8 = 36;
-/// The first vector a guest may use; 0..31 are CPU exceptions.
-pub const FIRST_VECTOR: u8 = 32;
 
 /// Top of vCPU `index`'s stack in a partition with `memory` bytes of RAM.
 pub fn vcpu_stack_top(memory: u64, index: u32) -> u64 {

@@ -9,6 +9,7 @@
 //! [`VcpuShared`], never through a lock over the whole system.
 
 pub mod boot;
+mod builder;
 pub mod bus;
 pub mod clock;
 pub mod console;
@@ -19,6 +20,7 @@ pub mod ipc;
 pub mod irq;
 pub mod kvm_ext;
 pub mod layout;
+pub mod lifecycle;
 pub mod loader;
 pub mod partition;
 pub mod poll;
@@ -31,5 +33,5 @@ pub mod vcpu;
 
 pub use events::SystemEvent;
 pub use partition::{CrashReport, Partition, PartitionError, PartitionState};
-pub use system::{System, SystemError, kvm_available};
+pub use system::{System, SystemError, kvm_available, kvm_or_skip};
 pub use vcpu::{VcpuError, VcpuRegisters, VcpuShared, VcpuState};

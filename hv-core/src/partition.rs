@@ -18,108 +18,10 @@ use crate::clock::Clock;
 use crate::console::{Console, Uart};
 use crate::events::{EventHub, SystemEvent};
 use crate::ipc::IpcChannel;
+pub use crate::lifecycle::{CrashRegisters, CrashReport, PartitionState};
 use crate::loader::{GuestImage, LoadError};
 use crate::timer::VirtualTimer;
 use crate::vcpu::{DebugExit, DeviceAccess, VcpuError, VcpuRegisters, VcpuShared, VcpuState};
-
-/// Lifecycle state of a partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PartitionState {
-    /// Loaded, not started yet.
-    Created,
-    /// Running.
-    Running,
-    /// Paused by a control request.
-    Paused,
-    /// Stopped by a fatal guest error; the other partitions run on.
-    Crashed(CrashReport),
-    /// The guest called `HV_EXIT`.
-    Exited(i64),
-}
-
-impl PartitionState {
-    /// A short lowercase name (`running`, `crashed`, ...).
-    pub fn name(&self) -> &'static str {
-        match self {
-            PartitionState::Created => "created",
-            PartitionState::Running => "running",
-            PartitionState::Paused => "paused",
-            PartitionState::Crashed(_) => "crashed",
-            PartitionState::Exited(_) => "exited",
-        }
-    }
-}
-
-impl std::fmt::Display for PartitionState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PartitionState::Crashed(report) => write!(f, "crashed: {report}"),
-            PartitionState::Exited(code) => write!(f, "exited with code {code}"),
-            other => f.write_str(other.name()),
-        }
-    }
-}
-
-/// Why and where a partition crashed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CrashReport {
-    /// What happened.
-    pub reason: String,
-    /// The vCPU that hit it.
-    pub vcpu: u32,
-    /// Its last registers, when they could be read.
-    pub registers: Option<CrashRegisters>,
-}
-
-/// The registers kept with a crash report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CrashRegisters {
-    /// Instruction pointer.
-    pub rip: u64,
-    /// Stack pointer.
-    pub rsp: u64,
-    /// Flags.
-    pub rflags: u64,
-    /// CR0.
-    pub cr0: u64,
-    /// CR2 (last page-fault address).
-    pub cr2: u64,
-    /// CR3.
-    pub cr3: u64,
-    /// CR4.
-    pub cr4: u64,
-    /// EFER.
-    pub efer: u64,
-}
-
-impl From<&VcpuRegisters> for CrashRegisters {
-    fn from(r: &VcpuRegisters) -> Self {
-        CrashRegisters {
-            rip: r.regs.rip,
-            rsp: r.regs.rsp,
-            rflags: r.regs.rflags,
-            cr0: r.sregs.cr0,
-            cr2: r.sregs.cr2,
-            cr3: r.sregs.cr3,
-            cr4: r.sregs.cr4,
-            efer: r.sregs.efer,
-        }
-    }
-}
-
-impl std::fmt::Display for CrashReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} on vCPU {}", self.reason, self.vcpu)?;
-        if let Some(r) = &self.registers {
-            write!(
-                f,
-                " (rip={:#x} rsp={:#x} rflags={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x})",
-                r.rip, r.rsp, r.rflags, r.cr0, r.cr2, r.cr3, r.cr4, r.efer
-            )?;
-        }
-        Ok(())
-    }
-}
 
 /// Errors of partition control.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
-//! A running system: builds every partition of a system description (one KVM VM each), wires IPC
-//! channels between them, starts vCPU threads and the scheduler, and shuts it all down.
+//! A running system: built from a system description (one KVM VM per partition, IPC channels
+//! and device models wired between them; the steps are in `builder`), it starts the vCPU threads
+//! and the scheduler, and shuts it all down.
 
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -7,26 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use hv_config::SystemConfig;
-use kvm_bindings::kvm_userspace_memory_region;
-use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
-use vm_memory::{
-    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-    GuestRegionMmap, MmapRegion,
-};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
-use crate::boot::{self, BootDeviceInfo, BootInfo, BootIpcInfo};
-use crate::bus::Bus;
 use crate::clock::Clock;
-use crate::console::{Console, Uart};
-use crate::devmodel::{ServedDevice, ServedMmio};
 use crate::events::{EventHub, SystemEvent};
-use crate::ipc::{IpcChannel, IpcError};
+use crate::ipc::IpcError;
 use crate::kvm_ext;
-use crate::layout::{UART_PORT, UART_PORT_COUNT, UART_VECTOR, VCPU_STACK_SIZE};
-use crate::loader::{GuestImage, LoadError};
-use crate::partition::{IpcEndpoint, Partition, PartitionError, PartitionParts};
+use crate::loader::LoadError;
+use crate::partition::{Partition, PartitionError};
 use crate::scheduler::{Scheduler, WindowEdge};
-use crate::vcpu::{IrqLine, VcpuError, VcpuRunner, VcpuShared, init_vcpu};
+use crate::vcpu::{VcpuError, VcpuRunner};
 
 /// Where KVM wants its three-page TSS area (outside RAM, inside the identity map; system
 /// descriptions must not place MMIO there).
@@ -93,11 +84,6 @@ pub enum SystemError {
     Thread(#[from] std::io::Error),
 }
 
-fn kvm_err(what: impl Into<String>) -> impl FnOnce(vmm_sys_util::errno::Error) -> SystemError {
-    let what = what.into();
-    move |source| SystemError::Kvm { what, source }
-}
-
 /// Opens /dev/kvm with an actionable error.
 pub fn open_kvm() -> Result<Kvm, SystemError> {
     Kvm::new().map_err(|e| match e.errno() {
@@ -135,246 +121,21 @@ impl std::fmt::Debug for System {
 }
 
 impl System {
-    /// Builds every partition: VMs, memory, images loaded, vCPUs at their entry. Nothing runs yet.
+    /// Builds every partition: VMs, memory, images loaded, vCPUs at their entry. Nothing runs yet
+    /// (the steps are in [`crate::builder`]).
     pub fn new(config: SystemConfig) -> Result<System, SystemError> {
-        kvm_ext::install_kick_handler().map_err(kvm_err("installing the kick signal handler"))?;
-        let kvm = open_kvm()?;
-        let sync_regs = kvm.check_extension(Cap::SyncRegs);
-        let clock = Arc::new(Clock::shared().clone());
-        let events = Arc::new(EventHub::default());
-
-        let channels = config
-            .channels
-            .iter()
-            .map(|c| IpcChannel::new(&c.name, c.size).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
-
-        // Devices served by model partitions: numbered per model in description order.
-        let devices: Vec<Arc<ServedDevice>> = config
-            .devices
-            .iter()
-            .map(|d| {
-                let number = config
-                    .devices
-                    .iter()
-                    .filter(|o| o.served_by == d.served_by)
-                    .position(|o| o.name == d.name)
-                    .unwrap_or(0);
-                Arc::new(ServedDevice::new(d, number as u32))
-            })
-            .collect();
-
-        let mut partitions = Vec::new();
-        let mut pending_vcpus = Vec::new();
-        let mut vms = Vec::new();
-        for (id, pc) in config.partitions.iter().enumerate() {
-            let perr = |reason: String| SystemError::Memory {
-                partition: pc.name.clone(),
-                reason,
-            };
-            let load_limit = pc.memory - u64::from(pc.vcpus) * VCPU_STACK_SIZE;
-            let image = GuestImage::from_file(&pc.image, load_limit).map_err(|source| {
-                SystemError::Image {
-                    partition: pc.name.clone(),
-                    source,
-                }
-            })?;
-            let vm = kvm.create_vm().map_err(kvm_err("creating a VM"))?;
-            vm.set_tss_address(KVM_TSS_ADDR as usize)
-                .map_err(kvm_err("setting the TSS address"))?;
-
-            // Memory: RAM at 0, then this partition's IPC windows.
-            let ram = MmapRegion::new(pc.memory as usize).map_err(|e| perr(e.to_string()))?;
-            let mut regions =
-                vec![GuestRegionMmap::new(ram, GuestAddress(0)).ok_or_else(|| perr("RAM".into()))?];
-            let mut endpoints = Vec::new();
-            for (channel_index, gpa, size) in config.ipc_windows(&pc.name) {
-                let channel = channels[channel_index].clone();
-                let file = channel.shm.try_clone().map_err(|e| perr(e.to_string()))?;
-                let window = MmapRegion::from_file(FileOffset::new(file, 0), size as usize)
-                    .map_err(|e| perr(e.to_string()))?;
-                regions.push(
-                    GuestRegionMmap::new(window, GuestAddress(gpa))
-                        .ok_or_else(|| perr(format!("IPC window at {gpa:#x}")))?,
-                );
-                let endpoint = usize::from(config.channels[channel_index].endpoints[1] == pc.name);
-                endpoints.push((
-                    channel_index,
-                    IpcEndpoint {
-                        channel,
-                        endpoint,
-                        gpa,
-                    },
-                ));
-            }
-            let memory = GuestMemoryMmap::from_regions(regions).map_err(|e| perr(e.to_string()))?;
-            for (slot, region) in memory.iter().enumerate() {
-                let host = memory
-                    .get_host_address(region.start_addr())
-                    .map_err(|e| perr(e.to_string()))?;
-                let mem_region = kvm_userspace_memory_region {
-                    slot: slot as u32,
-                    guest_phys_addr: region.start_addr().0,
-                    memory_size: region.len(),
-                    userspace_addr: host as u64,
-                    flags: 0,
-                };
-                // SAFETY: the region is a live mapping owned by `memory`, which the partition keeps
-                // for as long as the VM exists (the VM fd is dropped with the System, after the
-                // partitions' vCPU threads have ended).
-                unsafe { vm.set_user_memory_region(mem_region) }
-                    .map_err(kvm_err(format!("mapping guest memory of {}", pc.name)))?;
-            }
-
-            let vcpus: Vec<Arc<VcpuShared>> = (0..pc.vcpus)
-                .map(|i| Arc::new(VcpuShared::new(id, i, TRACE_CAPACITY)))
-                .collect();
-            let console = Arc::new(Console::new(id, events.clone()));
-            let uart = Arc::new(Mutex::new(Uart::new(
-                console.clone(),
-                IrqLine::new(vcpus[0].clone(), UART_VECTOR),
-            )));
-            let mut pio = Bus::default();
-            pio.insert(
-                u64::from(UART_PORT),
-                u64::from(UART_PORT_COUNT),
-                uart.clone(),
-            )
-            .map_err(|e| perr(e.to_string()))?;
-            let mut mmio = Bus::default();
-            let mut boot_devices = Vec::new();
-            for (dc, device) in config.devices.iter().zip(&devices) {
-                if dc.partition == pc.name {
-                    mmio.insert(
-                        dc.mmio_base,
-                        dc.mmio_size,
-                        Arc::new(Mutex::new(ServedMmio(device.clone()))),
-                    )
-                    .map_err(|e| perr(format!("device {}: {e}", dc.name)))?;
-                    boot_devices.push(BootDeviceInfo {
-                        name: boot::name_field(&dc.name),
-                        mmio_base: dc.mmio_base,
-                        mmio_size: dc.mmio_size,
-                        device: boot_devices.len() as u32,
-                        vector: dc.irq.map_or(0, u32::from),
-                        is_model: 0,
-                        reserved: 0,
-                    });
-                }
-            }
-            let served: Vec<Arc<ServedDevice>> = config
-                .devices
-                .iter()
-                .zip(&devices)
-                .filter(|(dc, _)| dc.served_by.as_deref() == Some(pc.name.as_str()))
-                .map(|(dc, device)| {
-                    boot_devices.push(BootDeviceInfo {
-                        name: boot::name_field(&dc.name),
-                        mmio_base: dc.mmio_base,
-                        mmio_size: dc.mmio_size,
-                        device: device.model_number,
-                        vector: u32::from(dc.request_vector),
-                        is_model: 1,
-                        reserved: 0,
-                    });
-                    device.clone()
-                })
-                .collect();
-
-            let mut boot_info = BootInfo {
-                partition_id: id as u32,
-                vcpu_count: pc.vcpus,
-                memory_size: pc.memory,
-                name: boot::name_field(&pc.name),
-                ipc_count: endpoints.len().min(boot::MAX_IPC) as u32,
-                device_count: boot_devices.len().min(boot::MAX_DEVICES) as u32,
-                ..BootInfo::default()
-            };
-            for (slot, info) in boot_devices.into_iter().take(boot::MAX_DEVICES).enumerate() {
-                boot_info.devices[slot] = info;
-            }
-            for (number, (channel_index, endpoint)) in
-                endpoints.iter().enumerate().take(boot::MAX_IPC)
-            {
-                let cc = &config.channels[*channel_index];
-                endpoint
-                    .channel
-                    .connect(endpoint.endpoint, IrqLine::new(vcpus[0].clone(), cc.vector));
-                boot_info.ipc[number] = BootIpcInfo {
-                    name: boot::name_field(&cc.name),
-                    shm_addr: endpoint.gpa,
-                    shm_size: cc.size,
-                    channel: number as u32,
-                    doorbell: u32::from(cc.vector),
-                    endpoint: endpoint.endpoint as u32,
-                    reserved: 0,
-                };
-            }
-
-            let partition = Arc::new(Partition::new(
-                id,
-                pc.clone(),
-                PartitionParts {
-                    memory,
-                    vcpus: vcpus.clone(),
-                    pio,
-                    mmio,
-                    uart,
-                    console,
-                    ipc: endpoints.into_iter().map(|(_, e)| e).collect(),
-                    served,
-                    image,
-                    boot_info,
-                    in_window: config.schedule.is_none(),
-                },
-                events.clone(),
-                clock.clone(),
-            )?);
-            partition.load()?;
-            let mut fds = Vec::new();
-            for i in 0..pc.vcpus {
-                let fd = vm
-                    .create_vcpu(u64::from(i))
-                    .map_err(kvm_err(format!("creating vCPU {i} of {}", pc.name)))?;
-                init_vcpu(&kvm, &fd, partition.entry(), pc.memory, i).map_err(|source| {
-                    SystemError::Vcpu {
-                        partition: pc.name.clone(),
-                        source,
-                    }
-                })?;
-                fds.push(fd);
-            }
-            pending_vcpus.push((partition.clone(), fds));
-            partitions.push(partition);
-            vms.push(vm);
-        }
-
-        for (dc, device) in config.devices.iter().zip(&devices) {
-            let find = |name: &str| partitions.iter().find(|p: &&Arc<Partition>| p.name == name);
-            let (Some(client), Some(model)) =
-                (find(&dc.partition), dc.served_by.as_deref().and_then(find))
-            else {
-                continue;
-            };
-            device.connect(
-                client,
-                dc.irq.map(|v| IrqLine::new(client.vcpus[0].clone(), v)),
-                model,
-                IrqLine::new(model.vcpus[0].clone(), dc.request_vector),
-            );
-        }
-
+        let built = crate::builder::build(&config)?;
         Ok(System {
             config,
-            partitions,
-            events,
-            clock,
+            partitions: built.partitions,
+            events: built.events,
+            clock: built.clock,
             threads: Vec::new(),
-            pending_vcpus,
+            pending_vcpus: built.pending_vcpus,
             scheduler: Mutex::new(None),
-            sync_regs,
-            _vms: vms,
-            _kvm: kvm,
+            sync_regs: built.sync_regs,
+            _vms: built.vms,
+            _kvm: built.kvm,
         })
     }
 
@@ -482,4 +243,16 @@ pub fn kvm_available() -> bool {
         .open("/dev/kvm")
         .map(|f| f.as_raw_fd() >= 0)
         .unwrap_or(false)
+}
+
+/// For tests and benchmarks that boot guests: true when KVM is usable; otherwise prints one loud
+/// `SKIPPED <test>: …` line and the caller returns early.
+pub fn kvm_or_skip(test: &str) -> bool {
+    if kvm_available() {
+        return true;
+    }
+    eprintln!(
+        "SKIPPED {test}: /dev/kvm is missing or not accessible; tests that boot guests need KVM"
+    );
+    false
 }

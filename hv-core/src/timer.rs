@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::hypercall::MIN_TIMER_PERIOD_NS;
-use crate::vcpu::IrqLine;
+use crate::irq::IrqLine;
 
 #[derive(Debug, Default)]
 struct TimerState {

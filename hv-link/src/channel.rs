@@ -129,6 +129,25 @@ impl ChannelName {
     pub fn is_exclusive(&self) -> bool {
         matches!(self, Self::Gdb { .. })
     }
+
+    /// Whether two exclusive channels cannot be held at once: the same `gdb:` channel, or a
+    /// partition's whole-partition stub and one of its per-vCPU stubs (both would drive the
+    /// same vCPUs). The link server and the gdb bridge both check claims with it.
+    pub fn conflicts_with(&self, other: &ChannelName) -> bool {
+        match (self, other) {
+            (
+                Self::Gdb {
+                    partition: pa,
+                    vcpu: va,
+                },
+                Self::Gdb {
+                    partition: pb,
+                    vcpu: vb,
+                },
+            ) => pa == pb && (va.is_none() || vb.is_none() || va == vb),
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for ChannelName {
@@ -242,6 +261,21 @@ mod tests {
         assert!(!ChannelName::console("a").is_exclusive());
         assert_eq!(ChannelName::gdb_vcpu("a", 1).partition(), Some("a"));
         assert_eq!(ChannelName::Trace.partition(), None);
+    }
+
+    #[test]
+    fn a_partition_stub_conflicts_with_its_vcpu_stubs_only() {
+        let (p, p0, p1) = (
+            ChannelName::gdb("p"),
+            ChannelName::gdb_vcpu("p", 0),
+            ChannelName::gdb_vcpu("p", 1),
+        );
+        assert!(p.conflicts_with(&p) && p.conflicts_with(&p0) && p1.conflicts_with(&p));
+        assert!(p0.conflicts_with(&p0) && !p0.conflicts_with(&p1));
+        assert!(!p.conflicts_with(&ChannelName::gdb("q")));
+        assert!(!p0.conflicts_with(&ChannelName::gdb_vcpu("q", 0)));
+        assert!(!ChannelName::console("p").conflicts_with(&ChannelName::console("p")));
+        assert!(!ChannelName::Trace.conflicts_with(&p));
     }
 
     #[test]

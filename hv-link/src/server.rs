@@ -203,22 +203,6 @@ impl Drop for ClaimGuard {
     }
 }
 
-fn conflicts(a: &ChannelName, b: &ChannelName) -> bool {
-    match (a, b) {
-        (
-            ChannelName::Gdb {
-                partition: pa,
-                vcpu: va,
-            },
-            ChannelName::Gdb {
-                partition: pb,
-                vcpu: vb,
-            },
-        ) => pa == pb && (va.is_none() || vb.is_none() || va == vb),
-        _ => false,
-    }
-}
-
 impl ChannelClaims {
     /// An empty registry.
     pub fn new() -> Self {
@@ -238,7 +222,7 @@ impl ChannelClaims {
             return Ok(ClaimGuard { claim: None });
         }
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, (_, owner))) = g.owners.iter().find(|(n, _)| conflicts(n, name)) {
+        if let Some((_, (_, owner))) = g.owners.iter().find(|(n, _)| n.conflicts_with(name)) {
             return Err(RpcError::channel_owned(name, owner));
         }
         g.owners

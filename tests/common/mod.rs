@@ -27,16 +27,32 @@ name = "telemetry"
 endpoints = ["control", "telemetry"]
 "#;
 
-/// True when /dev/kvm is usable; otherwise prints one loud line and the test returns early.
-pub fn kvm_or_skip(test: &str) -> bool {
-    if hv_core::kvm_available() {
-        return true;
-    }
-    eprintln!(
-        "SKIPPED {test}: /dev/kvm is missing or not accessible; tests that boot guests need KVM"
-    );
-    false
+/// The demo's sensor model partition and the `sensor` device it serves to `control`, to append
+/// to a description that has `control`; `{model}` is the image serving the sensor (`{guests}` is
+/// replaced by `system_file`).
+pub const SENSOR_MODEL: &str = r#"
+[[partition]]
+name = "sensor-model"
+image = "{guests}/{model}.elf"
+
+[[device]]
+name = "sensor"
+partition = "control"
+mmio = { base = 0xD000_0000, size = 0x1000 }
+irq = 40
+served_by = "sensor-model"
+request_vector = 33
+timeout_ms = 100
+grants = [{ base = 0xE00000, size = 0x1000 }]
+"#;
+
+/// [`SENSOR_MODEL`] served by guest image `model` (`sensor-model` is the demo's).
+pub fn sensor_model(model: &str) -> String {
+    SENSOR_MODEL.replace("{model}", model)
 }
+
+/// True when /dev/kvm is usable; otherwise prints one loud line and the test returns early.
+pub use hv_core::kvm_or_skip;
 
 /// Serialises guest-booting tests inside one test binary (this machine has 2 cores; parallel
 /// systems would only measure each other).

@@ -2,9 +2,12 @@
 //! latency percentiles, computed from trace events.
 //!
 //! [`TraceEvent`] is the console's own small view of a trace record, so that this analysis does
-//! not depend on the wire encoding; the collector converts the `trace` channel's records into it.
+//! not depend on the wire encoding; the `trace` channel's chunks are decoded by `hv_link::trace`
+//! (the one decoder of the format) and converted into it here.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use hv_link::trace::{Chunk, RecordKind, TraceRecord, decode_chunk, vcpu_state_name};
 
 use crate::app::CpuActivity;
 use crate::model::Latency;
@@ -245,117 +248,80 @@ impl TraceAnalyzer {
     }
 }
 
-/// Tag of a trace batch chunk (trace format v1, `PROTOCOL.md` section 7).
-const BATCH_TAG: &[u8; 4] = b"HVTB";
-/// Bytes of one record.
-const RECORD_LEN: usize = 32;
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
-}
-
-/// The console's view of one trace record (kind, a, b as in the trace format).
-pub fn event_from_record(
-    ts_ns: u64,
-    kind: u16,
-    vcpu: u16,
-    partition: u32,
-    a: u64,
-    b: u64,
-) -> TraceEvent {
+/// The console's view of one trace record (kinds and state codes are `hv_link::trace`'s).
+pub fn event_from_record(record: &TraceRecord) -> TraceEvent {
+    let (a, b) = (record.a, record.b);
     let vector = a as u8;
-    let kind = match kind {
-        1 => TraceEventKind::VmEntry,
-        2 => TraceEventKind::VmExit,
-        3 => TraceEventKind::IrqRaise {
+    let kind = match record.kind() {
+        Some(RecordKind::VmEntry) => TraceEventKind::VmEntry,
+        Some(RecordKind::VmExit) => TraceEventKind::VmExit,
+        Some(RecordKind::IrqRaise) => TraceEventKind::IrqRaise {
             vector,
             raised_ns: b,
         },
-        4 => TraceEventKind::IrqInject { vector },
-        5 => TraceEventKind::IrqEoi { vector },
-        7 => TraceEventKind::ScheduleIn,
-        8 => TraceEventKind::ScheduleOut,
-        9 => TraceEventKind::Halt,
-        10 => TraceEventKind::Wake,
-        15 => TraceEventKind::DebugStop,
-        16 => TraceEventKind::DebugResume,
-        17 => TraceEventKind::State(match a {
-            1 => CpuActivity::InHypervisor,
-            2 => CpuActivity::Halted,
-            3 => CpuActivity::Paused,
-            4 => CpuActivity::OutOfWindow,
-            5 => CpuActivity::Debugger,
-            8 => CpuActivity::Blocked,
+        Some(RecordKind::IrqInject) => TraceEventKind::IrqInject { vector },
+        Some(RecordKind::IrqEoi) => TraceEventKind::IrqEoi { vector },
+        Some(RecordKind::ScheduleIn) => TraceEventKind::ScheduleIn,
+        Some(RecordKind::ScheduleOut) => TraceEventKind::ScheduleOut,
+        Some(RecordKind::Halt) => TraceEventKind::Halt,
+        Some(RecordKind::Wake) => TraceEventKind::Wake,
+        Some(RecordKind::DebugStop) => TraceEventKind::DebugStop,
+        Some(RecordKind::DebugResume) => TraceEventKind::DebugResume,
+        Some(RecordKind::StateChange) => TraceEventKind::State(match vcpu_state_name(a) {
+            // Running again, but in the hypervisor until the next VmEntry.
+            "running" => CpuActivity::InHypervisor,
+            "halted" => CpuActivity::Halted,
+            "paused" => CpuActivity::Paused,
+            "out_of_window" => CpuActivity::OutOfWindow,
+            "debug_stopped" => CpuActivity::Debugger,
+            "blocked_on_device" => CpuActivity::Blocked,
             _ => CpuActivity::Stopped,
         }),
-        18 => TraceEventKind::Lost(a),
+        Some(RecordKind::Lost) => TraceEventKind::Lost(a),
         _ => TraceEventKind::Other,
     };
     TraceEvent {
-        ts_ns,
-        partition,
-        vcpu,
+        ts_ns: record.timestamp,
+        partition: record.partition,
+        vcpu: record.vcpu,
         kind,
     }
 }
 
-/// The events of one `trace` channel chunk: a batch gives its records, anything else (the
-/// header, a malformed chunk) none.
+/// The events of one `trace` channel chunk (decoded by `hv_link::trace`): a batch gives its
+/// records, anything else (the header, a malformed chunk) none.
 pub fn events_from_chunk(chunk: &[u8]) -> Vec<TraceEvent> {
-    if chunk.len() < 16 || &chunk[..4] != BATCH_TAG {
-        return Vec::new();
+    match decode_chunk(chunk) {
+        Ok((Chunk::Batch(records), used)) if used == chunk.len() => {
+            records.iter().map(event_from_record).collect()
+        }
+        _ => Vec::new(),
     }
-    let count = u32::from_le_bytes([chunk[8], chunk[9], chunk[10], chunk[11]]) as usize;
-    let records = &chunk[16..];
-    if records.len() != count.saturating_mul(RECORD_LEN) {
-        return Vec::new();
-    }
-    records
-        .chunks_exact(RECORD_LEN)
-        .map(|r| {
-            event_from_record(
-                le_u64(r, 0),
-                u16::from_le_bytes([r[8], r[9]]),
-                u16::from_le_bytes([r[10], r[11]]),
-                u32::from_le_bytes([r[12], r[13], r[14], r[15]]),
-                le_u64(r, 16),
-                le_u64(r, 24),
-            )
-        })
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn record(ts: u64, kind: u16, vcpu: u16, partition: u32, a: u64, b: u64) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&ts.to_le_bytes());
-        out.extend_from_slice(&kind.to_le_bytes());
-        out.extend_from_slice(&vcpu.to_le_bytes());
-        out.extend_from_slice(&partition.to_le_bytes());
-        out.extend_from_slice(&a.to_le_bytes());
-        out.extend_from_slice(&b.to_le_bytes());
-        out
+    fn record(timestamp: u64, kind: u16, vcpu: u16, partition: u32, a: u64, b: u64) -> TraceRecord {
+        TraceRecord {
+            timestamp,
+            kind,
+            vcpu,
+            partition,
+            a,
+            b,
+        }
     }
 
     #[test]
     fn batch_chunks_decode() {
         let records = [
-            record(5, 3, 1, 2, 32, 1),
-            record(6, 17, 0, 2, 8, 0),
+            record(5, RecordKind::IrqRaise as u16, 1, 2, 32, 1),
+            record(6, RecordKind::StateChange as u16, 0, 2, 8, 0),
             record(7, 99, 0, 0, 0, 0),
         ];
-        let mut chunk = b"HVTB".to_vec();
-        chunk.extend_from_slice(&(8 + 3 * 32u32).to_le_bytes());
-        chunk.extend_from_slice(&3u32.to_le_bytes());
-        chunk.extend_from_slice(&0u32.to_le_bytes());
-        for r in &records {
-            chunk.extend_from_slice(r);
-        }
+        let chunk = hv_link::trace::encode_batch(&records);
         let ev = events_from_chunk(&chunk);
         assert_eq!(ev.len(), 3);
         assert_eq!(
@@ -375,6 +341,33 @@ mod tests {
         // A header or a truncated batch gives nothing.
         assert!(events_from_chunk(b"HVTH\x04\0\0\0\x01\0\0\0").is_empty());
         assert!(events_from_chunk(&chunk[..chunk.len() - 1]).is_empty());
+    }
+
+    #[test]
+    fn every_state_code_maps_to_an_activity() {
+        let state = |code| {
+            event_from_record(&record(0, RecordKind::StateChange as u16, 0, 0, code, 0)).kind
+        };
+        use CpuActivity::*;
+        let expected = [
+            Stopped,
+            InHypervisor,
+            Halted,
+            Paused,
+            OutOfWindow,
+            Debugger,
+            Stopped,
+            Stopped,
+            Blocked,
+            Stopped,
+        ];
+        for (code, activity) in expected.into_iter().enumerate() {
+            assert_eq!(
+                state(code as u64),
+                TraceEventKind::State(activity),
+                "{code}"
+            );
+        }
     }
 
     fn ev(ts_ns: u64, vcpu: u16, kind: TraceEventKind) -> TraceEvent {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use hv_config::AgentConfig;
-use hv_core::SystemEvent;
+use hv_core::{SystemEvent, kvm_or_skip};
 use hv_link::client::parse_event;
 use hv_link::control::PartitionStateChanged;
 use hv_link::handshake::{HandshakeMessage, Hello, client_handshake};
@@ -419,16 +419,6 @@ fn pty_link_serves_and_shuts_down() {
 }
 
 // ---- with a real partition (needs /dev/kvm) ----
-
-fn kvm_or_skip(test: &str) -> bool {
-    if hv_core::kvm_available() {
-        return true;
-    }
-    eprintln!(
-        "SKIPPED {test}: /dev/kvm is missing or not accessible; tests that boot guests need KVM"
-    );
-    false
-}
 
 fn boot_control(dir: &Path) -> hv_core::System {
     let toml = format!(

@@ -4,10 +4,11 @@ use std::sync::atomic::Ordering;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
-use super::{IrqLine, VcpuRunner};
+use super::VcpuRunner;
 use crate::devmodel::{CopyError, ServedDevice};
 use crate::hypercall::{Hypercall, errors, info, timer_mode};
 use crate::ipc::IpcStatus;
+use crate::irq::IrqLine;
 use crate::trace::TraceKind;
 
 /// Longest console write taken in one call (the rest is left for the guest to retry).

@@ -22,7 +22,7 @@ use kvm_bindings::{
 use kvm_ioctls::{Kvm, SyncReg, VcpuFd};
 
 use crate::boot;
-use crate::irq::IrqController;
+use crate::irq::{InterruptTarget, IrqController};
 use crate::kvm_ext;
 use crate::partition::Partition;
 use crate::poll::PollWindow;
@@ -443,6 +443,30 @@ impl VcpuShared {
     }
 }
 
+impl InterruptTarget for VcpuShared {
+    fn raise(&self, vector: u8) {
+        VcpuShared::raise(self, vector);
+    }
+
+    fn lower(&self, vector: u8) -> bool {
+        self.irq().lower(vector)
+    }
+
+    fn is_pending(&self, vector: u8) -> bool {
+        self.irq().is_pending(vector)
+    }
+
+    fn wake_request_waiter(&self) {
+        if self.awaiting_request.load(Ordering::SeqCst) {
+            self.kick();
+        }
+    }
+
+    fn name(&self) -> String {
+        format!("p{}.v{}", self.partition, self.index)
+    }
+}
+
 /// The port or MMIO access (address, size in bytes, is-write) that caused the last exit, if it
 /// was one; hypercalls are not device accesses.
 fn device_access(run: &kvm_bindings::kvm_run) -> Option<(u64, u32, bool)> {
@@ -462,55 +486,6 @@ fn device_access(run: &kvm_bindings::kvm_run) -> Option<(u64, u32, bool)> {
             Some((mmio.phys_addr, mmio.len, mmio.is_write != 0))
         }
         _ => None,
-    }
-}
-
-/// An interrupt line: raising it makes `vector` pending on one vCPU, lowering it withdraws that
-/// raise while it has not been injected (see `irq` for the edge semantics).
-#[derive(Clone)]
-pub struct IrqLine {
-    vcpu: Arc<VcpuShared>,
-    vector: u8,
-}
-
-impl std::fmt::Debug for IrqLine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "IrqLine(p{}.v{} vector {})",
-            self.vcpu.partition, self.vcpu.index, self.vector
-        )
-    }
-}
-
-impl IrqLine {
-    /// A line to `vector` on `vcpu`.
-    pub fn new(vcpu: Arc<VcpuShared>, vector: u8) -> IrqLine {
-        IrqLine { vcpu, vector }
-    }
-
-    /// Raises the line.
-    pub fn raise(&self) {
-        self.vcpu.raise(self.vector);
-    }
-
-    /// Wakes the line's vCPU if it waits in `HV_DM_REPLY_WAIT` (a device model that takes its
-    /// requests that way keeps its doorbell vector disabled, so the raise alone may not).
-    pub fn wake_request_waiter(&self) {
-        if self.vcpu.awaiting_request.load(Ordering::SeqCst) {
-            self.vcpu.kick();
-        }
-    }
-
-    /// Lowers the line: withdraws a raise that is still pending (not injected yet); returns
-    /// whether there was one. An interrupt already injected is unaffected.
-    pub fn lower(&self) -> bool {
-        self.vcpu.irq().lower(self.vector)
-    }
-
-    /// Whether the line's vector is pending on its vCPU (raised, not injected yet).
-    pub fn is_pending(&self) -> bool {
-        self.vcpu.irq().is_pending(self.vector)
     }
 }
 
