@@ -1,6 +1,7 @@
 //! `hv trace`: `record FILE` subscribes to a running system's `trace` channel, switches tracing
 //! on, and writes what arrives to a trace file (hv-link's trace format) until the duration ends
-//! or Ctrl-C; `stats FILE` prints its analyses; `export FILE` converts it for Perfetto or to CSV;
+//! or Ctrl-C; `stats FILE` prints its analyses; `export FILE` converts it for Perfetto (protobuf
+//! or JSON) or to CSV (both stream: memory stays flat whatever the trace length);
 //! `view FILE` serves a web timeline of it on 127.0.0.1 until Ctrl-C.
 
 use std::path::PathBuf;
@@ -28,8 +29,13 @@ enum TraceCommand {
     /// Analyse a trace file: CPU per vCPU, exit reasons, hypercalls, IRQ latency and jitter,
     /// device-model latency, lost records.
     Stats(StatsArgs),
-    /// Convert a trace file for Perfetto (ui.perfetto.dev, chrome://tracing) or to CSV.
+    /// Convert a trace file for Perfetto (ui.perfetto.dev; JSON also for chrome://tracing) or
+    /// to CSV.
     Export(ExportArgs),
+    /// Write a synthetic trace (a simulated 4-partition system) of about N records, for tests
+    /// and benchmarks.
+    #[command(hide = true)]
+    Synth(SynthArgs),
     /// Show a trace file as a web timeline (tracks per vCPU, zoom, pan, search, details),
     /// served on 127.0.0.1 until Ctrl-C.
     View(ViewArgs),
@@ -58,10 +64,24 @@ struct StatsArgs {
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ExportFormat {
-    /// Perfetto's JSON trace-event format (also chrome://tracing).
-    Perfetto,
-    /// One line per record.
+    /// Perfetto's protobuf trace (`.perfetto-trace`): smaller and faster to load in
+    /// ui.perfetto.dev.
+    PerfettoProto,
+    /// The JSON trace-event format (`.json`): ui.perfetto.dev and chrome://tracing.
+    #[value(alias = "perfetto")]
+    PerfettoJson,
+    /// One line per record (`.csv`).
     Csv,
+}
+
+impl From<ExportFormat> for trace_viewer::export::Format {
+    fn from(f: ExportFormat) -> Self {
+        match f {
+            ExportFormat::PerfettoProto => Self::PerfettoProto,
+            ExportFormat::PerfettoJson => Self::PerfettoJson,
+            ExportFormat::Csv => Self::Csv,
+        }
+    }
 }
 
 /// Options of `hv trace export`.
@@ -69,12 +89,28 @@ enum ExportFormat {
 struct ExportArgs {
     /// The trace file (from `hv trace record`).
     file: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "perfetto")]
-    format: ExportFormat,
-    /// Where to write (`-`: standard output). Default: FILE with `.json` or `.csv` appended.
+    /// Output format. Default: from OUT's extension (`.perfetto-trace`/`.pftrace`, `.json`,
+    /// `.csv`), else perfetto-proto.
+    #[arg(long, value_enum)]
+    format: Option<ExportFormat>,
+    /// Where to write (`-`: standard output). Default: FILE with the format's extension
+    /// appended.
     #[arg(long, short, value_name = "OUT")]
     output: Option<PathBuf>,
+}
+
+/// Options of `hv trace synth`.
+#[derive(Debug, Args)]
+struct SynthArgs {
+    /// Records to write (at least).
+    #[arg(long, value_name = "N")]
+    events: u64,
+    /// Seed of the simulation's choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The trace file to write.
+    #[arg(long, short, value_name = "FILE")]
+    output: PathBuf,
 }
 
 /// Options of `hv trace record`.
@@ -102,6 +138,7 @@ pub fn trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         TraceCommand::Record(r) => record(r),
         TraceCommand::Stats(s) => stats(s),
         TraceCommand::Export(e) => export(e),
+        TraceCommand::Synth(s) => synth(s),
         TraceCommand::View(v) => view(v),
     }
 }
@@ -123,8 +160,8 @@ fn view(args: ViewArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
-    let trace = trace_viewer::Trace::open(&args.file)?;
-    let stats = trace_viewer::stats::Stats::compute(&trace);
+    let trace = trace_viewer::stream::TraceStream::open(&args.file)?;
+    let stats = trace_viewer::stats::Stats::compute_stream(&trace)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&stats)?);
     } else {
@@ -134,40 +171,60 @@ fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let trace = trace_viewer::Trace::open(&args.file)?;
-    let extension = match args.format {
-        ExportFormat::Perfetto => "json",
-        ExportFormat::Csv => "csv",
+    use trace_viewer::export::Format;
+    let format: Format = match (args.format, &args.output) {
+        (Some(f), _) => f.into(),
+        (None, Some(out)) if out.as_os_str() != "-" => {
+            Format::from_path(out).unwrap_or(Format::PerfettoProto)
+        }
+        _ => Format::PerfettoProto,
     };
+    let trace = trace_viewer::stream::TraceStream::open(&args.file)?;
     let output = args.output.unwrap_or_else(|| {
         let mut name = args.file.clone().into_os_string();
-        name.push(format!(".{extension}"));
+        name.push(format!(".{}", format.extension()));
         name.into()
     });
-    let write = |out: &mut dyn std::io::Write| -> std::io::Result<()> {
-        let mut out = std::io::BufWriter::new(out);
-        match args.format {
-            ExportFormat::Perfetto => trace_viewer::export::perfetto(&trace, &mut out),
-            ExportFormat::Csv => trace_viewer::export::csv(&trace, &mut out),
-        }
-    };
     if output.as_os_str() == "-" {
-        write(&mut std::io::stdout().lock()).context("write to standard output")?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+        trace_viewer::export::write(&trace, format, &mut out)
+            .context("export to standard output")?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut file =
+    let file =
         std::fs::File::create(&output).with_context(|| format!("create {}", output.display()))?;
-    write(&mut file).with_context(|| format!("write {}", output.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
+    let records = trace_viewer::export::write(&trace, format, &mut out)
+        .with_context(|| format!("export to {}", output.display()))?;
     eprintln!(
-        "hv: {} records of {} written to {}{}",
-        trace.records.len(),
-        trace.header.system,
+        "hv: {records} records of {} written to {}{}",
+        trace.header().system,
         output.display(),
-        if args.format == ExportFormat::Perfetto {
-            "; open it at https://ui.perfetto.dev (Open trace file) or in chrome://tracing"
-        } else {
-            ""
+        match format {
+            Format::PerfettoProto => "; open it at https://ui.perfetto.dev (Open trace file)",
+            Format::PerfettoJson => {
+                "; open it at https://ui.perfetto.dev (Open trace file) or in chrome://tracing"
+            }
+            Format::Csv => "",
         }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn synth(args: SynthArgs) -> anyhow::Result<ExitCode> {
+    let file = std::fs::File::create(&args.output)
+        .with_context(|| format!("create {}", args.output.display()))?;
+    let records = trace_viewer::synth::write(
+        std::io::BufWriter::with_capacity(1 << 20, file),
+        trace_viewer::synth::SynthOptions {
+            events: args.events,
+            seed: args.seed,
+        },
+    )
+    .with_context(|| format!("write {}", args.output.display()))?;
+    eprintln!(
+        "hv: {records} synthetic records written to {}",
+        args.output.display()
     );
     Ok(ExitCode::SUCCESS)
 }

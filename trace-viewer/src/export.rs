@@ -1,7 +1,10 @@
-//! Exporters: [`perfetto`] writes the JSON trace-event format that Perfetto (ui.perfetto.dev) and
-//! chrome://tracing open, [`csv`] one line per record.
+//! Exporters, all streaming (they write as they read, so memory stays flat whatever the trace
+//! length): [`perfetto_json`] writes the JSON trace-event format that Perfetto (ui.perfetto.dev)
+//! and chrome://tracing open, [`crate::perfetto_proto`] Perfetto's native protobuf format
+//! (smaller and faster to load), [`csv`] one line per record. [`write`] runs one of them over a
+//! [`TraceStream`].
 //!
-//! In the Perfetto export a partition is a process and a vCPU a thread. A vCPU's track shows
+//! In the Perfetto exports a partition is a process and a vCPU a thread. A vCPU's track shows
 //! slices for its time in the guest (entry to exit, with the exit reason), halted, stopped in the
 //! debugger, outside its schedule window and blocked on a device model; interrupts, hypercalls,
 //! device accesses, IPC, markers and state changes are instants on it, and each device-model
@@ -9,208 +12,482 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
+use std::path::Path;
 
 use hv_link::trace::{
-    RecordKind, TraceRecord, bus_error_reason_name, exit_reason_name, hypercall_name,
+    RecordKind, TraceHeader, TraceRecord, bus_error_reason_name, exit_reason_name, hypercall_name,
     vcpu_state_name,
 };
-use serde_json::{Value, json};
 
-use crate::Trace;
+use crate::stream::TraceStream;
+use crate::{Trace, ViewerError};
 
-/// Writes `trace` as a JSON trace-event file.
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Perfetto's protobuf trace (`.perfetto-trace`), see [`crate::perfetto_proto`].
+    PerfettoProto,
+    /// The JSON trace-event format (`.json`): Perfetto and chrome://tracing.
+    PerfettoJson,
+    /// One line per record (`.csv`).
+    Csv,
+}
+
+impl Format {
+    /// The format a file name's extension names (`.perfetto-trace`, `.pftrace`, `.json`, `.csv`).
+    pub fn from_path(path: &Path) -> Option<Format> {
+        let name = path.file_name()?.to_str()?;
+        [
+            (".perfetto-trace", Format::PerfettoProto),
+            (".pftrace", Format::PerfettoProto),
+            (".json", Format::PerfettoJson),
+            (".csv", Format::Csv),
+        ]
+        .into_iter()
+        .find(|(ext, _)| name.ends_with(ext))
+        .map(|(_, f)| f)
+    }
+
+    /// The extension given to output files of this format (without the dot).
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::PerfettoProto => "perfetto-trace",
+            Format::PerfettoJson => "json",
+            Format::Csv => "csv",
+        }
+    }
+}
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The trace could not be read.
+    #[error(transparent)]
+    Read(#[from] ViewerError),
+    /// The output could not be written.
+    #[error("write the export")]
+    Write(#[from] io::Error),
+}
+
+/// Writes `stream`'s records in `format` to `out`, reading them in time order as it goes.
+/// Returns the number of records exported.
+pub fn write(
+    stream: &TraceStream,
+    format: Format,
+    out: &mut impl Write,
+) -> Result<u64, ExportError> {
+    let mut records = stream.records();
+    let mut counted = Counted {
+        inner: &mut records,
+        n: 0,
+    };
+    let base = stream.span().0;
+    match format {
+        Format::PerfettoJson => perfetto_json(stream.header(), base, &mut counted, out)?,
+        Format::PerfettoProto => crate::perfetto_proto::write(stream.header(), &mut counted, out)?,
+        Format::Csv => csv_records(stream.header(), base, &mut counted, out)?,
+    }
+    let n = counted.n;
+    records.finish()?;
+    Ok(n)
+}
+
+/// Counts what passes through.
+struct Counted<'a, I> {
+    inner: &'a mut I,
+    n: u64,
+}
+
+impl<I: Iterator<Item = TraceRecord>> Iterator for Counted<'_, I> {
+    type Item = TraceRecord;
+    fn next(&mut self) -> Option<TraceRecord> {
+        let r = self.inner.next()?;
+        self.n += 1;
+        Some(r)
+    }
+}
+
+/// Writes a loaded trace as a JSON trace-event file.
 pub fn perfetto(trace: &Trace, out: &mut impl Write) -> io::Result<()> {
-    let base = trace.span().0;
-    let ts = |t: u64| t.saturating_sub(base) as f64 / 1e3;
-    let mut events: Vec<Value> = Vec::new();
-    for p in &trace.header.partitions {
-        let pid = p.id + 1;
-        events.push(json!({"ph": "M", "name": "process_name", "pid": pid,
-            "args": {"name": p.name}}));
-        events.push(json!({"ph": "M", "name": "process_sort_index", "pid": pid,
-            "args": {"sort_index": p.id}}));
-        for v in 0..p.vcpus {
-            events.push(
-                json!({"ph": "M", "name": "thread_name", "pid": pid, "tid": v + 1,
-                "args": {"name": format!("vCPU {v}")}}),
-            );
-        }
-    }
-    // Open slices per (partition, vCPU, slice kind): start time and args.
-    let mut open: HashMap<(u32, u16, &'static str), (u64, Value)> = HashMap::new();
-    for r in &trace.records {
-        let (pid, tid) = (r.partition + 1, u32::from(r.vcpu) + 1);
-        let key = |name| (r.partition, r.vcpu, name);
-        let mut close = |name: &'static str, events: &mut Vec<Value>, extra: Value| {
-            if let Some((start, mut args)) = open.remove(&key(name)) {
-                merge(&mut args, extra);
-                events.push(json!({"ph": "X", "name": name, "cat": "vcpu", "pid": pid,
-                    "tid": tid, "ts": ts(start), "dur": ts(r.timestamp) - ts(start),
-                    "args": args}));
-            }
-        };
-        let instant = |name: String, cat: &str, args: Value| {
-            json!({"ph": "i", "s": "t", "name": name, "cat": cat, "pid": pid, "tid": tid,
-                "ts": ts(r.timestamp), "args": args})
-        };
-        let Some(kind) = r.kind() else {
-            continue;
-        };
-        match kind {
-            RecordKind::VmEntry => {
-                open.insert(key(GUEST), (r.timestamp, json!({})));
-            }
-            RecordKind::VmExit => close(
-                GUEST,
-                &mut events,
-                json!({"exit": exit_reason_name(r.a), "rip": format!("{:#x}", r.b)}),
-            ),
-            RecordKind::Halt => {
-                open.insert(key(HALTED), (r.timestamp, json!({})));
-            }
-            RecordKind::Wake => close(HALTED, &mut events, json!({})),
-            RecordKind::DebugStop => {
-                open.insert(key(DEBUGGER), (r.timestamp, json!({})));
-            }
-            RecordKind::DebugResume => close(DEBUGGER, &mut events, json!({})),
-            RecordKind::ScheduleOut => {
-                open.insert(key(OUT_OF_WINDOW), (r.timestamp, json!({})));
-            }
-            RecordKind::ScheduleIn => close(OUT_OF_WINDOW, &mut events, json!({})),
-            RecordKind::ModelRequest => {
-                open.insert(
-                    key(BLOCKED),
-                    (
-                        r.timestamp,
-                        json!({"request": r.a, "offset": format!("{:#x}", r.b)}),
-                    ),
-                );
-                events.push(flow("s", r, r.a, ts(r.timestamp)));
-            }
-            RecordKind::ModelReply => {
-                close(BLOCKED, &mut events, json!({"latency_ns": r.b}));
-                events.push(flow("f", r, r.a, ts(r.timestamp)));
-            }
-            RecordKind::ModelBusError => {
-                close(
-                    BLOCKED,
-                    &mut events,
-                    json!({"bus_error": bus_error_reason_name(r.b)}),
-                );
-                events.push(flow("f", r, r.a, ts(r.timestamp)));
-            }
-            RecordKind::ModelReceive => {
-                events.push(instant(
-                    format!("take request {}", r.a),
-                    "device",
-                    json!({"offset": format!("{:#x}", r.b)}),
-                ));
-                events.push(flow("t", r, r.a, ts(r.timestamp)));
-            }
-            RecordKind::ModelRespond => {
-                events.push(instant(
-                    format!("answer request {}", r.a),
-                    "device",
-                    json!({"value": format!("{:#x}", r.b)}),
-                ));
-                events.push(flow("t", r, r.a, ts(r.timestamp)));
-            }
-            RecordKind::Lost => {
-                // What was open may have ended among the lost records.
-                open.retain(|(p, v, _), _| (*p, *v) != (r.partition, r.vcpu));
-                events.push(instant(
-                    format!("lost {}", r.a),
-                    "lost",
-                    json!({"count": r.a}),
-                ));
-            }
-            other => {
-                let (name, cat, args) = describe(other, r);
-                events.push(instant(name, cat, args));
-            }
-        }
-    }
-    let doc = json!({
-        "displayTimeUnit": "ns",
-        "otherData": {"system": trace.header.system, "tsc_khz": trace.header.clock.tsc_khz,
-            "epoch_unix_ns": trace.header.clock.epoch_unix_ns},
-        "traceEvents": events,
-    });
-    serde_json::to_writer(&mut *out, &doc).map_err(io::Error::other)?;
-    out.flush()
+    perfetto_json(
+        &trace.header,
+        trace.span().0,
+        trace.records.iter().copied(),
+        out,
+    )
 }
 
-const GUEST: &str = "guest";
-const HALTED: &str = "halted";
-const DEBUGGER: &str = "stopped in debugger";
-const OUT_OF_WINDOW: &str = "outside schedule window";
-const BLOCKED: &str = "blocked on device";
+/// An argument value of a slice or instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Arg {
+    /// An unsigned number.
+    U(u64),
+    /// A signed number.
+    I(i64),
+    /// A number shown in hex (a string in JSON).
+    Hex(u64),
+    /// A name.
+    S(&'static str),
+}
 
-fn merge(into: &mut Value, extra: Value) {
-    if let (Some(into), Value::Object(extra)) = (into.as_object_mut(), extra) {
-        into.extend(extra);
+/// Named arguments.
+pub(crate) type Args = Vec<(&'static str, Arg)>;
+
+/// Slice names.
+pub(crate) const GUEST: &str = "guest";
+pub(crate) const HALTED: &str = "halted";
+pub(crate) const DEBUGGER: &str = "stopped in debugger";
+pub(crate) const OUT_OF_WINDOW: &str = "outside schedule window";
+pub(crate) const BLOCKED: &str = "blocked on device";
+
+/// What one record does to its vCPU's track.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Effect {
+    /// Opens the slice `name`.
+    Open(&'static str, Args),
+    /// Closes the slice `name` (when open), adding arguments.
+    Close(&'static str, Args),
+    /// Everything open ended among lost records.
+    Forget,
+    /// Nothing to the slices.
+    None,
+}
+
+/// The slice effect of a record and, for instants, its category and arguments. Device-model
+/// records also carry a flow (see [`flow_of`]).
+pub(crate) fn effect(kind: RecordKind, r: &TraceRecord) -> Effect {
+    use RecordKind::*;
+    match kind {
+        VmEntry => Effect::Open(GUEST, Vec::new()),
+        VmExit => Effect::Close(
+            GUEST,
+            vec![
+                ("exit", Arg::S(exit_reason_name(r.a))),
+                ("rip", Arg::Hex(r.b)),
+            ],
+        ),
+        Halt => Effect::Open(HALTED, Vec::new()),
+        Wake => Effect::Close(HALTED, Vec::new()),
+        DebugStop => Effect::Open(DEBUGGER, Vec::new()),
+        DebugResume => Effect::Close(DEBUGGER, Vec::new()),
+        ScheduleOut => Effect::Open(OUT_OF_WINDOW, Vec::new()),
+        ScheduleIn => Effect::Close(OUT_OF_WINDOW, Vec::new()),
+        ModelRequest => Effect::Open(
+            BLOCKED,
+            vec![("request", Arg::U(r.a)), ("offset", Arg::Hex(r.b))],
+        ),
+        ModelReply => Effect::Close(BLOCKED, vec![("latency_ns", Arg::U(r.b))]),
+        ModelBusError => Effect::Close(
+            BLOCKED,
+            vec![("bus_error", Arg::S(bus_error_reason_name(r.b)))],
+        ),
+        Lost => Effect::Forget,
+        _ => Effect::None,
     }
 }
 
-/// A flow event (`s` start, `t` step, `f` end) of device-model request `id`.
-fn flow(ph: &str, r: &TraceRecord, id: u64, ts: f64) -> Value {
-    let mut e = json!({"ph": ph, "name": "device request", "cat": "device", "id": id,
-        "pid": r.partition + 1, "tid": u32::from(r.vcpu) + 1, "ts": ts});
-    if ph == "f" {
-        e["bp"] = json!("e");
+/// Flow phase of a device-model record: the request starts it, the model's receive and respond
+/// are steps, the reply or bus error ends it. The flow id is the request id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FlowPhase {
+    /// The first event.
+    Start,
+    /// A middle event.
+    Step,
+    /// The last event.
+    End,
+}
+
+/// The flow a record is part of, if any.
+pub(crate) fn flow_of(kind: RecordKind) -> Option<FlowPhase> {
+    use RecordKind::*;
+    match kind {
+        ModelRequest => Some(FlowPhase::Start),
+        ModelReceive | ModelRespond => Some(FlowPhase::Step),
+        ModelReply | ModelBusError => Some(FlowPhase::End),
+        _ => None,
     }
-    e
+}
+
+/// Whether a record is an instant on its track (not a slice boundary).
+pub(crate) fn is_instant(kind: RecordKind) -> bool {
+    use RecordKind::*;
+    !matches!(
+        kind,
+        VmEntry
+            | VmExit
+            | Halt
+            | Wake
+            | DebugStop
+            | DebugResume
+            | ScheduleOut
+            | ScheduleIn
+            | ModelRequest
+            | ModelReply
+            | ModelBusError
+    )
 }
 
 /// Name, category and arguments of an instant record.
-fn describe(kind: RecordKind, r: &TraceRecord) -> (String, &'static str, Value) {
+pub(crate) fn describe(kind: RecordKind, r: &TraceRecord) -> (String, &'static str, Args) {
+    use RecordKind::*;
     match kind {
-        RecordKind::IrqRaise => (format!("raise {}", r.a), "irq", json!({"vector": r.a})),
-        RecordKind::IrqInject => (format!("inject {}", r.a), "irq", json!({"vector": r.a})),
-        RecordKind::IrqEoi => (format!("EOI {}", r.a), "irq", json!({"vector": r.a})),
-        RecordKind::Hypercall => (
+        IrqRaise => (
+            format!("raise {}", r.a),
+            "irq",
+            vec![("vector", Arg::U(r.a))],
+        ),
+        IrqInject => (
+            format!("inject {}", r.a),
+            "irq",
+            vec![("vector", Arg::U(r.a))],
+        ),
+        IrqEoi => (format!("EOI {}", r.a), "irq", vec![("vector", Arg::U(r.a))]),
+        IrqWithdraw => (
+            format!("withdraw {}", r.a),
+            "irq",
+            vec![("vector", Arg::U(r.a))],
+        ),
+        Hypercall => (
             hypercall_name(r.a).map_or_else(|| format!("hypercall {}", r.a), str::to_owned),
             "hypercall",
-            json!({"nr": r.a, "result": r.b as i64}),
+            vec![("nr", Arg::U(r.a)), ("result", Arg::I(r.b as i64))],
         ),
-        RecordKind::DeviceAccess => (
+        DeviceAccess => (
             format!("{} {:#x}", if r.b & 1 == 1 { "write" } else { "read" }, r.a),
             "device",
-            json!({"size": r.b >> 1}),
+            vec![("size", Arg::U(r.b >> 1))],
         ),
-        RecordKind::IpcSend => (format!("IPC send {}", r.a), "ipc", json!({"len": r.b})),
-        RecordKind::IpcReceive => (format!("IPC receive {}", r.a), "ipc", json!({"len": r.b})),
-        RecordKind::Marker => (format!("marker {}", r.a), "marker", json!({"value": r.b})),
-        RecordKind::StateChange => (format!("state {}", vcpu_state_name(r.a)), "vcpu", json!({})),
-        other => (format!("{other:?}"), "other", json!({"a": r.a, "b": r.b})),
+        IpcSend => (
+            format!("IPC send {}", r.a),
+            "ipc",
+            vec![("len", Arg::U(r.b))],
+        ),
+        IpcReceive => (
+            format!("IPC receive {}", r.a),
+            "ipc",
+            vec![("len", Arg::U(r.b))],
+        ),
+        Marker => (
+            format!("marker {}", r.a),
+            "marker",
+            vec![("value", Arg::U(r.b))],
+        ),
+        StateChange => (
+            format!("state {}", vcpu_state_name(r.a)),
+            "vcpu",
+            Vec::new(),
+        ),
+        ModelReceive => (
+            format!("take request {}", r.a),
+            "device",
+            vec![("offset", Arg::Hex(r.b))],
+        ),
+        ModelRespond => (
+            format!("answer request {}", r.a),
+            "device",
+            vec![("value", Arg::Hex(r.b))],
+        ),
+        Lost => (
+            format!("lost {}", r.a),
+            "lost",
+            vec![("count", Arg::U(r.a))],
+        ),
+        other => (
+            format!("{other:?}"),
+            "other",
+            vec![("a", Arg::U(r.a)), ("b", Arg::U(r.b))],
+        ),
     }
 }
 
-/// Writes one CSV line per record: time (ns from the first record), partition, vCPU, kind, the
-/// two payload words and, where there is one, what they mean.
-pub fn csv(trace: &Trace, out: &mut impl Write) -> io::Result<()> {
-    let base = trace.span().0;
-    writeln!(out, "time_ns,partition,vcpu,kind,a,b,detail")?;
-    for r in &trace.records {
-        let kind = r
-            .kind()
-            .map_or_else(|| format!("kind{}", r.kind), |k| format!("{k:?}"));
-        let detail = match r.kind() {
-            Some(RecordKind::VmExit) => exit_reason_name(r.a).to_owned(),
-            Some(RecordKind::Hypercall) => hypercall_name(r.a).unwrap_or("").to_owned(),
-            Some(RecordKind::StateChange) => vcpu_state_name(r.a).to_owned(),
-            Some(RecordKind::ModelBusError) => bus_error_reason_name(r.b).to_owned(),
-            _ => String::new(),
-        };
-        writeln!(
+/// Writes `ns` (relative to the base) as JSON microseconds, exactly.
+fn write_us(out: &mut impl Write, ns: u64) -> io::Result<()> {
+    write!(out, "{}.{:03}", ns / 1000, ns % 1000)
+}
+
+fn write_args(out: &mut impl Write, args: &[(&'static str, Arg)]) -> io::Result<()> {
+    out.write_all(b"{")?;
+    for (i, (name, value)) in args.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        write!(out, "\"{name}\":")?;
+        match value {
+            Arg::U(v) => write!(out, "{v}")?,
+            Arg::I(v) => write!(out, "{v}")?,
+            Arg::Hex(v) => write!(out, "\"{v:#x}\"")?,
+            Arg::S(s) => write_str(out, s)?,
+        }
+    }
+    out.write_all(b"}")
+}
+
+/// A JSON string.
+fn write_str(out: &mut impl Write, s: &str) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, s).map_err(io::Error::other)
+}
+
+/// Writes a JSON trace-event file of `records` (in time order; `base`: the time shown as 0),
+/// one event at a time.
+pub fn perfetto_json(
+    header: &TraceHeader,
+    base: u64,
+    records: impl IntoIterator<Item = TraceRecord>,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    out.write_all(b"{\"displayTimeUnit\":\"ns\",\"otherData\":{\"system\":")?;
+    write_str(out, &header.system)?;
+    write!(
+        out,
+        ",\"tsc_khz\":{},\"epoch_unix_ns\":{}}},\"traceEvents\":[",
+        header.clock.tsc_khz, header.clock.epoch_unix_ns
+    )?;
+    let mut first = true;
+    let mut sep = |out: &mut dyn Write| -> io::Result<()> {
+        if !std::mem::take(&mut first) {
+            out.write_all(b",\n")?;
+        }
+        Ok(())
+    };
+    for p in &header.partitions {
+        let pid = p.id + 1;
+        sep(out)?;
+        write!(
             out,
-            "{},{},{},{kind},{},{},{detail}",
-            r.timestamp.saturating_sub(base),
-            trace.partition_name(r.partition).unwrap_or("?"),
-            r.vcpu,
-            r.a,
-            r.b
+            "{{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":{pid},\"args\":{{\"name\":"
         )?;
+        write_str(out, &p.name)?;
+        out.write_all(b"}}")?;
+        sep(out)?;
+        write!(
+            out,
+            "{{\"ph\":\"M\",\"name\":\"process_sort_index\",\"pid\":{pid},\"args\":{{\"sort_index\":{}}}}}",
+            p.id
+        )?;
+        for v in 0..p.vcpus {
+            sep(out)?;
+            write!(
+                out,
+                "{{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":{pid},\"tid\":{},\"args\":{{\"name\":\"vCPU {v}\"}}}}",
+                v + 1
+            )?;
+        }
+    }
+    // Open slices per (partition, vCPU, slice name): start time and arguments.
+    let mut open: HashMap<(u32, u16, &'static str), (u64, Args)> = HashMap::new();
+    for r in records {
+        let Some(kind) = r.kind() else {
+            continue;
+        };
+        let (pid, tid) = (r.partition + 1, u32::from(r.vcpu) + 1);
+        let ts = r.timestamp.saturating_sub(base);
+        match effect(kind, &r) {
+            Effect::Open(name, args) => {
+                open.insert((r.partition, r.vcpu, name), (ts, args));
+            }
+            Effect::Close(name, extra) => {
+                if let Some((start, mut args)) = open.remove(&(r.partition, r.vcpu, name)) {
+                    args.extend(extra);
+                    sep(out)?;
+                    write!(
+                        out,
+                        "{{\"ph\":\"X\",\"name\":\"{name}\",\"cat\":\"vcpu\",\"pid\":{pid},\"tid\":{tid},\"ts\":"
+                    )?;
+                    write_us(out, start)?;
+                    out.write_all(b",\"dur\":")?;
+                    write_us(out, ts.saturating_sub(start))?;
+                    out.write_all(b",\"args\":")?;
+                    write_args(out, &args)?;
+                    out.write_all(b"}")?;
+                }
+            }
+            Effect::Forget => {
+                open.retain(|(p, v, _), _| (*p, *v) != (r.partition, r.vcpu));
+            }
+            Effect::None => {}
+        }
+        if is_instant(kind) {
+            let (name, cat, args) = describe(kind, &r);
+            sep(out)?;
+            out.write_all(b"{\"ph\":\"i\",\"s\":\"t\",\"name\":")?;
+            write_str(out, &name)?;
+            write!(
+                out,
+                ",\"cat\":\"{cat}\",\"pid\":{pid},\"tid\":{tid},\"ts\":"
+            )?;
+            write_us(out, ts)?;
+            out.write_all(b",\"args\":")?;
+            write_args(out, &args)?;
+            out.write_all(b"}")?;
+        }
+        if let Some(phase) = flow_of(kind) {
+            let ph = match phase {
+                FlowPhase::Start => "s",
+                FlowPhase::Step => "t",
+                FlowPhase::End => "f",
+            };
+            sep(out)?;
+            write!(
+                out,
+                "{{\"ph\":\"{ph}\",\"name\":\"device request\",\"cat\":\"device\",\"id\":{},\"pid\":{pid},\"tid\":{tid},\"ts\":",
+                r.a
+            )?;
+            write_us(out, ts)?;
+            if phase == FlowPhase::End {
+                out.write_all(b",\"bp\":\"e\"")?;
+            }
+            out.write_all(b"}")?;
+        }
+    }
+    out.write_all(b"]}\n")?;
+    out.flush()
+}
+
+/// Writes one CSV line per record of a loaded trace (see [`csv_records`]).
+pub fn csv(trace: &Trace, out: &mut impl Write) -> io::Result<()> {
+    csv_records(
+        &trace.header,
+        trace.span().0,
+        trace.records.iter().copied(),
+        out,
+    )
+}
+
+/// Writes one CSV line per record: time (ns from `base`, the first record), partition, vCPU,
+/// kind, the two payload words and, where there is one, what they mean.
+pub fn csv_records(
+    header: &TraceHeader,
+    base: u64,
+    records: impl IntoIterator<Item = TraceRecord>,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let names: HashMap<u32, &str> = header
+        .partitions
+        .iter()
+        .map(|p| (p.id, p.name.as_str()))
+        .collect();
+    writeln!(out, "time_ns,partition,vcpu,kind,a,b,detail")?;
+    for r in records {
+        let detail = match r.kind() {
+            Some(RecordKind::VmExit) => exit_reason_name(r.a),
+            Some(RecordKind::Hypercall) => hypercall_name(r.a).unwrap_or(""),
+            Some(RecordKind::StateChange) => vcpu_state_name(r.a),
+            Some(RecordKind::ModelBusError) => bus_error_reason_name(r.b),
+            _ => "",
+        };
+        write!(
+            out,
+            "{},{},{},",
+            r.timestamp.saturating_sub(base),
+            names.get(&r.partition).copied().unwrap_or("?"),
+            r.vcpu
+        )?;
+        match r.kind() {
+            Some(k) => write!(out, "{k:?}")?,
+            None => write!(out, "kind{}", r.kind)?,
+        }
+        writeln!(out, ",{},{},{detail}", r.a, r.b)?;
     }
     out.flush()
 }
@@ -220,6 +497,7 @@ mod tests {
     use super::*;
     use crate::testing::{header, rec};
     use RecordKind::*;
+    use serde_json::Value;
 
     fn sample() -> Trace {
         Trace::new(

@@ -1,10 +1,15 @@
 //! hvdk trace files on the host: [`Trace::open`] loads one (hv-link's trace format, as written by
-//! `hv trace record`), [`stats`] analyses it and [`export`] turns it into other tools' formats
-//! (Perfetto's JSON trace, CSV); [`serve`] shows it as a web timeline on 127.0.0.1.
+//! `hv trace record`) whole, [`stream::TraceStream`] reads one in time order with bounded memory
+//! whatever its length; [`stats`] analyses it and [`export`] turns it into other tools' formats
+//! (Perfetto's protobuf and JSON traces, CSV), streaming; [`serve`] shows it as a web timeline
+//! on 127.0.0.1. [`synth`] generates large realistic traces for tests and benchmarks.
 
 pub mod export;
+pub mod perfetto_proto;
 pub mod serve;
 pub mod stats;
+pub mod stream;
+pub mod synth;
 
 use std::path::{Path, PathBuf};
 

@@ -6,11 +6,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use hv_link::trace::{
-    IrqLatencies, IrqLatency, RecordKind, exit_reason_name, hypercall_name, vcpu_state_name,
+    IrqLatencies, IrqLatency, RecordKind, TraceHeader, TraceRecord, exit_reason_name,
+    hypercall_name, vcpu_state_name,
 };
 use serde::Serialize;
 
-use crate::Trace;
+use crate::stream::TraceStream;
+use crate::{Trace, ViewerError};
 
 /// Everything `hv trace stats` reports.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -157,12 +159,30 @@ struct IrqTally {
 impl Stats {
     /// Analyses `trace` in one pass over its records.
     pub fn compute(trace: &Trace) -> Stats {
+        Stats::of_records(&trace.header, trace.records.iter().copied())
+    }
+
+    /// Analyses a trace file in one pass over its records, read in time order as it goes (memory
+    /// does not grow with the number of records, only with the samples kept for percentiles).
+    pub fn compute_stream(stream: &TraceStream) -> Result<Stats, ViewerError> {
+        let mut records = stream.records();
+        let stats = Stats::of_records(stream.header(), &mut records);
+        records.finish()?;
+        Ok(stats)
+    }
+
+    /// Analyses `records` (in time order) of a trace with `header`.
+    pub fn of_records(header: &TraceHeader, input: impl IntoIterator<Item = TraceRecord>) -> Stats {
         let mut vcpus: BTreeMap<(u32, u16), VcpuTally> = BTreeMap::new();
         let mut irqs: BTreeMap<(u32, u8), IrqTally> = BTreeMap::new();
         let mut devices: BTreeMap<u32, (DeviceStats, Vec<u64>)> = BTreeMap::new();
         let mut latencies = IrqLatencies::default();
         let (mut records, mut lost) = (0, 0);
-        for r in &trace.records {
+        let (mut first, mut last) = (u64::MAX, 0);
+        for r in input {
+            let r = &r;
+            first = first.min(r.timestamp);
+            last = last.max(r.timestamp);
             if let Some(sample) = latencies.feed(r) {
                 let irq = irqs.entry((sample.partition, sample.vector)).or_default();
                 match sample.what {
@@ -223,8 +243,15 @@ impl Stats {
                 _ => {}
             }
         }
-        let name = |id: u32| trace.partition_name(id).unwrap_or("?").to_owned();
-        let (first, last) = trace.span();
+        let name = |id: u32| {
+            header
+                .partitions
+                .iter()
+                .find(|p| p.id == id)
+                .map_or("?", |p| p.name.as_str())
+                .to_owned()
+        };
+        let first = first.min(last);
         let vcpus: Vec<(u32, VcpuStats)> = vcpus
             .into_iter()
             .map(|((p, v), state)| {
@@ -249,7 +276,7 @@ impl Stats {
             sum.hypercalls += v.hypercalls.values().sum::<u64>();
         }
         Stats {
-            system: trace.header.system.clone(),
+            system: header.system.clone(),
             duration_ns: last - first,
             records,
             lost,
