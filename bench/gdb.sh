@@ -46,7 +46,7 @@ ours() {
 }
 peer() {
   # 0x7c05: the first instruction of the peer guest's loop.
-  gdb -q -batch -ex 'set architecture i386:x86-64' -ex "target remote 127.0.0.1:$qport" \
+  HV_BENCH_PACKETS=${1:-} gdb -q -batch -ex 'set architecture i386:x86-64' -ex "target remote 127.0.0.1:$qport" \
     -ex 'hbreak *0x7c05' -ex continue -x "$here/roundtrips.py" -ex detach 2>&1 |
     grep -E '^[a-zA-Z_]+ [0-9.]+$'
 }
@@ -63,16 +63,17 @@ for r in $(seq "$rounds"); do
   echo "$line"
 done
 ours packets >"$work/ours.packets"
+peer packets >"$work/peer.packets"
 echo
-printf '%-20s %8s %8s %10s %12s\n' operation median worst "packets" "ctx-switches"
+printf '%-20s %8s %8s %14s %12s\n' operation median worst "packets(QEMU)" "ctx-switches"
 for m in $metrics; do
   sorted=$(sed -n "s/^$m //p" "$work/ratios" | sort -g)
   median=$(echo "$sorted" | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
   worst=$(echo "$sorted" | head -1)
-  packets=$(sed -n "s/^${m}_packets //p" "$work/ours.packets")
+  packets="$(sed -n "s/^${m}_packets //p" "$work/ours.packets")($(sed -n "s/^${m}_packets //p" "$work/peer.packets"))"
   ctxsw=$(sed -n "s/^${m}_ctxsw //p" "$work"/ours.* | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
-  printf '%-20s %7.2fx %7.2fx %10s %12s\n' "$m" "$median" "$worst" "${packets:-?}" "${ctxsw:-?}"
+  printf '%-20s %7.2fx %7.2fx %14s %12s\n' "$m" "$median" "$worst" "$packets" "${ctxsw:-?}"
 done
-echo "ratios: ours / QEMU+KVM gdbstub, higher is better (memread per 16 KiB read; packets and"
-echo "context switches are ours, per operation). Goals (issue 13): stepi, bp_hits >= 3x, memread >= 6x,"
+echo "ratios: ours / QEMU+KVM gdbstub, higher is better (memread per 16 KiB read); packets gdb sends"
+echo "per operation, ours (QEMU's); context switches of the hv process per operation. Goals (issue 13): stepi, bp_hits >= 3x, memread >= 6x,"
 echo "regread >= 1.4x, worst round >= 2x."

@@ -1,6 +1,7 @@
 //! The gdb remote protocol by hand through the real bridge of a real `hv run`: packets stock
 //! gdb never sends but a careless or hostile client does (writes whose data disagrees with
-//! their declared length, a bare `qSupported`), and detach/reattach cycles back to back.
+//! their declared length, a bare `qSupported`), detach/reattach cycles back to back, and one
+//! debugger per guest across the bridge's in-process sessions and the link's `gdb:` channels.
 
 mod common;
 
@@ -19,6 +20,7 @@ const GUARD: Duration = Duration::from_secs(60);
 struct Hv {
     child: Child,
     base: u16,
+    link: hv_link::LinkAddr,
     lines: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
     _system: common::SystemFile,
@@ -29,10 +31,11 @@ impl Hv {
         let system = system_file(common::CONTROL_AND_TELEMETRY);
         let dir = tempfile::tempdir().unwrap();
         let base = common::free_gdb_base(&[1, 1]);
+        let link = hv_link::LinkAddr::Unix(dir.path().join("link.sock"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_hv"))
             .args(["run", system.path.to_str().unwrap(), "--no-console"])
             .args(["--gdb-port", &base.to_string(), "--link"])
-            .arg(format!("unix:{}", dir.path().join("link.sock").display()))
+            .arg(link.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -58,6 +61,7 @@ impl Hv {
         let hv = Hv {
             child,
             base,
+            link,
             lines,
             _dir: dir,
             _system: system,
@@ -226,6 +230,48 @@ fn writes_whose_length_disagrees_with_their_data_are_refused() {
     }
     assert_eq!(gdb.ask(&x), "OK");
     assert_eq!(gdb.ask(format!("m{at:x},8").as_bytes()), original);
+    gdb.detach();
+    hv.prints_on("[control]", 2);
+}
+
+#[test]
+fn one_debugger_per_guest_across_the_bridge_and_link_clients() {
+    if !kvm_or_skip("one_debugger_per_guest_across_the_bridge_and_link_clients") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let hv = Hv::start();
+    let client = hv_link::LinkClient::connect(&hv.link, "other-debugger").unwrap();
+    let control = hv_link::ChannelName::gdb("control");
+    // gdb on the bridge's port (a session inside hv) owns control: a link client is refused,
+    // for the partition and for its vCPU, and told who owns it.
+    let mut gdb = Gdb::connect(hv.base);
+    assert!(gdb.ask(b"?").starts_with('T'));
+    for name in [
+        control.clone(),
+        hv_link::ChannelName::gdb_vcpu("control", 0),
+    ] {
+        let refused = client.open_channel(&name).unwrap_err();
+        assert_eq!(
+            refused.rpc_code(),
+            Some(hv_link::rpc::codes::CHANNEL_OWNED),
+            "{name}: {refused}"
+        );
+        assert!(refused.to_string().contains("gdb-bridge"), "{refused}");
+    }
+    gdb.detach();
+    // Released: now the link client takes control, and gdb on the bridge is turned away with
+    // a reply it prints, naming the owner.
+    let channel = client.open_channel(&control).unwrap();
+    let mut refused = Gdb::connect(hv.base + 100);
+    let reply = refused.ask(b"?");
+    assert!(
+        reply.starts_with("E.") && reply.contains("other-debugger"),
+        "{reply}"
+    );
+    channel.close().unwrap();
+    let mut gdb = Gdb::connect(hv.base);
+    assert!(gdb.ask(b"?").starts_with('T'));
     gdb.detach();
     hv.prints_on("[control]", 2);
 }

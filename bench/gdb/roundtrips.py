@@ -43,21 +43,17 @@ def measure(name, count, op, unit=None):
         print(f"{name}_ctxsw {(after - before) / count:.1f}")
 
 
-def count_packets(op):
-    """Remote packets gdb sends during `op` (one operation), from its remote debug log."""
-    log = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"hv-bench-remote-{os.getpid()}.log")
-    for setting in (f"logging file {log}", "logging overwrite on", "logging redirect on",
-                    "logging debugredirect on", "logging enabled on", "debug remote 1"):
-        gdb.execute(f"set {setting}", to_string=True)
+def count_packets(*ops):
+    """Remote packets gdb sends during `ops` (gdb commands: one operation), from its remote debug
+    log (gdb 13 returns the log with a command's output when that is captured)."""
+    gdb.execute("set debug remote 1", to_string=True)
+    log = ""
     try:
-        gdb.execute(op, to_string=True)
+        for op in ops:
+            log += gdb.execute(op, to_string=True)
     finally:
         gdb.execute("set debug remote 0", to_string=True)
-        gdb.execute("set logging enabled off", to_string=True)
-    with open(log) as text:
-        sent = text.read().count("Sending packet:")
-    os.unlink(log)
-    return sent
+    return log.count("Sending packet:")
 
 
 gdb.execute("set pagination off")
@@ -102,6 +98,7 @@ measure("bp_hits_per_s", HITS, hits)
 if os.environ.get("HV_BENCH_PACKETS"):
     print(f"stepi_per_s_packets {count_packets('stepi')}")
     print(f"bp_hits_per_s_packets {count_packets('continue')}")
-    gdb.execute("maintenance flush register-cache", to_string=True)
-    print(f"regread_per_s_packets {count_packets('info registers rip')}")
-    print(f"memread_MiB_per_s_packets {count_packets('x/4096xw 0x100000')}")
+    flush = "maintenance flush register-cache"
+    print(f"regread_per_s_packets {count_packets(flush, 'info registers rip')}")
+    read = "python gdb.selected_inferior().read_memory(0x100000, 16384)"
+    print(f"memread_MiB_per_s_packets {count_packets(read)}")

@@ -312,6 +312,16 @@ impl Agent {
         self.shared.malformed.load(Ordering::Relaxed)
     }
 
+    /// Opens gdb sessions in this process without the host link, for the gdb bridge of
+    /// `hv run`; they share the link's ownership rules (one debugger per guest).
+    pub fn local_gdb(&self) -> crate::gdb::LocalGdb {
+        crate::gdb::LocalGdb {
+            partitions: self.shared.partitions.clone(),
+            claims: self.shared.claims.clone(),
+            options: self.shared.gdb_options,
+        }
+    }
+
     /// Stops accepting, closes every connection (gdb sessions detach; guests resume when
     /// `resume_on_detach`), and removes the socket file. Returns when all threads are done.
     pub fn shutdown(mut self) {

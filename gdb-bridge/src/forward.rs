@@ -6,6 +6,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -175,16 +176,18 @@ fn serve(shared: &Arc<Shared>, entry: &PortEntry, stream: TcpStream) {
     if let Err(reason) = reserve(shared, &channel, entry.port, peer) {
         return refused(reason, stream);
     }
-    let session = if shared.client.is_connected() {
-        open_session(shared, &channel)
-    } else {
+    let opened = if !shared.client.is_connected() {
         Err("the hypervisor's host link is closed".to_owned())
+    } else if let Some(local) = &shared.in_process {
+        open_in_process(shared, local.as_ref(), &channel, &stream).map(Opened::InProcess)
+    } else {
+        open_session(shared, &channel).map(Opened::Link)
     };
     let release = Release {
         shared,
         channel: &channel,
     };
-    let session = match session {
+    let opened = match opened {
         Ok(s) => s,
         Err(reason) => {
             release.released();
@@ -196,12 +199,76 @@ fn serve(shared: &Arc<Shared>, entry: &PortEntry, stream: TcpStream) {
         channel: channel.clone(),
         peer,
     });
-    forward(session, stream, release);
+    match opened {
+        Opened::Link(session) => forward(session, stream, release),
+        Opened::InProcess(session) => forward_in_process(session, stream, release),
+    }
     shared.emit(&BridgeEvent::Detached {
         port: entry.port,
         channel,
         peer,
     });
+}
+
+/// A session, over the link or in this process.
+enum Opened {
+    Link(Session),
+    InProcess(InProcessLink),
+}
+
+/// A session opened in this process ([`crate::InProcessGdb`]).
+struct InProcessLink {
+    session: Box<dyn crate::InProcessSession>,
+    /// Set when the session ended on its own (before gdb's socket is shut for reading).
+    ended: Arc<AtomicBool>,
+}
+
+fn open_in_process(
+    shared: &Shared,
+    local: &dyn crate::InProcessGdb,
+    channel: &ChannelName,
+    stream: &TcpStream,
+) -> Result<InProcessLink, String> {
+    let clone = || {
+        stream
+            .try_clone()
+            .map_err(|e| format!("cannot clone the gdb socket: {e}"))
+    };
+    let mut to_gdb = clone()?;
+    let _ = to_gdb.set_write_timeout(Some(CALL_TIMEOUT));
+    let reader = clone()?;
+    let ended = Arc::new(AtomicBool::new(false));
+    let flag = ended.clone();
+    let session = local.open(
+        channel,
+        &shared.hello.client,
+        Box::new(move |bytes| to_gdb.write_all(bytes).is_ok()),
+        // Wakes the forwarding thread, which releases the guest and then hangs up.
+        Box::new(move |_| {
+            flag.store(true, Ordering::SeqCst);
+            let _ = reader.shutdown(Shutdown::Read);
+        }),
+    )?;
+    Ok(InProcessLink { session, ended })
+}
+
+/// [`forward`] for a session in this process: gdb's bytes go into the stub on this thread, and
+/// the stub writes its replies to gdb itself. When either side ends: detach, release, and only
+/// then hang up on gdb (which may reconnect at once).
+fn forward_in_process(link: InProcessLink, mut from_gdb: TcpStream, release: Release<'_>) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    while !link.ended.load(Ordering::SeqCst) {
+        match from_gdb.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => link.session.input(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    release.closing();
+    link.session.close();
+    release.released();
+    let _ = from_gdb.shutdown(Shutdown::Both);
 }
 
 /// A gdb channel on its own host-link connection: its reader thread writes gdb's replies

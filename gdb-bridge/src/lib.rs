@@ -19,6 +19,12 @@
 //! then per partition one line with vcpu `all` followed by one line per vCPU, columns
 //! separated by at least two spaces.
 //!
+//! In the hypervisor's own process (`hv run`), [`BridgeOptions::in_process`] hands each
+//! session to the debug agent directly ([`InProcessGdb`]): gdb's bytes go into the stub on the
+//! connection's thread and the stub writes its replies to gdb itself, with no host-link frame,
+//! socket or thread between them. The link still lists the partitions, and the agent applies
+//! the same ownership rules to both paths.
+//!
 //! Depends on hv-link only (no KVM): it builds and runs on any host.
 
 mod forward;
@@ -309,6 +315,38 @@ impl std::fmt::Display for BridgeEvent {
 /// Receives [`BridgeEvent`]s (called from bridge threads).
 pub type EventSink = Arc<dyn Fn(&BridgeEvent) + Send + Sync>;
 
+/// gdb's replies, one call per reply; returns false once gdb is gone.
+pub type ToGdb = Box<dyn FnMut(&[u8]) -> bool + Send>;
+
+/// Called once if a session ends on its own (gdb's `D` or `k`, the partition exited, a packet
+/// the stub rejects), after the guest was let go; the argument says why.
+pub type SessionEnded = Box<dyn FnOnce(String) + Send>;
+
+/// Opens gdb sessions in the hypervisor's own process, for a bridge that runs beside the debug
+/// agent (`hv run`): gdb's bytes go straight into the stub and its replies straight to gdb,
+/// without the host link. The link still serves everything else (partition list, ownership
+/// across clients).
+pub trait InProcessGdb: Send + Sync {
+    /// Opens a session on `channel` (a `gdb:` channel name) for client `client_name`, or says
+    /// why not (the guest is owned by another debugger, unknown partition or vCPU).
+    fn open(
+        &self,
+        channel: &ChannelName,
+        client_name: &str,
+        to_gdb: ToGdb,
+        ended: SessionEnded,
+    ) -> Result<Box<dyn InProcessSession>, String>;
+}
+
+/// One session opened by [`InProcessGdb::open`].
+pub trait InProcessSession: Send {
+    /// Bytes from gdb, handled before this returns (replies go out through `to_gdb`), except
+    /// the stop of a running target, which comes later.
+    fn input(&self, bytes: &[u8]);
+    /// Detaches (the guest runs on) and releases the guest; returns when that is done.
+    fn close(self: Box<Self>);
+}
+
 /// Knobs of [`Bridge::start`].
 #[derive(Clone)]
 pub struct BridgeOptions {
@@ -320,6 +358,8 @@ pub struct BridgeOptions {
     pub token_file: Option<PathBuf>,
     /// Where events go (default: `tracing` at info level).
     pub events: Option<EventSink>,
+    /// Sessions opened in this process instead of over the link (the bridge of `hv run`).
+    pub in_process: Option<Arc<dyn InProcessGdb>>,
 }
 
 impl std::fmt::Debug for BridgeOptions {
@@ -338,6 +378,7 @@ impl Default for BridgeOptions {
             token: None,
             token_file: None,
             events: None,
+            in_process: None,
         }
     }
 }
@@ -348,6 +389,8 @@ pub(crate) struct Shared {
     /// Where each gdb session opens its own connection, and the hello it sends.
     pub(crate) link: LinkAddr,
     pub(crate) hello: Hello,
+    /// Sessions opened in this process, when the bridge runs beside the agent.
+    pub(crate) in_process: Option<Arc<dyn InProcessGdb>>,
     events: Option<EventSink>,
     pub(crate) stopping: AtomicBool,
     /// Channels this bridge has open, and who holds them.
@@ -467,6 +510,7 @@ impl Bridge {
             client,
             link: link.clone(),
             hello,
+            in_process: options.in_process,
             events: options.events,
             stopping: AtomicBool::new(false),
             attached: Mutex::default(),

@@ -441,6 +441,8 @@ fn start_debugging(
     let options = BridgeOptions {
         token: agent.token().map(str::to_owned),
         events: Some(bridge_events),
+        // Beside the agent: gdb's bytes go straight into the stub, not through the link.
+        in_process: Some(Arc::new(AgentGdb(agent.local_gdb()))),
         ..BridgeOptions::default()
     };
     match Bridge::start(agent.local_addr(), base, options) {
@@ -469,6 +471,36 @@ pub(crate) fn print_port_table(bridge: &Bridge) {
             "hv: attach with: gdb {} -ex 'target remote :{}'",
             first.image, first.port
         );
+    }
+}
+
+/// The debug agent's in-process gdb sessions, for the bridge of `hv run`.
+struct AgentGdb(debug_agent::gdb::LocalGdb);
+
+impl gdb_bridge::InProcessGdb for AgentGdb {
+    fn open(
+        &self,
+        channel: &hv_link::ChannelName,
+        client_name: &str,
+        to_gdb: gdb_bridge::ToGdb,
+        ended: gdb_bridge::SessionEnded,
+    ) -> Result<Box<dyn gdb_bridge::InProcessSession>, String> {
+        match self.0.open(channel, client_name, to_gdb, ended) {
+            Ok(session) => Ok(Box::new(AgentGdbSession(session))),
+            Err(e) => Err(e.message),
+        }
+    }
+}
+
+struct AgentGdbSession(debug_agent::gdb::LocalGdbSession);
+
+impl gdb_bridge::InProcessSession for AgentGdbSession {
+    fn input(&self, bytes: &[u8]) {
+        self.0.input(bytes);
+    }
+
+    fn close(self: Box<Self>) {
+        self.0.close();
     }
 }
 

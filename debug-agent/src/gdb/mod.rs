@@ -17,11 +17,13 @@ mod arch;
 pub mod fake;
 mod filter;
 mod handle;
+mod local;
 mod monitor;
 mod target;
 
 pub use arch::{HvRegisters, HvX86_64, TARGET_XML};
 pub use handle::{GuestHandle, LivePartition};
+pub use local::{LocalGdb, LocalGdbSession};
 pub use target::{PartitionTarget, Stop};
 
 use std::collections::VecDeque;

@@ -496,7 +496,7 @@ impl Connection {
         match addr {
             LinkAddr::Unix(p) => {
                 let s = UnixStream::connect(p).map_err(|e| io_err(ctx(), e))?;
-                Self::from_stream(Stream::Unix(s), addr.to_string())
+                Self::from_stream(Stream::unix(s), addr.to_string())
             }
             LinkAddr::Tcp(a) => {
                 let s = TcpStream::connect(a).map_err(|e| io_err(ctx(), e))?;
@@ -723,7 +723,7 @@ impl Listener {
                 if uid != allowed && uid != 0 {
                     return Err(TransportError::PeerNotAllowed { uid, allowed });
                 }
-                Connection::from_stream(Stream::Unix(s), format!("unix:{}", path.display()))
+                Connection::from_stream(Stream::unix(s), format!("unix:{}", path.display()))
             }
             ListenerKind::Tcp { listener, .. } => {
                 let (s, peer) = listener.accept().map_err(|e| io_err("accept", e))?;

@@ -15,15 +15,29 @@ use std::time::Duration;
 /// One end of a link: a socket or a tty file descriptor.
 #[derive(Debug)]
 pub(crate) enum Stream {
-    Unix(UnixStream),
+    /// With its read timeout, shared by every clone as the socket option is (kept here so
+    /// that a blocking read costs no `getsockopt`).
+    Unix(UnixStream, Arc<ReadTimeout>),
     Tcp(TcpStream),
     Serial(SerialStream),
 }
 
+/// A Unix socket's read timeout in milliseconds for `poll` (-1: none).
+#[derive(Debug)]
+pub(crate) struct ReadTimeout(std::sync::atomic::AtomicI32);
+
 impl Stream {
+    /// A Unix socket with no read timeout (as accepted or connected).
+    pub(crate) fn unix(s: UnixStream) -> Stream {
+        Stream::Unix(
+            s,
+            Arc::new(ReadTimeout(std::sync::atomic::AtomicI32::new(-1))),
+        )
+    }
+
     pub(crate) fn try_clone(&self) -> io::Result<Stream> {
         Ok(match self {
-            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+            Stream::Unix(s, t) => Stream::Unix(s.try_clone()?, t.clone()),
             Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
             Stream::Serial(s) => Stream::Serial(s.clone()),
         })
@@ -31,7 +45,12 @@ impl Stream {
 
     pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         match self {
-            Stream::Unix(s) => s.set_read_timeout(t),
+            Stream::Unix(s, cached) => {
+                s.set_read_timeout(t)?;
+                let ms = t.map_or(-1, |d| d.as_millis().clamp(1, i32::MAX as u128) as i32);
+                cached.0.store(ms, Ordering::Relaxed);
+                Ok(())
+            }
             Stream::Tcp(s) => s.set_read_timeout(t),
             Stream::Serial(s) => {
                 s.shared.read_timeout_ms.store(
@@ -46,7 +65,7 @@ impl Stream {
     /// The socket's descriptor (None for a serial line).
     pub(crate) fn socket_fd(&self) -> Option<RawFd> {
         match self {
-            Stream::Unix(s) => Some(s.as_raw_fd()),
+            Stream::Unix(s, _) => Some(s.as_raw_fd()),
             Stream::Tcp(s) => Some(s.as_raw_fd()),
             Stream::Serial(_) => None,
         }
@@ -55,7 +74,7 @@ impl Stream {
     /// Unblock readers and writers on every clone; later I/O fails or reads end of stream.
     pub(crate) fn shutdown(&self) {
         match self {
-            Stream::Unix(s) => {
+            Stream::Unix(s, _) => {
                 let _ = s.shutdown(Shutdown::Both);
             }
             Stream::Tcp(s) => {
@@ -69,7 +88,7 @@ impl Stream {
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Stream::Unix(s) => read_unix(s, buf),
+            Stream::Unix(s, t) => read_unix(s, t, buf),
             Stream::Tcp(s) => s.read(buf),
             Stream::Serial(s) => s.read(buf),
         }
@@ -156,8 +175,9 @@ impl Read for NonBlocking {
 /// A reader blocked in `recv` on a Unix stream socket is also woken each time its peer
 /// consumes data this socket sent (the kernel's write-space wakeup is not filtered for
 /// readers), so a request/reply exchange costs two spurious context switches; `poll` waits
-/// only for what it asked for. The socket's read timeout (`SO_RCVTIMEO`) still applies.
-fn read_unix(s: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
+/// only for what it asked for. The socket's read timeout (as set through
+/// [`Stream::set_read_timeout`]) still applies.
+fn read_unix(s: &UnixStream, timeout: &ReadTimeout, buf: &mut [u8]) -> io::Result<usize> {
     let fd = s.as_raw_fd();
     loop {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
@@ -171,10 +191,7 @@ fn read_unix(s: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
             Some(libc::EAGAIN) => {}
             _ => return Err(e),
         }
-        let timeout = match s.read_timeout()? {
-            None => -1,
-            Some(d) => d.as_millis().clamp(1, i32::MAX as u128) as libc::c_int,
-        };
+        let timeout = timeout.0.load(Ordering::Relaxed);
         let mut pfd = libc::pollfd {
             fd,
             events: libc::POLLIN,
@@ -199,7 +216,7 @@ fn read_unix(s: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Stream::Unix(s) => s.write(buf),
+            Stream::Unix(s, _) => s.write(buf),
             Stream::Tcp(s) => s.write(buf),
             Stream::Serial(s) => s.write(buf),
         }
@@ -207,7 +224,7 @@ impl Write for Stream {
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Stream::Unix(s) => s.flush(),
+            Stream::Unix(s, _) => s.flush(),
             Stream::Tcp(s) => s.flush(),
             Stream::Serial(_) => Ok(()),
         }
