@@ -66,22 +66,6 @@ impl ConnEntry {
     }
 }
 
-fn conflicts(a: &ChannelName, b: &ChannelName) -> bool {
-    match (a, b) {
-        (
-            ChannelName::Gdb {
-                partition: pa,
-                vcpu: va,
-            },
-            ChannelName::Gdb {
-                partition: pb,
-                vcpu: vb,
-            },
-        ) => pa == pb && (va.is_none() || vb.is_none() || va == vb),
-        _ => false,
-    }
-}
-
 /// Who holds a channel of this bridge.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Holder {
@@ -106,7 +90,7 @@ fn reserve(
 ) -> Result<(), String> {
     let start = Instant::now();
     let mut attached = shared.attached();
-    while let Some((name, holder)) = attached.iter().find(|(n, _)| conflicts(n, channel)) {
+    while let Some((name, holder)) = attached.iter().find(|(n, _)| n.conflicts_with(channel)) {
         let limit = if holder.closing {
             CALL_TIMEOUT
         } else {
