@@ -146,12 +146,27 @@ pub fn trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
 fn view(args: ViewArgs) -> anyhow::Result<ExitCode> {
     // Before any thread starts, so that every thread blocks SIGINT/SIGTERM.
     let signals = super::run::termination_signal()?;
-    let trace = trace_viewer::Trace::open(&args.file)?;
-    let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, args.port));
-    let viewer = trace_viewer::serve::Viewer::start(&trace, addr)?;
+    let started = Instant::now();
+    let (index, origin) = trace_viewer::index::Index::open_or_build(&args.file)?;
+    let meta = index.meta();
+    let how = match &origin {
+        trace_viewer::index::Origin::Cached => "index reused".to_owned(),
+        trace_viewer::index::Origin::Built => "index built".to_owned(),
+        trace_viewer::index::Origin::Rebuilt(why) => format!("index rebuilt ({why})"),
+    };
     eprintln!(
-        "hv: trace viewer for {} at {} ; Ctrl-C stops",
-        trace.header.system,
+        "hv: {} records, {} items on {} tracks; {how} in {:.2} s: {}",
+        meta.records,
+        meta.items,
+        meta.tracks.len(),
+        started.elapsed().as_secs_f64(),
+        index.path().display()
+    );
+    let system = meta.header.system.clone();
+    let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, args.port));
+    let viewer = trace_viewer::serve::Viewer::start(index, addr)?;
+    eprintln!(
+        "hv: trace viewer for {system} at {} ; Ctrl-C stops",
         viewer.url()
     );
     let _ = signals.recv();

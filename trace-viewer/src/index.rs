@@ -45,7 +45,7 @@ const REORDER_WINDOW: usize = 1 << 12;
 /// Bytes of the trace hashed into the index's stamp.
 const STAMP_BYTES: usize = 64 * 1024;
 /// Most level-0 buckets per track.
-const MAX_BUCKETS: u64 = 1 << 18;
+const MAX_BUCKETS: u64 = 1 << 16;
 /// Fewest level-0 buckets per track (enough for a wide window on the whole trace).
 const MIN_BUCKETS: u64 = 4096;
 
@@ -779,10 +779,10 @@ impl Ord for Ready {
 }
 
 /// The records of a trace were further out of order than the reorder window.
-struct OutOfOrder;
+pub(crate) struct OutOfOrder;
 
-/// One track while building.
-struct TrackBuild {
+/// One track while building (into a spill file) or live (into memory, see [`crate::live`]).
+pub(crate) struct TrackBuild {
     partition: u32,
     vcpu: u16,
     label: String,
@@ -792,8 +792,11 @@ struct TrackBuild {
     /// Open slices: start and payload.
     open: [Option<(u64, u64, u64)>; 5],
     ready: BinaryHeap<Reverse<Ready>>,
-    spill: BufWriter<File>,
+    /// Where items go in start order: a spill file, or `emitted` when `None`.
+    spill: Option<BufWriter<File>>,
     spill_path: PathBuf,
+    /// Items in start order not yet taken (live).
+    pub(crate) emitted: Vec<Item>,
     items: u64,
     max_end: u64,
     last_start: u64,
@@ -801,6 +804,26 @@ struct TrackBuild {
 }
 
 impl TrackBuild {
+    /// A track whose items collect in `emitted`.
+    pub(crate) fn in_memory(partition: u32, vcpu: u16, label: String) -> TrackBuild {
+        TrackBuild {
+            partition,
+            vcpu,
+            label,
+            window: BinaryHeap::new(),
+            last: 0,
+            open: [None; 5],
+            ready: BinaryHeap::new(),
+            spill: None,
+            spill_path: PathBuf::new(),
+            emitted: Vec::new(),
+            items: 0,
+            max_end: 0,
+            last_start: 0,
+            first_start: None,
+        }
+    }
+
     /// Takes one record in this track's time order.
     fn process(
         &mut self,
@@ -905,7 +928,7 @@ impl TrackBuild {
     }
 
     /// Writes the ready items starting at or before `watermark` (all of them for `None`).
-    fn drain(&mut self, watermark: Option<u64>) -> Result<(), BuildError> {
+    pub(crate) fn drain(&mut self, watermark: Option<u64>) -> Result<(), BuildError> {
         while let Some(Reverse(Ready(item, _))) = self.ready.peek() {
             if watermark.is_some_and(|w| item.start > w) {
                 break;
@@ -920,16 +943,21 @@ impl TrackBuild {
             self.first_start.get_or_insert(item.start);
             self.max_end = self.max_end.max(item.end);
             item.max_end = self.max_end;
-            let mut buf = [0; ITEM_LEN];
-            item.encode(&mut buf);
-            self.spill.write_all(&buf).map_err(BuildError::Spill)?;
+            match &mut self.spill {
+                Some(spill) => {
+                    let mut buf = [0; ITEM_LEN];
+                    item.encode(&mut buf);
+                    spill.write_all(&buf).map_err(BuildError::Spill)?;
+                }
+                None => self.emitted.push(item),
+            }
             self.items += 1;
         }
         Ok(())
     }
 }
 
-enum BuildError {
+pub(crate) enum BuildError {
     OutOfOrder(OutOfOrder),
     Spill(std::io::Error),
     Index(IndexError),
@@ -1001,21 +1029,9 @@ fn build_pass(
     let new_track =
         |partition: u32, vcpu: u16, name: &str, i: usize| -> Result<TrackBuild, BuildError> {
             let (spill, spill_path) = spill(i)?;
-            Ok(TrackBuild {
-                partition,
-                vcpu,
-                label: format!("{name} vCPU {vcpu}"),
-                window: BinaryHeap::new(),
-                last: 0,
-                open: [None; 5],
-                ready: BinaryHeap::new(),
-                spill,
-                spill_path,
-                items: 0,
-                max_end: 0,
-                last_start: 0,
-                first_start: None,
-            })
+            let mut track = TrackBuild::in_memory(partition, vcpu, format!("{name} vCPU {vcpu}"));
+            (track.spill, track.spill_path) = (Some(spill), spill_path);
+            Ok(track)
         };
     for p in &header.partitions {
         for v in 0..p.vcpus.min(u32::from(u16::MAX)) as u16 {
@@ -1089,7 +1105,9 @@ fn build_pass(
             track.process(&p.record, p.at.1, &mut irq, &mut hist)?;
         }
         track.drain(None)?;
-        track.spill.flush().map_err(BuildError::Spill)?;
+        if let Some(spill) = &mut track.spill {
+            spill.flush().map_err(BuildError::Spill)?;
+        }
     }
     let start = tracks
         .iter()
@@ -1213,7 +1231,10 @@ fn level_zero(
     start: u64,
     end: u64,
 ) -> std::io::Result<LevelZero> {
-    let n = count.next_power_of_two().clamp(MIN_BUCKETS, MAX_BUCKETS);
+    // About four items per bucket.
+    let n = (count / 4)
+        .next_power_of_two()
+        .clamp(MIN_BUCKETS, MAX_BUCKETS);
     let span = end - start + 1;
     let width = span.div_ceil(n).max(1);
     let n = span.div_ceil(width);

@@ -5,7 +5,9 @@
 //! on 127.0.0.1. [`synth`] generates large realistic traces for tests and benchmarks.
 
 pub mod export;
+pub mod index;
 pub mod perfetto_proto;
+pub mod query;
 pub mod serve;
 pub mod stats;
 pub mod stream;

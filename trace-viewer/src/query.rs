@@ -13,9 +13,69 @@ use std::sync::Mutex;
 
 use hv_link::trace::RecordKind;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::index::{Bucket, INSTANT, Index, IndexError, Item};
+
+/// What the questions read: an [`Index`] file, or a live trace in memory
+/// ([`crate::live::LiveTrace`]). Items of a track are numbered from [`Store::first_item`] to
+/// [`Store::end_item`] in start order.
+pub trait Store {
+    /// The trace time that is 0 µs on the page.
+    fn origin(&self) -> u64;
+    /// Number of tracks.
+    fn track_count(&self) -> usize;
+    /// The number of the track's first item still held.
+    fn first_item(&self, _track: usize) -> u64 {
+        0
+    }
+    /// One past the number of the track's last item.
+    fn end_item(&self, track: usize) -> u64;
+    /// Items `range` of `track` (clamped to what is held).
+    fn items(&self, track: usize, range: std::ops::Range<u64>) -> Result<Vec<Item>, IndexError>;
+    /// The first item of `track` starting at or after `t`.
+    fn first_starting_at(&self, track: usize, t: u64) -> Result<u64, IndexError>;
+    /// The first item of `track` that may end at or after `t`.
+    fn first_ending_at(&self, track: usize, t: u64) -> Result<u64, IndexError>;
+    /// Per-column sums of `track` over `from..=to` in `px` columns (see [`TrackAnswer`]).
+    fn columns(
+        &self,
+        track: usize,
+        from: u64,
+        to: u64,
+        px: u32,
+    ) -> Result<Vec<[u64; 8]>, QueryError>;
+}
+
+impl Store for Index {
+    fn origin(&self) -> u64 {
+        self.meta().start
+    }
+    fn track_count(&self) -> usize {
+        self.meta().tracks.len()
+    }
+    fn end_item(&self, track: usize) -> u64 {
+        self.meta().tracks[track].items
+    }
+    fn items(&self, track: usize, range: std::ops::Range<u64>) -> Result<Vec<Item>, IndexError> {
+        Index::items(self, track, range)
+    }
+    fn first_starting_at(&self, track: usize, t: u64) -> Result<u64, IndexError> {
+        Index::first_starting_at(self, track, t)
+    }
+    fn first_ending_at(&self, track: usize, t: u64) -> Result<u64, IndexError> {
+        Index::first_ending_at(self, track, t)
+    }
+    fn columns(
+        &self,
+        track: usize,
+        from: u64,
+        to: u64,
+        px: u32,
+    ) -> Result<Vec<[u64; 8]>, QueryError> {
+        columns(self, track, from, to, px)
+    }
+}
 
 /// Most pixel columns a range may ask for.
 pub const MAX_PX: u32 = 8192;
@@ -35,7 +95,7 @@ pub enum QueryError {
 
 /// How many items one track may return as exact items for `px` columns.
 pub fn exact_limit(px: u32) -> u64 {
-    (u64::from(px) * 2).clamp(256, 8192)
+    (u64::from(px) / 2).clamp(256, 4096)
 }
 
 /// A range question: `from`..`to` in µs from the trace's start, `px` columns wide, items whose
@@ -137,8 +197,8 @@ pub enum TrackAnswer {
     Exact {
         /// Always true.
         exact: bool,
-        /// The items (see [`item_json`]).
-        items: Vec<Value>,
+        /// The items (see [`ItemOut`]).
+        items: Vec<ItemOut>,
     },
     /// Per-column summaries.
     Summary {
@@ -164,53 +224,97 @@ pub struct RangeAnswer {
 }
 
 /// µs from the trace's start for a trace time.
-fn us(index: &Index, t: u64) -> f64 {
-    t.saturating_sub(index.meta().start) as f64 / 1e3
+fn us(index: &(impl Store + ?Sized), t: u64) -> f64 {
+    t.saturating_sub(index.origin()) as f64 / 1e3
 }
 
 /// The trace time of `us` µs from the trace's start (clamped to the trace clock's range).
-fn ns(index: &Index, us: f64) -> u64 {
+fn ns(index: &(impl Store + ?Sized), us: f64) -> u64 {
     let rel = (us * 1e3).max(0.0);
-    index
-        .meta()
-        .start
-        .saturating_add(if rel >= u64::MAX as f64 {
-            u64::MAX
-        } else {
-            rel as u64
-        })
+    index.origin().saturating_add(if rel >= u64::MAX as f64 {
+        u64::MAX
+    } else {
+        rel as u64
+    })
 }
 
-/// An item as the page gets it: `s` start and `d` duration (µs), `n` name, `c` category, `a`
-/// details, `f` the device request it is a step of, `m` when it matches the search, `k` its
-/// index in the track (identifies it).
-pub fn item_json(index: &Index, item: &Item, at: u64, matched: bool) -> Value {
-    let mut v = json!({
-        "s": us(index, item.start),
-        "n": item.name(),
-        "c": item.category(),
-        "a": item.args(),
-        "k": at,
-    });
-    if item.is_slice() {
-        v["d"] = json!((item.end - item.start) as f64 / 1e3);
+/// An item as the page gets it: `s` start and `d` duration (µs), `n` name, `c` category, `k`
+/// its index in the track (identifies it), `f` the device request it is a step of, `m` when it
+/// matches the search, `a` its details (only where asked for: a range leaves them out, see
+/// [`item`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemOut {
+    /// Start, µs from the trace's start.
+    pub s: f64,
+    /// Duration of a slice, µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub d: Option<f64>,
+    /// Name.
+    pub n: String,
+    /// Category.
+    pub c: &'static str,
+    /// Index in its track.
+    pub k: u64,
+    /// Device request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub f: Option<u64>,
+    /// Matches the search.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub m: Option<u8>,
+    /// Details.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub a: Option<Value>,
+}
+
+/// `item` (index `at` in its track) for the page, with its details when `details`.
+pub fn item_out(
+    index: &(impl Store + ?Sized),
+    item: &Item,
+    at: u64,
+    matched: bool,
+    details: bool,
+) -> ItemOut {
+    ItemOut {
+        s: us(index, item.start),
+        d: item
+            .is_slice()
+            .then(|| (item.end - item.start) as f64 / 1e3),
+        n: item.name(),
+        c: item.category(),
+        k: at,
+        f: item.flow(),
+        m: matched.then_some(1),
+        a: details.then(|| item.args()),
     }
-    if let Some(f) = item.flow() {
-        v["f"] = json!(f);
+}
+
+/// Item `k` of track `track`, with its details.
+pub fn item(index: &(impl Store + ?Sized), track: usize, k: u64) -> Result<ItemOut, QueryError> {
+    if track >= index.track_count() {
+        return Err(QueryError::BadRequest(format!("no track {track}")));
     }
-    if matched {
-        v["m"] = json!(1);
+    if !(index.first_item(track)..index.end_item(track)).contains(&k) {
+        return Err(QueryError::BadRequest(format!(
+            "track {track} has items {}..{}, no item {k}",
+            index.first_item(track),
+            index.end_item(track)
+        )));
     }
-    v
+    let found = index.items(track, k..k + 1)?;
+    Ok(item_out(index, &found[0], k, false, true))
 }
 
 /// Answers a range question.
-pub fn range(index: &Index, q: &RangeQuery, matcher: &Matcher) -> Result<RangeAnswer, QueryError> {
+pub fn range(
+    index: &(impl Store + ?Sized),
+    q: &RangeQuery,
+    matcher: &Matcher,
+) -> Result<RangeAnswer, QueryError> {
     let from = ns(index, q.from);
     let to = ns(index, q.to).max(from);
     let limit = exact_limit(q.px);
-    let mut tracks = Vec::with_capacity(index.meta().tracks.len());
-    for track in 0..index.meta().tracks.len() {
+    let mut tracks = Vec::with_capacity(index.track_count());
+    for track in 0..index.track_count() {
         let lo = index.first_ending_at(track, from)?;
         let hi = index.first_starting_at(track, to.saturating_add(1))?;
         if hi.saturating_sub(lo) <= limit {
@@ -222,14 +326,14 @@ pub fn range(index: &Index, q: &RangeQuery, matcher: &Matcher) -> Result<RangeAn
                 .filter(|(item, _)| item.end >= from)
                 .map(|(item, at)| {
                     let matched = needle.is_some_and(|n| matcher.matches(n, item));
-                    item_json(index, item, at, matched)
+                    item_out(index, item, at, matched, false)
                 })
                 .collect();
             tracks.push(TrackAnswer::Exact { exact: true, items });
         } else {
             tracks.push(TrackAnswer::Summary {
                 exact: false,
-                columns: columns(index, track, from, to, q.px)?,
+                columns: index.columns(track, from, to, q.px)?,
             });
         }
     }
@@ -317,6 +421,59 @@ pub fn columns(
         .collect())
 }
 
+/// Per-column sums of `items` (one track's, in start order, with every item overlapping
+/// `from..=to` among them) over `from..=to` in `px` columns, counted item by item (for traces
+/// held in memory; an [`Index`] sums its buckets instead).
+pub fn scan_columns(items: &[Item], from: u64, to: u64, px: u32) -> Vec<[u64; 8]> {
+    let px = px.max(1) as usize;
+    let cw = (to - from + 1) as f64 / px as f64;
+    let mut sums = vec![(0u64, 0u64, [0f64; 5]); px];
+    let column = |t: f64| ((t - from as f64) / cw).floor().clamp(0.0, (px - 1) as f64) as usize;
+    for item in items {
+        if item.end < from || item.start > to {
+            continue;
+        }
+        if item.start >= from {
+            let c = column(item.start as f64);
+            sums[c].0 += 1;
+            if !item.is_slice() {
+                sums[c].1 += 1;
+            }
+        }
+        if !item.is_slice() || item.end == item.start {
+            continue;
+        }
+        let (lo, hi) = (item.start.max(from) as f64, item.end.min(to + 1) as f64);
+        let kind = usize::from(item.code).min(4);
+        for (c, sum) in sums
+            .iter_mut()
+            .enumerate()
+            .take(column(hi - 1.0) + 1)
+            .skip(column(lo))
+        {
+            let c_lo = from as f64 + c as f64 * cw;
+            sum.2[kind] += (hi.min(c_lo + cw) - lo.max(c_lo)).max(0.0);
+        }
+    }
+    sums.iter()
+        .enumerate()
+        .filter(|(_, (n, _, busy))| *n > 0 || busy.iter().any(|v| *v > 0.0))
+        .map(|(x, (n, instants, busy))| {
+            let permille = |v: f64| ((v / cw) * 1000.0).round().clamp(0.0, 1000.0) as u64;
+            [
+                x as u64,
+                *n,
+                *instants,
+                permille(busy[0]),
+                permille(busy[1]),
+                permille(busy[2]),
+                permille(busy[3]),
+                permille(busy[4]),
+            ]
+        })
+        .collect()
+}
+
 /// Matches item names against search text, remembering the answer per distinct name.
 #[derive(Debug, Default)]
 pub struct Matcher {
@@ -350,14 +507,19 @@ impl Matcher {
     }
 
     /// How many items match `needle` (counted once per needle, then remembered).
-    pub fn total(&self, index: &Index, needle: &str) -> Result<u64, QueryError> {
-        if let Some(n) = self.totals.lock().ok().and_then(|t| t.get(needle).copied()) {
+    pub fn total(&self, index: &(impl Store + ?Sized), needle: &str) -> Result<u64, QueryError> {
+        // A live trace grows: the count is remembered for the items held when it was made.
+        let held: u64 = (0..index.track_count())
+            .map(|t| index.end_item(t) - index.first_item(t))
+            .sum();
+        let key = format!("{held}:{needle}");
+        if let Some(n) = self.totals.lock().ok().and_then(|t| t.get(&key).copied()) {
             return Ok(n);
         }
         let mut n = 0;
-        for track in 0..index.meta().tracks.len() {
-            let count = index.meta().tracks[track].items;
-            let mut at = 0;
+        for track in 0..index.track_count() {
+            let count = index.end_item(track);
+            let mut at = index.first_item(track);
             while at < count {
                 let chunk = index.items(track, at..(at + SCAN_CHUNK).min(count))?;
                 n += chunk.iter().filter(|i| self.matches(needle, i)).count() as u64;
@@ -368,7 +530,7 @@ impl Matcher {
             if totals.len() > 64 {
                 totals.clear();
             }
-            totals.insert(needle.to_owned(), n);
+            totals.insert(key, n);
         }
         Ok(n)
     }
@@ -393,14 +555,14 @@ pub struct SearchAnswer {
 pub struct Found {
     /// Track index.
     pub track: usize,
-    /// The item (see [`item_json`]).
-    pub item: Value,
+    /// The item, with its details.
+    pub item: ItemOut,
 }
 
 /// Finds the first item matching `needle` that starts after `after_us` (or, `backwards`, the
 /// last one starting before it); ties go to the lower track.
 pub fn search(
-    index: &Index,
+    index: &(impl Store + ?Sized),
     matcher: &Matcher,
     needle: &str,
     after_us: f64,
@@ -413,14 +575,14 @@ pub fn search(
     let total = matcher.total(index, &needle)?;
     // `after_us` is a µs value the page got from us; compare in ns, rounded the same way.
     let pivot = (after_us * 1e3).round();
-    let rel = |i: &Item| (i.start - index.meta().start) as f64;
+    let rel = |i: &Item| i.start.saturating_sub(index.origin()) as f64;
     let mut best: Option<(u64, usize, u64, Item)> = None;
-    for track in 0..index.meta().tracks.len() {
-        let count = index.meta().tracks[track].items;
+    for track in 0..index.track_count() {
+        let (first, count) = (index.first_item(track), index.end_item(track));
         if backwards {
             let mut hi = index.first_starting_at(track, ns(index, after_us))?;
-            'scan: while hi > 0 {
-                let lo = hi.saturating_sub(SCAN_CHUNK);
+            'scan: while hi > first {
+                let lo = hi.saturating_sub(SCAN_CHUNK).max(first);
                 let chunk = index.items(track, lo..hi)?;
                 for (k, item) in chunk.iter().enumerate().rev() {
                     if best.as_ref().is_some_and(|b| item.start <= b.0) {
@@ -455,7 +617,7 @@ pub fn search(
         total,
         found: best.map(|(_, track, at, item)| Found {
             track,
-            item: item_json(index, &item, at, true),
+            item: item_out(index, &item, at, true, true),
         }),
     })
 }
@@ -518,21 +680,30 @@ mod tests {
         let TrackAnswer::Exact { items, .. } = &near.tracks[0] else {
             panic!("a few items are exact");
         };
-        let names: Vec<&str> = items.iter().map(|i| i["n"].as_str().unwrap()).collect();
+        // Period 1000's guest slice (its IRQ at +300 ns is before the range), then periods
+        // 1001 and 1002 up to 1002.5 µs.
+        let names: Vec<&str> = items.iter().map(|i| i.n.as_str()).collect();
         assert_eq!(
             names,
             [
                 "guest",
+                "halted",
+                "guest",
                 "inject 33",
                 "halted",
                 "guest",
-                "inject 32",
-                "halted",
-                "guest"
+                "inject 32"
             ]
         );
-        assert_eq!(items[0]["s"], 1_000.0);
-        assert_eq!(items[0]["d"], 0.6);
+        assert_eq!((items[0].s, items[0].d), (1_000.0, Some(0.6)));
+        assert!(items[0].a.is_none(), "a range leaves the details out");
+        let full = item(&index, 0, items[0].k).unwrap();
+        assert_eq!(full.a.unwrap()["exit"], "hlt");
+        assert!(matches!(
+            item(&index, 0, 9_000),
+            Err(QueryError::BadRequest(_))
+        ));
+        assert!(matches!(item(&index, 7, 0), Err(QueryError::BadRequest(_))));
         // Item counts stay bounded whatever the zoom.
         for px in [1, 10, 100, 1000, MAX_PX] {
             for (from, to) in [(0.0, 3_000.0), (100.0, 700.0), (1_500.0, 1_510.0)] {
@@ -552,17 +723,15 @@ mod tests {
         let m = Matcher::default();
         let first = search(&index, &m, "Inject 33", f64::NEG_INFINITY, false).unwrap();
         assert_eq!(first.total, 1_500);
-        let item = &first.found.as_ref().unwrap().item;
-        assert_eq!(
-            (item["n"].as_str(), item["s"].as_f64()),
-            (Some("inject 33"), Some(1.3))
-        );
+        let found = &first.found.as_ref().unwrap().item;
+        assert_eq!((found.n.as_str(), found.s), ("inject 33", 1.3));
+        assert_eq!(found.a.as_ref().unwrap()["vector"], 33);
         let next = search(&index, &m, "inject 33", 1.3, false).unwrap();
-        assert_eq!(next.found.unwrap().item["s"], 3.3);
+        assert_eq!(next.found.unwrap().item.s, 3.3);
         let prev = search(&index, &m, "inject 33", 3.3, true).unwrap();
-        assert_eq!(prev.found.unwrap().item["s"], 1.3);
+        assert_eq!(prev.found.unwrap().item.s, 1.3);
         let last = search(&index, &m, "inject 33", f64::INFINITY, true).unwrap();
-        assert_eq!(last.found.unwrap().item["s"], 2_999.3);
+        assert_eq!(last.found.unwrap().item.s, 2_999.3);
         assert!(
             search(&index, &m, "inject 33", 2_999.3, false)
                 .unwrap()
@@ -579,8 +748,8 @@ mod tests {
         };
         let marked: Vec<&str> = items
             .iter()
-            .filter(|i| i["m"] == 1)
-            .map(|i| i["n"].as_str().unwrap())
+            .filter(|i| i.m == Some(1))
+            .map(|i| i.n.as_str())
             .collect();
         assert_eq!(marked, ["inject 32", "inject 33"]);
     }

@@ -1,9 +1,14 @@
-//! The web timeline: [`Viewer::start`] serves one trace on a local address (`hv trace view`).
+//! The web timeline: [`Viewer::start`] serves one trace's [`Index`] on a local address
+//! (`hv trace view`).
 //!
-//! Routes: `/` (the page), `/app.js`, `/style.css` (embedded from `trace-viewer/web/`),
-//! `/api/trace` (the trace as Perfetto JSON trace events, see [`crate::export::perfetto`]) and
-//! `/api/stats` ([`Stats`] as JSON); anything else is 404. Both API bodies are computed once, at
-//! start. The server answers on its own thread until [`Viewer::shutdown`] (or drop).
+//! Routes: `/` (the page), `/app.js`, `/style.css` (embedded from `trace-viewer/web/`) and the
+//! API, all JSON: `/api/meta` (system, span, counts, tracks), `/api/range?from=&to=&px=[&q=]`
+//! (what to draw in a time range, see [`crate::query::range`]), `/api/search?q=&after=[&dir=prev]`
+//! (the total and the next or previous match, see [`crate::query::search`]), `/api/item?track=&k=`
+//! (one item with its details) and `/api/irq` (the interrupt-latency histograms per partition). Times are µs from the trace's first item. A bad
+//! parameter is a 400 with the reason, anything else 404. Nothing is computed at start beyond the
+//! index: each answer reads what it needs from the index file, so memory does not grow with the
+//! trace. The server answers on its own thread until [`Viewer::shutdown`] (or drop).
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -11,10 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use serde_json::json;
 use tiny_http::{Header, Method, Request, Response, Server};
 
-use crate::Trace;
-use crate::stats::Stats;
+use crate::index::Index;
+use crate::query::{Matcher, QueryError, RangeQuery, params};
 
 /// The page and its assets, embedded at build time.
 const INDEX_HTML: &str = include_str!("../web/index.html");
@@ -44,18 +50,12 @@ pub enum ServeError {
         /// What the server library said.
         message: String,
     },
-    /// The trace could not be turned into JSON.
-    #[error("cannot export the trace as JSON")]
-    Export(#[source] std::io::Error),
-    /// The statistics could not be turned into JSON.
-    #[error("cannot serialize the trace statistics")]
-    Stats(#[source] serde_json::Error),
 }
 
-/// The bodies the server hands out.
+/// What the server answers from.
 struct Content {
-    trace_json: Vec<u8>,
-    stats_json: Vec<u8>,
+    index: Index,
+    matcher: Matcher,
 }
 
 /// A running viewer: answers HTTP requests on [`Viewer::addr`] until [`Viewer::shutdown`].
@@ -72,14 +72,11 @@ impl std::fmt::Debug for Viewer {
 }
 
 impl Viewer {
-    /// Serves `trace` on `addr` (port 0 picks a free port; see [`Viewer::addr`]).
-    pub fn start(trace: &Trace, addr: SocketAddr) -> Result<Viewer, ServeError> {
-        let mut trace_json = Vec::new();
-        crate::export::perfetto(trace, &mut trace_json).map_err(ServeError::Export)?;
-        let stats_json = serde_json::to_vec(&Stats::compute(trace)).map_err(ServeError::Stats)?;
+    /// Serves the trace of `index` on `addr` (port 0 picks a free port; see [`Viewer::addr`]).
+    pub fn start(index: Index, addr: SocketAddr) -> Result<Viewer, ServeError> {
         let content = Arc::new(Content {
-            trace_json,
-            stats_json,
+            index,
+            matcher: Matcher::default(),
         });
         let listener =
             TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
@@ -154,22 +151,129 @@ fn serve(server: &Server, port: u16, content: &Arc<Content>, stop: &AtomicBool) 
     }
 }
 
-/// What a route serves: status, content type, body.
-fn route<'a>(method: &Method, url: &str, content: &'a Content) -> (u16, &'static str, &'a [u8]) {
-    let path = url.split(['?', '#']).next().unwrap_or(url);
-    let found: Option<(&'static str, &'a [u8])> = match path {
-        "/" | "/index.html" => Some(("text/html; charset=utf-8", INDEX_HTML.as_bytes())),
-        "/app.js" => Some(("text/javascript; charset=utf-8", APP_JS.as_bytes())),
-        "/style.css" => Some(("text/css; charset=utf-8", STYLE_CSS.as_bytes())),
-        "/api/trace" => Some(("application/json", &content.trace_json)),
-        "/api/stats" => Some(("application/json", &content.stats_json)),
-        _ => None,
-    };
-    match (method, found) {
-        (Method::Get | Method::Head, Some((kind, body))) => (200, kind, body),
-        (_, Some(_)) => (405, "text/plain; charset=utf-8", b"method not allowed\n"),
-        (_, None) => (404, "text/plain; charset=utf-8", b"not found\n"),
+/// A response: status, content type, body.
+type Answer = (u16, &'static str, std::borrow::Cow<'static, [u8]>);
+
+fn text(status: u16, message: String) -> Answer {
+    (
+        status,
+        "text/plain; charset=utf-8",
+        format!("{message}\n").into_bytes().into(),
+    )
+}
+
+fn json_answer(value: &impl serde::Serialize) -> Answer {
+    match serde_json::to_vec(value) {
+        Ok(body) => (200, "application/json", body.into()),
+        Err(e) => text(500, format!("cannot serialize the answer: {e}")),
     }
+}
+
+fn query_answer<T: serde::Serialize>(result: Result<T, QueryError>) -> Answer {
+    match result {
+        Ok(value) => json_answer(&value),
+        Err(QueryError::BadRequest(reason)) => text(400, reason),
+        Err(e @ QueryError::Index(_)) => text(500, format!("{e}")),
+    }
+}
+
+/// What a route serves.
+fn route(method: &Method, url: &str, content: &Content) -> Answer {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let path = path.split('#').next().unwrap_or(path);
+    let query = query.split('#').next().unwrap_or(query);
+    let known = matches!(
+        path,
+        "/" | "/index.html"
+            | "/app.js"
+            | "/style.css"
+            | "/api/meta"
+            | "/api/range"
+            | "/api/search"
+            | "/api/irq"
+            | "/api/item"
+    );
+    if !known {
+        return text(404, "not found".into());
+    }
+    if !matches!(method, Method::Get | Method::Head) {
+        return text(405, "method not allowed".into());
+    }
+    let page = |kind, body: &'static str| (200, kind, body.as_bytes().into());
+    match path {
+        "/" | "/index.html" => page("text/html; charset=utf-8", INDEX_HTML),
+        "/app.js" => page("text/javascript; charset=utf-8", APP_JS),
+        "/style.css" => page("text/css; charset=utf-8", STYLE_CSS),
+        "/api/meta" => json_answer(&meta(&content.index)),
+        "/api/irq" => json_answer(&content.index.meta().irq),
+        "/api/range" => query_answer(
+            RangeQuery::parse(query)
+                .and_then(|q| crate::query::range(&content.index, &q, &content.matcher)),
+        ),
+        "/api/item" => query_answer(item(query, content)),
+        _ => query_answer(search(query, content)),
+    }
+}
+
+fn item(query: &str, content: &Content) -> Result<crate::query::ItemOut, QueryError> {
+    let p = params(query);
+    let number = |name: &str| {
+        let v = p
+            .get(name)
+            .ok_or_else(|| QueryError::BadRequest(format!("missing parameter '{name}'")))?;
+        v.parse::<u64>()
+            .map_err(|_| QueryError::BadRequest(format!("bad number {name}={v}")))
+    };
+    let track = usize::try_from(number("track")?)
+        .map_err(|_| QueryError::BadRequest("bad track".into()))?;
+    crate::query::item(&content.index, track, number("k")?)
+}
+
+fn search(query: &str, content: &Content) -> Result<crate::query::SearchAnswer, QueryError> {
+    let p = params(query);
+    let q = p
+        .get("q")
+        .ok_or_else(|| QueryError::BadRequest("missing parameter 'q'".into()))?;
+    let after = match p.get("after") {
+        None => f64::NEG_INFINITY,
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|v| !v.is_nan())
+            .ok_or_else(|| QueryError::BadRequest(format!("bad number after={v}")))?,
+    };
+    let backwards = match p.get("dir").map(String::as_str) {
+        None | Some("next") => false,
+        Some("prev") => true,
+        Some(other) => {
+            return Err(QueryError::BadRequest(format!(
+                "bad dir={other} (next or prev)"
+            )));
+        }
+    };
+    crate::query::search(&content.index, &content.matcher, q, after, backwards)
+}
+
+/// `/api/meta`: what the page needs before its first range.
+fn meta(index: &Index) -> serde_json::Value {
+    let m = index.meta();
+    json!({
+        "system": m.header.system,
+        "duration_us": (m.end - m.start) as f64 / 1e3,
+        "records": m.records,
+        "lost": m.lost,
+        "items": m.items,
+        "flows": m.flows,
+        "tracks": m.tracks.iter().map(|t| json!({
+            "label": t.label, "partition": t.partition, "vcpu": t.vcpu, "items": t.items,
+        })).collect::<Vec<_>>(),
+        "partitions": m.header.partitions.iter().map(|p| json!({
+            "id": p.id, "name": p.name, "image": p.image,
+        })).collect::<Vec<_>>(),
+        "tsc_khz": m.header.clock.tsc_khz,
+        "epoch_unix_ns": m.header.clock.epoch_unix_ns,
+        "start_ns": m.start,
+    })
 }
 
 /// Whether a request's `Host` names this server (or is absent): a page that a DNS-rebinding
@@ -192,13 +296,9 @@ fn answer(request: Request, port: u16, content: &Content) {
     let (status, kind, body) = if local_host(&request, port) {
         route(request.method(), request.url(), content)
     } else {
-        (
-            403,
-            "text/plain; charset=utf-8",
-            &b"not this server's host name\n"[..],
-        )
+        text(403, "not this server's host name".into())
     };
-    let mut response = Response::from_data(body).with_status_code(status);
+    let mut response = Response::from_data(body.into_owned()).with_status_code(status);
     for (name, value) in [
         ("Content-Type", kind),
         ("Cache-Control", "no-store"),
@@ -217,26 +317,36 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::{Ipv4Addr, TcpStream};
 
-    use hv_link::trace::RecordKind;
+    use hv_link::trace::{RecordKind, TraceWriter};
 
     use super::*;
     use crate::testing::{header, rec};
 
-    fn trace() -> Trace {
-        Trace::new(
-            header(),
-            vec![
-                rec(1_000, 0, 0, RecordKind::VmEntry, 0, 0),
-                rec(5_000, 0, 0, RecordKind::VmExit, 1, 0x1000),
-                rec(6_000, 0, 0, RecordKind::Marker, 1, 0),
-                rec(2_000, 1, 1, RecordKind::Halt, 0, 0),
-                rec(9_000, 1, 1, RecordKind::Wake, 0, 0),
-            ],
-        )
+    /// A trace file with a guest slice and a marker on `a`, a halted slice on `b` vCPU 1, and
+    /// its index; the directory holds both.
+    fn indexed() -> (tempfile::TempDir, Index) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.hvt");
+        let file = std::fs::File::create(&path).unwrap();
+        let mut w = TraceWriter::new(file, &header()).unwrap();
+        w.write_batch(&[
+            rec(1_000, 0, 0, RecordKind::VmEntry, 0, 0),
+            rec(2_000, 1, 1, RecordKind::Halt, 0, 0),
+            rec(5_000, 0, 0, RecordKind::VmExit, 1, 0x1000),
+            rec(6_000, 0, 0, RecordKind::Marker, 1, 0),
+            rec(9_000, 1, 1, RecordKind::Wake, 0, 0),
+        ])
+        .unwrap();
+        w.finish().unwrap();
+        let (index, _) = Index::open_or_build(&path).unwrap();
+        (dir, index)
     }
 
-    fn start() -> Viewer {
-        Viewer::start(&trace(), (Ipv4Addr::LOCALHOST, 0).into()).expect("start the viewer")
+    fn start() -> (tempfile::TempDir, Viewer) {
+        let (dir, index) = indexed();
+        let viewer =
+            Viewer::start(index, (Ipv4Addr::LOCALHOST, 0).into()).expect("start the viewer");
+        (dir, viewer)
     }
 
     /// Sends `raw` and reads the whole answer (the server closes on `Connection: close`).
@@ -287,7 +397,7 @@ mod tests {
 
     #[test]
     fn serves_the_page_the_assets_and_the_api() {
-        let viewer = start();
+        let (_dir, viewer) = start();
         let addr = viewer.addr();
         assert!(addr.ip().is_loopback());
         assert_ne!(addr.port(), 0, "port 0 is replaced by the bound port");
@@ -306,29 +416,66 @@ mod tests {
         let (status, kind, _) = get(addr, "/style.css");
         assert_eq!((status, kind.as_str()), (200, "text/css; charset=utf-8"));
 
-        let (status, kind, body) = get(addr, "/api/trace");
+        let (status, kind, body) = get(addr, "/api/meta");
         assert_eq!((status, kind.as_str()), (200, "application/json"));
-        let events: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-        let events = events
+        let meta: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(meta["system"], "test");
+        assert_eq!(meta["items"], 3);
+        assert_eq!(meta["duration_us"], 8.0);
+        let labels: Vec<&str> = meta["tracks"]
             .as_array()
-            .or_else(|| events["traceEvents"].as_array())
-            .expect("an array of events");
-        assert!(
-            events
-                .iter()
-                .any(|e| e["name"] == "guest" && e["ph"] == "X")
-        );
-        assert!(
-            events
-                .iter()
-                .any(|e| e["name"] == "halted" && e["ph"] == "X")
-        );
-        assert!(events.iter().any(|e| e["name"] == "thread_name"));
+            .unwrap()
+            .iter()
+            .map(|t| t["label"].as_str().unwrap())
+            .collect();
+        assert_eq!(labels, ["a vCPU 0", "b vCPU 0", "b vCPU 1"]);
 
-        let (status, kind, body) = get(addr, "/api/stats?x=1");
+        let (status, kind, body) = get(addr, "/api/range?from=0&to=8&px=100");
         assert_eq!((status, kind.as_str()), (200, "application/json"));
-        let stats: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-        assert_eq!(stats["system"], "test");
+        let range: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let a = &range["tracks"][0];
+        assert_eq!(a["exact"], true);
+        assert_eq!(a["items"][0]["n"], "guest");
+        assert_eq!(a["items"][0]["s"], 0.0);
+        assert_eq!(a["items"][0]["d"], 4.0);
+        let (_, _, body) = get(addr, "/api/item?track=0&k=0");
+        let guest: serde_json::Value = serde_json::from_str(&body).expect(&body);
+        assert_eq!(
+            (guest["n"].as_str(), guest["a"]["rip"].as_str()),
+            (Some("guest"), Some("0x1000"))
+        );
+        assert_eq!(a["items"][1]["n"], "marker 1");
+        assert_eq!(range["tracks"][2]["items"][0]["n"], "halted");
+
+        let (status, _, body) = get(addr, "/api/search?q=MARK&after=-1");
+        assert_eq!(status, 200);
+        let found: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(found["total"], 1);
+        assert_eq!(found["match"]["track"], 0);
+        assert_eq!(found["match"]["item"]["s"], 5.0);
+        let (_, _, body) = get(addr, "/api/search?q=marker&after=5");
+        let none: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(
+            (none["total"].as_u64(), none["match"].is_null()),
+            (Some(1), true)
+        );
+
+        for (bad, why) in [
+            ("/api/range?from=5&to=1", "ends before it starts"),
+            ("/api/range?from=x&to=1", "bad number from=x"),
+            ("/api/range?to=1", "missing parameter 'from'"),
+            ("/api/range?from=0&to=1&px=0", "bad px=0"),
+            ("/api/search?q=", "empty search"),
+            ("/api/search?q=a&dir=up", "bad dir=up"),
+            ("/api/item?track=0&k=3", "no item 3"),
+            ("/api/item?track=x&k=0", "bad number track=x"),
+        ] {
+            let (status, _, body) = get(addr, bad);
+            assert_eq!(status, 400, "{bad}: {body}");
+            assert!(body.contains(why), "{bad}: {body}");
+        }
+        let (status, _, body) = get(addr, "/api/irq");
+        assert_eq!((status, body.as_str()), (200, "[]"));
 
         let (status, _, _) = get(addr, "/nothing/here");
         assert_eq!(status, 404);
@@ -339,12 +486,12 @@ mod tests {
 
     #[test]
     fn other_methods_are_refused_and_junk_does_not_stop_the_server() {
-        let viewer = start();
+        let (_dir, viewer) = start();
         let addr = viewer.addr();
         let answer = exchange(
             addr,
             format!(
-                "POST /api/trace HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                "POST /api/meta HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             )
             .as_bytes(),
         );
@@ -356,7 +503,7 @@ mod tests {
         ] {
             let answer = exchange(
                 addr,
-                format!("GET /api/trace HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                format!("GET /api/meta HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
                     .as_bytes(),
             );
             assert!(
@@ -373,20 +520,21 @@ mod tests {
         );
         poke(
             addr,
-            b"GET /api/trace HTTP/1.1\r\nContent-Length: 1000000\r\n\r\nabc",
+            b"GET /api/meta HTTP/1.1\r\nContent-Length: 1000000\r\n\r\nabc",
         );
         drop(TcpStream::connect(addr).unwrap());
-        let (status, _, _) = get(addr, "/api/stats");
+        let (status, _, _) = get(addr, "/api/meta");
         assert_eq!(status, 200, "still serving");
         viewer.shutdown();
     }
 
     #[test]
     fn shutdown_stops_serving_and_a_taken_port_is_a_bind_error() {
-        let viewer = start();
+        let (_dir, viewer) = start();
         let addr = viewer.addr();
         let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let err = Viewer::start(&trace(), taken.local_addr().unwrap()).unwrap_err();
+        let (_dir2, index) = indexed();
+        let err = Viewer::start(index, taken.local_addr().unwrap()).unwrap_err();
         assert!(matches!(err, ServeError::Bind { .. }), "{err}");
         assert!(err.to_string().starts_with("cannot listen on"), "{err}");
         viewer.shutdown();

@@ -1,11 +1,16 @@
-// hv trace viewer: a timeline of one trace on a <canvas>, from the server's /api/trace (Perfetto
-// JSON trace events: a process per partition, a thread per vCPU, "X" slices and "i" instants).
+// hv trace viewer: a timeline of one trace on a <canvas>. The page never holds the whole trace:
+// it asks the server for what to draw in a time range (/api/range: exact slices and instants
+// when few enough overlap it, else per-pixel-column summaries from the trace's index), keeps the
+// last answer and draws the current view from it at once while the next one loads. Search,
+// details and the interrupt-latency histograms are answered by the server too.
 // Vanilla JavaScript, no build step, no network resources besides this server.
 //
-// window.hvTimeline exposes the state for tests: tracks (labels), events (count of drawable
-// events), visible ({start, end} in µs), drawn (items drawn in the last frame), flows and
-// flowsDrawn (device-model request flows, and those drawn in the last frame), selected (the
-// selected event or null), matches (search matches) and ready (set after the first draw).
+// window.hvTimeline exposes the state for tests: tracks (labels), events (items in the trace),
+// visible ({start, end} in µs), drawn (items and columns drawn in the last frame), exactTracks
+// and summaryTracks (how the last frame's tracks were drawn), flows (device-model requests in the
+// trace) and flowsDrawn (drawn in the last frame), selected (the selected item or null), matches
+// (search matches in the whole trace), settled (the data on screen is the answer for this view),
+// frameMs (time of the last frame's drawing) and ready (set after the first draw).
 'use strict';
 
 (function () {
@@ -15,7 +20,11 @@
   const MIN_SPAN_US = 0.01;
   const CLICK_SLOP_PX = 3;
   const HIT_SLOP_PX = 4;
+  /** Range asked for: the view plus this fraction of its span on each side. */
+  const MARGIN = 0.5;
+  const SEARCH_DELAY_MS = 200;
 
+  const SLICE_NAMES = ['guest', 'halted', 'stopped in debugger', 'outside schedule window', 'blocked on device'];
   const SLICE_COLOURS = {
     'guest': '#3ba55d',
     'halted': '#72767d',
@@ -34,138 +43,65 @@
   const matchesLabel = document.getElementById('matches');
   const details = document.getElementById('details');
   const status = document.getElementById('status');
+  const irqPanel = document.getElementById('irq');
 
-  /** Tracks in display order: {pid, tid, label, events (sorted by ts), maxDur}. */
+  /** From /api/meta. */
+  let meta = null;
+  /** Tracks in display order: {label, index}. */
   let tracks = [];
-  /** Every drawable event: {name, ph, cat, ts, dur, args, track}, sorted by ts. */
-  let events = [];
   let full = { start: 0, end: 1 };
   let view = { start: 0, end: 1 };
+  /** The last range answer: {from, to, px, q, tracks: [{exact, items | columns}]}. */
+  let data = null;
+  let inFlight = false;
+  let fetchError = null;
+  /** The selected item: {track, item} (item as the server gives it). */
   let selected = null;
-  let matches = [];
-  let matchIndex = -1;
-  let stats = null;
+  let needle = '';
+  let total = 0;
   let frameRequested = false;
-  /** Device-model request flows: {id, points: [{ts, track}] sorted by ts, start, end}. */
-  let flows = [];
+  let searchTimer = null;
 
   const api = {
     ready: false,
     error: null,
     drawn: 0,
+    exactTracks: 0,
+    summaryTracks: 0,
+    flowsDrawn: 0,
+    frameMs: 0,
+    requests: 0,
     get tracks() { return tracks.map((t) => t.label); },
-    get events() { return events.length; },
+    get events() { return meta ? meta.items : 0; },
     get visible() { return { start: view.start, end: view.end }; },
     get selected() { return selected && describe(selected); },
-    get matches() { return matches.length; },
-    get flows() { return flows.length; },
-    flowsDrawn: 0,
+    get matches() { return total; },
+    get flows() { return meta ? meta.flows : 0; },
+    get settled() { return !inFlight && usable(data) && (data.q || '') === needle; },
   };
   window.hvTimeline = api;
 
   // ---- loading ------------------------------------------------------------------------------
 
+  async function getJson(url) {
+    const response = await fetch(url);
+    if (!response.ok) throw new Error(`GET ${url.split('?')[0]}: ${response.status} ${await response.text()}`);
+    return response.json();
+  }
+
   async function load() {
     try {
-      const response = await fetch('api/trace');
-      if (!response.ok) throw new Error(`GET /api/trace: ${response.status}`);
-      const doc = await response.json();
-      build(Array.isArray(doc) ? doc : doc.traceEvents || [], doc.otherData || {});
+      meta = await getJson('api/meta');
     } catch (e) {
       api.error = String(e);
       status.textContent = `Cannot load the trace: ${e}`;
       return;
     }
-    status.textContent = events.length ? '' : 'The trace has no slices or instants.';
-    fetch('api/stats')
-      .then((r) => (r.ok ? r.json() : null))
-      .then((s) => { stats = s; if (!selected) showDetails(); })
-      .catch(() => {});
-    resize();
-    new ResizeObserver(resize).observe(canvas);
-  }
-
-  function build(raw, other) {
-    const processes = new Map(); // pid -> {name, sort}
-    const threads = new Map(); // "pid:tid" -> name
-    for (const e of raw) {
-      if (e.ph !== 'M') continue;
-      const name = e.args && e.args.name;
-      if (e.name === 'process_name') {
-        processes.set(e.pid, { ...processes.get(e.pid), name });
-      } else if (e.name === 'process_sort_index') {
-        processes.set(e.pid, { ...processes.get(e.pid), sort: e.args.sort_index });
-      } else if (e.name === 'thread_name') {
-        threads.set(`${e.pid}:${e.tid}`, name);
-      }
-    }
-    const byKey = new Map();
-    const trackFor = (pid, tid) => {
-      const key = `${pid}:${tid}`;
-      let t = byKey.get(key);
-      if (!t) {
-        const process = (processes.get(pid) || {}).name || `pid ${pid}`;
-        const thread = threads.get(key) || `tid ${tid}`;
-        t = { pid, tid, label: `${process} ${thread}`, events: [], maxDur: 0 };
-        byKey.set(key, t);
-      }
-      return t;
-    };
-    // Every vCPU has a track, even one without events.
-    for (const key of threads.keys()) {
-      const [pid, tid] = key.split(':').map(Number);
-      trackFor(pid, tid);
-    }
-    for (const e of raw) {
-      if ((e.ph !== 'X' && e.ph !== 'i' && e.ph !== 'I') || typeof e.ts !== 'number') continue;
-      const t = trackFor(e.pid, e.tid);
-      const ev = {
-        name: String(e.name),
-        ph: e.ph === 'X' ? 'X' : 'i',
-        cat: e.cat || '',
-        ts: e.ts,
-        dur: e.ph === 'X' ? Math.max(0, e.dur || 0) : 0,
-        args: e.args || {},
-        track: t,
-      };
-      t.events.push(ev);
-      t.maxDur = Math.max(t.maxDur, ev.dur);
-      events.push(ev);
-    }
-    const sortIndex = (pid) => {
-      const p = processes.get(pid);
-      return p && typeof p.sort === 'number' ? p.sort : pid;
-    };
-    // Flow steps ("s" start, "t" step, "f" end) of one id make one arrowed line across tracks.
-    const byId = new Map();
-    for (const e of raw) {
-      if ((e.ph !== 's' && e.ph !== 't' && e.ph !== 'f') || typeof e.ts !== 'number') continue;
-      if (!byId.has(e.id)) byId.set(e.id, []);
-      byId.get(e.id).push({ ts: e.ts, track: trackFor(e.pid, e.tid) });
-    }
-    flows = [...byId.entries()]
-      .map(([id, points]) => {
-        points.sort((a, b) => a.ts - b.ts);
-        return { id, points, start: points[0].ts, end: points[points.length - 1].ts };
-      })
-      .filter((f) => f.points.length > 1)
-      .sort((a, b) => a.start - b.start);
-    tracks = [...byKey.values()].sort((a, b) => sortIndex(a.pid) - sortIndex(b.pid) || a.tid - b.tid);
-    tracks.forEach((t, i) => { t.index = i; t.events.sort((a, b) => a.ts - b.ts); });
-    events.sort((a, b) => a.ts - b.ts);
-    if (events.length) {
-      full = {
-        start: Math.min(...tracks.filter((t) => t.events.length).map((t) => t.events[0].ts)),
-        // A loop, not Math.max(...): a long trace has more events than a call has arguments.
-        end: events.reduce((end, e) => Math.max(end, e.ts + e.dur), -Infinity),
-      };
-      if (full.end - full.start < MIN_SPAN_US) full.end = full.start + 1;
-    }
+    tracks = meta.tracks.map((t, i) => ({ label: t.label, index: i }));
+    full = { start: 0, end: Math.max(meta.duration_us, MIN_SPAN_US) };
     view = { ...full };
-    if (other.system) {
-      document.title = `${other.system} — hv trace viewer`;
-      document.getElementById('title').textContent = `${other.system}`;
-    }
+    document.title = `${meta.system} — hv trace viewer`;
+    document.getElementById('title').textContent = meta.system;
     const legend = document.getElementById('legend');
     for (const [name, colour] of Object.entries(SLICE_COLOURS)) {
       const item = document.createElement('span');
@@ -174,11 +110,61 @@
       item.append(swatch, name);
       legend.append(item);
     }
+    status.textContent = meta.items ? 'Loading…' : 'The trace has no slices or instants.';
+    showDetails();
+    resize();
+    new ResizeObserver(resize).observe(canvas);
+    getJson('api/irq').then(showIrq).catch((e) => { irqPanel.textContent = `IRQ latency: ${e}`; });
+  }
+
+  /** Whether `d` can draw the current view at its resolution. */
+  function usable(d) {
+    if (!d) return false;
+    const span = view.end - view.start;
+    const viewRes = span / plotWidth();
+    const dataRes = (d.to - d.from) / d.px;
+    const from = Math.max(full.start, view.start);
+    const to = Math.min(full.end, view.end);
+    return d.from <= from + span * 1e-9 && d.to >= to - span * 1e-9 && dataRes <= viewRes * 1.5;
+  }
+
+  /** Asks for the current view's range when the data on hand does not fit it. */
+  function refresh() {
+    if (inFlight || !meta) return;
+    if (usable(data) && (data.q || '') === needle) return;
+    const span = view.end - view.start;
+    const from = Math.max(full.start, view.start - span * MARGIN);
+    const to = Math.min(full.end, view.end + span * MARGIN);
+    const px = Math.max(1, Math.min(8192, Math.round(((to - from) / span) * plotWidth())));
+    const q = needle;
+    let url = `api/range?from=${from}&to=${to}&px=${px}`;
+    if (q) url += `&q=${encodeURIComponent(q)}`;
+    inFlight = true;
+    api.requests++;
+    getJson(url)
+      .then((answer) => {
+        answer.q = q;
+        data = answer;
+        fetchError = null;
+        status.textContent = '';
+      })
+      .catch((e) => {
+        fetchError = String(e);
+        api.error = fetchError;
+        status.textContent = `Cannot load the range: ${e}`;
+      })
+      .finally(() => {
+        inFlight = false;
+        redraw();
+        if (!fetchError) refresh();
+      });
   }
 
   // ---- geometry -----------------------------------------------------------------------------
 
-  const plotWidth = () => Math.max(1, canvas.clientWidth - LABEL_WIDTH);
+  /** The plot's width, read from the layout on resize (reading it per call costs a layout). */
+  let plotW = 1;
+  const plotWidth = () => plotW;
   const xOf = (t) => LABEL_WIDTH + ((t - view.start) / (view.end - view.start)) * plotWidth();
   const timeAt = (x) => view.start + ((x - LABEL_WIDTH) / plotWidth()) * (view.end - view.start);
   const rowTop = (i) => AXIS_HEIGHT + i * ROW_HEIGHT;
@@ -204,10 +190,11 @@
     setView(view.start + dt, view.end + dt);
   }
 
-  function centreOn(ev) {
+  function centreOn(item) {
     let span = view.end - view.start;
-    if (ev.dur * 1.2 > span) span = ev.dur * 1.5;
-    const mid = ev.ts + ev.dur / 2;
+    const dur = item.d || 0;
+    if (dur * 1.2 > span) span = dur * 1.5;
+    const mid = item.s + dur / 2;
     setView(mid - span / 2, mid + span / 2);
   }
 
@@ -218,11 +205,15 @@
     frameRequested = true;
     requestAnimationFrame(() => {
       frameRequested = false;
+      const t0 = performance.now();
       draw();
+      api.frameMs = performance.now() - t0;
+      refresh();
     });
   }
 
   function resize() {
+    plotW = Math.max(1, canvas.clientWidth - LABEL_WIDTH);
     const dpr = window.devicePixelRatio || 1;
     const height = Math.max(canvas.parentElement.clientHeight, AXIS_HEIGHT + tracks.length * ROW_HEIGHT + 10);
     canvas.style.height = `${height}px`;
@@ -270,7 +261,9 @@
 
     // Rows, clipped to the plot area.
     let drawn = 0;
-    const matchSet = new Set(matches);
+    let exact = 0;
+    let summary = 0;
+    const summarised = [];
     tracks.forEach((track, i) => {
       const y = rowTop(i);
       ctx.fillStyle = i % 2 ? '#232428' : '#1e1f22';
@@ -279,20 +272,155 @@
       ctx.beginPath();
       ctx.rect(LABEL_WIDTH, y, width - LABEL_WIDTH, ROW_HEIGHT);
       ctx.clip();
-      drawn += drawTrack(track, y, matchSet);
+      const answer = data && data.tracks[i];
+      if (answer && answer.exact) {
+        drawn += drawItems(i, answer.items, y);
+        exact++;
+      } else if (answer) {
+        summarised.push([i, answer.columns]);
+        summary++;
+      }
       ctx.restore();
+    });
+    drawn += drawSummaries(summarised);
+    tracks.forEach((track, i) => {
+      const y = rowTop(i);
       ctx.fillStyle = '#2b2d31';
       ctx.fillRect(0, y, LABEL_WIDTH, ROW_HEIGHT);
       ctx.fillStyle = '#dcdde0';
       ctx.fillText(track.label, 8, y + ROW_HEIGHT / 2, LABEL_WIDTH - 14);
     });
     api.drawn = drawn;
+    api.exactTracks = exact;
+    api.summaryTracks = summary;
     api.flowsDrawn = drawFlows(width, height);
-    api.ready = true;
+    if (data) api.ready = true;
   }
 
-  /** Draws the flows that touch the visible range, over the tracks; returns how many. */
+  /** An RGBA colour ('#rrggbb') as a little-endian 32-bit pixel. */
+  const pixel = (hex) => (0xff000000 | (parseInt(hex.slice(5, 7), 16) << 16)
+    | (parseInt(hex.slice(3, 5), 16) << 8) | parseInt(hex.slice(1, 3), 16)) >>> 0;
+  const SLICE_PIXELS = SLICE_NAMES.map((n) => pixel(SLICE_COLOURS[n]));
+  const INSTANT_PIXEL = pixel(OTHER_INSTANT);
+  const summaryCanvas = document.createElement('canvas');
+  const summaryCtx = summaryCanvas.getContext('2d');
+
+  /** Draws the summarised tracks (`rows`: [track index, columns]) as pixels: in each screen
+   *  pixel column, each slice kind's share of it stacked, and a tick on top where instants are.
+   *  Answer columns that fall in one screen pixel are averaged into it, so a frame costs the
+   *  same whatever the answer's resolution. Returns how many answer columns were in view. */
+  function drawSummaries(rows) {
+    if (!rows.length) return 0;
+    const width = Math.ceil(plotWidth());
+    const height = tracks.length * ROW_HEIGHT;
+    if (summaryCanvas.width !== width || summaryCanvas.height !== height) {
+      summaryCanvas.width = width;
+      summaryCanvas.height = height;
+    }
+    const image = summaryCtx.createImageData(width, height);
+    const out = new Uint32Array(image.data.buffer);
+    const cw = (data.to - data.from) / data.px;
+    const h = ROW_HEIGHT - 12;
+    const sums = new Float64Array(width * 7);
+    let count = 0;
+    for (const [i, columns] of rows) {
+      sums.fill(0);
+      for (const c of columns) {
+        const t0 = data.from + c[0] * cw;
+        if (t0 > view.end || t0 + cw < view.start) continue;
+        const a = Math.max(0, Math.floor(xOf(t0) - LABEL_WIDTH));
+        const b = Math.min(width, Math.max(a + 1, Math.floor(xOf(t0 + cw) - LABEL_WIDTH)));
+        for (let x = a; x < b; x++) {
+          const o = x * 7;
+          for (let k = 0; k < 5; k++) sums[o + k] += c[3 + k];
+          sums[o + 5] += c[2];
+          sums[o + 6] += 1;
+        }
+        count++;
+      }
+      const top = i * ROW_HEIGHT;
+      for (let x = 0; x < width; x++) {
+        const o = x * 7;
+        const n = sums[o + 6];
+        if (!n) continue;
+        let bottom = top + 5 + h;
+        for (let k = 0; k < 5; k++) {
+          const p = sums[o + k] / n;
+          if (p < 0.5) continue;
+          const bar = Math.max(1, Math.round((h * p) / 1000));
+          for (let yy = bottom - bar; yy < bottom; yy++) out[yy * width + x] = SLICE_PIXELS[k];
+          bottom -= bar;
+        }
+        if (sums[o + 5] > 0) {
+          for (let yy = top + 1; yy < top + 4; yy++) out[yy * width + x] = INSTANT_PIXEL;
+        }
+      }
+    }
+    summaryCtx.putImageData(image, 0, 0);
+    ctx.drawImage(summaryCanvas, LABEL_WIDTH, AXIS_HEIGHT, width, height);
+    return count;
+  }
+
+  function isSelected(track, item) {
+    return selected && selected.track === track && selected.item.k === item.k;
+  }
+
+  function drawItems(track, items, y) {
+    let count = 0;
+    const lastPixel = { X: -1, i: -1 };
+    for (const ev of items) {
+      if (ev.s > view.end) break;
+      const dur = ev.d || 0;
+      if (ev.s + dur < view.start) continue;
+      const x = xOf(ev.s);
+      const chosen = isSelected(track, ev);
+      const highlighted = chosen || ev.m;
+      if (ev.d !== undefined) {
+        const w = Math.max(1, xOf(ev.s + dur) - x);
+        // Many slices in one pixel column draw as one.
+        if (w <= 1 && Math.floor(x) === lastPixel.X && !highlighted) continue;
+        lastPixel.X = Math.floor(x);
+        ctx.fillStyle = SLICE_COLOURS[ev.n] || OTHER_SLICE;
+        ctx.fillRect(x, y + 5, w, ROW_HEIGHT - 12);
+        if (w > 40) {
+          ctx.fillStyle = '#111';
+          ctx.fillText(ev.n, Math.max(x, LABEL_WIDTH) + 3, y + ROW_HEIGHT / 2 - 1, w - 6);
+        }
+        if (highlighted) outline(x, y + 5, w, ROW_HEIGHT - 12, chosen);
+      } else {
+        if (Math.floor(x) === lastPixel.i && !highlighted) continue;
+        lastPixel.i = Math.floor(x);
+        ctx.fillStyle = INSTANT_COLOURS[ev.c] || OTHER_INSTANT;
+        ctx.fillRect(x - 0.5, y + 2, 1.5, ROW_HEIGHT - 4);
+        if (highlighted) outline(x - 3, y + 1, 6, ROW_HEIGHT - 2, chosen);
+      }
+      count++;
+    }
+    return count;
+  }
+
+  function outline(x, y, w, h, isChosen) {
+    ctx.strokeStyle = isChosen ? '#ffffff' : '#5865f2';
+    ctx.lineWidth = 2;
+    ctx.strokeRect(x - 1, y - 1, w + 2, h + 2);
+  }
+
+  /** Draws the device-request flows among the exact items on hand; returns how many touch the
+   *  view. A blocked slice is the request (its start) and the reply (its end); the model's
+   *  take and answer instants are the steps between. */
   function drawFlows(width, height) {
+    if (!data) return 0;
+    const byId = new Map();
+    data.tracks.forEach((answer, track) => {
+      if (!answer.exact) return;
+      for (const ev of answer.items) {
+        if (ev.f === undefined) continue;
+        if (!byId.has(ev.f)) byId.set(ev.f, []);
+        const points = byId.get(ev.f);
+        points.push({ ts: ev.s, track });
+        if (ev.d !== undefined) points.push({ ts: ev.s + ev.d, track });
+      }
+    });
     ctx.save();
     ctx.beginPath();
     ctx.rect(LABEL_WIDTH, AXIS_HEIGHT, width - LABEL_WIDTH, height - AXIS_HEIGHT);
@@ -301,13 +429,14 @@
     ctx.fillStyle = FLOW_COLOUR;
     ctx.lineWidth = 1.5;
     let count = 0;
-    for (const flow of flows) {
-      if (flow.start > view.end) break;
-      if (flow.end < view.start) continue;
-      const at = (p) => ({ x: xOf(p.ts), y: rowTop(p.track.index) + ROW_HEIGHT / 2 });
-      for (let k = 1; k < flow.points.length; k++) {
-        const a = at(flow.points[k - 1]);
-        const b = at(flow.points[k]);
+    for (const points of byId.values()) {
+      if (points.length < 2) continue;
+      points.sort((a, b) => a.ts - b.ts);
+      if (points[0].ts > view.end || points[points.length - 1].ts < view.start) continue;
+      const at = (p) => ({ x: xOf(p.ts), y: rowTop(p.track) + ROW_HEIGHT / 2 });
+      for (let k = 1; k < points.length; k++) {
+        const a = at(points[k - 1]);
+        const b = at(points[k]);
         ctx.beginPath();
         ctx.moveTo(a.x, a.y);
         ctx.lineTo(b.x, b.y);
@@ -332,95 +461,65 @@
     ctx.fill();
   }
 
-  /** The index of the first event of `list` with ts >= t. */
-  function lowerBound(list, t) {
-    let lo = 0;
-    let hi = list.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (list[mid].ts < t) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  }
-
-  function drawTrack(track, y, matchSet) {
-    const list = track.events;
-    let count = 0;
-    let lastPixel = { X: -1, i: -1 };
-    for (let k = lowerBound(list, view.start - track.maxDur); k < list.length; k++) {
-      const ev = list[k];
-      if (ev.ts > view.end) break;
-      if (ev.ts + ev.dur < view.start) continue;
-      const x = xOf(ev.ts);
-      const highlighted = ev === selected || matchSet.has(ev);
-      if (ev.ph === 'X') {
-        const w = Math.max(1, xOf(ev.ts + ev.dur) - x);
-        // Many slices in one pixel column draw as one.
-        if (w <= 1 && Math.floor(x) === lastPixel.X && !highlighted) continue;
-        lastPixel.X = Math.floor(x);
-        ctx.fillStyle = SLICE_COLOURS[ev.name] || OTHER_SLICE;
-        ctx.fillRect(x, y + 5, w, ROW_HEIGHT - 12);
-        if (w > 40) {
-          ctx.fillStyle = '#111';
-          ctx.fillText(ev.name, Math.max(x, LABEL_WIDTH) + 3, y + ROW_HEIGHT / 2 - 1, w - 6);
-        }
-        if (highlighted) outline(x, y + 5, w, ROW_HEIGHT - 12, ev === selected);
-      } else {
-        if (Math.floor(x) === lastPixel.i && !highlighted) continue;
-        lastPixel.i = Math.floor(x);
-        ctx.fillStyle = INSTANT_COLOURS[ev.cat] || OTHER_INSTANT;
-        ctx.fillRect(x - 0.5, y + 2, 1.5, ROW_HEIGHT - 4);
-        if (highlighted) outline(x - 3, y + 1, 6, ROW_HEIGHT - 2, ev === selected);
-      }
-      count++;
-    }
-    return count;
-  }
-
-  function outline(x, y, w, h, isSelected) {
-    ctx.strokeStyle = isSelected ? '#ffffff' : '#5865f2';
-    ctx.lineWidth = 2;
-    ctx.strokeRect(x - 1, y - 1, w + 2, h + 2);
-  }
-
   // ---- selection and details ----------------------------------------------------------------
 
-  function describe(ev) {
+  function describe(sel) {
+    const ev = sel.item;
     return {
-      name: ev.name,
-      track: ev.track.label,
-      start: ev.ts,
-      duration: ev.ph === 'X' ? ev.dur : null,
-      args: ev.args,
+      name: ev.n,
+      track: tracks[sel.track].label,
+      start: ev.s,
+      duration: ev.d === undefined ? null : ev.d,
+      args: ev.a,
     };
   }
 
+  /** The item under (px, py) among the exact items on hand, or a column summary. */
   function hitTest(px, py) {
     const row = Math.floor((py - AXIS_HEIGHT) / ROW_HEIGHT);
-    if (px < LABEL_WIDTH || row < 0 || row >= tracks.length) return null;
-    const list = tracks[row].events;
+    if (px < LABEL_WIDTH || row < 0 || row >= tracks.length || !data) return null;
+    const answer = data.tracks[row];
     const slop = (HIT_SLOP_PX / plotWidth()) * (view.end - view.start);
     const t = timeAt(px);
+    if (!answer.exact) {
+      const cw = (data.to - data.from) / data.px;
+      const column = answer.columns.find((c) => t >= data.from + c[0] * cw - slop && t <= data.from + (c[0] + 1) * cw + slop);
+      return column ? { track: row, column, from: data.from + column[0] * cw, width: cw } : null;
+    }
     let best = null;
     let bestDistance = Infinity;
-    for (let k = lowerBound(list, t - slop - tracks[row].maxDur); k < list.length; k++) {
-      const ev = list[k];
-      if (ev.ts > t + slop) break;
-      if (ev.ph === 'i') {
+    for (const ev of answer.items) {
+      const dur = ev.d || 0;
+      if (ev.s > t + slop) break;
+      if (ev.d === undefined) {
         // Instants win over the slice under them when close enough.
-        const d = Math.abs(ev.ts - t);
+        const d = Math.abs(ev.s - t);
         if (d <= slop && d < bestDistance) { best = ev; bestDistance = d; }
-      } else if (t >= ev.ts - slop && t <= ev.ts + ev.dur + slop && bestDistance === Infinity) {
+      } else if (t >= ev.s - slop && t <= ev.s + dur + slop && bestDistance === Infinity) {
         best = ev;
       }
     }
-    return best;
+    return best ? { track: row, item: best } : null;
   }
 
-  function select(ev) {
-    selected = ev;
-    showDetails();
+  function select(hit) {
+    if (hit && hit.column) {
+      selected = null;
+      showColumn(hit);
+    } else {
+      selected = hit;
+      showDetails();
+      // A range's items come without their details: ask for them.
+      if (hit && !hit.item.a) {
+        getJson(`api/item?track=${hit.track}&k=${hit.item.k}`)
+          .then((full) => {
+            if (selected !== hit) return;
+            selected = { track: hit.track, item: { ...hit.item, a: full.a } };
+            showDetails();
+          })
+          .catch((e) => { status.textContent = `Cannot load the details: ${e}`; });
+      }
+    }
     redraw();
   }
 
@@ -432,34 +531,61 @@
     td.textContent = value;
     tr.append(th, td);
     table.append(tr);
+    return td;
   }
 
   const us = (v) => `${Number(v.toFixed(3))} µs`;
+
+  function showColumn(hit) {
+    details.replaceChildren();
+    const heading = document.createElement('h2');
+    heading.textContent = `${hit.column[1]} items`;
+    const table = document.createElement('table');
+    row(table, 'track', tracks[hit.track].label);
+    row(table, 'from', us(hit.from));
+    row(table, 'width', us(hit.width));
+    row(table, 'instants', String(hit.column[2]));
+    SLICE_NAMES.forEach((name, k) => {
+      if (hit.column[3 + k]) row(table, name, `${hit.column[3 + k] / 10}%`);
+    });
+    const hint = document.createElement('p');
+    hint.className = 'empty';
+    hint.textContent = 'A summary of one pixel column: zoom in to see its slices and instants.';
+    details.append(heading, table, hint);
+  }
 
   function showDetails() {
     details.replaceChildren();
     const table = document.createElement('table');
     const heading = document.createElement('h2');
     if (selected) {
-      heading.textContent = selected.name;
-      row(table, 'track', selected.track.label);
-      row(table, 'start', us(selected.ts));
-      if (selected.ph === 'X') row(table, 'duration', us(selected.dur));
-      if (selected.cat) row(table, 'category', selected.cat);
-      for (const [k, v] of Object.entries(selected.args)) {
+      const ev = selected.item;
+      heading.textContent = ev.n;
+      row(table, 'track', tracks[selected.track].label);
+      row(table, 'start', us(ev.s));
+      if (ev.d !== undefined) row(table, 'duration', us(ev.d));
+      if (ev.c) row(table, 'category', ev.c);
+      for (const [k, v] of Object.entries(ev.a || {})) {
         row(table, k, typeof v === 'object' ? JSON.stringify(v) : String(v));
       }
       details.append(heading, table);
+      if (ev.a && ev.a.rip && window.hvOpenSource) {
+        const link = document.createElement('button');
+        link.id = 'open-source';
+        link.textContent = 'Open source line';
+        link.addEventListener('click', () => window.hvOpenSource(meta.tracks[selected.track], ev));
+        details.append(link);
+      }
     } else {
       heading.textContent = 'Trace';
-      if (stats) {
-        row(table, 'system', stats.system);
-        row(table, 'duration', us(stats.duration_ns / 1e3));
-        row(table, 'records', String(stats.records));
-        row(table, 'lost', String(stats.lost));
+      if (meta) {
+        row(table, 'system', meta.system);
+        row(table, 'duration', us(meta.duration_us));
+        row(table, 'records', String(meta.records));
+        row(table, 'lost', String(meta.lost));
+        row(table, 'tracks', String(tracks.length));
+        row(table, 'events', String(meta.items));
       }
-      row(table, 'tracks', String(tracks.length));
-      row(table, 'events', String(events.length));
       const hint = document.createElement('p');
       hint.className = 'empty';
       hint.textContent = 'Click a slice or an instant to see its details.';
@@ -467,24 +593,100 @@
     }
   }
 
+  // ---- interrupt latency --------------------------------------------------------------------
+
+  function formatNs(ns) {
+    if (ns >= 1e9) return `${Number((ns / 1e9).toPrecision(3))} s`;
+    if (ns >= 1e6) return `${Number((ns / 1e6).toPrecision(3))} ms`;
+    if (ns >= 1e3) return `${Number((ns / 1e3).toPrecision(3))} µs`;
+    return `${ns} ns`;
+  }
+
+  function showIrq(partitions) {
+    irqPanel.replaceChildren();
+    const heading = document.createElement('h2');
+    heading.textContent = 'Interrupt latency';
+    irqPanel.append(heading);
+    if (!partitions.length) {
+      const p = document.createElement('p');
+      p.className = 'empty';
+      p.textContent = 'No interrupts in this trace.';
+      irqPanel.append(p);
+      return;
+    }
+    for (const part of partitions) {
+      for (const [what, h] of [['raise → inject', part.raise_to_inject], ['inject → EOI', part.inject_to_eoi]]) {
+        if (!h.count) continue;
+        const box = document.createElement('div');
+        box.className = 'histogram';
+        box.dataset.partition = part.name;
+        const title = document.createElement('h3');
+        title.textContent = `${part.name}: ${what}`;
+        const summary = document.createElement('p');
+        summary.textContent = `${h.count} · min ${formatNs(h.min_ns)} · mean ${formatNs(Math.round(h.sum_ns / h.count))} · max ${formatNs(h.max_ns)}`;
+        box.append(title, summary);
+        const most = Math.max(...h.counts);
+        h.counts.forEach((n, k) => {
+          if (!n) return;
+          const line = document.createElement('div');
+          line.className = 'bar';
+          const label = document.createElement('span');
+          label.textContent = `≥ ${formatNs(2 ** k)}`;
+          const bar = document.createElement('i');
+          bar.style.width = `${Math.max(1, (100 * n) / most)}%`;
+          const count = document.createElement('b');
+          count.textContent = String(n);
+          line.append(label, bar, count);
+          box.append(line);
+        });
+        irqPanel.append(box);
+      }
+    }
+  }
+
   // ---- search -------------------------------------------------------------------------------
 
   function updateMatches() {
-    const needle = search.value.trim().toLowerCase();
-    matches = needle ? events.filter((e) => e.name.toLowerCase().includes(needle)) : [];
-    matchIndex = -1;
-    matchesLabel.textContent = needle ? `${matches.length} matches` : '';
-    redraw();
+    needle = search.value.trim().toLowerCase();
+    clearTimeout(searchTimer);
+    if (!needle) {
+      total = 0;
+      matchesLabel.textContent = '';
+      redraw();
+      return;
+    }
+    const asked = needle;
+    searchTimer = setTimeout(() => {
+      getJson(`api/search?q=${encodeURIComponent(asked)}&after=${-Infinity}`)
+        .then((answer) => {
+          if (asked !== needle) return;
+          total = answer.total;
+          matchesLabel.textContent = `${total} matches`;
+        })
+        .catch((e) => { matchesLabel.textContent = String(e); });
+      redraw();
+    }, SEARCH_DELAY_MS);
   }
 
-  function nextMatch(backwards) {
-    if (!matches.length) return;
-    const n = matches.length;
-    matchIndex = matchIndex < 0 ? (backwards ? n - 1 : 0) : (matchIndex + (backwards ? n - 1 : 1)) % n;
-    const ev = matches[matchIndex];
-    matchesLabel.textContent = `${matches.length} matches (${matchIndex + 1}/${n})`;
-    select(ev);
-    centreOn(ev);
+  async function nextMatch(backwards) {
+    if (!needle) return;
+    const from = selected && selected.item.m ? selected.item.s : (backwards ? Infinity : -Infinity);
+    const dir = backwards ? 'prev' : 'next';
+    let answer;
+    try {
+      answer = await getJson(`api/search?q=${encodeURIComponent(needle)}&after=${from}&dir=${dir}`);
+    } catch (e) {
+      matchesLabel.textContent = String(e);
+      return;
+    }
+    total = answer.total;
+    if (!answer.match) {
+      matchesLabel.textContent = `${total} matches (no ${backwards ? 'earlier' : 'later'} one)`;
+      return;
+    }
+    matchesLabel.textContent = `${total} matches`;
+    select({ track: answer.match.track, item: answer.match.item });
+    centreOn(answer.match.item);
   }
 
   search.addEventListener('input', updateMatches);
@@ -553,6 +755,26 @@
     }
     e.preventDefault();
   });
+
+  /** For tests and embedders: shows `start`..`end` (µs). */
+  api.show = (start, end) => setView(start, end);
+  /** For tests: the exact items on hand of track `i` that are in view ({s, d, n}), or null when
+   *  the track is summarised. */
+  api.onScreen = (i) => {
+    const answer = data && data.tracks[i];
+    if (!answer || !answer.exact) return null;
+    return answer.items
+      .filter((ev) => ev.s <= view.end && ev.s + (ev.d || 0) >= view.start)
+      .map((ev) => ({ s: ev.s, d: ev.d, n: ev.n }));
+  };
+  /** For benchmarks: draws the current view now; the time it took (ms). */
+  api.drawNow = () => {
+    const t0 = performance.now();
+    draw();
+    return performance.now() - t0;
+  };
+  /** For tests: the x of time `t` (µs) in the canvas. */
+  api.xOf = (t) => xOf(t);
 
   load();
 })();

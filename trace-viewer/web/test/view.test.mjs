@@ -38,7 +38,7 @@ try {
   page.setDefaultTimeout(TIMEOUT_MS);
 
   await page.goto(url);
-  await page.waitForFunction(() => window.hvTimeline && window.hvTimeline.ready);
+  await page.waitForFunction(() => window.hvTimeline && window.hvTimeline.ready && window.hvTimeline.settled);
   const state = () => page.evaluate(() => {
     const t = window.hvTimeline;
     return {
@@ -59,6 +59,7 @@ try {
 
   // Search an instant name: matches, Enter selects the first and centres it, details show it.
   await page.fill('#search', instantName);
+  await page.waitForFunction(() => document.getElementById('matches').textContent !== '');
   const matchesText = await page.textContent('#matches');
   const count = Number.parseInt(matchesText, 10);
   check(count > 0, `searching "${instantName}" shows "${matchesText}", not a positive count of matches`);
@@ -70,6 +71,7 @@ try {
   const span = s.visible.end - s.visible.start;
   check(Math.abs(centre - s.selected.start) < span * 0.01,
     `the view ${JSON.stringify(s.visible)} is not centred on the match at ${s.selected.start} µs`);
+  await page.waitForFunction(() => document.getElementById('details').textContent.includes('vector'));
   const detailsText = await page.textContent('#details');
   check(detailsText.includes(instantName), `#details does not show "${instantName}": ${detailsText}`);
   check(detailsText.includes(s.selected.track), `#details does not show the track: ${detailsText}`);
@@ -118,6 +120,7 @@ try {
     `0 did not reset the view: ${JSON.stringify(s.visible)} vs ${JSON.stringify(before)}`);
 
   // Clicking a slice selects it: the first track is a guest most of the time.
+  await page.waitForFunction(() => window.hvTimeline.settled);
   await page.mouse.click(box.x + 170 + (box.width - 170) * 0.25, y);
   s = await state();
   check(s.selected && s.selected.track === s.tracks[0], `a click on the first track selected ${JSON.stringify(s.selected)}`);
