@@ -17,16 +17,92 @@ use crate::boot::{self, BootDeviceInfo, BootInfo, BootIpcInfo};
 use crate::bus::Bus;
 use crate::clock::Clock;
 use crate::console::{Console, Uart};
-use crate::devmodel::{ServedDevice, ServedMmio};
+use crate::devmodel::{DeviceEnd, ServedDevice, ServedMmio};
 use crate::events::EventHub;
-use crate::ipc::IpcChannel;
+use crate::ipc::{IpcChannel, IpcError};
 use crate::irq::IrqLine;
 use crate::kvm_ext;
 use crate::layout::{UART_PORT, UART_PORT_COUNT, UART_VECTOR, VCPU_STACK_SIZE};
-use crate::loader::GuestImage;
-use crate::partition::{IpcEndpoint, Partition, PartitionParts};
-use crate::system::{KVM_TSS_ADDR, SystemError, TRACE_CAPACITY, open_kvm};
-use crate::vcpu::{VcpuShared, init_vcpu};
+use crate::loader::{GuestImage, LoadError};
+use crate::partition::{IpcEndpoint, Partition, PartitionError, PartitionParts};
+use crate::vcpu::{VcpuError, VcpuShared, init_vcpu};
+
+/// Where KVM wants its three-page TSS area (outside RAM, inside the identity map; system
+/// descriptions must not place MMIO there).
+pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
+/// Trace records per vCPU ring.
+pub const TRACE_CAPACITY: usize = 1 << 16;
+
+/// Errors while building or starting a system.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    /// /dev/kvm is missing.
+    #[error(
+        "/dev/kvm does not exist: this machine has no KVM. Enable virtualization (VT-x/AMD-V) in the firmware, load the kvm_intel or kvm_amd module, or, inside a VM, enable nested virtualization"
+    )]
+    NoKvm,
+    /// /dev/kvm is there but not ours.
+    #[error(
+        "permission denied opening /dev/kvm: add your user to the kvm group (sudo usermod -aG kvm $USER, then log in again) or run as root"
+    )]
+    KvmPermission,
+    /// Another failure opening or using KVM.
+    #[error("KVM: {what}")]
+    Kvm {
+        /// What we were doing.
+        what: String,
+        /// The errno.
+        #[source]
+        source: vmm_sys_util::errno::Error,
+    },
+    /// A guest image could not be loaded.
+    #[error("partition {partition}")]
+    Image {
+        /// Partition name.
+        partition: String,
+        /// Why.
+        #[source]
+        source: LoadError,
+    },
+    /// Guest memory could not be created.
+    #[error("partition {partition}: cannot create guest memory: {reason}")]
+    Memory {
+        /// Partition name.
+        partition: String,
+        /// Why.
+        reason: String,
+    },
+    /// An IPC channel could not be created.
+    #[error(transparent)]
+    Ipc(#[from] IpcError),
+    /// A partition could not be set up.
+    #[error(transparent)]
+    Partition(#[from] PartitionError),
+    /// A vCPU could not be set up.
+    #[error("partition {partition}")]
+    Vcpu {
+        /// Partition name.
+        partition: String,
+        /// Why.
+        #[source]
+        source: VcpuError,
+    },
+    /// A host thread could not be started.
+    #[error("cannot start a thread")]
+    Thread(#[from] std::io::Error),
+}
+
+/// Opens /dev/kvm with an actionable error.
+pub fn open_kvm() -> Result<Kvm, SystemError> {
+    Kvm::new().map_err(|e| match e.errno() {
+        libc::ENOENT => SystemError::NoKvm,
+        libc::EACCES | libc::EPERM => SystemError::KvmPermission,
+        _ => SystemError::Kvm {
+            what: "opening /dev/kvm".into(),
+            source: e,
+        },
+    })
+}
 
 /// A built system before its threads start: what `System::new` keeps.
 pub(crate) struct Built {
@@ -371,11 +447,46 @@ pub(crate) fn connect_served_devices(
         else {
             continue;
         };
+        let (client_end, model_end): (Arc<dyn DeviceEnd>, Arc<dyn DeviceEnd>) =
+            (client.clone(), model.clone());
         device.connect(
-            client,
+            Arc::downgrade(&client_end),
+            client.memory.clone(),
             dc.irq.map(|v| IrqLine::new(client.vcpus[0].clone(), v)),
-            model,
+            Arc::downgrade(&model_end),
             IrqLine::new(model.vcpus[0].clone(), dc.request_vector),
         );
     }
+}
+
+/// Every partition of the description in `toml`, built as [`build`] does but without KVM (no
+/// VM, no vCPU threads; guest images are not read, each partition's image is empty and enters
+/// at `IMAGE_BASE`): for unit tests of what the partitions do for their guests.
+#[cfg(test)]
+pub(crate) fn partitions_without_kvm(toml: &str) -> Vec<Arc<Partition>> {
+    let options = hv_config::ParseOptions {
+        host_cpus: Some(64),
+        check_images: false,
+    };
+    let config = SystemConfig::parse_with(toml, std::path::Path::new("test.toml"), &options)
+        .expect("a valid description");
+    let clock = Arc::new(Clock::shared().clone());
+    let events = Arc::new(EventHub::default());
+    let channels = ipc_channels(&config).expect("IPC channels");
+    let devices = served_devices(&config);
+    let partitions: Vec<Arc<Partition>> = (0..config.partitions.len())
+        .map(|id| {
+            let image = GuestImage {
+                path: config.partitions[id].image.clone(),
+                entry: crate::layout::IMAGE_BASE,
+                segments: Vec::new(),
+            };
+            let partition =
+                assemble_partition(&config, id, &channels, &devices, image, &events, &clock)
+                    .expect("a partition");
+            Arc::new(partition)
+        })
+        .collect();
+    connect_served_devices(&config, &devices, &partitions);
+    partitions
 }

@@ -21,10 +21,9 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use crate::bus::BusDevice;
 use crate::irq::IrqLine;
 use crate::lifecycle::PartitionState;
-use crate::partition::Partition;
 use crate::poll::PollWindow;
 use crate::trace::TraceKind;
-use crate::vcpu::{self, VcpuState};
+use crate::vcpu;
 
 /// Size of `struct hv_dm_request` in guest memory.
 pub const REQUEST_SIZE: usize = 40;
@@ -126,6 +125,22 @@ impl BusError {
     }
 }
 
+/// One end of a served device as its request queue sees it: the client partition (which waits)
+/// or the model partition (which answers). `Partition` implements it; the queue holds both ends
+/// weakly, so this module does not know the partition type.
+pub trait DeviceEnd: Send + Sync {
+    /// The partition's lifecycle state.
+    fn lifecycle(&self) -> PartitionState;
+    /// Whether one of its vCPUs is stopped in a debugger.
+    fn debug_stopped(&self) -> bool;
+    /// Nanoseconds since it (re)started.
+    fn uptime_ns(&self) -> u64;
+    /// Whether the system is shutting down.
+    fn is_shutting_down(&self) -> bool;
+    /// Publishes a warning in the partition's name.
+    fn warn(&self, message: String);
+}
+
 /// What the waiting client sees of its model.
 struct ModelView {
     state: PartitionState,
@@ -165,8 +180,8 @@ pub struct ServedDevice {
     model_doorbell: OnceLock<IrqLine>,
     client_irq: OnceLock<IrqLine>,
     client_memory: OnceLock<GuestMemoryMmap>,
-    model: OnceLock<Weak<Partition>>,
-    client: OnceLock<Weak<Partition>>,
+    model: OnceLock<Weak<dyn DeviceEnd>>,
+    client: OnceLock<Weak<dyn DeviceEnd>>,
     /// Accesses that ended as bus errors.
     pub bus_errors: AtomicU64,
     /// Requests served.
@@ -208,17 +223,19 @@ impl ServedDevice {
         }
     }
 
-    /// Wires both ends once every partition exists.
+    /// Wires both ends once every partition exists: the client, its memory (grants are copied
+    /// from and to it) and its interrupt line; the model and its doorbell.
     pub fn connect(
         &self,
-        client: &Arc<Partition>,
+        client: Weak<dyn DeviceEnd>,
+        client_memory: GuestMemoryMmap,
         client_irq: Option<IrqLine>,
-        model: &Arc<Partition>,
+        model: Weak<dyn DeviceEnd>,
         doorbell: IrqLine,
     ) {
-        let _ = self.client_memory.set(client.memory.clone());
-        let _ = self.client.set(Arc::downgrade(client));
-        let _ = self.model.set(Arc::downgrade(model));
+        let _ = self.client_memory.set(client_memory);
+        let _ = self.client.set(client);
+        let _ = self.model.set(model);
         let _ = self.model_doorbell.set(doorbell);
         if let Some(line) = client_irq {
             let _ = self.client_irq.set(line);
@@ -227,13 +244,9 @@ impl ServedDevice {
 
     fn model_view(&self) -> Option<ModelView> {
         let model = self.model.get()?.upgrade()?;
-        let debug_stopped = model
-            .vcpus
-            .iter()
-            .any(|v| v.state() == VcpuState::DebugStopped);
         Some(ModelView {
-            state: model.state(),
-            debug_stopped,
+            state: model.lifecycle(),
+            debug_stopped: model.debug_stopped(),
             uptime_ns: model.uptime_ns(),
         })
     }

@@ -12,89 +12,12 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
 use crate::clock::Clock;
 use crate::events::{EventHub, SystemEvent};
-use crate::ipc::IpcError;
 use crate::kvm_ext;
-use crate::loader::LoadError;
-use crate::partition::{Partition, PartitionError};
+use crate::partition::{Partition, PartitionHandle};
 use crate::scheduler::{Scheduler, WindowEdge};
-use crate::vcpu::{VcpuError, VcpuRunner};
+use crate::vcpu::VcpuRunner;
 
-/// Where KVM wants its three-page TSS area (outside RAM, inside the identity map; system
-/// descriptions must not place MMIO there).
-pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
-/// Trace records per vCPU ring.
-pub const TRACE_CAPACITY: usize = 1 << 16;
-
-/// Errors while building or starting a system.
-#[derive(Debug, thiserror::Error)]
-pub enum SystemError {
-    /// /dev/kvm is missing.
-    #[error(
-        "/dev/kvm does not exist: this machine has no KVM. Enable virtualization (VT-x/AMD-V) in the firmware, load the kvm_intel or kvm_amd module, or, inside a VM, enable nested virtualization"
-    )]
-    NoKvm,
-    /// /dev/kvm is there but not ours.
-    #[error(
-        "permission denied opening /dev/kvm: add your user to the kvm group (sudo usermod -aG kvm $USER, then log in again) or run as root"
-    )]
-    KvmPermission,
-    /// Another failure opening or using KVM.
-    #[error("KVM: {what}")]
-    Kvm {
-        /// What we were doing.
-        what: String,
-        /// The errno.
-        #[source]
-        source: vmm_sys_util::errno::Error,
-    },
-    /// A guest image could not be loaded.
-    #[error("partition {partition}")]
-    Image {
-        /// Partition name.
-        partition: String,
-        /// Why.
-        #[source]
-        source: LoadError,
-    },
-    /// Guest memory could not be created.
-    #[error("partition {partition}: cannot create guest memory: {reason}")]
-    Memory {
-        /// Partition name.
-        partition: String,
-        /// Why.
-        reason: String,
-    },
-    /// An IPC channel could not be created.
-    #[error(transparent)]
-    Ipc(#[from] IpcError),
-    /// A partition could not be set up.
-    #[error(transparent)]
-    Partition(#[from] PartitionError),
-    /// A vCPU could not be set up.
-    #[error("partition {partition}")]
-    Vcpu {
-        /// Partition name.
-        partition: String,
-        /// Why.
-        #[source]
-        source: VcpuError,
-    },
-    /// A host thread could not be started.
-    #[error("cannot start a thread")]
-    Thread(#[from] std::io::Error),
-}
-
-/// Opens /dev/kvm with an actionable error.
-pub fn open_kvm() -> Result<Kvm, SystemError> {
-    Kvm::new().map_err(|e| match e.errno() {
-        libc::ENOENT => SystemError::NoKvm,
-        libc::EACCES | libc::EPERM => SystemError::KvmPermission,
-        _ => SystemError::Kvm {
-            what: "opening /dev/kvm".into(),
-            source: e,
-        },
-    })
-}
+pub use crate::builder::{KVM_TSS_ADDR, SystemError, TRACE_CAPACITY, open_kvm};
 
 /// A built (and, after `start`, running) system.
 pub struct System {
@@ -179,6 +102,15 @@ impl System {
     /// All partitions, in description order.
     pub fn partitions(&self) -> &[Arc<Partition>] {
         &self.partitions
+    }
+
+    /// A handle on every partition, in description order (what tools hold).
+    pub fn handles(&self) -> Vec<PartitionHandle> {
+        self.partitions
+            .iter()
+            .cloned()
+            .map(PartitionHandle::from)
+            .collect()
     }
 
     /// The partition called `name`.

@@ -118,8 +118,7 @@ impl VcpuRunner {
             && control != self.debug
             && let Err(e) = self.set_debug(control, false)
         {
-            self.partition
-                .warn(format!("vCPU {}: {e}", self.shared.index));
+            self.host.warn(format!("vCPU {}: {e}", self.shared.index));
         }
     }
 

@@ -68,7 +68,7 @@ impl MmioAccess {
     }
 
     /// Carries the access out on `devices`; for a read, returns the bytes read.
-    pub fn perform(&self, devices: &impl DeviceAccess) -> Option<[u8; 8]> {
+    pub fn perform(&self, devices: &(impl DeviceAccess + ?Sized)) -> Option<[u8; 8]> {
         if self.is_write {
             devices.mmio_write(self.addr, &self.data[..self.len]);
             None
@@ -108,7 +108,7 @@ impl From<kvm_debug_exit_arch> for DebugExit {
 /// the caller as [`ExitAction::Mmio`]).
 pub fn handle_exit(
     exit: Result<VcpuExit<'_>, errno::Error>,
-    devices: &impl DeviceAccess,
+    devices: &(impl DeviceAccess + ?Sized),
 ) -> ExitAction {
     match exit {
         Ok(VcpuExit::IoOut(HYPERCALL_PORT, _)) => ExitAction::Hypercall,

@@ -1,0 +1,136 @@
+//! [`PartitionHandle`]: what a tool holds on a partition — its state, lifecycle control, vCPU
+//! handles, guest memory, statistics, console input, trace rings and debugger control, with
+//! typed errors — and nothing of the parts inside (memory map, buses, UART, timer, IPC
+//! endpoints). The debug agent sees partitions only through it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+
+use super::{DebugStopEvent, Partition, PartitionError, PartitionStats};
+use crate::lifecycle::PartitionState;
+use crate::vcpu::VcpuShared;
+
+/// A cheap, cloneable handle on one partition of a running system.
+#[derive(Clone)]
+pub struct PartitionHandle {
+    partition: Arc<Partition>,
+}
+
+impl std::fmt::Debug for PartitionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.partition.fmt(f)
+    }
+}
+
+impl From<Arc<Partition>> for PartitionHandle {
+    fn from(partition: Arc<Partition>) -> Self {
+        PartitionHandle { partition }
+    }
+}
+
+impl PartitionHandle {
+    /// Index in the system description (the partition id of trace records and the link).
+    pub fn id(&self) -> usize {
+        self.partition.id
+    }
+
+    /// Name from the system description.
+    pub fn name(&self) -> &str {
+        &self.partition.name
+    }
+
+    /// The guest image's path.
+    pub fn image_path(&self) -> &Path {
+        self.partition.image_path()
+    }
+
+    /// Lifecycle state.
+    pub fn state(&self) -> PartitionState {
+        self.partition.state()
+    }
+
+    /// Nanoseconds since the partition (re)started.
+    pub fn uptime_ns(&self) -> u64 {
+        self.partition.uptime_ns()
+    }
+
+    /// Starts or continues the partition.
+    pub fn resume(&self) -> Result<(), PartitionError> {
+        self.partition.resume()
+    }
+
+    /// Parks every vCPU (waits until they are parked).
+    pub fn pause(&self) -> Result<(), PartitionError> {
+        self.partition.pause()
+    }
+
+    /// Reloads the image and restarts the partition.
+    pub fn reset(&self) -> Result<(), PartitionError> {
+        self.partition.reset()
+    }
+
+    /// Number of vCPUs.
+    pub fn vcpu_count(&self) -> u32 {
+        self.partition.vcpus.len() as u32
+    }
+
+    /// vCPU `index`'s handle: its state, counters, trace ring, interrupts, registers and stops.
+    pub fn vcpu(&self, index: u32) -> Result<&Arc<VcpuShared>, PartitionError> {
+        self.partition.vcpu(index)
+    }
+
+    /// Every vCPU's handle, by index.
+    pub fn vcpus(&self) -> &[Arc<VcpuShared>] {
+        &self.partition.vcpus
+    }
+
+    /// Raises interrupt `vector` on vCPU `vcpu`.
+    pub fn raise(&self, vcpu: u32, vector: u8) -> Result<(), PartitionError> {
+        self.vcpu(vcpu)?.raise(vector);
+        Ok(())
+    }
+
+    /// Reads guest-physical memory (all of `buf` or an error).
+    pub fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), PartitionError> {
+        self.partition.read_memory(addr, buf)
+    }
+
+    /// Writes guest-physical memory (all of `buf` or an error).
+    pub fn write_memory(&self, addr: u64, buf: &[u8]) -> Result<(), PartitionError> {
+        self.partition.write_memory(addr, buf)
+    }
+
+    /// The partition's counters.
+    pub fn stats(&self) -> &PartitionStats {
+        &self.partition.stats
+    }
+
+    /// Sends host input to the guest's UART; returns how many bytes fit.
+    pub fn console_input(&self, bytes: &[u8]) -> usize {
+        self.partition.console_input(bytes)
+    }
+
+    /// Attaches a debugger to the whole partition (`scope` None) or one vCPU: its debug exits go
+    /// to `sink`.
+    pub fn attach_debugger(&self, scope: Option<u32>, sink: Sender<DebugStopEvent>) {
+        self.partition.attach_debugger(scope, sink);
+    }
+
+    /// Detaches the debugger of `scope`.
+    pub fn detach_debugger(&self, scope: Option<u32>) {
+        self.partition.detach_debugger(scope);
+    }
+
+    /// Waits until the listed vCPUs are parked (or gone); false on timeout.
+    pub fn wait_vcpus_parked(&self, vcpus: &[u32], timeout: Duration) -> bool {
+        self.partition.wait_vcpus_parked(vcpus, timeout)
+    }
+
+    /// Waits until every vCPU is parked (or gone); false on timeout.
+    pub fn wait_parked(&self, timeout: Duration) -> bool {
+        self.partition.wait_parked(timeout)
+    }
+}

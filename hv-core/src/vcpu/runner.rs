@@ -1,0 +1,809 @@
+//! The vCPU thread: its run loop as an explicit state machine ([`RunState`] plus a park decided
+//! by [`park_reason`], turned into one [`Step`] by [`next_step`]), the VM entry and exit path,
+//! interrupt injection, halts and device-request waits. It knows its partition only as a
+//! [`VcpuHost`].
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use kvm_bindings::kvm_regs;
+use kvm_ioctls::{SyncReg, VcpuFd};
+
+use super::state::bump;
+use super::{
+    CURRENT, DebugControl, DebugExit, EXIT_REASONS, ExitAction, HypercallOutcome, MmioAccess,
+    VcpuError, VcpuHost, VcpuRegisters, VcpuShared, VcpuState, handle_exit, reset_vcpu,
+};
+use crate::kvm_ext;
+use crate::poll::PollWindow;
+use crate::trace::TraceKind;
+
+/// The port or MMIO access (address, size in bytes, is-write) that caused the last exit, if it
+/// was one; hypercalls are not device accesses.
+fn device_access(run: &kvm_bindings::kvm_run) -> Option<(u64, u32, bool)> {
+    match run.exit_reason {
+        kvm_bindings::KVM_EXIT_IO => {
+            // SAFETY: KVM fills the `io` member of the union for KVM_EXIT_IO.
+            let io = unsafe { run.__bindgen_anon_1.io };
+            (io.port != crate::layout::HYPERCALL_PORT).then_some((
+                u64::from(io.port),
+                u32::from(io.size) * io.count,
+                io.direction == kvm_bindings::KVM_EXIT_IO_OUT as u8,
+            ))
+        }
+        kvm_bindings::KVM_EXIT_MMIO => {
+            // SAFETY: KVM fills the `mmio` member of the union for KVM_EXIT_MMIO.
+            let mmio = unsafe { run.__bindgen_anon_1.mmio };
+            Some((mmio.phys_addr, mmio.len, mmio.is_write != 0))
+        }
+        _ => None,
+    }
+}
+
+/// What the guest of a vCPU that is not parked is doing, as the run loop keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunState {
+    /// It runs: the loop enters the guest.
+    Runnable,
+    /// It executed `hlt` (or `HV_IDLE`): the loop waits for an interrupt.
+    Halted,
+    /// It waits in `HV_DM_REPLY_WAIT` for a device request, to be written to this guest buffer.
+    AwaitingRequest(u64),
+}
+
+/// The run loop's next step, decided from the host's and the vCPU's state (see [`next_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The system shuts down: the thread ends.
+    End,
+    /// Park in this state until released.
+    Park(VcpuState),
+    /// Wait for a device request into this buffer.
+    WaitRequest(u64),
+    /// Wait for an interrupt.
+    WaitInterrupt,
+    /// Run the guest until its next exit.
+    Enter,
+}
+
+/// The run loop's decision: shutdown first, then a park (lifecycle, debugger, schedule), then
+/// whatever the guest waits for, else the guest runs.
+fn next_step(shutting_down: bool, park: Option<VcpuState>, run: RunState) -> Step {
+    if shutting_down {
+        return Step::End;
+    }
+    if let Some(state) = park {
+        return Step::Park(state);
+    }
+    match run {
+        RunState::Runnable => Step::Enter,
+        RunState::Halted => Step::WaitInterrupt,
+        RunState::AwaitingRequest(buf) => Step::WaitRequest(buf),
+    }
+}
+
+/// Where a vCPU must park now, if anywhere: its partition's lifecycle (paused, crashed, exited)
+/// before a debugger's stop, before the schedule window.
+fn park_reason(host: &dyn VcpuHost, vcpu: &VcpuShared) -> Option<VcpuState> {
+    if let Some(state) = host.lifecycle_park() {
+        return Some(state);
+    }
+    if vcpu.stop_requested() {
+        return Some(VcpuState::DebugStopped);
+    }
+    if !host.in_window() {
+        return Some(VcpuState::OutOfWindow);
+    }
+    None
+}
+
+/// The vCPU thread's own state: the KVM fd and what only this thread touches. It knows its
+/// partition only as a [`VcpuHost`].
+pub struct VcpuRunner {
+    pub(super) fd: VcpuFd,
+    pub(super) shared: Arc<VcpuShared>,
+    pub(super) host: Arc<dyn VcpuHost>,
+    run: RunState,
+    pub(super) sync_regs: bool,
+    pub(super) debug: DebugControl,
+    /// How long a halt spins before it sleeps.
+    pub(super) halt_poll: PollWindow,
+    /// The vector last injected with `KVM_INTERRUPT`, until it is known that the guest took it:
+    /// until then KVM may still hold it (an entry cancelled by a kick, or a guest that could not
+    /// take it yet and halted first).
+    pub(super) unconfirmed_injection: Option<u8>,
+    /// A single step executed `hlt` and KVM reported the step, not the halt: its emulator still
+    /// holds the halt request and turns the next suitable exit into a stale `KVM_EXIT_HLT` (one
+    /// instruction later, wherever that is — possibly inside an interrupt handler with IF=0).
+    pub(super) stale_halt_exit: bool,
+    /// While an exit is handled (no waits in between): its time, which stamps every record of
+    /// that exit, so an exit costs one clock read however many records it writes.
+    pub(super) exit_stamp: Option<u64>,
+}
+
+impl VcpuRunner {
+    /// Prepares the runner; `sync_regs` when KVM_CAP_SYNC_REGS is available.
+    pub fn new(
+        mut fd: VcpuFd,
+        shared: Arc<VcpuShared>,
+        host: Arc<dyn VcpuHost>,
+        sync_regs: bool,
+    ) -> VcpuRunner {
+        if sync_regs {
+            fd.set_sync_valid_reg(SyncReg::Register);
+        }
+        VcpuRunner {
+            fd,
+            shared,
+            host,
+            run: RunState::Runnable,
+            sync_regs,
+            debug: DebugControl::default(),
+            halt_poll: PollWindow::default(),
+            unconfirmed_injection: None,
+            stale_halt_exit: false,
+            exit_stamp: None,
+        }
+    }
+
+    /// Records an event: stamped with the time of the exit being handled (one clock read per
+    /// exit for all its records), or with the time now outside exit handling.
+    #[inline]
+    fn trace(&self, kind: TraceKind, a: u64, b: u64) {
+        if self.shared.trace.wants(kind) {
+            let timestamp = match self.exit_stamp {
+                Some(t) => t,
+                None => self.host.now_ns(),
+            };
+            self.trace_at(timestamp, kind, a, b);
+        }
+    }
+
+    /// Records with a timestamp the caller already read (saves a clock read on the exit path).
+    #[inline]
+    fn trace_at(&self, timestamp: u64, kind: TraceKind, a: u64, b: u64) {
+        self.shared.trace_at(timestamp, kind, a, b);
+    }
+
+    /// The thread body: runs until the system shuts down.
+    pub fn run(mut self) {
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.shared.clone()));
+        let run_addr = self.fd.get_kvm_run() as *mut kvm_bindings::kvm_run as usize;
+        *self.shared.runner.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((kvm_ext::current_thread(), run_addr));
+        self.shared.set_state(VcpuState::Running);
+        loop {
+            self.serve_jobs();
+            let step = next_step(self.host.is_shutting_down(), self.park_reason(), self.run);
+            if !matches!(step, Step::End | Step::Enter) {
+                // The guest will not run for a while: an interrupt KVM still holds would wait
+                // with it, in service for us and never delivered.
+                self.reclaim_held_interrupt();
+            }
+            // Back to the top after every wait: a kicker that saw this vCPU halted only woke it
+            // (see `kick`), so a request it made must be seen before the guest runs.
+            match step {
+                Step::End => break,
+                Step::Park(state) => self.park(state),
+                Step::WaitRequest(buf) => {
+                    self.run = RunState::Runnable;
+                    self.wait_for_request(buf);
+                }
+                Step::WaitInterrupt => self.wait_for_interrupt(),
+                Step::Enter => self.enter_guest(),
+            }
+        }
+        *self.shared.runner.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.shared.set_state(VcpuState::Gone);
+        self.host.vcpu_parked();
+    }
+
+    fn serve_jobs(&mut self) {
+        while let Ok(job) = self.shared.jobs_rx.try_recv() {
+            job(self);
+        }
+    }
+
+    fn park_reason(&self) -> Option<VcpuState> {
+        park_reason(&*self.host, &self.shared)
+    }
+
+    fn park(&mut self, state: VcpuState) {
+        match state {
+            VcpuState::OutOfWindow => self.trace(TraceKind::ScheduleOut, 0, 0),
+            VcpuState::DebugStopped => self.trace(TraceKind::DebugStop, 0, 0),
+            _ => {}
+        }
+        self.trace(TraceKind::StateChange, state as u64, 0);
+        self.shared.set_state(state);
+        self.host.vcpu_parked();
+        // Jobs (a debugger's register and debug-register requests) are served here, parked: the
+        // vCPU does not leave and re-enter its parked state for each.
+        let shared = self.shared.clone();
+        loop {
+            {
+                let mut guard = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
+                while !shared.has_jobs()
+                    && !self.host.is_shutting_down()
+                    && self.park_reason() == Some(state)
+                {
+                    guard = shared
+                        .wake_cond
+                        .wait(guard)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+            }
+            if self.host.is_shutting_down() || self.park_reason() != Some(state) {
+                break;
+            }
+            self.serve_jobs();
+        }
+        if self.park_reason() != Some(state) {
+            *self
+                .shared
+                .stopped_registers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+            match state {
+                VcpuState::OutOfWindow => self.trace(TraceKind::ScheduleIn, 0, 0),
+                VcpuState::DebugStopped => self.trace(TraceKind::DebugResume, 0, 0),
+                _ => {}
+            }
+            let next = if self.run == RunState::Halted {
+                VcpuState::Halted
+            } else {
+                VcpuState::Running
+            };
+            self.trace(TraceKind::StateChange, next as u64, 0);
+            self.shared.set_state(next);
+            self.host.vcpu_parked();
+        }
+    }
+
+    /// Waits while halted until an interrupt is due (the vCPU is then running again) or something
+    /// else needs the loop's attention.
+    ///
+    /// Spins first for the adaptive halt-poll window (see [`crate::poll`]): every reason to wake
+    /// comes with a kick, so a change of the kick count ends the spin.
+    fn wait_for_interrupt(&mut self) {
+        self.shared.set_state(VcpuState::Halted);
+        let shared = self.shared.clone();
+        let halted_at = Instant::now();
+        let kicks = shared.kicks.load(Ordering::SeqCst);
+        if !self.wake_reason() {
+            self.halt_poll
+                .spin_until(|| shared.kicks.load(Ordering::SeqCst) != kicks);
+        }
+        let mut guard = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if shared.irq().deliverable().is_some() {
+                self.run = RunState::Runnable;
+                self.shared.set_state(VcpuState::Running);
+                drop(guard);
+                self.trace(TraceKind::Wake, 0, 0);
+                break;
+            }
+            if self.work_reason() {
+                break;
+            }
+            guard = shared
+                .wake_cond
+                .wait(guard)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        self.halt_poll.record(halted_at.elapsed());
+    }
+
+    /// Ends an `HV_DM_REPLY_WAIT`: waits (halted, spinning first like a halt) until a request
+    /// for one of this partition's devices is queued, then writes it to `buf` and returns 1 to
+    /// the guest; returns 0 instead when an interrupt is due or the loop has other work first
+    /// (the guest calls again).
+    fn wait_for_request(&mut self, buf: u64) {
+        let shared = self.shared.clone();
+        let started = Instant::now();
+        let kicks = shared.kicks.load(Ordering::SeqCst);
+        // Before the first look at the queues: a client that queues after it sees the flag.
+        shared.awaiting_request.store(true, Ordering::SeqCst);
+        // With interrupts off in the guest, a pending interrupt is no reason to return.
+        let takes_interrupts = self.fd.get_kvm_run().if_flag != 0;
+        let done_waiting = |runner: &Self| {
+            if takes_interrupts {
+                runner.wake_reason()
+            } else {
+                runner.work_reason()
+            }
+        };
+        let mut result = self.host.take_device_request(&self.shared, buf);
+        if result == 0 && !done_waiting(self) {
+            self.shared.set_state(VcpuState::Halted);
+            self.trace(TraceKind::Halt, 0, 0);
+            self.halt_poll
+                .spin_until(|| shared.kicks.load(Ordering::SeqCst) != kicks);
+            let mut guard = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                result = self.host.take_device_request(&self.shared, buf);
+                if result != 0 || done_waiting(self) {
+                    break;
+                }
+                guard = shared
+                    .wake_cond
+                    .wait(guard)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            drop(guard);
+            self.halt_poll.record(started.elapsed());
+            self.shared.set_state(VcpuState::Running);
+            self.trace(TraceKind::Wake, 0, 0);
+        }
+        shared.awaiting_request.store(false, Ordering::SeqCst);
+        self.trace(
+            TraceKind::Hypercall,
+            crate::hypercall::Hypercall::DmReplyWait as u64,
+            result as u64,
+        );
+        if let Err(e) = self.write_rax(result as u64) {
+            self.crash(format!("cannot write a hypercall result: {e}"));
+        }
+    }
+
+    /// Whether a halted vCPU must leave its wait: an interrupt to take or other work.
+    fn wake_reason(&self) -> bool {
+        self.shared.irq().deliverable().is_some() || self.work_reason()
+    }
+
+    /// Whether the run loop has work before the guest runs on: jobs, shutdown, a park.
+    fn work_reason(&self) -> bool {
+        self.shared.has_jobs() || self.host.is_shutting_down() || self.park_reason().is_some()
+    }
+
+    /// Injects the next deliverable interrupt if the guest can take it, or asks KVM to exit as
+    /// soon as it can.
+    fn prepare_interrupts(&mut self) {
+        if self.debug.single_step {
+            // A step executes the next instruction, not an interrupt handler (as in QEMU);
+            // pending interrupts wait for the debugger to continue.
+            self.fd.get_kvm_run().request_interrupt_window = 0;
+            return;
+        }
+        let (ready, if_flag) = {
+            let run = self.fd.get_kvm_run();
+            (run.ready_for_interrupt_injection != 0, run.if_flag != 0)
+        };
+        let mut irq = self.shared.irq();
+        let mut want_window = false;
+        if let Some(vector) = irq.deliverable() {
+            if ready && if_flag {
+                match kvm_ext::inject_interrupt(&self.fd, vector) {
+                    Ok(()) => {
+                        let raised = irq.raised_at(vector);
+                        irq.injected(vector);
+                        drop(irq);
+                        self.unconfirmed_injection = Some(vector);
+                        let stats = &self.shared.stats;
+                        bump(&stats.irqs_injected);
+                        bump(&stats.irqs_by_vector[usize::from(vector)]);
+                        self.host.interrupt_injected();
+                        // Stamped now (rings stay in time order), both with one clock read;
+                        // b carries the raise time.
+                        let ring = &self.shared.trace;
+                        if ring.wants(TraceKind::IrqRaise) || ring.wants(TraceKind::IrqInject) {
+                            let now = self.host.now_ns();
+                            self.trace_at(now, TraceKind::IrqRaise, u64::from(vector), raised);
+                            self.trace_at(now, TraceKind::IrqInject, u64::from(vector), 0);
+                        }
+                    }
+                    Err(_) => want_window = true,
+                }
+            } else {
+                want_window = true;
+            }
+        }
+        self.fd.get_kvm_run().request_interrupt_window = u8::from(want_window);
+    }
+
+    /// Takes back an injected interrupt that KVM still holds undelivered, so that it is pending
+    /// again in our controller (and injected at the next entry that can take it) instead of
+    /// staying in service forever: a halted vCPU would otherwise wait for it without end, and a
+    /// single step would deliver it with the trap flag set.
+    ///
+    /// Costs one `KVM_GET_VCPU_EVENTS`, and only while the guest has not yet ended the last
+    /// injected vector with an EOI.
+    fn reclaim_held_interrupt(&mut self) {
+        let Some(vector) = self.unconfirmed_injection.take() else {
+            return;
+        };
+        if !self.shared.irq().is_in_service(vector) {
+            return;
+        }
+        let Ok(mut events) = self.fd.get_vcpu_events() else {
+            return;
+        };
+        if events.interrupt.injected == 0 || events.interrupt.soft != 0 {
+            return;
+        }
+        let held = events.interrupt.nr;
+        events.interrupt.injected = 0;
+        match self.fd.set_vcpu_events(&events) {
+            Ok(()) => {
+                self.shared.irq().withdraw(held);
+                self.trace(TraceKind::IrqWithdraw, u64::from(held), 0);
+            }
+            Err(e) => self.host.warn(format!(
+                "vCPU {}: cannot take back undelivered interrupt {held}: {e}",
+                self.shared.index
+            )),
+        }
+    }
+
+    fn enter_guest(&mut self) {
+        self.apply_pending_debug();
+        self.prepare_interrupts();
+        let step_from = if self.debug.single_step {
+            self.read_gprs().ok().map(|r| r.rip)
+        } else {
+            None
+        };
+        let start = self.host.now_ns();
+        self.trace_at(start, TraceKind::VmEntry, 0, 0);
+        let exit = self.fd.run();
+        // Guest time ends when KVM_RUN returns, before any device work (which may block).
+        let end = self.host.now_ns();
+        self.exit_stamp = Some(end);
+        let action = handle_exit(exit, &*self.host);
+        self.fd.set_kvm_immediate_exit(0);
+        let reason = self.fd.get_kvm_run().exit_reason;
+        let stats = &self.shared.stats;
+        bump(&stats.exits);
+        bump(&stats.exits_by_reason[(reason as usize).min(EXIT_REASONS - 1)]);
+        stats.guest_ns.store(
+            stats.guest_ns.load(Ordering::Relaxed) + end.saturating_sub(start),
+            Ordering::Relaxed,
+        );
+        if self.shared.trace.wants(TraceKind::VmExit) {
+            let reason = u64::from(reason);
+            let rip = if self.sync_regs {
+                self.fd.sync_regs().regs.rip
+            } else {
+                0
+            };
+            self.trace_at(end, TraceKind::VmExit, reason, rip);
+        }
+        if self.shared.trace.wants(TraceKind::DeviceAccess)
+            && let Some((addr, size, write)) = device_access(self.fd.get_kvm_run())
+        {
+            self.trace_at(
+                end,
+                TraceKind::DeviceAccess,
+                addr,
+                (u64::from(size) << 1) | u64::from(write),
+            );
+        }
+        // KVM folds the single-step trap of an instruction that exits to user space (port I/O,
+        // the hypercall, hlt) into that exit: no debug exit follows, so the step ends here.
+        let step_folded = self.debug.single_step
+            && matches!(
+                self.fd.get_kvm_run().exit_reason,
+                kvm_bindings::KVM_EXIT_IO | kvm_bindings::KVM_EXIT_HLT
+            );
+        match action {
+            ExitAction::Resume | ExitAction::Interrupted => {}
+            ExitAction::Mmio(access) => self.mmio(access),
+            ExitAction::Hypercall => self.hypercall(),
+            ExitAction::Halt if std::mem::take(&mut self.stale_halt_exit) => {
+                // The halt of a `hlt` that was stepped (and already waited for, below): the
+                // guest is past it, so this exit is not a halt of the guest's.
+            }
+            ExitAction::Halt => {
+                self.run = RunState::Halted;
+                self.trace(TraceKind::Halt, 0, 0);
+            }
+            ExitAction::Debug(event) => {
+                if let Some(rip) = step_from
+                    && event.exception == 1
+                    && self.is_hlt_at(rip)
+                {
+                    // The step executed `hlt`: the guest waits for an interrupt, as it would
+                    // where KVM folds the step into the halt exit.
+                    self.run = RunState::Halted;
+                    self.stale_halt_exit = true;
+                    self.trace(TraceKind::Halt, 0, 0);
+                }
+                self.report_debug_exit(event);
+            }
+            ExitAction::Crash(reason) => self.crash(reason),
+        }
+        if step_folded {
+            let pc = self.read_gprs().map(|r| r.rip).unwrap_or(0);
+            self.report_debug_exit(DebugExit {
+                exception: 1,
+                pc,
+                dr6: 1 << 14,
+                dr7: 0,
+            });
+        }
+        self.exit_stamp = None;
+    }
+
+    /// Handles the hypercall the guest just made: its registers in, the partition's answer
+    /// (`VcpuHost::hypercall`) out in rax, or a halt, an exit or a request wait.
+    fn hypercall(&mut self) {
+        let regs = match self.read_gprs() {
+            Ok(regs) => regs,
+            Err(e) => return self.crash(format!("cannot read registers for a hypercall: {e}")),
+        };
+        let nr = regs.rax & 0xffff_ffff;
+        let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10];
+        self.shared.stats.hypercalls.fetch_add(1, Ordering::Relaxed);
+        let stamp = match self.exit_stamp {
+            Some(t) => t,
+            None => self.host.now_ns(),
+        };
+        let rax = match self.host.hypercall(&self.shared, nr, args, stamp) {
+            HypercallOutcome::Return(value) => value,
+            HypercallOutcome::Idle => {
+                self.run = RunState::Halted;
+                self.trace(TraceKind::Halt, 0, 0);
+                0
+            }
+            HypercallOutcome::Exit(code) => {
+                self.host.exited(code);
+                code
+            }
+            HypercallOutcome::WaitRequest(buf) => {
+                // The result is written when the wait ends.
+                self.run = RunState::AwaitingRequest(buf);
+                return;
+            }
+        };
+        self.trace(TraceKind::Hypercall, nr, rax as u64);
+        if let Err(e) = self.write_rax(rax as u64) {
+            self.crash(format!("cannot write a hypercall result: {e}"));
+        }
+    }
+
+    /// Hands a debug exit to the partition's debugger; with none attached (it left while this
+    /// vCPU was stepping or at a breakpoint), drops the debug controls so that no step or
+    /// breakpoint traps again with nobody to answer it.
+    fn report_debug_exit(&mut self, exit: DebugExit) {
+        if !self.host.debug_exit(&self.shared, exit)
+            && self.debug.is_active()
+            && let Err(e) = self.set_debug(DebugControl::default(), false)
+        {
+            self.host.warn(format!("vCPU {}: {e}", self.shared.index));
+        }
+    }
+
+    /// Whether the instruction at guest-virtual `rip` is `hlt` (translated by KVM with the guest's
+    /// own page tables).
+    fn is_hlt_at(&self, rip: u64) -> bool {
+        const HLT: u8 = 0xf4;
+        let Ok(translation) = self.fd.translate_gva(rip) else {
+            return false;
+        };
+        let mut byte = [0u8; 1];
+        translation.valid != 0
+            && self
+                .host
+                .read_guest(translation.physical_address, &mut byte)
+            && byte[0] == HLT
+    }
+
+    /// Carries out an MMIO access after the exit was accounted for; read data goes back to KVM,
+    /// which completes the guest's instruction on the next entry.
+    fn mmio(&mut self, access: MmioAccess) {
+        if let Some(data) = access.perform(&*self.host) {
+            let run = self.fd.get_kvm_run();
+            // SAFETY: the last exit was KVM_EXIT_MMIO, whose `mmio` member KVM reads the data
+            // of a read from when it re-enters the guest; `len` is at most its 8 bytes.
+            unsafe {
+                run.__bindgen_anon_1.mmio.data[..access.len].copy_from_slice(&data[..access.len])
+            };
+        }
+    }
+
+    fn crash(&mut self, reason: String) {
+        let registers = self.read_registers().ok();
+        self.host.crashed(self.shared.index, reason, registers);
+    }
+
+    fn read_gprs(&mut self) -> Result<kvm_regs, VcpuError> {
+        if self.sync_regs {
+            Ok(self.fd.sync_regs().regs)
+        } else {
+            self.fd.get_regs().map_err(|source| VcpuError::Kvm {
+                what: "KVM_GET_REGS",
+                source,
+            })
+        }
+    }
+
+    fn write_rax(&mut self, rax: u64) -> Result<(), VcpuError> {
+        if self.sync_regs {
+            self.fd.sync_regs_mut().regs.rax = rax;
+            self.fd.set_sync_dirty_reg(SyncReg::Register);
+            Ok(())
+        } else {
+            let mut regs = self.read_gprs()?;
+            regs.rax = rax;
+            self.fd.set_regs(&regs).map_err(|source| VcpuError::Kvm {
+                what: "KVM_SET_REGS",
+                source,
+            })
+        }
+    }
+
+    /// Reads all registers (from the vCPU thread).
+    pub fn read_registers(&mut self) -> Result<VcpuRegisters, VcpuError> {
+        let kvm_err = |what| move |source| VcpuError::Kvm { what, source };
+        Ok(VcpuRegisters {
+            regs: self.fd.get_regs().map_err(kvm_err("KVM_GET_REGS"))?,
+            sregs: self.fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?,
+            fpu: self.fd.get_fpu().map_err(kvm_err("KVM_GET_FPU"))?,
+        })
+    }
+
+    /// Writes all registers (from the vCPU thread).
+    pub fn write_registers(&mut self, registers: &VcpuRegisters) -> Result<(), VcpuError> {
+        let kvm_err = |what| move |source| VcpuError::Kvm { what, source };
+        self.fd
+            .set_sregs(&registers.sregs)
+            .map_err(kvm_err("KVM_SET_SREGS"))?;
+        self.fd
+            .set_fpu(&registers.fpu)
+            .map_err(kvm_err("KVM_SET_FPU"))?;
+        self.fd
+            .set_regs(&registers.regs)
+            .map_err(kvm_err("KVM_SET_REGS"))?;
+        self.registers_set(registers.regs);
+        Ok(())
+    }
+
+    /// After a KVM_SET_REGS: the synced copy in `kvm_run` shows the new registers, and a pending
+    /// dirty copy (say a hypercall's result) must not overwrite them on the next entry.
+    fn registers_set(&mut self, regs: kvm_regs) {
+        if self.sync_regs {
+            self.fd.clear_sync_dirty_reg(SyncReg::Register);
+            self.fd.sync_regs_mut().regs = regs;
+        }
+    }
+
+    /// Puts this vCPU back at its entry state (partition reset).
+    pub fn reset(&mut self, entry: u64) -> Result<(), VcpuError> {
+        // Neither a halt nor a request wait of the old guest carries over to the new one.
+        self.run = RunState::Runnable;
+        // reset_vcpu clears KVM's event queue, and the controller is reset below.
+        self.unconfirmed_injection = None;
+        let debug = self.debug;
+        if debug.single_step {
+            let _ = self.set_debug(
+                DebugControl {
+                    single_step: false,
+                    ..debug
+                },
+                false,
+            );
+        }
+        self.shared.irq().reset();
+        let regs = reset_vcpu(&self.fd, entry, self.host.memory_size(), self.shared.index)?;
+        self.registers_set(regs);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::vcpu::DeviceAccess;
+
+    /// A stand-in partition: the lifecycle park and the schedule window are set by the test.
+    #[derive(Default)]
+    struct StandIn {
+        lifecycle: Mutex<Option<VcpuState>>,
+        out_of_window: AtomicBool,
+    }
+
+    impl DeviceAccess for StandIn {
+        fn pio_read(&self, _: u16, _: &mut [u8]) {}
+        fn pio_write(&self, _: u16, _: &[u8]) {}
+        fn mmio_read(&self, _: u64, _: &mut [u8]) {}
+        fn mmio_write(&self, _: u64, _: &[u8]) {}
+    }
+
+    impl VcpuHost for StandIn {
+        fn lifecycle_park(&self) -> Option<VcpuState> {
+            *self.lifecycle.lock().unwrap()
+        }
+        fn in_window(&self) -> bool {
+            !self.out_of_window.load(Ordering::SeqCst)
+        }
+        fn is_shutting_down(&self) -> bool {
+            false
+        }
+        fn vcpu_parked(&self) {}
+        fn crashed(&self, _: u32, _: String, _: Option<VcpuRegisters>) {}
+        fn exited(&self, _: i64) {}
+        fn debug_exit(&self, _: &VcpuShared, _: DebugExit) -> bool {
+            false
+        }
+        fn warn(&self, _: String) {}
+        fn now_ns(&self) -> u64 {
+            0
+        }
+        fn interrupt_injected(&self) {}
+        fn read_guest(&self, _: u64, _: &mut [u8]) -> bool {
+            false
+        }
+        fn memory_size(&self) -> u64 {
+            0
+        }
+        fn hypercall(&self, _: &Arc<VcpuShared>, _: u64, _: [u64; 4], _: u64) -> HypercallOutcome {
+            HypercallOutcome::Return(0)
+        }
+        fn take_device_request(&self, _: &VcpuShared, _: u64) -> i64 {
+            0
+        }
+    }
+
+    #[test]
+    fn a_park_comes_before_any_wait_and_shutdown_before_all() {
+        use RunState::*;
+        use VcpuState::{OutOfWindow, Paused};
+        assert_eq!(next_step(false, None, Runnable), Step::Enter);
+        assert_eq!(next_step(false, None, Halted), Step::WaitInterrupt);
+        assert_eq!(
+            next_step(false, None, AwaitingRequest(0x2000)),
+            Step::WaitRequest(0x2000)
+        );
+        for run in [Runnable, Halted, AwaitingRequest(1)] {
+            assert_eq!(next_step(false, Some(Paused), run), Step::Park(Paused));
+            assert_eq!(
+                next_step(false, Some(OutOfWindow), run),
+                Step::Park(OutOfWindow)
+            );
+            assert_eq!(next_step(true, Some(Paused), run), Step::End);
+            assert_eq!(next_step(true, None, run), Step::End);
+        }
+    }
+
+    #[test]
+    fn the_lifecycle_parks_before_the_debugger_and_the_debugger_before_the_schedule() {
+        let host = StandIn::default();
+        let vcpu = VcpuShared::new(0, 0, 16);
+        assert_eq!(park_reason(&host, &vcpu), None);
+        host.out_of_window.store(true, Ordering::SeqCst);
+        assert_eq!(park_reason(&host, &vcpu), Some(VcpuState::OutOfWindow));
+        vcpu.request_stop();
+        assert_eq!(park_reason(&host, &vcpu), Some(VcpuState::DebugStopped));
+        for state in [VcpuState::Paused, VcpuState::Crashed, VcpuState::Exited] {
+            *host.lifecycle.lock().unwrap() = Some(state);
+            assert_eq!(park_reason(&host, &vcpu), Some(state));
+        }
+        *host.lifecycle.lock().unwrap() = None;
+        vcpu.release_stop();
+        host.out_of_window.store(false, Ordering::SeqCst);
+        assert_eq!(park_reason(&host, &vcpu), None);
+    }
+
+    #[test]
+    fn records_carry_the_callers_stamp_and_a_raise_is_left_pending_for_the_loop() {
+        let vcpu = VcpuShared::new(3, 1, 16);
+        vcpu.trace.set_classes(crate::trace::class::ALL);
+        vcpu.trace_at(42, TraceKind::Marker, 1, 2);
+        let mut records = Vec::new();
+        vcpu.trace.drain(&mut records);
+        assert_eq!(records.len(), 1);
+        let r = records[0];
+        assert_eq!(
+            (r.timestamp, r.partition, r.vcpu, r.a, r.b),
+            (42, 3, 1, 1, 2)
+        );
+        // Created (parked): a raise only wakes, and the vector is pending for the loop.
+        vcpu.raise(40);
+        assert!(vcpu.irq().is_pending(40));
+        assert!(vcpu.kicks.load(Ordering::SeqCst) >= 1);
+    }
+}

@@ -1,0 +1,118 @@
+//! What a vCPU is doing as seen from outside, and its counters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What a vCPU is doing, as seen from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum VcpuState {
+    /// Thread not started yet.
+    Created = 0,
+    /// Running guest code (or handling an exit).
+    Running = 1,
+    /// Halted, waiting for an interrupt.
+    Halted = 2,
+    /// Parked because its partition is paused (or being reset).
+    Paused = 3,
+    /// Parked outside its partition's schedule window.
+    OutOfWindow = 4,
+    /// Stopped by the debugger.
+    DebugStopped = 5,
+    /// Parked because its partition crashed.
+    Crashed = 6,
+    /// Parked because its partition exited.
+    Exited = 7,
+    /// Waiting for a device model's reply.
+    BlockedOnDevice = 8,
+    /// The thread has ended (system shutdown).
+    Gone = 9,
+}
+
+impl VcpuState {
+    pub(super) fn from_u8(v: u8) -> VcpuState {
+        use VcpuState::*;
+        [
+            Created,
+            Running,
+            Halted,
+            Paused,
+            OutOfWindow,
+            DebugStopped,
+            Crashed,
+            Exited,
+            BlockedOnDevice,
+            Gone,
+        ]
+        .get(usize::from(v))
+        .copied()
+        .unwrap_or(Gone)
+    }
+
+    /// A short lowercase name (`running`, `halted`, ...).
+    pub fn name(self) -> &'static str {
+        use VcpuState::*;
+        match self {
+            Created => "created",
+            Running => "running",
+            Halted => "halted",
+            Paused => "paused",
+            OutOfWindow => "out-of-window",
+            DebugStopped => "debug-stopped",
+            Crashed => "crashed",
+            Exited => "exited",
+            BlockedOnDevice => "blocked-on-device",
+            Gone => "gone",
+        }
+    }
+
+    /// True while the vCPU is parked and will not run guest code until released.
+    pub fn is_parked(self) -> bool {
+        use VcpuState::*;
+        matches!(
+            self,
+            Created | Paused | OutOfWindow | DebugStopped | Crashed | Exited | Gone
+        )
+    }
+}
+
+/// Size of [`VcpuStats::exits_by_reason`]: KVM exit reasons at or above it count in the last slot.
+pub const EXIT_REASONS: usize = 64;
+
+/// Adds one to a counter that only the calling thread writes (no locked instruction).
+#[inline]
+pub(super) fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+/// Per-vCPU counters (written by the vCPU thread, read by anyone).
+#[derive(Debug)]
+pub struct VcpuStats {
+    /// VM exits by KVM exit reason (`KVM_EXIT_*`; reasons >= `EXIT_REASONS - 1` share the last).
+    pub exits_by_reason: [AtomicU64; EXIT_REASONS],
+    /// Interrupts injected, by vector.
+    pub irqs_by_vector: [AtomicU64; 256],
+    /// VM exits.
+    pub exits: AtomicU64,
+    /// Hypercalls.
+    pub hypercalls: AtomicU64,
+    /// Interrupts raised for this vCPU.
+    pub irqs_raised: AtomicU64,
+    /// Interrupts injected.
+    pub irqs_injected: AtomicU64,
+    /// Nanoseconds spent inside KVM_RUN.
+    pub guest_ns: AtomicU64,
+}
+
+impl Default for VcpuStats {
+    fn default() -> Self {
+        VcpuStats {
+            exits_by_reason: std::array::from_fn(|_| AtomicU64::new(0)),
+            irqs_by_vector: std::array::from_fn(|_| AtomicU64::new(0)),
+            exits: AtomicU64::new(0),
+            hypercalls: AtomicU64::new(0),
+            irqs_raised: AtomicU64::new(0),
+            irqs_injected: AtomicU64::new(0),
+            guest_ns: AtomicU64::new(0),
+        }
+    }
+}
