@@ -565,6 +565,52 @@ fn decode_body(tag: [u8; 4], body: &[u8]) -> Result<Chunk, TraceError> {
     ))
 }
 
+/// The records of the batch chunk at the start of `bytes` (tag, length and body, as
+/// [`decode_chunk`] takes it), decoded one by one as they are iterated instead of collected:
+/// for readers that distribute millions of records without an intermediate `Vec`. The chunk is
+/// checked as [`decode_chunk`] checks it; a header chunk is [`TraceError::UnexpectedChunk`].
+pub fn batch_records(
+    bytes: &[u8],
+) -> Result<impl ExactSizeIterator<Item = TraceRecord> + '_, TraceError> {
+    if bytes.len() >= CHUNK_HEADER_LEN && bytes[..4] == HEADER_TAG {
+        return Err(TraceError::UnexpectedChunk { expected: "batch" });
+    }
+    if bytes.len() < CHUNK_HEADER_LEN {
+        return Err(TraceError::Truncated {
+            needed: CHUNK_HEADER_LEN,
+            available: bytes.len(),
+        });
+    }
+    let tag: [u8; 4] = [bytes[0], bytes[1], bytes[2], bytes[3]];
+    if tag != BATCH_TAG {
+        return Err(TraceError::BadTag(tag));
+    }
+    let len = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
+    if len > MAX_CHUNK_LEN {
+        return Err(TraceError::TooLarge(len));
+    }
+    let total = CHUNK_HEADER_LEN + len;
+    if bytes.len() < total {
+        return Err(TraceError::Truncated {
+            needed: total,
+            available: bytes.len(),
+        });
+    }
+    let body = &bytes[CHUNK_HEADER_LEN..total];
+    let bad = |count| TraceError::BadBatch {
+        count,
+        len: body.len(),
+    };
+    if body.len() < 8 {
+        return Err(bad(0));
+    }
+    let count = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
+    if body.len() - 8 != count as usize * RECORD_LEN {
+        return Err(bad(count));
+    }
+    Ok(body[8..].chunks_exact(RECORD_LEN).map(TraceRecord::decode))
+}
+
 /// Reads a trace (a file, or any byte stream of chunks): the header first, then batches.
 #[derive(Debug)]
 pub struct TraceReader<R> {
@@ -801,6 +847,31 @@ mod tests {
         file.extend_from_slice(&b[..b.len() - 5]);
         let mut r = TraceReader::new(&file[..]).unwrap();
         assert!(matches!(r.next_batch(), Err(TraceError::Truncated { .. })));
+    }
+
+    #[test]
+    fn batch_records_decode_lazily_and_check_like_decode_chunk() {
+        let b = encode_batch(&records(4));
+        let got: Vec<TraceRecord> = batch_records(&b).unwrap().collect();
+        assert_eq!(got, records(4));
+        assert_eq!(batch_records(&b).unwrap().len(), 4);
+        let mut bad = b.clone();
+        bad[8] = 3;
+        assert!(matches!(
+            batch_records(&bad),
+            Err(TraceError::BadBatch { count: 3, .. })
+        ));
+        assert!(matches!(
+            batch_records(&b[..b.len() - 1]),
+            Err(TraceError::Truncated { .. })
+        ));
+        assert!(matches!(
+            batch_records(&encode_header(&header())),
+            Err(TraceError::UnexpectedChunk { .. })
+        ));
+        let mut bad = b.clone();
+        bad[0] = b'X';
+        assert!(matches!(batch_records(&bad), Err(TraceError::BadTag(_))));
     }
 
     #[test]

@@ -130,8 +130,117 @@ pub(crate) enum Arg {
     S(&'static str),
 }
 
-/// Named arguments.
-pub(crate) type Args = Vec<(&'static str, Arg)>;
+/// Named arguments (at most [`Args::MAX`], kept inline: no allocation per event).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Args {
+    items: [(&'static str, Arg); Args::MAX],
+    len: usize,
+}
+
+impl Args {
+    /// Most arguments of one event.
+    pub(crate) const MAX: usize = 4;
+    /// No arguments.
+    pub(crate) const NONE: Args = Args {
+        items: [("", Arg::U(0)); Args::MAX],
+        len: 0,
+    };
+
+    /// These arguments.
+    pub(crate) fn of(items: &[(&'static str, Arg)]) -> Args {
+        let mut a = Args::NONE;
+        for &i in items {
+            a.push(i);
+        }
+        a
+    }
+
+    /// Adds one (beyond [`Args::MAX`] it is dropped).
+    pub(crate) fn push(&mut self, item: (&'static str, Arg)) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = item;
+            self.len += 1;
+        }
+    }
+
+    /// Adds `item` in front.
+    pub(crate) fn push_front(&mut self, item: (&'static str, Arg)) {
+        let rest = *self;
+        *self = Args::of(&[item]);
+        for &i in rest.as_slice() {
+            self.push(i);
+        }
+    }
+
+    /// The arguments.
+    pub(crate) fn as_slice(&self) -> &[(&'static str, Arg)] {
+        &self.items[..self.len]
+    }
+}
+
+/// An instant's name: a fixed part and, for most kinds, a number or word after it (`raise 32`,
+/// `write 0x3f8`, `state running`), written without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Name(pub(crate) &'static str, pub(crate) Suffix);
+
+/// What follows the fixed part of a [`Name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Suffix {
+    /// Nothing.
+    None,
+    /// A decimal number.
+    Dec(u64),
+    /// A hex number.
+    Hex(u64),
+    /// A word.
+    Word(&'static str),
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)?;
+        match self.1 {
+            Suffix::None => Ok(()),
+            Suffix::Dec(v) => write!(f, " {v}"),
+            Suffix::Hex(v) => write!(f, " {v:#x}"),
+            Suffix::Word(w) => write!(f, " {w}"),
+        }
+    }
+}
+
+/// A fast hasher for the small keys looked up on every record (vCPUs, name ids): SipHash's
+/// resistance to chosen keys buys nothing here.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// A map with [`FastHasher`].
+pub(crate) type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FastHasher>>;
 
 /// Slice names.
 pub(crate) const GUEST: &str = "guest";
@@ -158,28 +267,28 @@ pub(crate) enum Effect {
 pub(crate) fn effect(kind: RecordKind, r: &TraceRecord) -> Effect {
     use RecordKind::*;
     match kind {
-        VmEntry => Effect::Open(GUEST, Vec::new()),
+        VmEntry => Effect::Open(GUEST, Args::NONE),
         VmExit => Effect::Close(
             GUEST,
-            vec![
+            Args::of(&[
                 ("exit", Arg::S(exit_reason_name(r.a))),
                 ("rip", Arg::Hex(r.b)),
-            ],
+            ]),
         ),
-        Halt => Effect::Open(HALTED, Vec::new()),
-        Wake => Effect::Close(HALTED, Vec::new()),
-        DebugStop => Effect::Open(DEBUGGER, Vec::new()),
-        DebugResume => Effect::Close(DEBUGGER, Vec::new()),
-        ScheduleOut => Effect::Open(OUT_OF_WINDOW, Vec::new()),
-        ScheduleIn => Effect::Close(OUT_OF_WINDOW, Vec::new()),
+        Halt => Effect::Open(HALTED, Args::NONE),
+        Wake => Effect::Close(HALTED, Args::NONE),
+        DebugStop => Effect::Open(DEBUGGER, Args::NONE),
+        DebugResume => Effect::Close(DEBUGGER, Args::NONE),
+        ScheduleOut => Effect::Open(OUT_OF_WINDOW, Args::NONE),
+        ScheduleIn => Effect::Close(OUT_OF_WINDOW, Args::NONE),
         ModelRequest => Effect::Open(
             BLOCKED,
-            vec![("request", Arg::U(r.a)), ("offset", Arg::Hex(r.b))],
+            Args::of(&[("request", Arg::U(r.a)), ("offset", Arg::Hex(r.b))]),
         ),
-        ModelReply => Effect::Close(BLOCKED, vec![("latency_ns", Arg::U(r.b))]),
+        ModelReply => Effect::Close(BLOCKED, Args::of(&[("latency_ns", Arg::U(r.b))])),
         ModelBusError => Effect::Close(
             BLOCKED,
-            vec![("bus_error", Arg::S(bus_error_reason_name(r.b)))],
+            Args::of(&[("bus_error", Arg::S(bus_error_reason_name(r.b)))]),
         ),
         Lost => Effect::Forget,
         _ => Effect::None,
@@ -229,75 +338,96 @@ pub(crate) fn is_instant(kind: RecordKind) -> bool {
 }
 
 /// Name, category and arguments of an instant record.
-pub(crate) fn describe(kind: RecordKind, r: &TraceRecord) -> (String, &'static str, Args) {
+pub(crate) fn describe(kind: RecordKind, r: &TraceRecord) -> (Name, &'static str, Args) {
     use RecordKind::*;
+    use Suffix::*;
+    let vector = Args::of(&[("vector", Arg::U(r.a))]);
     match kind {
-        IrqRaise => (
-            format!("raise {}", r.a),
-            "irq",
-            vec![("vector", Arg::U(r.a))],
-        ),
-        IrqInject => (
-            format!("inject {}", r.a),
-            "irq",
-            vec![("vector", Arg::U(r.a))],
-        ),
-        IrqEoi => (format!("EOI {}", r.a), "irq", vec![("vector", Arg::U(r.a))]),
-        IrqWithdraw => (
-            format!("withdraw {}", r.a),
-            "irq",
-            vec![("vector", Arg::U(r.a))],
-        ),
+        IrqRaise => (Name("raise", Dec(r.a)), "irq", vector),
+        IrqInject => (Name("inject", Dec(r.a)), "irq", vector),
+        IrqEoi => (Name("EOI", Dec(r.a)), "irq", vector),
+        IrqWithdraw => (Name("withdraw", Dec(r.a)), "irq", vector),
         Hypercall => (
-            hypercall_name(r.a).map_or_else(|| format!("hypercall {}", r.a), str::to_owned),
+            hypercall_name(r.a).map_or(Name("hypercall", Dec(r.a)), |n| Name(n, None)),
             "hypercall",
-            vec![("nr", Arg::U(r.a)), ("result", Arg::I(r.b as i64))],
+            Args::of(&[("nr", Arg::U(r.a)), ("result", Arg::I(r.b as i64))]),
         ),
         DeviceAccess => (
-            format!("{} {:#x}", if r.b & 1 == 1 { "write" } else { "read" }, r.a),
+            Name(if r.b & 1 == 1 { "write" } else { "read" }, Hex(r.a)),
             "device",
-            vec![("size", Arg::U(r.b >> 1))],
+            Args::of(&[("size", Arg::U(r.b >> 1))]),
         ),
         IpcSend => (
-            format!("IPC send {}", r.a),
+            Name("IPC send", Dec(r.a)),
             "ipc",
-            vec![("len", Arg::U(r.b))],
+            Args::of(&[("len", Arg::U(r.b))]),
         ),
         IpcReceive => (
-            format!("IPC receive {}", r.a),
+            Name("IPC receive", Dec(r.a)),
             "ipc",
-            vec![("len", Arg::U(r.b))],
+            Args::of(&[("len", Arg::U(r.b))]),
         ),
         Marker => (
-            format!("marker {}", r.a),
+            Name("marker", Dec(r.a)),
             "marker",
-            vec![("value", Arg::U(r.b))],
+            Args::of(&[("value", Arg::U(r.b))]),
         ),
         StateChange => (
-            format!("state {}", vcpu_state_name(r.a)),
+            Name("state", Word(vcpu_state_name(r.a))),
             "vcpu",
-            Vec::new(),
+            Args::NONE,
         ),
         ModelReceive => (
-            format!("take request {}", r.a),
+            Name("take request", Dec(r.a)),
             "device",
-            vec![("offset", Arg::Hex(r.b))],
+            Args::of(&[("offset", Arg::Hex(r.b))]),
         ),
         ModelRespond => (
-            format!("answer request {}", r.a),
+            Name("answer request", Dec(r.a)),
             "device",
-            vec![("value", Arg::Hex(r.b))],
+            Args::of(&[("value", Arg::Hex(r.b))]),
         ),
         Lost => (
-            format!("lost {}", r.a),
+            Name("lost", Dec(r.a)),
             "lost",
-            vec![("count", Arg::U(r.a))],
+            Args::of(&[("count", Arg::U(r.a))]),
         ),
-        other => (
-            format!("{other:?}"),
+        _ => (
+            Name(kind_name(kind), None),
             "other",
-            vec![("a", Arg::U(r.a)), ("b", Arg::U(r.b))],
+            Args::of(&[("a", Arg::U(r.a)), ("b", Arg::U(r.b))]),
         ),
+    }
+}
+
+/// The kind's name as CSV shows it (`VmExit`).
+pub(crate) fn kind_name(kind: RecordKind) -> &'static str {
+    use RecordKind::*;
+    match kind {
+        VmEntry => "VmEntry",
+        VmExit => "VmExit",
+        IrqRaise => "IrqRaise",
+        IrqInject => "IrqInject",
+        IrqEoi => "IrqEoi",
+        Hypercall => "Hypercall",
+        ScheduleIn => "ScheduleIn",
+        ScheduleOut => "ScheduleOut",
+        Halt => "Halt",
+        Wake => "Wake",
+        DeviceAccess => "DeviceAccess",
+        IpcSend => "IpcSend",
+        IpcReceive => "IpcReceive",
+        Marker => "Marker",
+        DebugStop => "DebugStop",
+        DebugResume => "DebugResume",
+        StateChange => "StateChange",
+        Lost => "Lost",
+        ModelRequest => "ModelRequest",
+        ModelReply => "ModelReply",
+        ModelBusError => "ModelBusError",
+        ModelReceive => "ModelReceive",
+        ModelRespond => "ModelRespond",
+        IrqWithdraw => "IrqWithdraw",
     }
 }
 
@@ -375,7 +505,7 @@ pub fn perfetto_json(
         }
     }
     // Open slices per (partition, vCPU, slice name): start time and arguments.
-    let mut open: HashMap<(u32, u16, &'static str), (u64, Args)> = HashMap::new();
+    let mut open: FastMap<(u32, u16, &'static str), (u64, Args)> = FastMap::default();
     for r in records {
         let Some(kind) = r.kind() else {
             continue;
@@ -388,7 +518,9 @@ pub fn perfetto_json(
             }
             Effect::Close(name, extra) => {
                 if let Some((start, mut args)) = open.remove(&(r.partition, r.vcpu, name)) {
-                    args.extend(extra);
+                    for &a in extra.as_slice() {
+                        args.push(a);
+                    }
                     sep(out)?;
                     write!(
                         out,
@@ -398,7 +530,7 @@ pub fn perfetto_json(
                     out.write_all(b",\"dur\":")?;
                     write_us(out, ts.saturating_sub(start))?;
                     out.write_all(b",\"args\":")?;
-                    write_args(out, &args)?;
+                    write_args(out, args.as_slice())?;
                     out.write_all(b"}")?;
                 }
             }
@@ -410,15 +542,15 @@ pub fn perfetto_json(
         if is_instant(kind) {
             let (name, cat, args) = describe(kind, &r);
             sep(out)?;
-            out.write_all(b"{\"ph\":\"i\",\"s\":\"t\",\"name\":")?;
-            write_str(out, &name)?;
+            // Names are ASCII without quotes or backslashes: no escaping needed.
+            write!(out, "{{\"ph\":\"i\",\"s\":\"t\",\"name\":\"{name}\"")?;
             write!(
                 out,
                 ",\"cat\":\"{cat}\",\"pid\":{pid},\"tid\":{tid},\"ts\":"
             )?;
             write_us(out, ts)?;
             out.write_all(b",\"args\":")?;
-            write_args(out, &args)?;
+            write_args(out, args.as_slice())?;
             out.write_all(b"}")?;
         }
         if let Some(phase) = flow_of(kind) {
@@ -484,7 +616,7 @@ pub fn csv_records(
             r.vcpu
         )?;
         match r.kind() {
-            Some(k) => write!(out, "{k:?}")?,
+            Some(k) => out.write_all(kind_name(k).as_bytes())?,
             None => write!(out, "kind{}", r.kind)?,
         }
         writeln!(out, ",{},{},{detail}", r.a, r.b)?;

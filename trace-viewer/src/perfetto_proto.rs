@@ -16,13 +16,14 @@
 //! The messages below are the subset of `perfetto/trace/perfetto_trace.proto` this writer uses,
 //! declared with prost's derive (same field numbers and types), so no protoc is needed.
 
-use std::collections::HashMap;
 use std::io::{self, Write};
 
 use hv_link::trace::{RecordKind, TraceHeader, TraceRecord};
 use prost::Message;
 
-use crate::export::{Arg, Args, Effect, FlowPhase, describe, effect, flow_of, is_instant};
+use crate::export::{
+    Arg, Args, Effect, FastMap, FlowPhase, Name, Suffix, describe, effect, flow_of, is_instant,
+};
 
 /// `perfetto.protos.Trace`.
 #[derive(Clone, PartialEq, Message)]
@@ -209,18 +210,89 @@ pub fn device_flow_id(id: u64) -> u64 {
 /// A slice open on a track: its name and its begin arguments.
 type Open = (&'static str, Args);
 
+// The protobuf wire format's three encodings used here: varints, 64-bit little-endian words and
+// length-delimited bytes, each after a key (field number << 3 | wire type). Written by hand:
+// prost's `encode_varint` (generic over `BufMut`) was a fifth of the export's time.
+const VARINT: u64 = 0;
+const FIXED64: u64 = 1;
+const LENGTH_DELIMITED: u64 = 2;
+
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn varint_field(buf: &mut Vec<u8>, tag: u32, v: u64) {
+    put_varint(buf, u64::from(tag) << 3 | VARINT);
+    put_varint(buf, v);
+}
+
+fn fixed64_field(buf: &mut Vec<u8>, tag: u32, v: u64) {
+    put_varint(buf, u64::from(tag) << 3 | FIXED64);
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+
+fn bytes_field(buf: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
+    put_varint(buf, u64::from(tag) << 3 | LENGTH_DELIMITED);
+    put_varint(buf, bytes.len() as u64);
+    buf.extend_from_slice(bytes);
+}
+
+/// A `&'static str` as a map key by address: no hashing of its bytes on every event (the same
+/// text at two addresses is interned twice, which is harmless).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct StrKey(usize, usize);
+
+impl StrKey {
+    fn of(s: &'static str) -> StrKey {
+        StrKey(s.as_ptr() as usize, s.len())
+    }
+}
+
+/// An `InternedString` entry (`iid` = 1, `name` = 2) as field `tag` of `InternedData`.
+fn interned_field(buf: &mut Vec<u8>, scratch: &mut Vec<u8>, tag: u32, iid: u64, name: &str) {
+    scratch.clear();
+    varint_field(scratch, 1, iid);
+    bytes_field(scratch, 2, name.as_bytes());
+    bytes_field(buf, tag, scratch);
+}
+
+/// Where an event's name comes from.
+enum EventName {
+    /// None (slice ends).
+    None,
+    /// Interned under this key (or written in full once the table is full).
+    Name(Name),
+    /// Always interned (a slice name).
+    Static(&'static str),
+}
+
+/// The writer's state. Track events are encoded by hand with prost's encoding primitives into
+/// reused buffers (no allocation per event); the rare descriptor packets go through the
+/// derived messages above.
 struct Writer<'w, W: Write> {
     out: &'w mut W,
-    buf: Vec<u8>,
-    names: HashMap<String, u64>,
-    categories: HashMap<&'static str, u64>,
-    arg_names: HashMap<&'static str, u64>,
+    names: FastMap<(StrKey, Suffix), u64>,
+    static_names: FastMap<StrKey, u64>,
+    categories: FastMap<StrKey, u64>,
+    arg_names: FastMap<StrKey, u64>,
     next_iid: u64,
-    /// Open slices per vCPU, outermost first.
-    open: HashMap<(u32, u16), Vec<Open>>,
-    /// Tracks described so far.
-    tracks: std::collections::HashSet<u64>,
+    /// Open slices per vCPU, outermost first; a vCPU is here once its track is described.
+    tracks: FastMap<(u32, u16), Vec<Open>>,
+    processes: FastMap<u32, ()>,
     first: bool,
+    /// Names, categories and argument names new in the packet being made.
+    new_names: Vec<(u64, String)>,
+    new_static_names: Vec<(u64, &'static str)>,
+    new_categories: Vec<(u64, &'static str)>,
+    new_arg_names: Vec<(u64, &'static str)>,
+    packet: Vec<u8>,
+    event: Vec<u8>,
+    scratch: Vec<u8>,
+    interned: Vec<u8>,
 }
 
 /// Writes `records` (in time order) as a Perfetto protobuf trace.
@@ -231,14 +303,22 @@ pub fn write(
 ) -> io::Result<()> {
     let mut w = Writer {
         out,
-        buf: Vec::with_capacity(256),
-        names: HashMap::new(),
-        categories: HashMap::new(),
-        arg_names: HashMap::new(),
+        names: FastMap::default(),
+        static_names: FastMap::default(),
+        categories: FastMap::default(),
+        arg_names: FastMap::default(),
         next_iid: 1,
-        open: HashMap::new(),
-        tracks: std::collections::HashSet::new(),
+        tracks: FastMap::default(),
+        processes: FastMap::default(),
         first: true,
+        new_names: Vec::new(),
+        new_static_names: Vec::new(),
+        new_categories: Vec::new(),
+        new_arg_names: Vec::new(),
+        packet: Vec::with_capacity(256),
+        event: Vec::with_capacity(256),
+        scratch: Vec::with_capacity(64),
+        interned: Vec::with_capacity(256),
     };
     for p in &header.partitions {
         w.process_track(p.id, &p.name)?;
@@ -253,80 +333,80 @@ pub fn write(
 }
 
 impl<W: Write> Writer<'_, W> {
-    fn packet(&mut self, mut packet: TracePacket) -> io::Result<()> {
-        packet.trusted_packet_sequence_id = Some(SEQUENCE_ID);
-        if std::mem::take(&mut self.first) {
-            packet.sequence_flags = Some(SEQ_INCREMENTAL_STATE_CLEARED);
-        } else if packet.track_event.is_some() {
-            packet.sequence_flags = Some(SEQ_NEEDS_INCREMENTAL_STATE);
-        }
-        self.buf.clear();
+    /// Writes `packet` (already encoded) as one `Trace.packet` field.
+    fn emit(&mut self) -> io::Result<()> {
+        self.scratch.clear();
         // Field 1 of `Trace`, length-delimited: the file is the `Trace` message, streamed.
-        self.buf.push(0x0a);
-        packet
-            .encode_length_delimited(&mut self.buf)
-            .map_err(io::Error::other)?;
-        self.out.write_all(&self.buf)
+        self.scratch.push(0x0a);
+        put_varint(&mut self.scratch, self.packet.len() as u64);
+        self.out.write_all(&self.scratch)?;
+        self.out.write_all(&self.packet)
+    }
+
+    fn descriptor(&mut self, track: TrackDescriptor) -> io::Result<()> {
+        let packet = TracePacket {
+            trusted_packet_sequence_id: Some(SEQUENCE_ID),
+            sequence_flags: std::mem::take(&mut self.first)
+                .then_some(SEQ_INCREMENTAL_STATE_CLEARED),
+            track_descriptor: Some(track),
+            ..TracePacket::default()
+        };
+        self.packet.clear();
+        packet.encode(&mut self.packet).map_err(io::Error::other)?;
+        self.emit()
     }
 
     fn process_track(&mut self, partition: u32, name: &str) -> io::Result<()> {
-        let uuid = process_uuid(partition);
-        if !self.tracks.insert(uuid) {
+        if self.processes.insert(partition, ()).is_some() {
             return Ok(());
         }
-        self.packet(TracePacket {
-            track_descriptor: Some(TrackDescriptor {
-                uuid: Some(uuid),
-                name: Some(name.to_owned()),
-                process: Some(ProcessDescriptor {
-                    pid: Some(partition as i32 + 1),
-                    process_name: Some(name.to_owned()),
-                }),
-                ..TrackDescriptor::default()
+        self.descriptor(TrackDescriptor {
+            uuid: Some(process_uuid(partition)),
+            name: Some(name.to_owned()),
+            process: Some(ProcessDescriptor {
+                pid: Some(partition as i32 + 1),
+                process_name: Some(name.to_owned()),
             }),
-            ..TracePacket::default()
+            ..TrackDescriptor::default()
         })
     }
 
     fn vcpu_track(&mut self, partition: u32, vcpu: u16) -> io::Result<()> {
-        let uuid = vcpu_uuid(partition, vcpu);
-        if !self.tracks.insert(uuid) {
+        if self.tracks.contains_key(&(partition, vcpu)) {
             return Ok(());
         }
-        if !self.tracks.contains(&process_uuid(partition)) {
+        self.tracks.insert((partition, vcpu), Vec::new());
+        if !self.processes.contains_key(&partition) {
             self.process_track(partition, &format!("partition {partition}"))?;
         }
         let name = format!("vCPU {vcpu}");
-        self.packet(TracePacket {
-            track_descriptor: Some(TrackDescriptor {
-                uuid: Some(uuid),
-                name: Some(name.clone()),
-                thread: Some(ThreadDescriptor {
-                    pid: Some(partition as i32 + 1),
-                    // Thread ids are global in Perfetto: one per (partition, vCPU).
-                    tid: Some(((partition as i32 + 1) << 16) | i32::from(vcpu)),
-                    thread_name: Some(name),
-                }),
-                parent_uuid: Some(process_uuid(partition)),
-                ..TrackDescriptor::default()
+        self.descriptor(TrackDescriptor {
+            uuid: Some(vcpu_uuid(partition, vcpu)),
+            name: Some(name.clone()),
+            thread: Some(ThreadDescriptor {
+                pid: Some(partition as i32 + 1),
+                // Thread ids are global in Perfetto: one per (partition, vCPU).
+                tid: Some(((partition as i32 + 1) << 16) | i32::from(vcpu)),
+                thread_name: Some(name),
             }),
-            ..TracePacket::default()
+            parent_uuid: Some(process_uuid(partition)),
+            ..TrackDescriptor::default()
         })
     }
 
-    fn iid_of(
-        map: &mut HashMap<&'static str, u64>,
+    fn intern_static(
+        map: &mut FastMap<StrKey, u64>,
         next: &mut u64,
         s: &'static str,
-        new: &mut Vec<InternedString>,
+        new: &mut Vec<(u64, &'static str)>,
     ) -> u64 {
-        *map.entry(s).or_insert_with(|| {
+        if let Some(&iid) = map.get(&StrKey::of(s)) {
+            return iid;
+        }
+        *map.entry(StrKey::of(s)).or_insert_with(|| {
             let iid = *next;
             *next += 1;
-            new.push(InternedString {
-                iid: Some(iid),
-                name: Some(s.to_owned()),
-            });
+            new.push((iid, s));
             iid
         })
     }
@@ -338,71 +418,100 @@ impl<W: Write> Writer<'_, W> {
         ts: u64,
         key: (u32, u16),
         ty: i32,
-        name: Option<&str>,
+        name: EventName,
         category: Option<&'static str>,
         args: &[(&'static str, Arg)],
         flows: (Option<u64>, Option<u64>),
     ) -> io::Result<()> {
-        let mut interned = InternedData::default();
-        let mut event = TrackEvent {
-            r#type: Some(ty),
-            track_uuid: Some(vcpu_uuid(key.0, key.1)),
-            ..TrackEvent::default()
-        };
-        if let Some(name) = name {
-            if let Some(&iid) = self.names.get(name) {
-                event.name_iid = Some(iid);
-            } else if self.names.len() < MAX_INTERNED_NAMES {
-                let iid = self.next_iid;
-                self.next_iid += 1;
-                self.names.insert(name.to_owned(), iid);
-                interned.event_names.push(InternedString {
-                    iid: Some(iid),
-                    name: Some(name.to_owned()),
-                });
-                event.name_iid = Some(iid);
-            } else {
-                event.name = Some(name.to_owned());
-            }
-        }
+        self.event.clear();
         if let Some(c) = category {
-            event.category_iids.push(Self::iid_of(
+            let iid = Self::intern_static(
                 &mut self.categories,
                 &mut self.next_iid,
                 c,
-                &mut interned.event_categories,
-            ));
+                &mut self.new_categories,
+            );
+            varint_field(&mut self.event, 3, iid);
         }
         for &(n, value) in args {
-            let name_iid = Self::iid_of(
+            let iid = Self::intern_static(
                 &mut self.arg_names,
                 &mut self.next_iid,
                 n,
-                &mut interned.debug_annotation_names,
+                &mut self.new_arg_names,
             );
-            let mut a = DebugAnnotation {
-                name_iid: Some(name_iid),
-                ..DebugAnnotation::default()
-            };
+            self.scratch.clear();
+            varint_field(&mut self.scratch, 1, iid);
             match value {
-                Arg::U(v) => a.uint_value = Some(v),
-                Arg::I(v) => a.int_value = Some(v),
-                Arg::Hex(v) => a.pointer_value = Some(v),
-                Arg::S(s) => a.string_value = Some(s.to_owned()),
+                Arg::U(v) => varint_field(&mut self.scratch, 3, v),
+                Arg::I(v) => varint_field(&mut self.scratch, 4, v as u64),
+                Arg::Hex(v) => varint_field(&mut self.scratch, 7, v),
+                Arg::S(s) => bytes_field(&mut self.scratch, 6, s.as_bytes()),
             }
-            event.debug_annotations.push(a);
+            bytes_field(&mut self.event, 4, &self.scratch);
         }
-        event.flow_ids.extend(flows.0);
-        event.terminating_flow_ids.extend(flows.1);
-        let has_interned = !(interned.event_names.is_empty()
-            && interned.event_categories.is_empty()
-            && interned.debug_annotation_names.is_empty());
-        self.packet(TracePacket {
-            timestamp: Some(ts),
-            track_event: Some(event),
-            interned_data: has_interned.then_some(interned),
-            ..TracePacket::default()
-        })
+        varint_field(&mut self.event, 9, ty as u64);
+        match name {
+            EventName::None => {}
+            EventName::Static(s) => {
+                let iid = Self::intern_static(
+                    &mut self.static_names,
+                    &mut self.next_iid,
+                    s,
+                    &mut self.new_static_names,
+                );
+                varint_field(&mut self.event, 10, iid);
+            }
+            EventName::Name(n) => match self.names.get(&(StrKey::of(n.0), n.1)) {
+                Some(&iid) => varint_field(&mut self.event, 10, iid),
+                None if self.names.len() < MAX_INTERNED_NAMES => {
+                    let iid = self.next_iid;
+                    self.next_iid += 1;
+                    self.names.insert((StrKey::of(n.0), n.1), iid);
+                    self.new_names.push((iid, n.to_string()));
+                    varint_field(&mut self.event, 10, iid);
+                }
+                None => bytes_field(&mut self.event, 23, n.to_string().as_bytes()),
+            },
+        }
+        varint_field(&mut self.event, 11, vcpu_uuid(key.0, key.1));
+        if let Some(id) = flows.0 {
+            fixed64_field(&mut self.event, 47, id);
+        }
+        if let Some(id) = flows.1 {
+            fixed64_field(&mut self.event, 48, id);
+        }
+        self.packet.clear();
+        varint_field(&mut self.packet, 8, ts);
+        varint_field(&mut self.packet, 10, u64::from(SEQUENCE_ID));
+        bytes_field(&mut self.packet, 11, &self.event);
+        if !(self.new_names.is_empty()
+            && self.new_static_names.is_empty()
+            && self.new_categories.is_empty()
+            && self.new_arg_names.is_empty())
+        {
+            self.interned.clear();
+            for (iid, c) in self.new_categories.drain(..) {
+                interned_field(&mut self.interned, &mut self.scratch, 1, iid, c);
+            }
+            for (iid, n) in self.new_names.drain(..) {
+                interned_field(&mut self.interned, &mut self.scratch, 2, iid, &n);
+            }
+            for (iid, n) in self.new_static_names.drain(..) {
+                interned_field(&mut self.interned, &mut self.scratch, 2, iid, n);
+            }
+            for (iid, a) in self.new_arg_names.drain(..) {
+                interned_field(&mut self.interned, &mut self.scratch, 3, iid, a);
+            }
+            bytes_field(&mut self.packet, 12, &self.interned);
+        }
+        let flags = if std::mem::take(&mut self.first) {
+            SEQ_INCREMENTAL_STATE_CLEARED
+        } else {
+            SEQ_NEEDS_INCREMENTAL_STATE
+        };
+        varint_field(&mut self.packet, 13, u64::from(flags));
+        self.emit()
     }
 
     fn begin(
@@ -417,17 +526,25 @@ impl<W: Write> Writer<'_, W> {
             ts,
             key,
             TYPE_SLICE_BEGIN,
-            Some(name),
+            EventName::Static(name),
             Some("vcpu"),
-            &args,
+            args.as_slice(),
             (flow, None),
         )?;
-        self.open.entry(key).or_default().push((name, args));
+        self.tracks.entry(key).or_default().push((name, args));
         Ok(())
     }
 
     fn end(&mut self, ts: u64, key: (u32, u16), args: &[(&'static str, Arg)]) -> io::Result<()> {
-        self.event(ts, key, TYPE_SLICE_END, None, None, args, (None, None))
+        self.event(
+            ts,
+            key,
+            TYPE_SLICE_END,
+            EventName::None,
+            None,
+            args,
+            (None, None),
+        )
     }
 
     /// Ends the open slice `name` on `key` (nothing when it is not open), keeping the nesting:
@@ -437,20 +554,24 @@ impl<W: Write> Writer<'_, W> {
         ts: u64,
         key: (u32, u16),
         name: &'static str,
-        args: &[(&'static str, Arg)],
+        args: Args,
     ) -> io::Result<()> {
-        let Some(stack) = self.open.get_mut(&key) else {
+        let Some(stack) = self.tracks.get_mut(&key) else {
             return Ok(());
         };
         let Some(at) = stack.iter().rposition(|(n, _)| *n == name) else {
             return Ok(());
         };
+        if at + 1 == stack.len() {
+            stack.pop();
+            return self.end(ts, key, args.as_slice());
+        }
         let inner: Vec<Open> = stack.drain(at + 1..).collect();
         stack.pop();
         for _ in &inner {
             self.end(ts, key, &[])?;
         }
-        self.end(ts, key, args)?;
+        self.end(ts, key, args.as_slice())?;
         for (n, a) in inner {
             self.begin(ts, key, n, a, None)?;
         }
@@ -463,40 +584,44 @@ impl<W: Write> Writer<'_, W> {
         };
         let key = (r.partition, r.vcpu);
         let ts = r.timestamp;
-        if !self.tracks.contains(&vcpu_uuid(key.0, key.1)) {
+        if !self.tracks.contains_key(&key) {
             self.vcpu_track(key.0, key.1)?;
         }
         let flow = flow_of(kind).map(|phase| (phase, device_flow_id(r.a)));
         match effect(kind, r) {
             Effect::Open(name, args) => {
                 // The same slice again without its end (records lost unreported): end it here.
-                self.close(ts, key, name, &[])?;
+                self.close(ts, key, name, Args::NONE)?;
                 let start_flow = flow.filter(|(p, _)| *p == FlowPhase::Start).map(|f| f.1);
                 self.begin(ts, key, name, args, start_flow)?;
             }
             Effect::Close(name, args) => {
                 if let Some((FlowPhase::End, id)) = flow {
-                    let (what, extra) = if kind == RecordKind::ModelBusError {
-                        ("bus error", args.clone())
+                    let what = if kind == RecordKind::ModelBusError {
+                        "bus error"
                     } else {
-                        ("device reply", args.clone())
+                        "device reply"
                     };
-                    let mut extra = extra;
-                    extra.insert(0, ("request", Arg::U(r.a)));
+                    let mut extra = args;
+                    extra.push_front(("request", Arg::U(r.a)));
                     self.event(
                         ts,
                         key,
                         TYPE_INSTANT,
-                        Some(what),
+                        EventName::Name(Name(what, Suffix::None)),
                         Some("device"),
-                        &extra,
+                        extra.as_slice(),
                         (None, Some(id)),
                     )?;
                 }
-                self.close(ts, key, name, &args)?;
+                self.close(ts, key, name, args)?;
             }
             Effect::Forget => {
-                let open = self.open.remove(&key).unwrap_or_default();
+                let open = self
+                    .tracks
+                    .get_mut(&key)
+                    .map(std::mem::take)
+                    .unwrap_or_default();
                 for _ in &open {
                     self.end(ts, key, &[("cut_by_lost_records", Arg::U(r.a))])?;
                 }
@@ -504,25 +629,25 @@ impl<W: Write> Writer<'_, W> {
             Effect::None => {}
         }
         if is_instant(kind) {
-            let (name, category, mut args) = describe(kind, r);
+            let (mut name, category, mut args) = describe(kind, r);
             // Names with a request id or a count in them would intern without bound.
-            let name = match kind {
-                RecordKind::ModelReceive => "take request".to_owned(),
-                RecordKind::ModelRespond => "answer request".to_owned(),
-                RecordKind::Lost => "lost".to_owned(),
-                _ => name,
-            };
+            if matches!(
+                kind,
+                RecordKind::ModelReceive | RecordKind::ModelRespond | RecordKind::Lost
+            ) {
+                name.1 = Suffix::None;
+            }
             if matches!(kind, RecordKind::ModelReceive | RecordKind::ModelRespond) {
-                args.insert(0, ("request", Arg::U(r.a)));
+                args.push_front(("request", Arg::U(r.a)));
             }
             let step = flow.filter(|(p, _)| *p == FlowPhase::Step).map(|f| f.1);
             self.event(
                 ts,
                 key,
                 TYPE_INSTANT,
-                Some(&name),
+                EventName::Name(name),
                 Some(category),
-                &args,
+                args.as_slice(),
                 (step, None),
             )?;
         }
@@ -535,6 +660,7 @@ mod tests {
     use super::*;
     use crate::testing::{header, rec};
     use RecordKind::*;
+    use std::collections::HashMap;
 
     /// Decodes a file and checks every packet is on the one sequence.
     fn decode(bytes: &[u8]) -> Vec<TracePacket> {

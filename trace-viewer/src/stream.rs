@@ -17,11 +17,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use hv_link::trace::{
-    CHUNK_HEADER_LEN, Chunk, MAX_CHUNK_LEN, TraceError, TraceHeader, TraceReader, TraceRecord,
-    decode_chunk,
+    CHUNK_HEADER_LEN, MAX_CHUNK_LEN, TraceError, TraceHeader, TraceReader, TraceRecord,
+    batch_records,
 };
 
 use crate::ViewerError;
+use crate::export::FastMap;
 
 /// Most records kept decoded for vCPUs that have not reached them yet (32 bytes each).
 pub const CACHE_RECORDS: usize = 1 << 20;
@@ -49,7 +50,7 @@ pub struct TraceStream {
     header: TraceHeader,
     batches: Vec<BatchAt>,
     /// (partition, vCPU) → lane index.
-    lane_of: HashMap<(u32, u16), usize>,
+    lane_of: FastMap<(u32, u16), usize>,
     lanes: Vec<Lane>,
     records: u64,
     span: (u64, u64),
@@ -80,7 +81,7 @@ impl TraceStream {
             file,
             header,
             batches: Vec::new(),
-            lane_of: HashMap::new(),
+            lane_of: FastMap::default(),
             lanes: Vec::new(),
             records: 0,
             span: (u64::MAX, 0),
@@ -91,19 +92,15 @@ impl TraceStream {
             if !read_chunk_bytes(&mut input, &mut chunk).map_err(format)? {
                 break;
             }
-            let records = match decode_chunk(&chunk).map_err(format)?.0 {
-                Chunk::Batch(records) => records,
-                Chunk::Header(_) => {
-                    return Err(format(TraceError::UnexpectedChunk { expected: "batch" }));
-                }
-            };
+            let records = batch_records(&chunk).map_err(format)?;
+            let count = records.len() as u64;
             let index = stream.batches.len() as u32;
             stream.batches.push(BatchAt {
                 offset,
                 len: chunk.len() as u32,
             });
             let mut last: Option<((u32, u16), usize)> = None;
-            for r in &records {
+            for r in records {
                 let key = (r.partition, r.vcpu);
                 let lane = match last {
                     Some((k, lane)) if k == key => lane,
@@ -120,7 +117,7 @@ impl TraceStream {
                 stream.span.0 = stream.span.0.min(r.timestamp);
                 stream.span.1 = stream.span.1.max(r.timestamp);
             }
-            stream.records += records.len() as u64;
+            stream.records += count;
         }
         if stream.records == 0 {
             stream.span = (0, 0);
@@ -187,6 +184,7 @@ impl TraceStream {
             cache_limit: cache,
             stream: self,
             heads: BinaryHeap::with_capacity(self.lanes.len()),
+            current: None,
             cursors: self
                 .lanes
                 .iter()
@@ -279,11 +277,14 @@ struct Cursor {
 #[derive(Debug)]
 pub struct Records<'a> {
     stream: &'a TraceStream,
-    /// (timestamp of the lane's next record, lane).
+    /// (timestamp of the lane's next record, lane), for every lane but `current`.
     heads: BinaryHeap<Reverse<(u64, usize)>>,
+    /// The lane whose next record comes first, when known without the heap (a lane's records
+    /// often come in runs: no heap operation while they last).
+    current: Option<(u64, usize)>,
     cursors: Vec<Cursor>,
-    /// Batch index → the parts of lanes that have not taken theirs yet.
-    cache: HashMap<u32, HashMap<usize, Vec<TraceRecord>>>,
+    /// Batch index → the parts of lanes that have not taken theirs yet (indexed by lane).
+    cache: HashMap<u32, Vec<Vec<TraceRecord>>>,
     /// Records in `cache`.
     cached: usize,
     /// Most records in `cache`.
@@ -298,12 +299,23 @@ impl Records<'_> {
         self.error.map_or(Ok(()), Err)
     }
 
-    /// Moves `lane` to its next record (loading its next batch part when needed) and queues it.
+    /// Moves `lane` to its next record (loading its next batch part when needed) and queues it:
+    /// as `current` when it comes before everything in the heap, else in the heap.
     fn advance(&mut self, lane: usize) {
         loop {
             let cursor = &self.cursors[lane];
             if let Some(r) = cursor.part.get(cursor.at) {
-                self.heads.push(Reverse((r.timestamp, lane)));
+                let head = (r.timestamp, lane);
+                let beats_heap = self.heads.peek().is_none_or(|Reverse(top)| head < *top);
+                match self.current {
+                    None if beats_heap => self.current = Some(head),
+                    // (Only while starting is there a current one here.)
+                    Some(c) if head < c => {
+                        self.heads.push(Reverse(c));
+                        self.current = Some(head);
+                    }
+                    _ => self.heads.push(Reverse(head)),
+                }
                 return;
             }
             let Some(&batch) = self.stream.lanes[lane].batches.get(cursor.next_batch) else {
@@ -320,6 +332,7 @@ impl Records<'_> {
                 Err(e) => {
                     self.error.get_or_insert(e);
                     self.heads.clear();
+                    self.current = None;
                     return;
                 }
             }
@@ -330,10 +343,11 @@ impl Records<'_> {
     /// other lanes' parts are cached while the cache has room).
     fn part(&mut self, batch: u32, lane: usize) -> Result<Vec<TraceRecord>, ViewerError> {
         if let Some(parts) = self.cache.get_mut(&batch)
-            && let Some(part) = parts.remove(&lane)
+            && !parts[lane].is_empty()
         {
+            let part = std::mem::take(&mut parts[lane]);
             self.cached -= part.len();
-            if parts.is_empty() {
+            if parts.iter().all(Vec::is_empty) {
                 self.cache.remove(&batch);
             }
             return Ok(part);
@@ -348,12 +362,9 @@ impl Records<'_> {
             .file
             .read_exact_at(&mut self.chunk, at.offset)
             .map_err(|e| format(TraceError::Io(e)))?;
-        let Chunk::Batch(records) = decode_chunk(&self.chunk).map_err(format)?.0 else {
-            return Err(format(TraceError::UnexpectedChunk { expected: "batch" }));
-        };
-        let mut parts: HashMap<usize, Vec<TraceRecord>> = HashMap::new();
+        let mut parts: Vec<Vec<TraceRecord>> = vec![Vec::new(); self.stream.lanes.len()];
         let mut last: Option<((u32, u16), usize)> = None;
-        for r in records {
+        for r in batch_records(&self.chunk).map_err(format)? {
             let key = (r.partition, r.vcpu);
             let l = match last {
                 Some((k, l)) if k == key => l,
@@ -368,15 +379,17 @@ impl Records<'_> {
                     l
                 }
             };
-            parts.entry(l).or_default().push(r);
+            parts[l].push(r);
         }
-        for part in parts.values_mut() {
-            part.sort_by_key(|r| r.timestamp);
+        for part in &mut parts {
+            if !part.is_sorted_by_key(|r| r.timestamp) {
+                part.sort_by_key(|r| r.timestamp);
+            }
         }
-        let mine = parts.remove(&lane).unwrap_or_default();
+        let mine = std::mem::take(&mut parts[lane]);
         // Keep the other lanes' parts when they fit; a lane whose part was not kept reads the
         // batch again when it gets there.
-        let rest: usize = parts.values().map(Vec::len).sum();
+        let rest: usize = parts.iter().map(Vec::len).sum();
         if rest > 0 && self.cached + rest <= self.cache_limit {
             self.cached += rest;
             self.cache.insert(batch, parts);
@@ -389,7 +402,10 @@ impl Iterator for Records<'_> {
     type Item = TraceRecord;
 
     fn next(&mut self) -> Option<TraceRecord> {
-        let Reverse((_, lane)) = self.heads.pop()?;
+        let (_, lane) = match self.current.take() {
+            Some(c) => c,
+            None => self.heads.pop()?.0,
+        };
         let cursor = &mut self.cursors[lane];
         let r = cursor.part[cursor.at];
         cursor.at += 1;
