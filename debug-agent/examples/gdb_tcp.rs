@@ -30,8 +30,8 @@ fn main() {
         Some((n, v)) => (n.to_owned(), Some(v.parse::<u32>().expect("vcpu"))),
         None => (target.clone(), None),
     };
-    let partition = system.partition(&name).expect("partition").clone();
-    let all: Arc<[Arc<hv_core::Partition>]> = system.partitions().to_vec().into();
+    let partition = system.handle(&name).expect("partition");
+    let all: Arc<[hv_core::PartitionHandle]> = system.handles().into();
     let listener = TcpListener::bind(("127.0.0.1", port.parse::<u16>().expect("port"))).unwrap();
     eprintln!("gdb stub for {target} on port {port}");
     for stream in listener.incoming() {

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use hv_config::AgentConfig;
-use hv_core::{Partition, System, SystemEvent};
+use hv_core::{PartitionHandle, System, SystemEvent};
 use hv_link::transport::BindOptions;
 use hv_link::{
     ChannelClaims, Connection, FrameWriter, LinkAddr, Listener, ServerConfig, TransportError,
@@ -109,7 +109,7 @@ impl Default for AgentOptions {
 /// State shared by the accept loop, the event dispatcher and every connection.
 pub(crate) struct Shared {
     pub(crate) system: String,
-    pub(crate) partitions: Arc<[Arc<Partition>]>,
+    pub(crate) partitions: Arc<[PartitionHandle]>,
     pub(crate) server: ServerConfig,
     pub(crate) claims: ChannelClaims,
     pub(crate) sinks: events::Sinks,
@@ -123,8 +123,8 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn partition(&self, name: &str) -> Option<&Arc<Partition>> {
-        self.partitions.iter().find(|p| p.name == name)
+    pub(crate) fn partition(&self, name: &str) -> Option<&PartitionHandle> {
+        self.partitions.iter().find(|p| p.name() == name)
     }
 }
 
@@ -196,7 +196,7 @@ impl Agent {
         let events = system.subscribe(EVENT_CAPACITY);
         Agent::start_parts(
             &system.config.name,
-            system.partitions().to_vec(),
+            system.handles(),
             events,
             config,
             options,
@@ -207,7 +207,7 @@ impl Agent {
     /// description order and a subscription to its events.
     pub fn start_parts(
         system: &str,
-        partitions: Vec<Arc<Partition>>,
+        partitions: Vec<PartitionHandle>,
         events: Receiver<SystemEvent>,
         config: &AgentConfig,
         options: AgentOptions,

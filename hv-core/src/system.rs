@@ -113,6 +113,11 @@ impl System {
             .collect()
     }
 
+    /// A handle on the partition called `name`.
+    pub fn handle(&self, name: &str) -> Option<PartitionHandle> {
+        self.partition(name).cloned().map(PartitionHandle::from)
+    }
+
     /// The partition called `name`.
     pub fn partition(&self, name: &str) -> Option<&Arc<Partition>> {
         self.partitions.iter().find(|p| p.name == name)

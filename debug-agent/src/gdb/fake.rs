@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hv_core::probe::DebugCaps;
 use hv_core::vcpu::DebugControl;
-use hv_core::{PartitionState, VcpuRegisters, VcpuState};
+use hv_core::{PartitionError, PartitionState, VcpuRegisters, VcpuState};
 
 use super::handle::GuestHandle;
 
@@ -147,11 +147,17 @@ impl FakeGuest {
     }
 }
 
-fn range(addr: u64, len: usize) -> Result<std::ops::Range<usize>, String> {
-    let start = usize::try_from(addr).map_err(|_| format!("{addr:#x} is not in guest memory"))?;
+/// The bytes of the fake RAM at `addr..addr + len`, or the error a real partition gives.
+fn range(name: &str, addr: u64, len: usize) -> Result<std::ops::Range<usize>, PartitionError> {
+    let outside = || PartitionError::Memory {
+        name: name.to_owned(),
+        addr,
+        len,
+    };
+    let start = usize::try_from(addr).map_err(|_| outside())?;
     match start.checked_add(len) {
         Some(end) if end <= FAKE_MEMORY => Ok(start..end),
-        _ => Err(format!("{addr:#x}+{len:#x} is not in guest memory")),
+        _ => Err(outside()),
     }
 }
 
@@ -193,11 +199,11 @@ impl GuestHandle for FakeGuest {
         vcpus.iter().all(|v| self.with_vcpu(*v, |v| v.stopped))
     }
 
-    fn registers(&self, vcpu: u32) -> Result<VcpuRegisters, String> {
+    fn registers(&self, vcpu: u32) -> Result<VcpuRegisters, PartitionError> {
         Ok(self.with_vcpu(vcpu, |v| v.registers))
     }
 
-    fn set_registers(&self, vcpu: u32, registers: VcpuRegisters) -> Result<(), String> {
+    fn set_registers(&self, vcpu: u32, registers: VcpuRegisters) -> Result<(), PartitionError> {
         self.with_vcpu(vcpu, |v| v.registers = registers);
         Ok(())
     }
@@ -207,24 +213,24 @@ impl GuestHandle for FakeGuest {
         self.lock().debug_log.push((vcpu, control));
     }
 
-    fn reinject_breakpoint(&self, vcpu: u32) -> Result<(), String> {
+    fn reinject_breakpoint(&self, vcpu: u32) -> Result<(), PartitionError> {
         self.with_vcpu(vcpu, |_| ());
         Ok(())
     }
 
-    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), String> {
-        let r = range(addr, buf.len())?;
+    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), PartitionError> {
+        let r = range(&self.name, addr, buf.len())?;
         buf.copy_from_slice(&self.lock().memory[r]);
         Ok(())
     }
 
-    fn write_memory(&self, addr: u64, buf: &[u8]) -> Result<(), String> {
-        let r = range(addr, buf.len())?;
+    fn write_memory(&self, addr: u64, buf: &[u8]) -> Result<(), PartitionError> {
+        let r = range(&self.name, addr, buf.len())?;
         self.lock().memory[r].copy_from_slice(buf);
         Ok(())
     }
 
-    fn reset(&self) -> Result<(), String> {
+    fn reset(&self) -> Result<(), PartitionError> {
         let mut state = self.lock();
         state.memory = initial_memory();
         for (i, v) in state.vcpus.iter_mut().enumerate() {
@@ -235,10 +241,13 @@ impl GuestHandle for FakeGuest {
         Ok(())
     }
 
-    fn raise(&self, vcpu: u32, vector: u8) -> Result<(), String> {
+    fn raise(&self, vcpu: u32, vector: u8) -> Result<(), PartitionError> {
         let mut state = self.lock();
         if vcpu as usize >= state.vcpus.len() {
-            return Err(format!("partition {} has no vCPU {vcpu}", self.name));
+            return Err(PartitionError::NoSuchVcpu {
+                name: self.name.clone(),
+                index: vcpu,
+            });
         }
         state.raised.push((vcpu, vector));
         Ok(())

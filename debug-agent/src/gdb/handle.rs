@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use hv_core::probe::DebugCaps;
 use hv_core::vcpu::DebugControl;
-use hv_core::{Partition, PartitionState, VcpuRegisters, VcpuState};
+use hv_core::{PartitionError, PartitionHandle, PartitionState, VcpuRegisters, VcpuState};
 
 /// One partition as the gdb target sees it. vCPU indexes are `0..vcpu_count()`; the target
-/// never passes others.
+/// never passes others. Failures are hv-core's typed [`PartitionError`] (a vCPU's own failure is
+/// its `Vcpu` variant, with the [`VcpuError`](hv_core::VcpuError) as its source).
 pub trait GuestHandle: Send + 'static {
     /// The partition's name.
     fn name(&self) -> &str;
@@ -32,9 +33,9 @@ pub trait GuestHandle: Send + 'static {
     /// Waits until the listed vCPUs are parked; false on timeout.
     fn wait_parked(&self, vcpus: &[u32], timeout: Duration) -> bool;
     /// A vCPU's registers.
-    fn registers(&self, vcpu: u32) -> Result<VcpuRegisters, String>;
+    fn registers(&self, vcpu: u32) -> Result<VcpuRegisters, PartitionError>;
     /// Writes a vCPU's registers.
-    fn set_registers(&self, vcpu: u32, registers: VcpuRegisters) -> Result<(), String>;
+    fn set_registers(&self, vcpu: u32, registers: VcpuRegisters) -> Result<(), PartitionError>;
     /// Sets a vCPU's debug controls (applied before it next enters the guest).
     fn set_debug(&self, vcpu: u32, control: DebugControl);
     /// Sets a vCPU's debug controls and lets it run (a continue or a step).
@@ -43,36 +44,46 @@ pub trait GuestHandle: Send + 'static {
         self.release_stop(vcpu);
     }
     /// Gives a `#BP` that was the guest's own back to the guest.
-    fn reinject_breakpoint(&self, vcpu: u32) -> Result<(), String>;
+    fn reinject_breakpoint(&self, vcpu: u32) -> Result<(), PartitionError>;
     /// Reads guest-physical memory (all of `buf` or an error).
-    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), String>;
+    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), PartitionError>;
     /// Writes guest-physical memory (all of `buf` or an error).
-    fn write_memory(&self, addr: u64, buf: &[u8]) -> Result<(), String>;
+    fn write_memory(&self, addr: u64, buf: &[u8]) -> Result<(), PartitionError>;
     /// Reloads the image and restarts the partition (every vCPU released).
-    fn reset(&self) -> Result<(), String>;
+    fn reset(&self) -> Result<(), PartitionError>;
     /// Raises interrupt `vector` on `vcpu` (any index: an unknown one is an error).
-    fn raise(&self, vcpu: u32, vector: u8) -> Result<(), String>;
+    fn raise(&self, vcpu: u32, vector: u8) -> Result<(), PartitionError>;
     /// Lines of `monitor partitions`: every partition of the system.
     fn partitions_report(&self) -> Vec<String>;
 }
 
 /// A real partition of a running system, with every partition of the system (for
-/// `monitor partitions`).
+/// `monitor partitions`): a thin adapter over hv-core's [`PartitionHandle`].
 #[derive(Debug, Clone)]
 pub struct LivePartition {
     /// The partition.
-    pub partition: Arc<Partition>,
+    pub partition: PartitionHandle,
     /// Every partition of the system.
-    pub all: Arc<[Arc<Partition>]>,
+    pub all: Arc<[PartitionHandle]>,
+}
+
+impl LivePartition {
+    /// A vCPU request's failure as a failure of this partition.
+    fn vcpu_error(&self, source: hv_core::VcpuError) -> PartitionError {
+        PartitionError::Vcpu {
+            name: self.partition.name().to_owned(),
+            source,
+        }
+    }
 }
 
 impl GuestHandle for LivePartition {
     fn name(&self) -> &str {
-        &self.partition.name
+        self.partition.name()
     }
 
     fn vcpu_count(&self) -> u32 {
-        self.partition.vcpus.len() as u32
+        self.partition.vcpu_count()
     }
 
     fn state(&self) -> PartitionState {
@@ -105,14 +116,14 @@ impl GuestHandle for LivePartition {
         self.partition.wait_vcpus_parked(vcpus, timeout)
     }
 
-    fn registers(&self, vcpu: u32) -> Result<VcpuRegisters, String> {
-        let v = self.partition.vcpu(vcpu).map_err(|e| e.to_string())?;
-        v.registers().map_err(|e| e.to_string())
+    fn registers(&self, vcpu: u32) -> Result<VcpuRegisters, PartitionError> {
+        let v = self.partition.vcpu(vcpu)?;
+        v.registers().map_err(|e| self.vcpu_error(e))
     }
 
-    fn set_registers(&self, vcpu: u32, registers: VcpuRegisters) -> Result<(), String> {
-        let v = self.partition.vcpu(vcpu).map_err(|e| e.to_string())?;
-        v.set_registers(registers).map_err(|e| e.to_string())
+    fn set_registers(&self, vcpu: u32, registers: VcpuRegisters) -> Result<(), PartitionError> {
+        let v = self.partition.vcpu(vcpu)?;
+        v.set_registers(registers).map_err(|e| self.vcpu_error(e))
     }
 
     fn set_debug(&self, vcpu: u32, control: DebugControl) {
@@ -129,31 +140,25 @@ impl GuestHandle for LivePartition {
         }
     }
 
-    fn reinject_breakpoint(&self, vcpu: u32) -> Result<(), String> {
-        let v = self.partition.vcpu(vcpu).map_err(|e| e.to_string())?;
-        v.reinject_breakpoint().map_err(|e| e.to_string())
+    fn reinject_breakpoint(&self, vcpu: u32) -> Result<(), PartitionError> {
+        let v = self.partition.vcpu(vcpu)?;
+        v.reinject_breakpoint().map_err(|e| self.vcpu_error(e))
     }
 
-    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), String> {
-        self.partition
-            .read_memory(addr, buf)
-            .map_err(|e| e.to_string())
+    fn read_memory(&self, addr: u64, buf: &mut [u8]) -> Result<(), PartitionError> {
+        self.partition.read_memory(addr, buf)
     }
 
-    fn write_memory(&self, addr: u64, buf: &[u8]) -> Result<(), String> {
-        self.partition
-            .write_memory(addr, buf)
-            .map_err(|e| e.to_string())
+    fn write_memory(&self, addr: u64, buf: &[u8]) -> Result<(), PartitionError> {
+        self.partition.write_memory(addr, buf)
     }
 
-    fn reset(&self) -> Result<(), String> {
-        self.partition.reset().map_err(|e| e.to_string())
+    fn reset(&self) -> Result<(), PartitionError> {
+        self.partition.reset()
     }
 
-    fn raise(&self, vcpu: u32, vector: u8) -> Result<(), String> {
-        let v = self.partition.vcpu(vcpu).map_err(|e| e.to_string())?;
-        v.raise(vector);
-        Ok(())
+    fn raise(&self, vcpu: u32, vector: u8) -> Result<(), PartitionError> {
+        self.partition.raise(vcpu, vector)
     }
 
     fn partitions_report(&self) -> Vec<String> {
@@ -161,14 +166,14 @@ impl GuestHandle for LivePartition {
             .iter()
             .map(|p| {
                 let vcpus: Vec<String> = p
-                    .vcpus
+                    .vcpus()
                     .iter()
                     .map(|v| format!("{}:{}", v.index, v.state().name()))
                     .collect();
                 format!(
                     "{:<3} {:<16} {:<10} vcpus {}",
-                    p.id,
-                    p.name,
+                    p.id(),
+                    p.name(),
                     p.state().name(),
                     vcpus.join(" ")
                 )

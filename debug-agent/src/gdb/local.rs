@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use hv_core::Partition;
+use hv_core::PartitionHandle;
 use hv_link::rpc::RpcError;
 use hv_link::server::{ClaimGuard, ClientId};
 use hv_link::{ChannelClaims, ChannelName};
@@ -41,7 +41,7 @@ impl LocalGdbSession {
 /// [`Agent::local_gdb`]: crate::Agent::local_gdb
 #[derive(Clone)]
 pub struct LocalGdb {
-    pub(crate) partitions: Arc<[Arc<Partition>]>,
+    pub(crate) partitions: Arc<[PartitionHandle]>,
     pub(crate) claims: ChannelClaims,
     pub(crate) options: GdbSessionOptions,
 }
@@ -72,12 +72,12 @@ impl LocalGdb {
         let p = self
             .partitions
             .iter()
-            .find(|p| &p.name == partition)
+            .find(|p| p.name() == partition)
             .ok_or_else(|| RpcError::unknown_partition(partition))?;
         if let Some(v) = *vcpu
-            && v as usize >= p.vcpus.len()
+            && v as usize >= p.vcpus().len()
         {
-            return Err(RpcError::unknown_vcpu(&p.name, v));
+            return Err(RpcError::unknown_vcpu(p.name(), v));
         }
         let claim = self.claims.claim(name, ClientId::next(), client_name)?;
         let session = GdbSession::start_notifying(

@@ -37,7 +37,7 @@ use gdbstub::common::Signal;
 use gdbstub::conn::Connection;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
 use gdbstub::stub::{DisconnectReason, GdbStubBuilder, GdbStubError};
-use hv_core::Partition;
+use hv_core::PartitionHandle;
 use hv_core::partition::DebugStopEvent;
 
 use arch::HvRegId;
@@ -104,8 +104,8 @@ pub enum GdbSessionError {
 impl GdbSession {
     /// Starts a session; `all` is every partition of the system (for `monitor partitions`).
     pub fn start(
-        partition: Arc<Partition>,
-        all: Arc<[Arc<Partition>]>,
+        partition: PartitionHandle,
+        all: Arc<[PartitionHandle]>,
         vcpu: Option<u32>,
         output: GdbOutput,
         options: GdbSessionOptions,
@@ -115,24 +115,24 @@ impl GdbSession {
 
     /// Like [`start`](Self::start), and calls `ended` if the session ends on its own.
     pub fn start_notifying(
-        partition: Arc<Partition>,
-        all: Arc<[Arc<Partition>]>,
+        partition: PartitionHandle,
+        all: Arc<[PartitionHandle]>,
         vcpu: Option<u32>,
         output: GdbOutput,
         options: GdbSessionOptions,
         ended: GdbEnded,
     ) -> Result<GdbSession, GdbSessionError> {
         if let Some(v) = vcpu
-            && v as usize >= partition.vcpus.len()
+            && v as usize >= partition.vcpus().len()
         {
             return Err(GdbSessionError::NoSuchVcpu {
-                partition: partition.name.clone(),
+                partition: partition.name().to_owned(),
                 vcpu: v,
             });
         }
         let name = match vcpu {
-            Some(v) => format!("gdb-{}.{v}", partition.name),
-            None => format!("gdb-{}", partition.name),
+            Some(v) => format!("gdb-{}.{v}", partition.name()),
+            None => format!("gdb-{}", partition.name()),
         };
         let (events_tx, events) = crossbeam_channel::unbounded();
         partition.attach_debugger(vcpu, events_tx);
@@ -147,7 +147,7 @@ impl GdbSession {
             partition.detach_debugger(vcpu);
             lock(&waiter).finish(options.resume_on_detach);
             if let Some(reason) = reason {
-                tracing::info!(partition = %partition.name, vcpu, "gdb session ended: {reason}");
+                tracing::info!(partition = %partition.name(), vcpu, "gdb session ended: {reason}");
                 ended(reason);
             }
         });

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use hv_core::Partition;
+use hv_core::PartitionHandle;
 use hv_link::control::{
     ChannelClose, ChannelCloseParams, ChannelClosed, ChannelClosedParams, ChannelOpen,
     ChannelOpenParams, ChannelOpenResult, EventsSubscribe, EventsUnsubscribe, InjectIrqParams,
@@ -98,7 +98,7 @@ struct ConnState {
     writer: FrameWriter,
     sink: Arc<Sink>,
     sessions: HashMap<ChannelId, GdbSession>,
-    consoles: HashMap<ChannelId, Arc<Partition>>,
+    consoles: HashMap<ChannelId, PartitionHandle>,
     traces: trace::Subscriptions,
     /// This connection's id for `trace.start`/`trace.stop` (undone when it closes).
     tracer: u64,
@@ -143,7 +143,7 @@ impl ConnState {
                 if taken < frame.payload.len() {
                     self.console_overflow += (frame.payload.len() - taken) as u64;
                     tracing::debug!(
-                        partition = %partition.name,
+                        partition = %partition.name(),
                         lost = frame.payload.len() - taken,
                         "console input: the guest's UART receive FIFO is full"
                     );
@@ -296,9 +296,9 @@ impl ConnState {
         match (&name, partition) {
             (ChannelName::Gdb { vcpu, .. }, Some(p)) => {
                 if let Some(v) = *vcpu
-                    && v as usize >= p.vcpus.len()
+                    && v as usize >= p.vcpus().len()
                 {
-                    return self.reply::<()>(id, Err(RpcError::unknown_vcpu(&p.name, v)));
+                    return self.reply::<()>(id, Err(RpcError::unknown_vcpu(p.name(), v)));
                 }
                 self.reap_ended();
                 let channel = match self.table().open(name.clone()) {
@@ -335,7 +335,7 @@ impl ConnState {
                 };
                 self.consoles.insert(channel, p.clone());
                 self.reply(id, Ok(ChannelOpenResult { id: channel }));
-                self.sink.add_console(p.id, channel);
+                self.sink.add_console(p.id(), channel);
             }
             (ChannelName::Trace, _) => {
                 let channel = match self.table().open(name.clone()) {

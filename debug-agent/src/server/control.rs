@@ -3,10 +3,9 @@
 //! to their wire form.
 
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 
 use hv_core::partition::PartitionError;
-use hv_core::{Partition, PartitionState, VcpuState};
+use hv_core::{PartitionHandle, PartitionState, VcpuState};
 use hv_link::control::{InjectIrqParams, PartitionParams, SystemInfo};
 use hv_link::rpc::codes;
 use hv_link::{PartitionInfo, RpcError, VcpuInfo};
@@ -55,9 +54,9 @@ pub fn link_vcpu_state(state: VcpuState) -> hv_link::VcpuState {
 }
 
 /// One `partitions.list` entry.
-pub(crate) fn partition_info(p: &Partition) -> PartitionInfo {
+pub(crate) fn partition_info(p: &PartitionHandle) -> PartitionInfo {
     let vcpus: Vec<VcpuInfo> = p
-        .vcpus
+        .vcpus()
         .iter()
         .map(|v| VcpuInfo {
             index: v.index,
@@ -75,8 +74,8 @@ pub(crate) fn partition_info(p: &Partition) -> PartitionInfo {
         state = hv_link::PartitionState::StoppedInDebugger;
     }
     PartitionInfo {
-        id: u32::try_from(p.id).unwrap_or(u32::MAX),
-        name: p.name.clone(),
+        id: u32::try_from(p.id()).unwrap_or(u32::MAX),
+        name: p.name().to_owned(),
         state,
         vcpus,
         image: normalize(p.image_path()).display().to_string(),
@@ -114,14 +113,10 @@ pub(crate) fn system_info(shared: &Shared) -> SystemInfo {
 }
 
 pub(crate) fn partitions_list(shared: &Shared) -> Vec<PartitionInfo> {
-    shared
-        .partitions
-        .iter()
-        .map(|p| partition_info(p))
-        .collect()
+    shared.partitions.iter().map(partition_info).collect()
 }
 
-pub(crate) fn find<'a>(shared: &'a Shared, name: &str) -> Result<&'a Arc<Partition>, RpcError> {
+pub(crate) fn find<'a>(shared: &'a Shared, name: &str) -> Result<&'a PartitionHandle, RpcError> {
     shared
         .partition(name)
         .ok_or_else(|| RpcError::unknown_partition(name))
@@ -178,9 +173,9 @@ pub(crate) fn inject_irq(shared: &Shared, params: &InjectIrqParams) -> Result<()
         )));
     }
     let vcpu = p
-        .vcpus
+        .vcpus()
         .get(params.vcpu as usize)
-        .ok_or_else(|| RpcError::unknown_vcpu(&p.name, params.vcpu))?;
+        .ok_or_else(|| RpcError::unknown_vcpu(p.name(), params.vcpu))?;
     vcpu.raise(params.vector);
     Ok(())
 }

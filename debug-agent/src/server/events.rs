@@ -151,7 +151,7 @@ pub(crate) fn dispatch(shared: &Shared, events: &Receiver<SystemEvent>, stop: &R
                 notify_state(
                     shared,
                     StateChangedParams {
-                        partition: p.name.clone(),
+                        partition: p.name().to_owned(),
                         state: link_partition_state(&state),
                         detail: state_detail(&state),
                     },
@@ -175,7 +175,7 @@ pub(crate) fn dispatch(shared: &Shared, events: &Receiver<SystemEvent>, stop: &R
                 notify_state(
                     shared,
                     StateChangedParams {
-                        partition: p.name.clone(),
+                        partition: p.name().to_owned(),
                         state,
                         detail: Some(detail),
                     },

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use hv_core::Partition;
+use hv_core::PartitionHandle;
 use hv_core::clock::Clock;
 use hv_link::control::{PartitionStats, PartitionsStats, TraceStartParams, VcpuStats};
 use hv_link::trace::{
@@ -122,7 +122,7 @@ impl TraceHub {
     /// Changes what `requester` asks for, then sets every ring to the union of all requests.
     fn request(
         &self,
-        partitions: &[Arc<Partition>],
+        partitions: &[PartitionHandle],
         requester: u64,
         change: impl FnOnce(&mut Vec<u32>),
     ) {
@@ -134,7 +134,7 @@ impl TraceHub {
         requests.retain(|_, classes| classes.iter().any(|&c| c != 0));
         for (i, p) in partitions.iter().enumerate() {
             let union = requests.values().fold(0, |acc, classes| acc | classes[i]);
-            for v in &p.vcpus {
+            for v in p.vcpus() {
                 v.trace.set_classes(union);
             }
         }
@@ -163,7 +163,7 @@ fn write_loop(closed: &AtomicBool, rx: &Receiver<Arc<[u8]>>, channel: ChannelId,
 }
 
 /// The header every new `trace` channel starts with.
-pub(crate) fn header(system: &str, partitions: &[Arc<Partition>]) -> Vec<u8> {
+pub(crate) fn header(system: &str, partitions: &[PartitionHandle]) -> Vec<u8> {
     let clock = Clock::shared();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -177,9 +177,9 @@ pub(crate) fn header(system: &str, partitions: &[Arc<Partition>]) -> Vec<u8> {
         partitions: partitions
             .iter()
             .map(|p| TracePartition {
-                id: p.id as u32,
-                name: p.name.clone(),
-                vcpus: p.vcpus.len() as u32,
+                id: p.id() as u32,
+                name: p.name().to_owned(),
+                vcpus: p.vcpus().len() as u32,
                 image: normalize(p.image_path()).display().to_string(),
             })
             .collect(),
@@ -207,10 +207,10 @@ pub(crate) struct Drainer {
 
 impl Drainer {
     /// Empties every ring once and offers the records to every subscriber.
-    pub(crate) fn drain_once(&mut self, partitions: &[Arc<Partition>], hub: &TraceHub) {
+    pub(crate) fn drain_once(&mut self, partitions: &[PartitionHandle], hub: &TraceHub) {
         self.records.clear();
         for p in partitions {
-            for v in &p.vcpus {
+            for v in p.vcpus() {
                 v.trace.drain(&mut self.records);
                 let quiet_lost = v.trace.take_unreported();
                 if quiet_lost > 0 {
@@ -218,7 +218,7 @@ impl Drainer {
                         timestamp: Clock::shared().now_ns(),
                         kind: RecordKind::Lost as u16,
                         vcpu: v.index as u16,
-                        partition: p.id as u32,
+                        partition: p.id() as u32,
                         a: quiet_lost,
                         b: LOST_IN_RING,
                     });
@@ -338,7 +338,7 @@ pub(crate) fn start(
                 Ok(shared
                     .partitions
                     .iter()
-                    .position(|q| Arc::ptr_eq(q, p))
+                    .position(|q| q.id() == p.id())
                     .unwrap_or(0))
             })
             .collect::<Result<_, _>>()?,
@@ -368,7 +368,7 @@ pub(crate) fn stats(shared: &Shared) -> PartitionsStats {
         .iter()
         .map(|p| {
             let vcpus: Vec<VcpuStats> = p
-                .vcpus
+                .vcpus()
                 .iter()
                 .map(|v| {
                     let s = &v.stats;
@@ -393,12 +393,12 @@ pub(crate) fn stats(shared: &Shared) -> PartitionsStats {
                 })
                 .collect();
             PartitionStats {
-                id: p.id as u32,
-                name: p.name.clone(),
+                id: p.id() as u32,
+                name: p.name().to_owned(),
                 state: link_partition_state(&p.state()),
-                hypercalls: p.stats.hypercalls.load(Ordering::Relaxed),
-                irqs_injected: p.stats.irqs_injected.load(Ordering::Relaxed),
-                unmapped_accesses: p.stats.unmapped_accesses.load(Ordering::Relaxed),
+                hypercalls: p.stats().hypercalls.load(Ordering::Relaxed),
+                irqs_injected: p.stats().irqs_injected.load(Ordering::Relaxed),
+                unmapped_accesses: p.stats().unmapped_accesses.load(Ordering::Relaxed),
                 lost_records: vcpus.iter().map(|v| v.lost_records).sum(),
                 vcpus,
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
-use super::{DebugStopEvent, Partition, PartitionError, PartitionStats};
+use super::{DebugStopEvent, Partition, PartitionCounters, PartitionError};
 use crate::lifecycle::PartitionState;
 use crate::vcpu::VcpuShared;
 
@@ -104,7 +104,7 @@ impl PartitionHandle {
     }
 
     /// The partition's counters.
-    pub fn stats(&self) -> &PartitionStats {
+    pub fn stats(&self) -> &PartitionCounters {
         &self.partition.stats
     }
 
@@ -132,5 +132,43 @@ impl PartitionHandle {
     /// Waits until every vCPU is parked (or gone); false on timeout.
     pub fn wait_parked(&self, timeout: Duration) -> bool {
         self.partition.wait_parked(timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::partitions_without_kvm;
+
+    #[test]
+    fn a_handle_reaches_memory_and_vcpus_with_typed_errors() {
+        let partitions = partitions_without_kvm(
+            "[[partition]]\nname = \"p\"\nimage = \"p.elf\"\nvcpus = 2\nautostart = false\n",
+        );
+        let handle = PartitionHandle::from(partitions[0].clone());
+        assert_eq!(
+            (handle.id(), handle.name(), handle.vcpu_count()),
+            (0, "p", 2)
+        );
+        assert_eq!(handle.state(), PartitionState::Created);
+        handle.write_memory(0x20_0000, b"abc").unwrap();
+        let mut back = [0u8; 3];
+        handle.read_memory(0x20_0000, &mut back).unwrap();
+        assert_eq!(&back, b"abc");
+        assert!(matches!(
+            handle.read_memory(0x7000_0000, &mut back),
+            Err(PartitionError::Memory {
+                addr: 0x7000_0000,
+                len: 3,
+                ..
+            })
+        ));
+        handle.raise(1, 40).unwrap();
+        assert!(handle.vcpus()[1].irq().is_pending(40));
+        assert!(matches!(
+            handle.raise(2, 40),
+            Err(PartitionError::NoSuchVcpu { index: 2, .. })
+        ));
+        assert_eq!(handle.vcpu(1).unwrap().index, 1);
     }
 }

@@ -80,51 +80,15 @@ impl Partition {
                     Err(_) => Return(errors::EFAULT),
                 }
             }
-            Hypercall::TimerSet => match vector(a0) {
-                Some(v) if a2 == timer_mode::ONESHOT || a2 == timer_mode::PERIODIC => {
-                    let line = IrqLine::new(caller.clone(), v);
-                    self.timer.set(line, a1, a2 == timer_mode::PERIODIC);
-                    Return(0)
-                }
-                _ => Return(errors::EINVAL),
-            },
-            Hypercall::IrqEnable | Hypercall::IrqDisable => match vector(a0) {
-                Some(v) => {
-                    let mut irq = cx.vcpu.irq();
-                    if call == Hypercall::IrqEnable {
-                        irq.enable(v);
-                    } else {
-                        irq.disable(v);
-                    }
-                    Return(0)
-                }
-                None => Return(errors::EINVAL),
-            },
-            Hypercall::IrqEoi => {
-                let ended = cx.vcpu.irq().eoi();
-                match ended {
-                    Some(v) => {
-                        cx.trace(TraceKind::IrqEoi, u64::from(v), 0);
-                        Return(i64::from(v))
-                    }
-                    None => Return(errors::EINVAL),
-                }
-            }
+            Hypercall::TimerSet
+            | Hypercall::IrqEnable
+            | Hypercall::IrqDisable
+            | Hypercall::IrqEoi
+            | Hypercall::SendIpi => Return(self.interrupt_call(caller, cx, call, [a0, a1, a2])),
             Hypercall::Idle => HypercallOutcome::Idle,
             Hypercall::Yield => {
                 std::thread::yield_now();
                 Return(0)
-            }
-            Hypercall::SendIpi => {
-                let target = usize::try_from(a0).ok().and_then(|i| self.vcpus.get(i));
-                match (target, vector(a1)) {
-                    (Some(target), Some(v)) => {
-                        target.raise(v);
-                        Return(0)
-                    }
-                    (None, _) => Return(errors::ENOENT),
-                    (_, None) => Return(errors::EINVAL),
-                }
             }
             Hypercall::IpcSend | Hypercall::IpcReceive | Hypercall::IpcNotify => {
                 Return(self.ipc(cx, call, a0, a1, a2))
@@ -135,6 +99,79 @@ impl Partition {
             }
             Hypercall::Exit => HypercallOutcome::Exit(a0 as i64),
             Hypercall::TimeNs => Return(self.uptime_ns() as i64),
+            Hypercall::DmReceive
+            | Hypercall::DmReply
+            | Hypercall::DmReplyWait
+            | Hypercall::DmSetIrq
+            | Hypercall::DmCopyFrom
+            | Hypercall::DmCopyTo => self.device_model_call(cx, call, [a0, a1, a2, a3]),
+        }
+    }
+
+    /// The timer and interrupt-controller calls: a vector below `FIRST_VECTOR` is refused.
+    fn interrupt_call(
+        &self,
+        caller: &Arc<VcpuShared>,
+        cx: &Call<'_>,
+        call: Hypercall,
+        [a0, a1, a2]: [u64; 3],
+    ) -> i64 {
+        match call {
+            Hypercall::TimerSet => match vector(a0) {
+                Some(v) if a2 == timer_mode::ONESHOT || a2 == timer_mode::PERIODIC => {
+                    let line = IrqLine::new(caller.clone(), v);
+                    self.timer.set(line, a1, a2 == timer_mode::PERIODIC);
+                    0
+                }
+                _ => errors::EINVAL,
+            },
+            Hypercall::IrqEnable | Hypercall::IrqDisable => match vector(a0) {
+                Some(v) => {
+                    let mut irq = cx.vcpu.irq();
+                    if call == Hypercall::IrqEnable {
+                        irq.enable(v);
+                    } else {
+                        irq.disable(v);
+                    }
+                    0
+                }
+                None => errors::EINVAL,
+            },
+            Hypercall::IrqEoi => {
+                let ended = cx.vcpu.irq().eoi();
+                match ended {
+                    Some(v) => {
+                        cx.trace(TraceKind::IrqEoi, u64::from(v), 0);
+                        i64::from(v)
+                    }
+                    None => errors::EINVAL,
+                }
+            }
+            // SendIpi
+            _ => {
+                let target = usize::try_from(a0).ok().and_then(|i| self.vcpus.get(i));
+                match (target, vector(a1)) {
+                    (Some(target), Some(v)) => {
+                        target.raise(v);
+                        0
+                    }
+                    (None, _) => errors::ENOENT,
+                    (_, None) => errors::EINVAL,
+                }
+            }
+        }
+    }
+
+    /// The device-model calls of this partition as a model: requests, replies, the client's
+    /// interrupt and copies through grants.
+    fn device_model_call(
+        &self,
+        cx: &Call<'_>,
+        call: Hypercall,
+        [a0, a1, a2, a3]: [u64; 4],
+    ) -> HypercallOutcome {
+        use HypercallOutcome::Return;
+        match call {
             Hypercall::DmReceive => Return(self.dm_receive(cx, a0)),
             Hypercall::DmReply => Return(self.dm_reply(cx, a0, a1, a2)),
             // A failed reply returns its error at once; no request pending means a wait.
@@ -158,7 +195,8 @@ impl Partition {
                 Some(device) if device.set_irq(a1 != 0) => Return(0),
                 _ => Return(errors::ENOENT),
             },
-            Hypercall::DmCopyFrom | Hypercall::DmCopyTo => match self.served_device(a0) {
+            // DmCopyFrom, DmCopyTo
+            _ => match self.served_device(a0) {
                 Some(device) => {
                     let to_client = call == Hypercall::DmCopyTo;
                     let result = device.copy(&self.memory, a1, a2, a3, to_client);
@@ -492,5 +530,18 @@ served_by = "b"
             Return(errors::ENOENT)
         );
         assert_eq!(b.take_device_request(&b.vcpus[0], BUF), 0);
+        // `dev` has no client interrupt and no grants; there is no device 5.
+        assert_eq!(
+            call(b, 0, Hypercall::DmSetIrq, [0, 1, 0, 0]),
+            Return(errors::ENOENT)
+        );
+        assert_eq!(
+            call(b, 0, Hypercall::DmCopyFrom, [0, 0xE0_0000, BUF, 16]),
+            Return(errors::EPERM)
+        );
+        assert_eq!(
+            call(b, 0, Hypercall::DmCopyTo, [5, 0xE0_0000, BUF, 16]),
+            Return(errors::ENOENT)
+        );
     }
 }

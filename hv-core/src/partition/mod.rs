@@ -92,9 +92,10 @@ pub enum PartitionError {
     },
 }
 
-/// Counters of a partition (sums over its vCPUs where that is cheaper to keep here).
+/// Live counters of a partition, kept by the hypervisor (sums over its vCPUs where that is
+/// cheaper to keep here); the host link's snapshot of them is `hv_link::control::PartitionStats`.
 #[derive(Debug, Default)]
-pub struct PartitionStats {
+pub struct PartitionCounters {
     /// Hypercalls made.
     pub hypercalls: AtomicU64,
     /// Interrupts injected.
@@ -167,7 +168,7 @@ pub struct Partition {
     /// Trace clock.
     pub clock: Arc<Clock>,
     /// Counters.
-    pub stats: PartitionStats,
+    pub stats: PartitionCounters,
     image: GuestImage,
     boot_info: BootInfo,
     state: Mutex<PartitionState>,
@@ -243,7 +244,7 @@ impl Partition {
             events,
             start_ns: AtomicU64::new(clock.now_ns()),
             clock,
-            stats: PartitionStats::default(),
+            stats: PartitionCounters::default(),
             image: parts.image,
             boot_info: parts.boot_info,
             state: Mutex::new(PartitionState::Created),

@@ -23,7 +23,7 @@ pub use exit::{DebugExit, DeviceAccess, ExitAction, MmioAccess, handle_exit};
 pub use host::{HypercallOutcome, VcpuHost};
 pub use runner::VcpuRunner;
 pub use shared::VcpuShared;
-pub use state::{EXIT_REASONS, VcpuState, VcpuStats};
+pub use state::{EXIT_REASONS, VcpuCounters, VcpuState};
 
 use std::sync::Arc;
 

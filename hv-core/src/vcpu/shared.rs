@@ -8,7 +8,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use kvm_ioctls::VcpuFd;
 
-use super::{DebugControl, VcpuError, VcpuRegisters, VcpuRunner, VcpuState, VcpuStats};
+use super::{DebugControl, VcpuCounters, VcpuError, VcpuRegisters, VcpuRunner, VcpuState};
 use crate::irq::{InterruptTarget, IrqController};
 use crate::kvm_ext;
 use crate::trace::{TraceKind, TraceRecord, TraceRing};
@@ -43,7 +43,7 @@ pub struct VcpuShared {
     /// This vCPU's trace ring (the vCPU thread is its only producer).
     pub trace: TraceRing,
     /// Counters.
-    pub stats: VcpuStats,
+    pub stats: VcpuCounters,
 }
 
 impl std::fmt::Debug for VcpuShared {
@@ -80,7 +80,7 @@ impl VcpuShared {
             state: AtomicU8::new(VcpuState::Created as u8),
             blocked_on: Mutex::new(None),
             trace: TraceRing::new(trace_capacity),
-            stats: VcpuStats::default(),
+            stats: VcpuCounters::default(),
         }
     }
 

@@ -75,7 +75,7 @@ impl VcpuState {
     }
 }
 
-/// Size of [`VcpuStats::exits_by_reason`]: KVM exit reasons at or above it count in the last slot.
+/// Size of [`VcpuCounters::exits_by_reason`]: KVM exit reasons at or above it count in the last slot.
 pub const EXIT_REASONS: usize = 64;
 
 /// Adds one to a counter that only the calling thread writes (no locked instruction).
@@ -84,9 +84,10 @@ pub(super) fn bump(counter: &AtomicU64) {
     counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
-/// Per-vCPU counters (written by the vCPU thread, read by anyone).
+/// Live per-vCPU counters (written by the vCPU thread, read by anyone); the host link's
+/// snapshot of them is `hv_link::control::VcpuStats`.
 #[derive(Debug)]
-pub struct VcpuStats {
+pub struct VcpuCounters {
     /// VM exits by KVM exit reason (`KVM_EXIT_*`; reasons >= `EXIT_REASONS - 1` share the last).
     pub exits_by_reason: [AtomicU64; EXIT_REASONS],
     /// Interrupts injected, by vector.
@@ -103,9 +104,9 @@ pub struct VcpuStats {
     pub guest_ns: AtomicU64,
 }
 
-impl Default for VcpuStats {
+impl Default for VcpuCounters {
     fn default() -> Self {
-        VcpuStats {
+        VcpuCounters {
             exits_by_reason: std::array::from_fn(|_| AtomicU64::new(0)),
             irqs_by_vector: std::array::from_fn(|_| AtomicU64::new(0)),
             exits: AtomicU64::new(0),
