@@ -150,8 +150,8 @@ impl PartitionTarget<LivePartition> {
     /// A target for `partition` (all its vCPUs, or only `scope`); `all` is every partition of
     /// the system (for `monitor partitions`).
     pub fn new(
-        partition: hv_core::PartitionHandle,
-        all: Arc<[hv_core::PartitionHandle]>,
+        partition: Arc<hv_core::Partition>,
+        all: Arc<[Arc<hv_core::Partition>]>,
         scope: Option<u32>,
     ) -> Self {
         Self::with_handle(LivePartition { partition, all }, scope)
@@ -472,6 +472,13 @@ impl<H: GuestHandle> Target for PartitionTarget<H> {
 
     fn guard_rail_implicit_sw_breakpoints(&self) -> bool {
         true
+    }
+
+    /// No run-length encoding: gdbstub writes an RLE reply one byte at a time through a state
+    /// machine (over half of the agent's time in a 16 KiB `m`), while plain hex goes out in
+    /// chunks (vendor/gdbstub.patch). The replies only cross a local socket or the host link.
+    fn use_rle(&self) -> bool {
+        false
     }
 }
 

@@ -192,8 +192,41 @@ impl<'a, C: Connection + 'a> ResponseWriter<'a, C> {
 
     /// Write a byte-buffer as a hex string (i.e: two ascii chars / byte).
     pub fn write_hex_buf(&mut self, data: &[u8]) -> Result<(), Error<C::Error>> {
+        // Without RLE (and without packet logging), the hex digits go to the connection in
+        // chunks: a byte-at-a-time `write` costs most of the time of a large `m` reply.
+        #[cfg(feature = "trace-pkt")]
+        let logging = log_enabled!(log::Level::Trace);
+        #[cfg(not(feature = "trace-pkt"))]
+        let logging = false;
+        if !self.rle_enabled && !logging {
+            return self.write_hex_chunks(data);
+        }
         for b in data.iter() {
             self.write_hex(*b)?;
+        }
+        Ok(())
+    }
+
+    /// [`write_hex_buf`](Self::write_hex_buf) without RLE: encodes up to 256 digits at a time
+    /// and hands them to the connection with one `write_all`.
+    fn write_hex_chunks(&mut self, data: &[u8]) -> Result<(), Error<C::Error>> {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        if data.is_empty() {
+            return Ok(());
+        }
+        if !self.started {
+            self.started = true;
+            self.inner.write(b'$').map_err(Error)?;
+        }
+        let mut chunk = [0u8; 256];
+        for part in data.chunks(chunk.len() / 2) {
+            let hex = &mut chunk[..part.len() * 2];
+            for (pair, b) in hex.chunks_exact_mut(2).zip(part) {
+                pair[0] = DIGITS[usize::from(b >> 4)];
+                pair[1] = DIGITS[usize::from(b & 0x0f)];
+            }
+            self.checksum = hex.iter().fold(self.checksum, |a, x| a.wrapping_add(*x));
+            self.inner.write_all(hex).map_err(Error)?;
         }
         Ok(())
     }
@@ -332,6 +365,34 @@ mod tests {
                 byte as char
             );
         }
+    }
+
+    /// Without RLE, hex buffers written in chunks give the same packet (body and checksum) as
+    /// writing them one digit at a time, for lengths around the chunk size.
+    #[test]
+    fn chunked_hex_matches_byte_at_a_time() {
+        for len in [0usize, 1, 127, 128, 129, 300, 4096] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let mut chunked = MockConnection::new();
+            let mut writer = ResponseWriter::new(&mut chunked, false);
+            writer.write_str("x").unwrap();
+            writer.write_hex_buf(&data).unwrap();
+            writer.flush().unwrap();
+            let mut bytewise = MockConnection::new();
+            let mut writer = ResponseWriter::new(&mut bytewise, false);
+            writer.write_str("x").unwrap();
+            for b in &data {
+                writer.write_hex(*b).unwrap();
+            }
+            writer.flush().unwrap();
+            assert_eq!(chunked.data, bytewise.data, "length {len}");
+        }
+        // A packet that starts with hex digits still gets its '$'.
+        let mut conn = MockConnection::new();
+        let mut writer = ResponseWriter::new(&mut conn, false);
+        writer.write_hex_buf(&[0xab]).unwrap();
+        writer.flush().unwrap();
+        assert_eq!(conn.data, b"$ab#c3");
     }
 
     /// RLE must not produce '#' in packet body.
