@@ -150,8 +150,8 @@ impl PartitionTarget<LivePartition> {
     /// A target for `partition` (all its vCPUs, or only `scope`); `all` is every partition of
     /// the system (for `monitor partitions`).
     pub fn new(
-        partition: Arc<hv_core::Partition>,
-        all: Arc<[Arc<hv_core::Partition>]>,
+        partition: hv_core::PartitionHandle,
+        all: Arc<[hv_core::PartitionHandle]>,
         scope: Option<u32>,
     ) -> Self {
         Self::with_handle(LivePartition { partition, all }, scope)
