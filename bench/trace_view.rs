@@ -39,11 +39,13 @@ fn start(file: &Path) -> Server {
         .spawn()
         .expect("start hv trace view");
     let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    // Killed and waited for however this ends.
+    let mut server = Server(child, SocketAddr::from(([127, 0, 0, 1], 0)));
     for line in stderr.lines().map_while(Result::ok) {
         if let Some(at) = line.find("http://") {
             let url = line[at + 7..].split(['/', ' ']).next().unwrap_or_default();
-            let addr = url.parse().expect("an address in the URL");
-            return Server(child, addr);
+            server.1 = url.parse().expect("an address in the URL");
+            return server;
         }
     }
     panic!("hv trace view printed no URL");

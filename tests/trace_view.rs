@@ -125,9 +125,14 @@ fn start_viewer(file: &Path) -> (KillOnDrop, String) {
 
 /// Starts `hv trace view FILE --port 0`: it with its URL, and the lines it printed before.
 fn start_viewer_noting(file: &Path) -> ((KillOnDrop, String), Vec<String>) {
+    start_viewer_with(&[file.as_os_str()])
+}
+
+/// Starts `hv trace view ARGS --port 0`: it with its URL, and the lines it printed before.
+fn start_viewer_with(args: &[&std::ffi::OsStr]) -> ((KillOnDrop, String), Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hv"))
         .args(["trace", "view"])
-        .arg(file)
+        .args(args)
         .args(["--port", "0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -151,7 +156,8 @@ fn start_viewer_noting(file: &Path) -> ((KillOnDrop, String), Vec<String>) {
             Ok(line) => {
                 if let Some(at) = line.find("http://") {
                     assert!(
-                        line.starts_with("hv: trace viewer for ")
+                        (line.starts_with("hv: trace viewer for ")
+                            || line.starts_with("hv: live trace viewer for "))
                             && line.contains(" at http://127.0.0.1:"),
                         "{line}"
                     );
@@ -520,4 +526,155 @@ fn a_million_records_answer_as_a_full_pass_in_bounded_memory_and_in_the_browser(
         printed.iter().any(|l| l.contains("index reused")),
         "{printed:?}"
     );
+}
+
+// ---- live ------------------------------------------------------------------------------------
+
+/// POSTs to `path` with the given headers: status and body.
+fn post(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(GUARD)).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n{headers}\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read the answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status");
+    (status, body.to_owned())
+}
+
+#[test]
+fn the_live_view_follows_a_running_system_and_saves_it() {
+    if !Path::new("/dev/kvm").exists() {
+        eprintln!("SKIPPED the_live_view_follows_a_running_system_and_saves_it: no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("link.sock");
+    let link = format!("unix:{}", socket.display());
+    // The demo system, long enough for the test; killed when the test ends.
+    let run = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_hv"))
+            .args([
+                "run",
+                "--quiet",
+                "--no-gdb-bridge",
+                "--time-limit",
+                "300",
+                "--link",
+            ])
+            .arg(&link)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start hv run"),
+    );
+    let deadline = Instant::now() + GUARD;
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "hv run made no link socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ((viewer, url), _) = start_viewer_with(&[
+        "--live".as_ref(),
+        "--connect".as_ref(),
+        link.as_ref(),
+        "--save-dir".as_ref(),
+        dir.path().as_os_str(),
+    ]);
+    let addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("an address in the URL");
+
+    // Records arrive and the trace grows.
+    let items = |m: &serde_json::Value| m["items"].as_u64().unwrap_or(0);
+    let first = loop {
+        let m = get_json(addr, "/api/meta");
+        assert_eq!(m["live"], true);
+        if items(&m) > 100 {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no records arrived: {m}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(first["system"], "demo");
+    let grown = loop {
+        let m = get_json(addr, "/api/meta");
+        if items(&m) > items(&first) && m["duration_us"].as_f64() > first["duration_us"].as_f64() {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the live trace did not grow: {first} then {m}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let duration = grown["duration_us"].as_f64().unwrap();
+    let whole = get_json(addr, &format!("/api/range?from=0&to={duration}&px=800"));
+    let tracks = whole["tracks"].as_array().unwrap();
+    assert_eq!(tracks.len(), grown["tracks"].as_array().unwrap().len());
+    let drawn: usize = tracks
+        .iter()
+        .map(|t| {
+            t["items"]
+                .as_array()
+                .or_else(|| t["columns"].as_array())
+                .map_or(0, Vec::len)
+        })
+        .sum();
+    assert!(drawn > 0, "{whole}");
+
+    // Save: refused without its header (a page of another origin cannot send it), then a trace
+    // file that opens.
+    let (status, body) = post(addr, "/api/save", "");
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = post(addr, "/api/save", "X-Hv-Save: 1\r\n");
+    assert_eq!(status, 200, "{body}");
+    let saved: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let saved = PathBuf::from(saved["path"].as_str().unwrap());
+    assert!(saved.starts_with(dir.path()), "{}", saved.display());
+    let (index, _) = trace_viewer::index::Index::open_or_build(&saved).expect("the saved trace");
+    assert!(index.meta().records > 0);
+    assert_eq!(index.meta().header.system, "demo");
+
+    let missing = browser_missing();
+    if missing.is_empty() {
+        run_browser_script("test/live.test.mjs", &[&url]);
+    } else {
+        eprintln!(
+            "SKIPPED the browser part: missing {}",
+            missing.join(" and ")
+        );
+    }
+    // Ctrl-C: the viewer stops the recording and removes its temporary copy.
+    let recording = std::env::temp_dir().join(format!("hv-live-{}.hvt", viewer.0.id()));
+    assert!(recording.exists(), "{}", recording.display());
+    let mut viewer = viewer;
+    let killed = Command::new("kill")
+        .args(["-INT", &viewer.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let status = loop {
+        if let Some(status) = viewer.0.try_wait().expect("wait for hv") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline + GUARD,
+            "hv trace view --live ignored SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!recording.exists(), "{} left behind", recording.display());
+    drop(run);
 }

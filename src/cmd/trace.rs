@@ -36,16 +36,28 @@ enum TraceCommand {
     /// and benchmarks.
     #[command(hide = true)]
     Synth(SynthArgs),
-    /// Show a trace file as a web timeline (tracks per vCPU, zoom, pan, search, details),
-    /// served on 127.0.0.1 until Ctrl-C.
+    /// Show a trace file (or, with --live, a running system's trace as it arrives) as a web
+    /// timeline (tracks per vCPU, zoom, pan, search, details, interrupt latency), served on
+    /// 127.0.0.1 until Ctrl-C.
     View(ViewArgs),
 }
 
 /// Options of `hv trace view`.
 #[derive(Debug, Args)]
 struct ViewArgs {
-    /// The trace file (from `hv trace record`).
-    file: PathBuf,
+    /// The trace file (from `hv trace record`); an index of it is kept beside it (FILE.hvti).
+    #[arg(required_unless_present = "live", conflicts_with = "live")]
+    file: Option<PathBuf>,
+    /// Follow a running system instead: its trace is shown as it arrives, and the page's Save
+    /// button writes what arrived to a trace file in --save-dir.
+    #[arg(long)]
+    live: bool,
+    /// With --live: the running system, its link or its name (default: the only one running).
+    #[arg(long, value_name = "LINK", alias = "link", requires = "live")]
+    connect: Option<String>,
+    /// With --live: where Save writes (default: the current directory).
+    #[arg(long, value_name = "DIR", requires = "live")]
+    save_dir: Option<PathBuf>,
     /// The port to serve on, on 127.0.0.1 (0: any free port; the URL is printed).
     #[arg(long, default_value_t = 0)]
     port: u16,
@@ -146,8 +158,11 @@ pub fn trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
 fn view(args: ViewArgs) -> anyhow::Result<ExitCode> {
     // Before any thread starts, so that every thread blocks SIGINT/SIGTERM.
     let signals = super::run::termination_signal()?;
+    let Some(file) = args.file.clone() else {
+        return view_live(args, &signals);
+    };
     let started = Instant::now();
-    let (index, origin) = trace_viewer::index::Index::open_or_build(&args.file)?;
+    let (index, origin) = trace_viewer::index::Index::open_or_build(&file)?;
     let meta = index.meta();
     let how = match &origin {
         trace_viewer::index::Origin::Cached => "index reused".to_owned(),
@@ -171,6 +186,96 @@ fn view(args: ViewArgs) -> anyhow::Result<ExitCode> {
     );
     let _ = signals.recv();
     viewer.shutdown();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Items held per vCPU by a live view (about 14 MiB each).
+const LIVE_ITEMS_PER_VCPU: usize = 1 << 18;
+
+/// `hv trace view --live`: subscribes to the running system's trace, feeds a live trace that the
+/// viewer serves, and records every chunk to a file that Save copies.
+fn view_live(
+    args: ViewArgs,
+    signals: &crossbeam_channel::Receiver<i32>,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex, RwLock};
+
+    let link = super::gdb_bridge::resolve(args.connect.as_deref())?;
+    let client =
+        LinkClient::connect(&link, "hv-trace-view").with_context(|| format!("connect {link}"))?;
+    let channel = client
+        .open_channel(&ChannelName::Trace)
+        .context("open the trace channel")?;
+    let first = channel.recv().context("read the trace header")?;
+    let Chunk::Header(header) = decode_chunk(&first).context("trace header")?.0 else {
+        bail!("the trace channel did not start with a header");
+    };
+    let save_dir = match args.save_dir {
+        Some(dir) => dir,
+        None => std::env::current_dir().context("the current directory")?,
+    };
+    // Everything received, as a trace file (the chunks back to back), for Save to copy.
+    let recording = std::env::temp_dir().join(format!("hv-live-{}.hvt", std::process::id()));
+    let mut file = std::fs::File::create(&recording)
+        .with_context(|| format!("create {}", recording.display()))?;
+    file.write_all(&first)
+        .with_context(|| format!("write {}", recording.display()))?;
+    let writer = Arc::new(Mutex::new(std::io::BufWriter::new(file)));
+    let live = Arc::new(RwLock::new(trace_viewer::live::LiveTrace::new(
+        header.clone(),
+        LIVE_ITEMS_PER_VCPU,
+    )));
+    client
+        .call_typed::<TraceStart>(&TraceStartParams {
+            partitions: None,
+            classes: None,
+        })
+        .context("trace.start")?;
+    let receiver = channel.receiver().clone();
+    let (feed_live, feed_writer) = (Arc::clone(&live), Arc::clone(&writer));
+    std::thread::Builder::new()
+        .name("trace-view-live".into())
+        .spawn(move || {
+            while let Ok(payload) = receiver.recv() {
+                if let Ok((Chunk::Batch(batch), _)) = decode_chunk(&payload) {
+                    if let Ok(mut live) = feed_live.write() {
+                        live.push(&batch);
+                    }
+                    if let Ok(mut w) = feed_writer.lock() {
+                        let _ = w.write_all(&payload);
+                    }
+                }
+            }
+        })
+        .context("start the live trace's thread")?;
+    let system = header.system.clone();
+    let (save_from, save_writer) = (recording.clone(), Arc::clone(&writer));
+    let save: trace_viewer::serve::SaveFn = Box::new(move || {
+        save_writer
+            .lock()
+            .map_err(|_| "the recording's writer failed".to_owned())?
+            .flush()
+            .map_err(|e| format!("flush {}: {e}", save_from.display()))?;
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let to = save_dir.join(format!("{system}-{unix}.hvt"));
+        std::fs::copy(&save_from, &to).map_err(|e| format!("write {}: {e}", to.display()))?;
+        Ok(to)
+    });
+    let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, args.port));
+    let viewer = trace_viewer::serve::Viewer::start_live(live, save, addr)?;
+    eprintln!(
+        "hv: live trace viewer for {} at {} ; Ctrl-C stops",
+        header.system,
+        viewer.url()
+    );
+    let _ = signals.recv();
+    let _ = client.call_typed::<TraceStop>(&());
+    viewer.shutdown();
+    drop(channel);
+    let _ = std::fs::remove_file(&recording);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -824,6 +824,18 @@ impl TrackBuild {
         }
     }
 
+    /// Takes one record (live): false when it is older than this track's last record (it is
+    /// dropped).
+    pub(crate) fn feed(
+        &mut self,
+        r: &TraceRecord,
+        seq: u64,
+        irq: &mut IrqLatencies,
+        hist: &mut HashMap<u32, IrqHistogram>,
+    ) -> bool {
+        self.process(r, seq, irq, hist).is_ok()
+    }
+
     /// Takes one record in this track's time order.
     fn process(
         &mut self,

@@ -6,6 +6,7 @@
 
 pub mod export;
 pub mod index;
+pub mod live;
 pub mod perfetto_proto;
 pub mod query;
 pub mod serve;

@@ -11,8 +11,8 @@
 //! trace. The server answers on its own thread until [`Viewer::shutdown`] (or drop).
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -20,7 +20,8 @@ use serde_json::json;
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::index::Index;
-use crate::query::{Matcher, QueryError, RangeQuery, params};
+use crate::live::LiveTrace;
+use crate::query::{Matcher, QueryError, RangeQuery, Store, params};
 
 /// The page and its assets, embedded at build time.
 const INDEX_HTML: &str = include_str!("../web/index.html");
@@ -54,8 +55,32 @@ pub enum ServeError {
 
 /// What the server answers from.
 struct Content {
-    index: Index,
+    source: Source,
     matcher: Matcher,
+}
+
+/// Saves what a live view has received as a trace file; the file's path, or why not.
+pub type SaveFn = Box<dyn Fn() -> Result<std::path::PathBuf, String> + Send + Sync>;
+
+/// What a viewer shows.
+enum Source {
+    /// A trace file, through its index.
+    File(Index),
+    /// A running system's trace, growing, and how to save it.
+    Live(Arc<RwLock<LiveTrace>>, SaveFn),
+}
+
+impl Content {
+    /// Runs `f` on the store (a live trace stays locked for reading meanwhile).
+    fn with_store<R>(&self, f: impl FnOnce(&dyn Store) -> R) -> R {
+        match &self.source {
+            Source::File(index) => f(index),
+            Source::Live(live, _) => match live.read() {
+                Ok(live) => f(&*live),
+                Err(poisoned) => f(&*poisoned.into_inner()),
+            },
+        }
+    }
 }
 
 /// A running viewer: answers HTTP requests on [`Viewer::addr`] until [`Viewer::shutdown`].
@@ -74,8 +99,22 @@ impl std::fmt::Debug for Viewer {
 impl Viewer {
     /// Serves the trace of `index` on `addr` (port 0 picks a free port; see [`Viewer::addr`]).
     pub fn start(index: Index, addr: SocketAddr) -> Result<Viewer, ServeError> {
+        Viewer::start_source(Source::File(index), addr)
+    }
+
+    /// Serves a live trace on `addr`: the page follows it as it grows; its Save button calls
+    /// `save` (`POST /api/save`).
+    pub fn start_live(
+        live: Arc<RwLock<LiveTrace>>,
+        save: SaveFn,
+        addr: SocketAddr,
+    ) -> Result<Viewer, ServeError> {
+        Viewer::start_source(Source::Live(live, save), addr)
+    }
+
+    fn start_source(source: Source, addr: SocketAddr) -> Result<Viewer, ServeError> {
         let content = Arc::new(Content {
-            index,
+            source,
             matcher: Matcher::default(),
         });
         let listener =
@@ -178,7 +217,7 @@ fn query_answer<T: serde::Serialize>(result: Result<T, QueryError>) -> Answer {
 }
 
 /// What a route serves.
-fn route(method: &Method, url: &str, content: &Content) -> Answer {
+fn route(method: &Method, url: &str, content: &Content, save_header: bool) -> Answer {
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     let path = path.split('#').next().unwrap_or(path);
     let query = query.split('#').next().unwrap_or(query);
@@ -192,9 +231,13 @@ fn route(method: &Method, url: &str, content: &Content) -> Answer {
             | "/api/search"
             | "/api/irq"
             | "/api/item"
+            | "/api/save"
     );
     if !known {
         return text(404, "not found".into());
+    }
+    if path == "/api/save" {
+        return save(method, content, save_header);
     }
     if !matches!(method, Method::Get | Method::Head) {
         return text(405, "method not allowed".into());
@@ -204,12 +247,17 @@ fn route(method: &Method, url: &str, content: &Content) -> Answer {
         "/" | "/index.html" => page("text/html; charset=utf-8", INDEX_HTML),
         "/app.js" => page("text/javascript; charset=utf-8", APP_JS),
         "/style.css" => page("text/css; charset=utf-8", STYLE_CSS),
-        "/api/meta" => json_answer(&meta(&content.index)),
-        "/api/irq" => json_answer(&content.index.meta().irq),
-        "/api/range" => query_answer(
-            RangeQuery::parse(query)
-                .and_then(|q| crate::query::range(&content.index, &q, &content.matcher)),
-        ),
+        "/api/meta" => match &content.source {
+            Source::File(index) => json_answer(&meta(index)),
+            Source::Live(live, _) => json_answer(&read(live).meta()),
+        },
+        "/api/irq" => match &content.source {
+            Source::File(index) => json_answer(&index.meta().irq),
+            Source::Live(live, _) => json_answer(&read(live).irq()),
+        },
+        "/api/range" => query_answer(RangeQuery::parse(query).and_then(|q| {
+            content.with_store(|store| crate::query::range(store, &q, &content.matcher))
+        })),
         "/api/item" => query_answer(item(query, content)),
         _ => query_answer(search(query, content)),
     }
@@ -226,7 +274,8 @@ fn item(query: &str, content: &Content) -> Result<crate::query::ItemOut, QueryEr
     };
     let track = usize::try_from(number("track")?)
         .map_err(|_| QueryError::BadRequest("bad track".into()))?;
-    crate::query::item(&content.index, track, number("k")?)
+    let k = number("k")?;
+    content.with_store(|store| crate::query::item(store, track, k))
 }
 
 fn search(query: &str, content: &Content) -> Result<crate::query::SearchAnswer, QueryError> {
@@ -251,7 +300,33 @@ fn search(query: &str, content: &Content) -> Result<crate::query::SearchAnswer, 
             )));
         }
     };
-    crate::query::search(&content.index, &content.matcher, q, after, backwards)
+    content.with_store(|store| crate::query::search(store, &content.matcher, q, after, backwards))
+}
+
+fn read(live: &RwLock<LiveTrace>) -> std::sync::RwLockReadGuard<'_, LiveTrace> {
+    live.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `POST /api/save` (with an `X-Hv-Save: 1` header, which a page of another origin cannot send
+/// without a CORS preflight this server never answers): a live view saves what it received.
+fn save(method: &Method, content: &Content, save_header: bool) -> Answer {
+    let Source::Live(_, save) = &content.source else {
+        return text(
+            400,
+            "only a live view saves (this one shows a trace file)".into(),
+        );
+    };
+    if *method != Method::Post {
+        return text(405, "method not allowed (POST)".into());
+    }
+    if !save_header {
+        return text(403, "missing the X-Hv-Save header".into());
+    }
+    match save() {
+        Ok(path) => json_answer(&json!({ "path": path })),
+        Err(reason) => text(500, format!("cannot save: {reason}")),
+    }
 }
 
 /// `/api/meta`: what the page needs before its first range.
@@ -293,8 +368,12 @@ fn local_host(request: &Request, port: u16) -> bool {
 }
 
 fn answer(request: Request, port: u16, content: &Content) {
+    let save_header = request
+        .headers()
+        .iter()
+        .any(|h| h.field.equiv("X-Hv-Save") && h.value.as_str() == "1");
     let (status, kind, body) = if local_host(&request, port) {
-        route(request.method(), request.url(), content)
+        route(request.method(), request.url(), content, save_header)
     } else {
         text(403, "not this server's host name".into())
     };

@@ -10,7 +10,9 @@
 // and summaryTracks (how the last frame's tracks were drawn), flows (device-model requests in the
 // trace) and flowsDrawn (drawn in the last frame), selected (the selected item or null), matches
 // (search matches in the whole trace), settled (the data on screen is the answer for this view),
-// frameMs (time of the last frame's drawing) and ready (set after the first draw).
+// frameMs (time of the last frame's drawing), ready (set after the first draw), and for a live
+// view (hv trace view --live) live and following (the view scrolls with the arriving records
+// until Freeze).
 'use strict';
 
 (function () {
@@ -44,6 +46,9 @@
   const details = document.getElementById('details');
   const status = document.getElementById('status');
   const irqPanel = document.getElementById('irq');
+  const LIVE_POLL_MS = 500;
+  /** Span shown when a live view starts following (µs). */
+  const LIVE_SPAN_US = 2e6;
 
   /** From /api/meta. */
   let meta = null;
@@ -61,6 +66,7 @@
   let total = 0;
   let frameRequested = false;
   let searchTimer = null;
+  let following = false;
 
   const api = {
     ready: false,
@@ -77,7 +83,9 @@
     get selected() { return selected && describe(selected); },
     get matches() { return total; },
     get flows() { return meta ? meta.flows : 0; },
-    get settled() { return !inFlight && usable(data) && (data.q || '') === needle; },
+    get settled() { return !inFlight && usable(data) && (data.q || '') === needle && !data.stale; },
+    get live() { return Boolean(meta && meta.live); },
+    get following() { return following; },
   };
   window.hvTimeline = api;
 
@@ -100,6 +108,7 @@
     tracks = meta.tracks.map((t, i) => ({ label: t.label, index: i }));
     full = { start: 0, end: Math.max(meta.duration_us, MIN_SPAN_US) };
     view = { ...full };
+    if (meta.live) startLive();
     document.title = `${meta.system} — hv trace viewer`;
     document.getElementById('title').textContent = meta.system;
     const legend = document.getElementById('legend');
@@ -117,9 +126,54 @@
     getJson('api/irq').then(showIrq).catch((e) => { irqPanel.textContent = `IRQ latency: ${e}`; });
   }
 
+  // ---- live ---------------------------------------------------------------------------------
+
+  /** Follows a live trace: polls /api/meta, and while following shows its last span. */
+  function startLive() {
+    following = true;
+    document.getElementById('live').hidden = false;
+    const follow = document.getElementById('follow');
+    const saved = document.getElementById('saved');
+    follow.addEventListener('click', () => {
+      following = !following;
+      follow.textContent = following ? 'Freeze' : 'Follow';
+      follow.classList.toggle('frozen', !following);
+      if (following) tick();
+    });
+    document.getElementById('save').addEventListener('click', async () => {
+      saved.textContent = 'saving…';
+      try {
+        const response = await fetch('api/save', { method: 'POST', headers: { 'X-Hv-Save': '1' } });
+        if (!response.ok) throw new Error(await response.text());
+        saved.textContent = `saved to ${(await response.json()).path}`;
+      } catch (e) {
+        saved.textContent = `cannot save: ${e}`;
+      }
+    });
+    const tick = () => {
+      getJson('api/meta').then((m) => {
+        meta = m;
+        if (meta.tracks.length !== tracks.length) {
+          tracks = meta.tracks.map((t, i) => ({ label: t.label, index: i }));
+          resize();
+        }
+        full = { start: 0, end: Math.max(meta.duration_us, MIN_SPAN_US) };
+        if (!following) return;
+        const span = Math.min(view.end - view.start, full.end);
+        view = { start: Math.max(0, full.end - span), end: Math.max(span, full.end) };
+        // New records may have landed in what is on hand.
+        if (data) data.stale = true;
+        if (!selected) showDetails();
+        redraw();
+      }).catch((e) => { status.textContent = `Lost the live trace: ${e}`; });
+    };
+    view = { start: Math.max(0, full.end - LIVE_SPAN_US), end: Math.max(full.end, MIN_SPAN_US) };
+    setInterval(() => { if (following) tick(); }, LIVE_POLL_MS);
+  }
+
   /** Whether `d` can draw the current view at its resolution. */
   function usable(d) {
-    if (!d) return false;
+    if (!d || d.stale) return false;
     const span = view.end - view.start;
     const viewRes = span / plotWidth();
     const dataRes = (d.to - d.from) / d.px;
@@ -179,6 +233,11 @@
     start = Math.min(Math.max(start, min), max);
     view = { start, end: start + span };
     redraw();
+  }
+
+  /** A live view stops following when the user moves the view. */
+  function pauseFollowing() {
+    if (following) document.getElementById('follow').click();
   }
 
   function zoom(factor, anchorX) {
@@ -328,8 +387,9 @@
       for (const c of columns) {
         const t0 = data.from + c[0] * cw;
         if (t0 > view.end || t0 + cw < view.start) continue;
-        const a = Math.max(0, Math.floor(xOf(t0) - LABEL_WIDTH));
-        const b = Math.min(width, Math.max(a + 1, Math.floor(xOf(t0 + cw) - LABEL_WIDTH)));
+        // Rounded, not floored: neighbours share a boundary however it is computed.
+        const a = Math.max(0, Math.round(xOf(t0) - LABEL_WIDTH));
+        const b = Math.min(width, Math.max(a + 1, Math.round(xOf(t0 + cw) - LABEL_WIDTH)));
         for (let x = a; x < b; x++) {
           const o = x * 7;
           for (let k = 0; k < 5; k++) sums[o + k] += c[3 + k];
@@ -708,6 +768,7 @@
     const rect = canvas.getBoundingClientRect();
     const x = Math.max(LABEL_WIDTH, e.clientX - rect.left);
     const delta = e.deltaMode === 1 ? e.deltaY * 16 : e.deltaY;
+    pauseFollowing();
     zoom(Math.exp(delta * 0.002), x);
   }, { passive: false });
 
@@ -725,6 +786,7 @@
       canvas.classList.add('dragging');
     }
     if (drag.moved) {
+      pauseFollowing();
       const dt = (dx / plotWidth()) * (drag.end - drag.start);
       setView(drag.start - dt, drag.end - dt);
     }
