@@ -83,8 +83,14 @@ pub fn write(
     };
     let base = stream.span().0;
     match format {
-        Format::PerfettoJson => perfetto_json(stream.header(), base, &mut counted, out)?,
-        Format::PerfettoProto => crate::perfetto_proto::write(stream.header(), &mut counted, out)?,
+        Format::PerfettoJson => {
+            let first = stream.first_records()?;
+            perfetto_json(stream.header(), base, &first, &mut counted, out)?;
+        }
+        Format::PerfettoProto => {
+            let first = stream.first_records()?;
+            crate::perfetto_proto::write(stream.header(), base, &first, &mut counted, out)?;
+        }
         Format::Csv => csv_records(stream.header(), base, &mut counted, out)?,
     }
     let n = counted.n;
@@ -112,10 +118,35 @@ pub fn perfetto(trace: &Trace, out: &mut impl Write) -> io::Result<()> {
     perfetto_json(
         &trace.header,
         trace.span().0,
+        &first_records(&trace.records),
         trace.records.iter().copied(),
         out,
     )
 }
+
+/// Each vCPU's first record in `records` (in time order).
+pub fn first_records(records: &[TraceRecord]) -> Vec<TraceRecord> {
+    let mut seen: FastMap<(u32, u16), ()> = FastMap::default();
+    records
+        .iter()
+        .filter(|r| seen.insert((r.partition, r.vcpu), ()).is_none())
+        .copied()
+        .collect()
+}
+
+/// The slice a vCPU was already in when the trace began, judging by its first record: one that
+/// ends a slice (an exit, a wake, a schedule-in, a debugger resume, a device reply) means the
+/// vCPU was in it from the start. Shown from the trace's first timestamp with the argument
+/// `began_before_trace`, so that quiet vCPUs do not show blank stretches there.
+pub(crate) fn began_before_trace(first: &TraceRecord) -> Option<&'static str> {
+    match effect(first.kind()?, first) {
+        Effect::Close(name, _) => Some(name),
+        _ => None,
+    }
+}
+
+/// The argument marking a slice that began before the trace.
+pub(crate) const BEGAN_BEFORE_TRACE: (&str, Arg) = ("began_before_trace", Arg::U(1));
 
 /// An argument value of a slice or instant.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -458,11 +489,13 @@ fn write_str(out: &mut impl Write, s: &str) -> io::Result<()> {
     serde_json::to_writer(&mut *out, s).map_err(io::Error::other)
 }
 
-/// Writes a JSON trace-event file of `records` (in time order; `base`: the time shown as 0),
-/// one event at a time.
+/// Writes a JSON trace-event file of `records` (in time order; `base`: the time shown as 0,
+/// the first timestamp; `first`: each vCPU's first record, see [`first_records`]), one event at
+/// a time.
 pub fn perfetto_json(
     header: &TraceHeader,
     base: u64,
+    first: &[TraceRecord],
     records: impl IntoIterator<Item = TraceRecord>,
     out: &mut impl Write,
 ) -> io::Result<()> {
@@ -473,9 +506,9 @@ pub fn perfetto_json(
         ",\"tsc_khz\":{},\"epoch_unix_ns\":{}}},\"traceEvents\":[",
         header.clock.tsc_khz, header.clock.epoch_unix_ns
     )?;
-    let mut first = true;
+    let mut first_event = true;
     let mut sep = |out: &mut dyn Write| -> io::Result<()> {
-        if !std::mem::take(&mut first) {
+        if !std::mem::take(&mut first_event) {
             out.write_all(b",\n")?;
         }
         Ok(())
@@ -506,6 +539,14 @@ pub fn perfetto_json(
     }
     // Open slices per (partition, vCPU, slice name): start time and arguments.
     let mut open: FastMap<(u32, u16, &'static str), (u64, Args)> = FastMap::default();
+    for r in first {
+        if let Some(name) = began_before_trace(r) {
+            open.insert(
+                (r.partition, r.vcpu, name),
+                (0, Args::of(&[BEGAN_BEFORE_TRACE])),
+            );
+        }
+    }
     for r in records {
         let Some(kind) = r.kind() else {
             continue;
@@ -681,6 +722,35 @@ mod tests {
         assert!(find("X", "halted").is_empty());
         assert_eq!(find("i", "lost 2").len(), 1);
         assert_eq!(doc["otherData"]["system"], "test");
+    }
+
+    #[test]
+    fn a_vcpu_already_halted_at_the_start_shows_it() {
+        let trace = Trace::new(
+            header(),
+            vec![
+                rec(1000, 0, 0, Marker, 1, 0),
+                rec(4000, 1, 1, Wake, 0, 0),
+                rec(5000, 1, 1, Halt, 0, 0),
+            ],
+        );
+        let mut out = Vec::new();
+        perfetto(&trace, &mut out).unwrap();
+        let doc: Value = serde_json::from_slice(&out).unwrap();
+        let halted: Vec<&Value> = doc["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["ph"] == "X" && e["name"] == "halted")
+            .collect();
+        assert_eq!(
+            halted.len(),
+            1,
+            "the halt still open at the end is not drawn"
+        );
+        assert_eq!(halted[0]["ts"], 0.0);
+        assert_eq!(halted[0]["dur"], 3.0);
+        assert_eq!(halted[0]["args"]["began_before_trace"], 1);
     }
 
     #[test]

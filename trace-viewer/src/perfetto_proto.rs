@@ -22,7 +22,8 @@ use hv_link::trace::{RecordKind, TraceHeader, TraceRecord};
 use prost::Message;
 
 use crate::export::{
-    Arg, Args, Effect, FastMap, FlowPhase, Name, Suffix, describe, effect, flow_of, is_instant,
+    Arg, Args, BEGAN_BEFORE_TRACE, Effect, FastMap, FlowPhase, Name, Suffix, began_before_trace,
+    describe, effect, flow_of, is_instant,
 };
 
 /// `perfetto.protos.Trace`.
@@ -295,9 +296,14 @@ struct Writer<'w, W: Write> {
     interned: Vec<u8>,
 }
 
-/// Writes `records` (in time order) as a Perfetto protobuf trace.
+/// Writes `records` (in time order) as a Perfetto protobuf trace. `start` is the first
+/// timestamp and `first` each vCPU's first record ([`crate::export::first_records`]): a vCPU
+/// whose first record ends a slice was in that slice from `start` (argument
+/// `began_before_trace`).
 pub fn write(
     header: &TraceHeader,
+    start: u64,
+    first: &[TraceRecord],
     records: impl IntoIterator<Item = TraceRecord>,
     out: &mut impl Write,
 ) -> io::Result<()> {
@@ -324,6 +330,13 @@ pub fn write(
         w.process_track(p.id, &p.name)?;
         for v in 0..p.vcpus {
             w.vcpu_track(p.id, v as u16)?;
+        }
+    }
+    for r in first {
+        if let Some(name) = began_before_trace(r) {
+            let key = (r.partition, r.vcpu);
+            w.vcpu_track(key.0, key.1)?;
+            w.begin(start, key, name, Args::of(&[BEGAN_BEFORE_TRACE]), None)?;
         }
     }
     for r in records {
@@ -662,6 +675,45 @@ mod tests {
     use RecordKind::*;
     use std::collections::HashMap;
 
+    fn write_all(records: Vec<TraceRecord>, out: &mut Vec<u8>) {
+        let first = crate::export::first_records(&records);
+        let start = records.first().map_or(0, |r| r.timestamp);
+        write(&header(), start, &first, records, out).unwrap();
+    }
+
+    #[test]
+    fn a_vcpu_whose_first_record_ends_a_slice_was_in_it_from_the_start() {
+        let records = vec![
+            rec(100, 0, 0, VmEntry, 0, 0),
+            rec(150, 1, 1, Wake, 0, 0),
+            rec(200, 0, 0, VmExit, 5, 0),
+        ];
+        let mut out = Vec::new();
+        write_all(records, &mut out);
+        let packets = decode(&out);
+        let ev = events(&packets);
+        let short: Vec<(i32, u64, &str)> = ev.iter().map(|e| (e.0, e.1, e.2.as_str())).collect();
+        assert_eq!(
+            short,
+            [
+                (TYPE_SLICE_BEGIN, vcpu_uuid(1, 1), "halted"),
+                (TYPE_SLICE_BEGIN, vcpu_uuid(0, 0), "guest"),
+                (TYPE_SLICE_END, vcpu_uuid(1, 1), ""),
+                (TYPE_SLICE_END, vcpu_uuid(0, 0), ""),
+            ]
+        );
+        let begin = packets.iter().find(|p| p.track_event.is_some()).unwrap();
+        assert_eq!(
+            begin.timestamp,
+            Some(100),
+            "from the trace's first timestamp"
+        );
+        assert_eq!(
+            begin.track_event.as_ref().unwrap().debug_annotations[0].uint_value,
+            Some(1)
+        );
+    }
+
     /// Decodes a file and checks every packet is on the one sequence.
     fn decode(bytes: &[u8]) -> Vec<TracePacket> {
         let trace = Trace::decode(bytes).unwrap();
@@ -724,7 +776,7 @@ mod tests {
             rec(3800, 1, 1, Wake, 0, 0),
         ];
         let mut out = Vec::new();
-        write(&header(), records, &mut out).unwrap();
+        write_all(records, &mut out);
         let packets = decode(&out);
         let tracks: Vec<&TrackDescriptor> = packets
             .iter()
@@ -783,7 +835,7 @@ mod tests {
             rec(50, 0, 0, VmEntry, 0, 0),
         ];
         let mut out = Vec::new();
-        write(&header(), records, &mut out).unwrap();
+        write_all(records, &mut out);
         let ev = events(&decode(&out));
         let short: Vec<(i32, &str)> = ev.iter().map(|e| (e.0, e.2.as_str())).collect();
         assert_eq!(
@@ -806,7 +858,7 @@ mod tests {
     fn names_intern_once_and_unknown_vcpus_get_tracks() {
         let records: Vec<TraceRecord> = (0..100).map(|i| rec(i, 1, 5, Marker, 3, i)).collect();
         let mut out = Vec::new();
-        write(&header(), records, &mut out).unwrap();
+        write_all(records, &mut out);
         let packets = decode(&out);
         let interned: usize = packets
             .iter()

@@ -39,6 +39,7 @@ struct BatchAt {
 /// One vCPU's records: the batches that hold some.
 #[derive(Debug)]
 struct Lane {
+    key: (u32, u16),
     batches: Vec<u32>,
 }
 
@@ -137,6 +138,7 @@ impl TraceStream {
             });
         }
         self.lanes.push(Lane {
+            key,
             batches: Vec::new(),
         });
         self.lane_of.insert(key, self.lanes.len() - 1);
@@ -170,6 +172,34 @@ impl TraceStream {
             .iter()
             .find(|p| p.id == id)
             .map(|p| p.name.as_str())
+    }
+
+    /// Each vCPU's first record (the earliest), in the order the vCPUs first appear: what the
+    /// exporters look at to show the state a vCPU was in when the trace began (one batch read
+    /// per vCPU).
+    pub fn first_records(&self) -> Result<Vec<TraceRecord>, ViewerError> {
+        let format = |source| ViewerError::Format {
+            path: self.path.clone(),
+            source,
+        };
+        let mut chunk = Vec::new();
+        let mut firsts = Vec::with_capacity(self.lanes.len());
+        for lane in &self.lanes {
+            let Some(&batch) = lane.batches.first() else {
+                continue;
+            };
+            let at = self.batches[batch as usize];
+            chunk.resize(at.len as usize, 0);
+            self.file
+                .read_exact_at(&mut chunk, at.offset)
+                .map_err(|e| format(TraceError::Io(e)))?;
+            let first = batch_records(&chunk)
+                .map_err(format)?
+                .filter(|r| (r.partition, r.vcpu) == lane.key)
+                .min_by_key(|r| r.timestamp);
+            firsts.extend(first);
+        }
+        Ok(firsts)
     }
 
     /// The records in time order (ties in vCPU order). The iterator stops early when the file
