@@ -218,6 +218,15 @@ impl<'a, C: Connection + 'a> ResponseWriter<'a, C> {
             self.started = true;
             self.inner.write(b'$').map_err(Error)?;
         }
+        if data.len() <= 16 {
+            // Short buffers (`g` replies come one byte at a time): no chunk to fill.
+            for b in data {
+                let pair = [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0x0f)]];
+                self.checksum = self.checksum.wrapping_add(pair[0]).wrapping_add(pair[1]);
+                self.inner.write_all(&pair).map_err(Error)?;
+            }
+            return Ok(());
+        }
         let mut chunk = [0u8; 256];
         for part in data.chunks(chunk.len() / 2) {
             let hex = &mut chunk[..part.len() * 2];
@@ -371,7 +380,7 @@ mod tests {
     /// writing them one digit at a time, for lengths around the chunk size.
     #[test]
     fn chunked_hex_matches_byte_at_a_time() {
-        for len in [0usize, 1, 127, 128, 129, 300, 4096] {
+        for len in [0usize, 1, 16, 17, 127, 128, 129, 300, 4096] {
             let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
             let mut chunked = MockConnection::new();
             let mut writer = ResponseWriter::new(&mut chunked, false);
