@@ -633,6 +633,28 @@ fn the_live_view_follows_a_running_system_and_saves_it() {
         .sum();
     assert!(drawn > 0, "{whole}");
 
+    // A guest slice's rip is a source line of its partition's ELF (DWARF).
+    let found = get_json(addr, "/api/search?q=guest&after=-1");
+    let track = found["match"]["track"].as_u64().expect("a guest slice") as usize;
+    let rip = found["match"]["item"]["a"]["rip"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let partition = grown["tracks"][track]["partition"].as_u64().unwrap();
+    let src = get_json(
+        addr,
+        &format!("/api/source?partition={partition}&rip={rip}"),
+    );
+    let file = src["file"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{rip}: {src}"));
+    assert!(
+        [".c", ".S", ".s", ".h"].iter().any(|e| file.ends_with(e))
+            && src["line"].as_u64() > Some(0),
+        "{rip}: {src}"
+    );
+    eprintln!("{rip} of partition {partition}: {file}:{}", src["line"]);
+
     // Save: refused without its header (a page of another origin cannot send it), then a trace
     // file that opens.
     let (status, body) = post(addr, "/api/save", "");

@@ -91,6 +91,10 @@ pub enum QueryError {
     /// Reading the index failed.
     #[error(transparent)]
     Index(#[from] IndexError),
+    /// What was asked for is not known (a rip without a source line, an ELF that cannot be
+    /// read): an answer, not a failure.
+    #[error("{0}")]
+    Unknown(String),
 }
 
 /// How many items one track may return as exact items for `px` columns.
@@ -472,6 +476,51 @@ pub fn scan_columns(items: &[Item], from: u64, to: u64, px: u32) -> Vec<[u64; 8]
             ]
         })
         .collect()
+}
+
+/// Where a guest rip is in its partition's source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceLine {
+    /// The source file (as the DWARF names it, usually absolute).
+    pub file: String,
+    /// The line (1-based).
+    pub line: u32,
+    /// The function's symbol, when the ELF has one.
+    pub function: Option<String>,
+    /// The ELF read.
+    pub image: String,
+}
+
+/// The source line of `rip` in partition `partition`, from its ELF image's DWARF (the header
+/// names the image).
+pub fn source(
+    header: &hv_link::trace::TraceHeader,
+    partition: u32,
+    rip: u64,
+) -> Result<SourceLine, QueryError> {
+    let p = header
+        .partitions
+        .iter()
+        .find(|p| p.id == partition)
+        .ok_or_else(|| QueryError::BadRequest(format!("no partition {partition}")))?;
+    let loader = addr2line::Loader::new(&p.image).map_err(|e| {
+        QueryError::Unknown(format!("cannot read the ELF and DWARF of {}: {e}", p.image))
+    })?;
+    let location = loader
+        .find_location(rip)
+        .map_err(|e| QueryError::Unknown(format!("bad DWARF in {}: {e}", p.image)))?;
+    match location.and_then(|l| Some((l.file?.to_owned(), l.line?))) {
+        Some((file, line)) => Ok(SourceLine {
+            file,
+            line,
+            function: loader.find_symbol(rip).map(str::to_owned),
+            image: p.image.clone(),
+        }),
+        None => Err(QueryError::Unknown(format!(
+            "no source line for {rip:#x} in {}",
+            p.image
+        ))),
+    }
 }
 
 /// Matches item names against search text, remembering the answer per distinct name.

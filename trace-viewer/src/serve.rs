@@ -5,7 +5,9 @@
 //! API, all JSON: `/api/meta` (system, span, counts, tracks), `/api/range?from=&to=&px=[&q=]`
 //! (what to draw in a time range, see [`crate::query::range`]), `/api/search?q=&after=[&dir=prev]`
 //! (the total and the next or previous match, see [`crate::query::search`]), `/api/item?track=&k=`
-//! (one item with its details) and `/api/irq` (the interrupt-latency histograms per partition). Times are µs from the trace's first item. A bad
+//! (one item with its details), `/api/source?partition=&rip=` (a guest rip's source line, from the
+//! partition's ELF and DWARF), `/api/irq` (the interrupt-latency histograms per partition) and,
+//! for a live view, `POST /api/save`. Times are µs from the trace's first item. A bad
 //! parameter is a 400 with the reason, anything else 404. Nothing is computed at start beyond the
 //! index: each answer reads what it needs from the index file, so memory does not grow with the
 //! trace. The server answers on its own thread until [`Viewer::shutdown`] (or drop).
@@ -212,6 +214,7 @@ fn query_answer<T: serde::Serialize>(result: Result<T, QueryError>) -> Answer {
     match result {
         Ok(value) => json_answer(&value),
         Err(QueryError::BadRequest(reason)) => text(400, reason),
+        Err(QueryError::Unknown(reason)) => json_answer(&json!({ "error": reason })),
         Err(e @ QueryError::Index(_)) => text(500, format!("{e}")),
     }
 }
@@ -232,6 +235,7 @@ fn route(method: &Method, url: &str, content: &Content, save_header: bool) -> An
             | "/api/irq"
             | "/api/item"
             | "/api/save"
+            | "/api/source"
     );
     if !known {
         return text(404, "not found".into());
@@ -259,6 +263,7 @@ fn route(method: &Method, url: &str, content: &Content, save_header: bool) -> An
             content.with_store(|store| crate::query::range(store, &q, &content.matcher))
         })),
         "/api/item" => query_answer(item(query, content)),
+        "/api/source" => query_answer(source(query, content)),
         _ => query_answer(search(query, content)),
     }
 }
@@ -276,6 +281,31 @@ fn item(query: &str, content: &Content) -> Result<crate::query::ItemOut, QueryEr
         .map_err(|_| QueryError::BadRequest("bad track".into()))?;
     let k = number("k")?;
     content.with_store(|store| crate::query::item(store, track, k))
+}
+
+fn source(query: &str, content: &Content) -> Result<crate::query::SourceLine, QueryError> {
+    let p = params(query);
+    let get = |name: &str| {
+        p.get(name)
+            .ok_or_else(|| QueryError::BadRequest(format!("missing parameter '{name}'")))
+    };
+    let partition = get("partition")?;
+    let partition = partition
+        .parse::<u32>()
+        .map_err(|_| QueryError::BadRequest(format!("bad partition={partition}")))?;
+    let rip = get("rip")?;
+    let rip = match rip.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => rip.parse(),
+    }
+    .map_err(|_| QueryError::BadRequest(format!("bad rip={rip}")))?;
+    match &content.source {
+        Source::File(index) => crate::query::source(&index.meta().header, partition, rip),
+        Source::Live(live, _) => {
+            let header = read(live).header().clone();
+            crate::query::source(&header, partition, rip)
+        }
+    }
 }
 
 fn search(query: &str, content: &Content) -> Result<crate::query::SearchAnswer, QueryError> {
@@ -548,11 +578,19 @@ mod tests {
             ("/api/search?q=a&dir=up", "bad dir=up"),
             ("/api/item?track=0&k=3", "no item 3"),
             ("/api/item?track=x&k=0", "bad number track=x"),
+            ("/api/source?partition=0&rip=zz", "bad rip=zz"),
+            ("/api/source?partition=5&rip=0x10", "no partition 5"),
         ] {
             let (status, _, body) = get(addr, bad);
             assert_eq!(status, 400, "{bad}: {body}");
             assert!(body.contains(why), "{bad}: {body}");
         }
+        let (status, _, body) = get(addr, "/api/source?partition=0&rip=0x10");
+        assert_eq!(status, 200);
+        assert!(
+            body.contains(r#"{"error":"cannot read the ELF and DWARF of a.elf"#),
+            "{body}"
+        );
         let (status, _, body) = get(addr, "/api/irq");
         assert_eq!((status, body.as_str()), (200, "[]"));
 

@@ -629,13 +629,7 @@
         row(table, k, typeof v === 'object' ? JSON.stringify(v) : String(v));
       }
       details.append(heading, table);
-      if (ev.a && ev.a.rip && window.hvOpenSource) {
-        const link = document.createElement('button');
-        link.id = 'open-source';
-        link.textContent = 'Open source line';
-        link.addEventListener('click', () => window.hvOpenSource(meta.tracks[selected.track], ev));
-        details.append(link);
-      }
+      if (ev.a && ev.a.rip && ev.a.rip !== '0x0') showSource(selected, table);
     } else {
       heading.textContent = 'Trace';
       if (meta) {
@@ -651,6 +645,35 @@
       hint.textContent = 'Click a slice or an instant to see its details.';
       details.append(heading, table, hint);
     }
+  }
+
+  /** Adds the source line of a slice's guest rip (from the partition's ELF and DWARF, asked of
+   *  the server) to the details; embedded in a page that listens (the VS Code webview), a button
+   *  asks it to open the line: postMessage {type: 'hv-open-source', file, line}. */
+  function showSource(sel, table) {
+    const partition = meta.tracks[sel.track].partition;
+    const cell = row(table, 'source', '…');
+    cell.id = 'source';
+    getJson(`api/source?partition=${partition}&rip=${encodeURIComponent(sel.item.a.rip)}`)
+      .then((src) => {
+        if (selected !== sel && (!selected || selected.item.k !== sel.item.k)) return;
+        if (src.error) {
+          cell.textContent = src.error;
+          return;
+        }
+        cell.textContent = `${src.file}:${src.line}${src.function ? ` (${src.function})` : ''}`;
+        api.source = src;
+        if (window.parent !== window) {
+          const open = document.createElement('button');
+          open.id = 'open-source';
+          open.textContent = 'Open in editor';
+          open.addEventListener('click', () => {
+            window.parent.postMessage({ type: 'hv-open-source', file: src.file, line: src.line }, '*');
+          });
+          details.append(open);
+        }
+      })
+      .catch((e) => { cell.textContent = String(e); });
   }
 
   // ---- interrupt latency --------------------------------------------------------------------
