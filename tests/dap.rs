@@ -478,6 +478,22 @@ fn device_model_breakpoint_step_inspect_and_disconnect() {
             .all(|i| !i["instruction"].as_str().unwrap().is_empty()),
         "{disassembly}"
     );
+    // Instruction breakpoints: an address is set, a reference that is none is answered
+    // unverified with why; an empty set clears them.
+    let bps = dap.ok(
+        "setInstructionBreakpoints",
+        json!({"breakpoints": [{"instructionReference": insns[4]["address"]}, {"instructionReference": "nope"}]}),
+    );
+    assert_eq!(bps["breakpoints"][0]["verified"], true, "{bps}");
+    assert_eq!(bps["breakpoints"][1]["verified"], false, "{bps}");
+    assert!(
+        bps["breakpoints"][1]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not an address: nope")),
+        "{bps}"
+    );
+    let cleared = dap.ok("setInstructionBreakpoints", json!({"breakpoints": []}));
+    assert_eq!(cleared["breakpoints"], json!([]), "{cleared}");
 
     // The other partitions kept printing while the model was stopped.
     hv.wait_more("[worker]", worker);

@@ -104,6 +104,26 @@ enum BpKind {
     Data,
 }
 
+/// One of the breakpoint sets DAP replaces as a whole.
+#[derive(Debug)]
+enum BpSet {
+    /// The source breakpoints of one file.
+    Source(String),
+    Function,
+    Instruction,
+}
+
+/// A set request's breakpoints, each with its gdb location (or why it has none).
+fn requested(
+    args: &Value,
+    location: impl Fn(&Value) -> std::result::Result<String, String>,
+) -> Vec<(Value, std::result::Result<String, String>)> {
+    args["breakpoints"]
+        .as_array()
+        .map(|bps| bps.iter().map(|bp| (bp.clone(), location(bp))).collect())
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Clone)]
 struct BpInfo {
     kind: BpKind,
@@ -778,76 +798,74 @@ impl Session {
     }
 
     async fn set_breakpoints(&mut self, args: &Value) -> Result<Value> {
-        let gdb = self.gdb()?;
+        self.gdb()?;
         let path = args["source"]["path"].as_str().unwrap_or("").to_owned();
         if path.is_empty() {
             return Err(SessionError::Args(
                 "setBreakpoints needs source.path".into(),
             ));
         }
+        let wanted = requested(args, |bp| {
+            Ok(mi::quote(&format!(
+                "{path}:{}",
+                bp["line"].as_i64().unwrap_or(0)
+            )))
+        });
+        self.replace_bps(BpSet::Source(path), wanted, BpKind::Source)
+            .await
+    }
+
+    async fn set_function_breakpoints(&mut self, args: &Value) -> Result<Value> {
+        let wanted = requested(args, |bp| Ok(mi::quote(bp["name"].as_str().unwrap_or(""))));
+        self.replace_bps(BpSet::Function, wanted, BpKind::Function)
+            .await
+    }
+
+    async fn set_instruction_breakpoints(&mut self, args: &Value) -> Result<Value> {
+        let wanted = requested(args, |bp| {
+            let reference = bp["instructionReference"].as_str().unwrap_or("");
+            let addr = parse_u64(reference).ok_or(format!("not an address: {reference}"))?;
+            let addr = addr.wrapping_add_signed(bp["offset"].as_i64().unwrap_or(0));
+            Ok(format!("*{addr:#x}"))
+        });
+        self.replace_bps(BpSet::Instruction, wanted, BpKind::Instruction)
+            .await
+    }
+
+    /// Replaces one set of breakpoints with `wanted` (each DAP breakpoint with its gdb location,
+    /// or why it has none: answered unverified), pausing a running target around the change.
+    async fn replace_bps(
+        &mut self,
+        set: BpSet,
+        wanted: Vec<(Value, std::result::Result<String, String>)>,
+        kind: BpKind,
+    ) -> Result<Value> {
+        let gdb = self.gdb()?;
         let paused = self.pause_for_change().await?;
-        let old = self.source_bps.remove(&path).unwrap_or_default();
+        let old = match &set {
+            BpSet::Source(path) => self.source_bps.remove(path).unwrap_or_default(),
+            BpSet::Function => std::mem::take(&mut self.function_bps),
+            BpSet::Instruction => std::mem::take(&mut self.instruction_bps),
+        };
         self.delete_bps(&gdb, &old).await;
         let mut numbers = Vec::new();
         let mut out = Vec::new();
-        for bp in args["breakpoints"].as_array().cloned().unwrap_or_default() {
-            let line = bp["line"].as_i64().unwrap_or(0);
-            let location = format!("{path}:{line}");
-            let r = self
-                .insert_bp(&gdb, &bp, &mi::quote(&location), BpKind::Source)
-                .await;
+        for (bp, location) in wanted {
+            let r = match location {
+                Ok(location) => self.insert_bp(&gdb, &bp, &location, kind).await,
+                Err(message) => json!({"verified": false, "message": message}),
+            };
             if let Some(n) = r["id"].as_u64() {
                 numbers.push(n);
             }
             out.push(r);
         }
-        self.source_bps.insert(path, numbers);
-        self.resume_after_change(paused).await;
-        Ok(json!({"breakpoints": out}))
-    }
-
-    async fn set_function_breakpoints(&mut self, args: &Value) -> Result<Value> {
-        let gdb = self.gdb()?;
-        let paused = self.pause_for_change().await?;
-        let old = std::mem::take(&mut self.function_bps);
-        self.delete_bps(&gdb, &old).await;
-        let mut out = Vec::new();
-        for bp in args["breakpoints"].as_array().cloned().unwrap_or_default() {
-            let name = bp["name"].as_str().unwrap_or("").to_owned();
-            let r = self
-                .insert_bp(&gdb, &bp, &mi::quote(&name), BpKind::Function)
-                .await;
-            if let Some(n) = r["id"].as_u64() {
-                self.function_bps.push(n);
+        match set {
+            BpSet::Source(path) => {
+                self.source_bps.insert(path, numbers);
             }
-            out.push(r);
-        }
-        self.resume_after_change(paused).await;
-        Ok(json!({"breakpoints": out}))
-    }
-
-    async fn set_instruction_breakpoints(&mut self, args: &Value) -> Result<Value> {
-        let gdb = self.gdb()?;
-        let paused = self.pause_for_change().await?;
-        let old = std::mem::take(&mut self.instruction_bps);
-        self.delete_bps(&gdb, &old).await;
-        let mut out = Vec::new();
-        for bp in args["breakpoints"].as_array().cloned().unwrap_or_default() {
-            let reference = bp["instructionReference"].as_str().unwrap_or("");
-            let Some(addr) = parse_u64(reference) else {
-                out.push(
-                    json!({"verified": false, "message": format!("not an address: {reference}")}),
-                );
-                continue;
-            };
-            let addr = addr.wrapping_add_signed(bp["offset"].as_i64().unwrap_or(0));
-            let r = self
-                .insert_bp(&gdb, &bp, &format!("*{addr:#x}"), BpKind::Instruction)
-                .await;
-            if let Some(n) = r["id"].as_u64() {
-                self.instruction_bps.push(n);
-            }
-            out.push(r);
+            BpSet::Function => self.function_bps = numbers,
+            BpSet::Instruction => self.instruction_bps = numbers,
         }
         self.resume_after_change(paused).await;
         Ok(json!({"breakpoints": out}))
