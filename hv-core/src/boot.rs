@@ -291,6 +291,29 @@ pub fn write_boot_info<M: GuestMemoryBackend>(mem: &M, info: &BootInfo) -> Resul
     Ok(())
 }
 
+/// Puts a vCPU fd at the long-mode entry state (segments, paging, registers for vCPU `index`
+/// of a partition with `memory` bytes of RAM, SSE) and forgets pending events; returns the
+/// general registers it set, or the ioctl that failed and why.
+pub fn enter_long_mode(
+    fd: &kvm_ioctls::VcpuFd,
+    entry: u64,
+    memory: u64,
+    index: u32,
+) -> Result<kvm_regs, (&'static str, vmm_sys_util::errno::Error)> {
+    let mut sregs = fd.get_sregs().map_err(|e| ("KVM_GET_SREGS", e))?;
+    long_mode_sregs(&mut sregs);
+    fd.set_sregs(&sregs).map_err(|e| ("KVM_SET_SREGS", e))?;
+    let regs = entry_regs(entry, memory, index);
+    fd.set_regs(&regs).map_err(|e| ("KVM_SET_REGS", e))?;
+    fd.set_fpu(&entry_fpu()).map_err(|e| ("KVM_SET_FPU", e))?;
+    // Forget a pending exception or interrupt from before a crash; best effort.
+    let _ = fd.set_vcpu_events(&kvm_bindings::kvm_vcpu_events::default());
+    let _ = fd.set_mp_state(kvm_bindings::kvm_mp_state {
+        mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
+    });
+    Ok(regs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

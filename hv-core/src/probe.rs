@@ -78,7 +78,7 @@ fn scratch_vm(code: &[u8]) -> Option<ScratchVm> {
     // puts after the VM and its vCPU.
     unsafe { vm.set_user_memory_region(region) }.ok()?;
     let vcpu = vm.create_vcpu(0).ok()?;
-    crate::vcpu::reset_vcpu(&vcpu, IMAGE_BASE, SCRATCH_MEMORY, 0).ok()?;
+    crate::boot::enter_long_mode(&vcpu, IMAGE_BASE, SCRATCH_MEMORY, 0).ok()?;
     Some(ScratchVm {
         vcpu,
         _vm: vm,

@@ -6,13 +6,14 @@
 //! - `state.rs`: what a vCPU is doing as seen from outside ([`VcpuState`]) and its counters.
 //! - `shared.rs`: [`VcpuShared`], the thread-safe face (interrupt controller, stop requests,
 //!   jobs run on the vCPU thread, trace ring).
-//! - `runner.rs`: [`VcpuRunner`], the thread itself: the run loop's explicit states and the
-//!   KVM exit path.
+//! - `runner.rs`: [`VcpuRunner`], the thread itself: the run loop's explicit states, parks and
+//!   waits; `guest.rs`: entering and leaving the guest (injection, the exit path, hypercalls).
 //! - `host.rs`: [`VcpuHost`], all the runner knows of its partition.
 //! - `exit.rs`: a KVM exit to an [`ExitAction`], a plain function; `debug.rs`: debug controls.
 
 mod debug;
 mod exit;
+mod guest;
 mod host;
 mod runner;
 mod shared;
@@ -27,10 +28,7 @@ pub use state::{EXIT_REASONS, VcpuCounters, VcpuState};
 
 use std::sync::Arc;
 
-use kvm_bindings::{
-    KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE, kvm_fpu, kvm_mp_state, kvm_regs, kvm_sregs,
-    kvm_vcpu_events,
-};
+use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_fpu, kvm_regs, kvm_sregs};
 use kvm_ioctls::{Kvm, VcpuFd};
 
 use crate::boot;
@@ -95,18 +93,6 @@ pub fn init_vcpu(
 
 /// Puts a vCPU back at its entry state; returns the general registers it set.
 pub fn reset_vcpu(fd: &VcpuFd, entry: u64, memory: u64, index: u32) -> Result<kvm_regs, VcpuError> {
-    let kvm_err = |what| move |source| VcpuError::Kvm { what, source };
-    let mut sregs = fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
-    boot::long_mode_sregs(&mut sregs);
-    fd.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
-    let regs = boot::entry_regs(entry, memory, index);
-    fd.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
-    fd.set_fpu(&boot::entry_fpu())
-        .map_err(kvm_err("KVM_SET_FPU"))?;
-    // Forget a pending exception or interrupt from before a crash; best effort.
-    let _ = fd.set_vcpu_events(&kvm_vcpu_events::default());
-    let _ = fd.set_mp_state(kvm_mp_state {
-        mp_state: KVM_MP_STATE_RUNNABLE,
-    });
-    Ok(regs)
+    boot::enter_long_mode(fd, entry, memory, index)
+        .map_err(|(what, source)| VcpuError::Kvm { what, source })
 }
