@@ -1,7 +1,8 @@
 //! The VS Code extension in a real, headless VS Code (code-server 1.139 in Debian's Chromium):
 //! runs vscode-extension/test/run-vscode-tests.sh, which packages and installs the .vsix, opens
 //! this repository and drives the UI and VS Code's extension-test hook — a debug session on the
-//! demo's device model through the real `hv dap`, the live Partitions view, the `hv lsp` client.
+//! demo's device model through the real `hv dap`, the live Partitions view, the `hv lsp` client,
+//! "hv: Open Trace" (a recording of the demo in the trace viewer's webview, a rip to its source).
 //! Without the toolchain (vscode-extension/scripts/install-toolchain.sh, which `.ci/run` runs)
 //! the test prints one SKIPPED line; on CI (`CI` set) a missing toolchain is a failure.
 

@@ -1,5 +1,6 @@
 // The hvdk extension: the `hv` debug type (adapter `hv dap`), the live Partitions view with its
-// actions, partition consoles as terminals, and the `hv lsp` client for system descriptions.
+// actions, partition consoles as terminals, the `hv lsp` client for system descriptions, and
+// "hv: Open Trace" (the trace viewer in a webview).
 import * as vscode from 'vscode';
 
 import { openConsole } from './console';
@@ -8,6 +9,7 @@ import { findHv, followLink, hvError, linkArgs, runHv } from './hv';
 import { SystemDescriptionClient } from './lsp';
 import { PartitionsModel, PartitionsNode, PartitionsTree } from './partitions';
 import { Snapshot } from './snapshot';
+import { openTrace } from './trace';
 
 /** What the extension returns from `activate` (used by its tests, and by other extensions). */
 export interface HvdkApi {
@@ -130,6 +132,13 @@ export function activate(context: vscode.ExtensionContext): HvdkApi {
       return t ? openConsole(t.partition).name : undefined;
     }),
     vscode.commands.registerCommand('hvdk.restartLanguageServer', () => lsp.restart()),
+    vscode.commands.registerCommand('hvdk.openTrace', async (arg: unknown) => {
+      const view = await openTrace(arg, log);
+      if (view) {
+        context.subscriptions.push(view.panel);
+      }
+      return view ? { file: view.file, url: view.url } : undefined;
+    }),
     vscode.workspace.onDidChangeConfiguration((e) => {
       if (e.affectsConfiguration('hvdk.hvPath') || e.affectsConfiguration('hvdk.link') || e.affectsConfiguration('hvdk.refreshIntervalMs')) {
         model.restart();

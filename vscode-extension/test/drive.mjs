@@ -195,6 +195,42 @@ async function main() {
     log(`hvdk: Open Console → terminal "hv: worker" shows: ${term.join(' / ')}`);
     await page.screenshot({ path: `${SHOTS}/console.png` });
 
+    // "hv: Open Trace" → record 2 s of the running demo → the timeline in a webview (the viewer's
+    // page in the webview's iframe); a guest slice's "Open in editor" opens its source line.
+    await palette('hv: Open Trace');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Record the running system…' }).first().click();
+    const secondsBox = page.locator('.quick-input-widget input');
+    await page.locator('.quick-input-widget', { hasText: 'Seconds of the running system' }).waitFor({ timeout: 15000 });
+    await secondsBox.fill('2');
+    await secondsBox.press('Enter');
+    let traceFrame;
+    for (const until = Date.now() + LONG; !traceFrame; await page.waitForTimeout(250)) {
+      traceFrame = page.frames().find((f) => /^http:\/\/127\.0\.0\.1:\d+\/$/.test(f.url()));
+      if (Date.now() > until) throw new Error(`no trace viewer frame; frames: ${page.frames().map((f) => f.url()).join(' ')}`);
+    }
+    await traceFrame.waitForFunction(() => window.hvTimeline && window.hvTimeline.ready && window.hvTimeline.settled, null, { timeout: LONG });
+    const traceState = await traceFrame.evaluate(() => ({ tracks: window.hvTimeline.tracks, events: window.hvTimeline.events }));
+    if (!traceState.events || !traceState.tracks.length) throw new Error(`empty trace view: ${JSON.stringify(traceState)}`);
+    log(`hv: Open Trace → recorded 2 s: ${traceState.events} events on ${traceState.tracks.length} tracks in a webview`);
+    // The first guest slices may have no rip (0): visit matches until one resolves to a line.
+    await traceFrame.fill('#search', 'guest');
+    await traceFrame.waitForFunction(() => /^\d+ matches/.test(document.getElementById('matches').textContent), null, { timeout: LONG });
+    let source = null;
+    for (let k = 0; k < 20 && !source; k++) {
+      await traceFrame.press('#search', 'Enter');
+      source = await traceFrame.waitForFunction(() => window.hvTimeline.selected && document.getElementById('open-source')
+        && window.hvTimeline.source, null, { timeout: 5000 }).then((h) => h.jsonValue()).catch(() => null);
+    }
+    if (!source) throw new Error('no guest slice resolved to a source line');
+    await page.screenshot({ path: `${SHOTS}/trace.png` });
+    await traceFrame.click('#open-source');
+    const base = source.file.split('/').pop();
+    await page.locator('.tab.active', { hasText: base }).first().waitFor({ timeout: LONG });
+    const cursor = await page.locator('.statusbar-item', { hasText: /^Ln \d+/ }).first().innerText();
+    if (!cursor.startsWith(`Ln ${source.line},`)) throw new Error(`opened ${base} at "${cursor}", want line ${source.line}`);
+    log(`trace: a guest slice's rip → ${source.file}:${source.line} (${source.function}); "Open in editor" opened ${base} at ${cursor}`);
+    await palette('View: Close All Editors'); // the trace's viewer stops with its panel
+
     // The configuration provider's quick pick: launch.json's attach entry has no partition.
     await palette('Debug: Select and Start Debugging');
     await page.locator('.quick-input-list .monaco-list-row', { hasText: 'hv: attach to the running system' }).first().click();
