@@ -1,8 +1,10 @@
 //! `hv trace export` and `hv trace stats` on synthetic traces (`hv trace synth`, a simulated
 //! 4-partition system laid out like a recorded trace): every format checked against the
 //! records (slice, instant and flow counts, nesting, time order), the Perfetto protobuf output
-//! decoded by Perfetto's own schema (tests/perfetto_check.py, with the `perfetto` and `protobuf`
+//! decoded by Perfetto's own schema (tests/perfetto/check.py, with the `perfetto` and `protobuf`
 //! Python packages that `.ci/run` installs). Peak memory: tests/trace_export_memory.rs.
+
+mod perfetto;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -207,7 +209,7 @@ fn every_export_of_a_synthetic_trace_agrees_with_its_records() {
         proto_len * 2 < json_len,
         "protobuf {proto_len} bytes vs JSON {json_len}"
     );
-    let Some(summary) = perfetto_check(&proto_path) else {
+    let Some(summary) = perfetto::check(&proto_path) else {
         return;
     };
     let got: BTreeMap<String, u64> = serde_json::from_value(summary["slices"].clone()).unwrap();
@@ -232,32 +234,4 @@ fn every_export_of_a_synthetic_trace_agrees_with_its_records() {
     assert_eq!(summary["flow_lengths"], serde_json::json!({"4": requests}));
     let depth = summary["max_depth"].as_u64().unwrap();
     assert!((1..=2).contains(&depth), "{summary}");
-}
-
-/// Runs tests/perfetto_check.py on `file`: its summary, or `None` (after one loud line) when
-/// python3 or its `perfetto`/`protobuf` packages are missing.
-fn perfetto_check(file: &Path) -> Option<Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/perfetto_check.py");
-    let out = match Command::new("python3").arg(&script).arg(file).output() {
-        Ok(out) => out,
-        Err(e) => {
-            eprintln!(
-                "SKIPPED the Perfetto protobuf check: python3 cannot run ({e}); .ci/run installs it"
-            );
-            return None;
-        }
-    };
-    if out.status.code() == Some(2) {
-        eprintln!(
-            "SKIPPED the Perfetto protobuf check: {} (pip install --user perfetto protobuf; .ci/run does)",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        return None;
-    }
-    assert!(
-        out.status.success(),
-        "perfetto_check.py rejects the export: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(serde_json::from_slice(&out.stdout).unwrap())
 }

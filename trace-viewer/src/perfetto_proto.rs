@@ -284,6 +284,9 @@ struct Writer<'w, W: Write> {
     /// Open slices per vCPU, outermost first; a vCPU is here once its track is described.
     tracks: FastMap<(u32, u16), Vec<Open>>,
     processes: FastMap<u32, ()>,
+    /// Flows begun and not ended (requests in flight): only those get an end, so that a reply
+    /// to a request made before the trace began ends nothing.
+    open_flows: FastMap<u64, ()>,
     first: bool,
     /// Names, categories and argument names new in the packet being made.
     new_names: Vec<(u64, String)>,
@@ -316,6 +319,7 @@ pub fn write(
         next_iid: 1,
         tracks: FastMap::default(),
         processes: FastMap::default(),
+        open_flows: FastMap::default(),
         first: true,
         new_names: Vec::new(),
         new_static_names: Vec::new(),
@@ -601,6 +605,14 @@ impl<W: Write> Writer<'_, W> {
             self.vcpu_track(key.0, key.1)?;
         }
         let flow = flow_of(kind).map(|phase| (phase, device_flow_id(r.a)));
+        let flow = match flow {
+            Some((FlowPhase::End, id)) if self.open_flows.remove(&id).is_none() => None,
+            Some((FlowPhase::Start | FlowPhase::Step, id)) => {
+                self.open_flows.insert(id, ());
+                flow
+            }
+            other => other,
+        };
         match effect(kind, r) {
             Effect::Open(name, args) => {
                 // The same slice again without its end (records lost unreported): end it here.
@@ -712,6 +724,37 @@ mod tests {
             begin.track_event.as_ref().unwrap().debug_annotations[0].uint_value,
             Some(1)
         );
+    }
+
+    #[test]
+    fn a_reply_to_a_request_before_the_trace_ends_no_flow() {
+        let records = vec![
+            rec(100, 1, 0, ModelRespond, 9, 1),
+            rec(200, 0, 0, ModelReply, 9, 500),
+        ];
+        let mut out = Vec::new();
+        write_all(records, &mut out);
+        let ev = events(&decode(&out));
+        // The model's answer starts the flow; the reply (whose request began before the
+        // trace: the blocked slice is drawn from the start) ends it.
+        let short: Vec<(i32, &str, usize, usize)> = ev
+            .iter()
+            .map(|e| (e.0, e.2.as_str(), e.3.len(), e.4.len()))
+            .collect();
+        assert_eq!(
+            short,
+            [
+                (TYPE_SLICE_BEGIN, "blocked on device", 0, 0),
+                (TYPE_INSTANT, "answer request", 1, 0),
+                (TYPE_INSTANT, "device reply", 0, 1),
+                (TYPE_SLICE_END, "", 0, 0),
+            ]
+        );
+        let records = vec![rec(200, 0, 0, ModelReply, 9, 500)];
+        let mut out = Vec::new();
+        write_all(records, &mut out);
+        let ev = events(&decode(&out));
+        assert!(ev.iter().all(|e| e.4.is_empty()), "nothing to end: {ev:?}");
     }
 
     /// Decodes a file and checks every packet is on the one sequence.

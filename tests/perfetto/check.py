@@ -2,7 +2,8 @@
 """Decodes a Perfetto protobuf trace with the protos bundled in the `perfetto` Python package
 (perfetto.protos.perfetto.trace.perfetto_trace_pb2, compiled from Perfetto's own
 perfetto_trace.proto) and the `protobuf` package, checks it the way Perfetto's trace processor
-reads it, and prints a JSON summary for tests/trace_export.rs to compare with the source trace.
+reads it, and prints a JSON summary for tests/trace_export.rs and tests/trace.rs to compare
+with the source trace.
 
 Checked: every field is known to Perfetto's schema (no unknown fields, so field numbers and wire
 types match), the sequence starts with SEQ_INCREMENTAL_STATE_CLEARED, every interned id is
@@ -10,7 +11,7 @@ defined before use, thread tracks hang under process tracks, slice begin/end pai
 each track with time going forward, and every flow starts once, ends once and joins events in
 time order.
 
-Usage: perfetto_check.py FILE. Exit status 2 when the packages are missing, 1 on a check that
+Usage: check.py FILE. Exit status 2 when the packages are missing, 1 on a check that
 fails (with the reason on stderr), 0 with the summary on stdout.
 """
 
@@ -27,7 +28,7 @@ except ImportError as e:  # pragma: no cover - reported by the caller
 
 
 def fail(msg):
-    print(f"perfetto_check: {msg}", file=sys.stderr)
+    print(f"check.py: {msg}", file=sys.stderr)
     sys.exit(1)
 
 
