@@ -9,11 +9,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::hv_run::HvRun;
 use common::{kvm_lock, kvm_or_skip, wait_until};
-use hv_link::{LinkAddr, LinkClient, PartitionInfo, VcpuState};
+use hv_link::{LinkClient, PartitionInfo, VcpuState};
 use serde_json::{Value, json};
 
 /// Deadline for one answer or event; generous because guests run emulated on slow hosts. A
@@ -211,83 +211,6 @@ impl Drop for Dap {
     }
 }
 
-/// `hv run --no-console` of a description on a private link, with its stdout lines.
-struct HvRun {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    addr: LinkAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl HvRun {
-    fn start(system: &Path) -> HvRun {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = LinkAddr::Unix(dir.path().join("link.sock"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hv"))
-            .arg("run")
-            .arg(system)
-            .args(["--no-console", "--no-gdb-bridge", "--link"])
-            .arg(addr.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start hv run");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().unwrap();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        assert!(
-            wait_until(PATIENCE, || hv_link::connect(&addr).is_ok()),
-            "hv run's host link never came up"
-        );
-        HvRun {
-            child,
-            lines,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    fn link(&self) -> String {
-        self.addr.to_string()
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
-    }
-
-    /// Waits until more than `n` lines contain `needle`.
-    fn wait_more(&self, needle: &str, n: usize) {
-        assert!(
-            wait_until(PATIENCE, || self.count(needle) > n),
-            "no new {needle:?} line (still {n}); output:\n{}",
-            self.lines.lock().unwrap().join("\n")
-        );
-    }
-
-    fn stop(&mut self) {
-        // SAFETY: kill only sends a signal to our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for HvRun {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 fn partitions(client: &LinkClient) -> Vec<PartitionInfo> {
     client.partitions().expect("partitions.list")
 }
@@ -328,9 +251,9 @@ fn device_model_breakpoint_step_inspect_and_disconnect() {
         return;
     }
     let _kvm = kvm_lock();
-    let hv = HvRun::start(&demo());
-    hv.wait_more("[sensor-model] sensor-model: sample #", 0);
-    let link = LinkClient::connect(&hv.addr, "dap-test").expect("test's link client");
+    let hv = HvRun::without_bridge(&demo());
+    hv.wait_count("[sensor-model] sensor-model: sample #", 1);
+    let link = LinkClient::connect(hv.link(), "dap-test").expect("test's link client");
 
     let mut dap = Dap::start();
     let caps = dap.initialize();
@@ -346,7 +269,7 @@ fn device_model_breakpoint_step_inspect_and_disconnect() {
     }
     dap.ok(
         "attach",
-        json!({"type": "hv", "request": "attach", "partition": "sensor-model", "link": hv.link()}),
+        json!({"type": "hv", "request": "attach", "partition": "sensor-model", "link": hv.link().to_string()}),
     );
     dap.wait_event("initialized");
     let bps = dap.ok(
@@ -496,7 +419,7 @@ fn device_model_breakpoint_step_inspect_and_disconnect() {
     assert_eq!(cleared["breakpoints"], json!([]), "{cleared}");
 
     // The other partitions kept printing while the model was stopped.
-    hv.wait_more("[worker]", worker);
+    hv.wait_count("[worker]", worker + 1);
     let parts = partitions(&link);
     assert_eq!(
         vcpu_state(&parts, "control", 0),
@@ -521,10 +444,10 @@ fn device_model_breakpoint_step_inspect_and_disconnect() {
     );
 
     // Disconnect: the model runs on, control gets its answer and goes on.
-    let samples = hv.count("sensor-model: sample #");
+    let samples = hv.count("[sensor-model] sensor-model: sample #");
     dap.ok("disconnect", json!({"terminateDebuggee": false}));
     dap.wait_exit();
-    hv.wait_more("sensor-model: sample #", samples + 1);
+    hv.wait_count("[sensor-model] sensor-model: sample #", samples + 2);
     assert!(
         wait_until(PATIENCE, || {
             let parts = partitions(&link);
@@ -533,7 +456,7 @@ fn device_model_breakpoint_step_inspect_and_disconnect() {
         "the model still stopped after disconnect"
     );
     let control = hv.count("[control]");
-    hv.wait_more("[control]", control);
+    hv.wait_count("[control]", control + 1);
 }
 
 #[test]
@@ -763,15 +686,15 @@ fn vcpu_session_stops_one_vcpu_and_ends_when_the_link_goes() {
         return;
     }
     let _kvm = kvm_lock();
-    let mut hv = HvRun::start(&demo());
-    hv.wait_more("[worker]", 0);
-    let link = LinkClient::connect(&hv.addr, "dap-test").expect("test's link client");
+    let mut hv = HvRun::without_bridge(&demo());
+    hv.wait_count("[worker]", 1);
+    let link = LinkClient::connect(hv.link(), "dap-test").expect("test's link client");
 
     let mut dap = Dap::start();
     dap.initialize();
     dap.ok(
         "attach",
-        json!({"type": "hv", "request": "attach", "partition": "worker", "vcpu": 1, "link": hv.link()}),
+        json!({"type": "hv", "request": "attach", "partition": "worker", "vcpu": 1, "link": hv.link().to_string()}),
     );
     dap.wait_event("initialized");
     dap.ok("configurationDone", json!({}));

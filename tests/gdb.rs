@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::hv_run::HvRun;
 use common::{kvm_lock, kvm_or_skip, system_file, wait_until};
 
 const DEMO: &str = r#"
@@ -31,98 +30,12 @@ name = "telemetry"
 endpoints = ["control", "telemetry"]
 "#;
 
-/// A running `hv run` with its console lines.
-struct Hv {
-    child: Child,
-    base: u16,
-    lines: Arc<Mutex<Vec<String>>>,
-    dir: tempfile::TempDir,
-    _system: common::SystemFile,
-}
-
-impl Hv {
-    fn start(toml: &str) -> Hv {
-        let system = system_file(toml);
-        let dir = tempfile::tempdir().unwrap();
-        // The demo's plan (4 partitions, worker with 2 vCPUs) covers every system started here.
-        let base = common::free_gdb_base(&[1, 1, 2, 1]);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hv"))
-            .args([
-                "run",
-                system.path.to_str().unwrap(),
-                "--gdb-port",
-                &base.to_string(),
-            ])
-            .arg("--link")
-            .arg(format!("unix:{}", dir.path().join("link.sock").display()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start hv run");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().unwrap();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let stderr = child.stderr.take().unwrap();
-        let ready = Arc::new(Mutex::new(String::new()));
-        let log = ready.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let port = base.to_string();
-        assert!(
-            wait_until(Duration::from_secs(30), || ready
-                .lock()
-                .unwrap()
-                .contains(&port)),
-            "no port table from hv run:\n{}",
-            ready.lock().unwrap()
-        );
-        Hv {
-            child,
-            base,
-            lines,
-            dir,
-            _system: system,
-        }
-    }
-
-    fn count(&self, prefix: &str) -> usize {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.starts_with(prefix))
-            .count()
-    }
-
-    fn wait_count(&self, prefix: &str, n: usize) {
-        assert!(
-            wait_until(Duration::from_secs(20), || self.count(prefix) >= n),
-            "{prefix} printed {} lines, expected {n}",
-            self.count(prefix)
-        );
-    }
-
-    fn marker(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-impl Drop for Hv {
-    fn drop(&mut self) {
-        // SAFETY: kill only sends a signal to our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
+/// `hv run` of `toml` with the gdb bridge (the description file lives as long as the pair).
+fn start(toml: &str) -> (HvRun, common::SystemFile) {
+    let system = system_file(toml);
+    // The demo's plan (4 partitions, worker with 2 vCPUs) covers every system started here.
+    let hv = HvRun::with_bridge(&system.path, &[1, 1, 2, 1]);
+    (hv, system)
 }
 
 /// Runs gdb in batch mode on `elf` with `commands` against `port`; returns its output.
@@ -163,11 +76,11 @@ fn break_step_and_inspect_a_c_guest() {
         return;
     }
     let _kvm = kvm_lock();
-    let hv = Hv::start(DEMO);
+    let (hv, _system) = start(DEMO);
     hv.wait_count("[control]", 1);
     let out = gdb(
         "control",
-        hv.base,
+        hv.base(),
         "break on_tick\ncontinue\nbacktrace\nprint control_ticks\nnext\nstepi\nfinish\n\
          delete\nbreak control.c:36\ncontinue\ninfo locals\nprint msg.seq\nstep\n\
          info registers rip rsp fs_base gs_base cr0 cr3 cr4 efer\nx/2xg 0x100000\n\
@@ -225,11 +138,11 @@ fn hbreak_unmapped_memory_and_monitor_commands() {
         return;
     }
     let _kvm = kvm_lock();
-    let hv = Hv::start(DEMO);
+    let (hv, _system) = start(DEMO);
     hv.wait_count("[control]", 1);
     let out = gdb(
         "control",
-        hv.base,
+        hv.base(),
         // The unmapped read comes last: its error ends gdb's script (and the session with it).
         "hbreak on_tick\ncontinue\ninfo breakpoints\ndelete\n\
          monitor irq 7\nmonitor irq 32 9\nmonitor irq 32\nmonitor state\nmonitor bogus\n\
@@ -280,16 +193,16 @@ fn a_stopped_partition_does_not_stop_the_others() {
         return;
     }
     let _kvm = kvm_lock();
-    let hv = Hv::start(DEMO);
+    let (hv, _system) = start(DEMO);
     hv.wait_count("[worker]", 3);
-    let (stopped, release) = (hv.marker("stopped"), hv.marker("release"));
+    let (stopped, release) = (hv.dir().join("stopped"), hv.dir().join("release"));
     let script = format!(
         "break on_tick\ncontinue\n{}\nshell while [ ! -e {} ]; do sleep 0.05; done\ndetach",
         touch(&stopped),
         release.display()
     );
     let handle = {
-        let base = hv.base;
+        let base = hv.base();
         std::thread::spawn(move || gdb("control", base, &script))
     };
     if !wait_until(Duration::from_secs(60), || {
@@ -320,9 +233,9 @@ fn smp_threads_and_a_single_vcpu_port() {
         return;
     }
     let _kvm = kvm_lock();
-    let hv = Hv::start(DEMO);
+    let (hv, _system) = start(DEMO);
     hv.wait_count("[worker]", 2);
-    let worker_port = hv.base + 2;
+    let worker_port = hv.base() + 2;
     let out = gdb(
         "worker",
         worker_port,
@@ -337,7 +250,7 @@ fn smp_threads_and_a_single_vcpu_port() {
     // vCPU 1 of worker alone (partition 2): it stays put while vCPU 0 runs on. (After the
     // compute phase, whose blocks alternate between the vCPUs; then each vCPU ticks on its own.)
     hv.wait_count("[worker] worker: 2 vCPUs ran", 1);
-    let vcpu1_port = hv.base + 100 + 16 * 2 + 1;
+    let vcpu1_port = hv.base() + 100 + 16 * 2 + 1;
     let out = gdb(
         "worker",
         vcpu1_port,
@@ -365,11 +278,11 @@ fn per_vcpu_breakpoints_leave_siblings_and_other_sessions_alone() {
         return;
     }
     let _kvm = kvm_lock();
-    let hv = Hv::start(DEMO);
+    let (hv, _system) = start(DEMO);
     // Idle phase: both vCPUs call compute_block once a second; vCPU 0 prints a line each time.
     hv.wait_count("[worker] worker: idle", 1);
-    let (stopped, release) = (hv.marker("stopped"), hv.marker("release"));
-    let vcpu_port = |v: u16| hv.base + 100 + 16 * 2 + v;
+    let (stopped, release) = (hv.dir().join("stopped"), hv.dir().join("release"));
+    let vcpu_port = |v: u16| hv.base() + 100 + 16 * 2 + v;
     // vCPU 1 alone stops at compute_block, waits, then continues to hit it again: its
     // breakpoint must survive another per-vCPU session setting and deleting the same one.
     let script = format!(
@@ -412,11 +325,11 @@ fn ctrl_c_stops_and_killed_gdb_leaves_the_guest_running() {
         return;
     }
     let _kvm = kvm_lock();
-    let hv = Hv::start(DEMO);
+    let (hv, _system) = start(DEMO);
     hv.wait_count("[control]", 1);
     let out = gdb(
         "control",
-        hv.base,
+        hv.base(),
         "python import os, signal, threading; threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n\
          continue\ninfo registers rip\ndetach",
     );
@@ -428,7 +341,7 @@ fn ctrl_c_stops_and_killed_gdb_leaves_the_guest_running() {
     let script = dir.path().join("run.gdb");
     std::fs::write(
         &script,
-        format!("target remote 127.0.0.1:{}\ncontinue\n", hv.base),
+        format!("target remote 127.0.0.1:{}\ncontinue\n", hv.base()),
     )
     .unwrap();
     let mut gdb_child = Command::new("gdb")
@@ -445,7 +358,7 @@ fn ctrl_c_stops_and_killed_gdb_leaves_the_guest_running() {
     let _ = gdb_child.wait();
     let before = hv.count("[control]");
     hv.wait_count("[control]", before + 2);
-    let out = gdb("control", hv.base, "info registers rip\ndetach");
+    let out = gdb("control", hv.base(), "info registers rip\ndetach");
     assert!(out.contains("rip"), "port not reusable: {out}");
 }
 
@@ -455,9 +368,9 @@ fn watchpoints_fire_or_are_refused_clearly() {
         return;
     }
     let _kvm = kvm_lock();
-    let hv = Hv::start(DEMO);
+    let (hv, _system) = start(DEMO);
     hv.wait_count("[control]", 1);
-    let out = gdb("control", hv.base, "watch control_seq\ncontinue\ndetach");
+    let out = gdb("control", hv.base(), "watch control_seq\ncontinue\ndetach");
     if hv_core::probe::debug_caps().data_watchpoints {
         assert!(out.contains("Hardware watchpoint 1: control_seq"), "{out}");
         assert!(out.contains("New value"), "{out}");
@@ -490,9 +403,9 @@ fn step_through_the_device_model_when_the_client_touches_its_device() {
         return;
     }
     let _kvm = kvm_lock();
-    let hv = Hv::start(&format!("{DEMO}{}", common::sensor_model("sensor-model")));
+    let (hv, _system) = start(&format!("{DEMO}{}", common::sensor_model("sensor-model")));
     hv.wait_count("[control] control: sensor sample #1", 1);
-    let (stopped, release) = (hv.marker("stopped"), hv.marker("release"));
+    let (stopped, release) = (hv.dir().join("stopped"), hv.dir().join("release"));
     let script = format!(
         "break sensor_write_ctrl\ncontinue\nnext\nnext\nprint req->offset\nprint value\n\
          monitor partitions\n{}\nshell while [ ! -e {} ]; do sleep 0.05; done\nfinish\n\
@@ -501,7 +414,7 @@ fn step_through_the_device_model_when_the_client_touches_its_device() {
         release.display(),
         sensor_line()
     );
-    let model_port = hv.base + 3;
+    let model_port = hv.base() + 3;
     let handle = std::thread::spawn(move || gdb("sensor-model", model_port, &script));
     assert!(
         wait_until(Duration::from_secs(30), || stopped.exists()),
@@ -570,7 +483,7 @@ fn stepping_across_sti_hlt_never_leaves_the_guest_stuck() {
         return;
     }
     let _kvm = kvm_lock();
-    let hv = Hv::start(DEMO);
+    let (hv, _system) = start(DEMO);
     hv.wait_count("[control] control: uptime", 1);
     const ROUNDS: usize = 3;
     let ways = [
@@ -582,7 +495,7 @@ fn stepping_across_sti_hlt_never_leaves_the_guest_stuck() {
     ];
     for round in 0..ROUNDS {
         for way in ways {
-            let marker = hv.marker(&format!("stepping-{round}-{way:?}"));
+            let marker = hv.dir().join(format!("stepping-{round}-{way:?}"));
             // 40 single steps cover the idle loop's `sti; hlt` several times, with timer
             // interrupts raised meanwhile (and one more raised from gdb).
             let steps = "monitor irq 32\nstepi 40\nx/i $pc";
@@ -597,11 +510,11 @@ fn stepping_across_sti_hlt_never_leaves_the_guest_stuck() {
             let uptime_before = hv.count("[control] control: uptime");
             match way {
                 Leave::Detach | Leave::Disconnect | Leave::ResetThenDetach => {
-                    let out = gdb("control", hv.base, &script);
+                    let out = gdb("control", hv.base(), &script);
                     assert!(out.contains("=> 0x"), "{way:?}: gdb did not step:\n{out}");
                 }
                 Leave::Continue | Leave::KillWhileStepping => {
-                    let mut child = spawn_gdb("control", hv.base, &script);
+                    let mut child = spawn_gdb("control", hv.base(), &script);
                     assert!(
                         wait_until(Duration::from_secs(60), || marker.exists()),
                         "{way:?}: gdb never got through its steps"
@@ -624,7 +537,7 @@ fn stepping_across_sti_hlt_never_leaves_the_guest_stuck() {
             );
         }
     }
-    let lines = hv.lines.lock().unwrap();
+    let lines = hv.lines();
     assert!(
         !lines
             .iter()

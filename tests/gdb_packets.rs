@@ -5,97 +5,22 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{kvm_lock, kvm_or_skip, system_file, wait_until};
+use common::hv_run::HvRun;
+use common::{kvm_lock, kvm_or_skip, system_file};
 
 /// Safety net for reads (no assertion depends on it).
 const GUARD: Duration = Duration::from_secs(60);
 
-/// A running `hv run` (killed on drop) with its gdb base port and console lines.
-struct Hv {
-    child: Child,
-    base: u16,
-    link: hv_link::LinkAddr,
-    lines: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
-    _system: common::SystemFile,
-}
-
-impl Hv {
-    fn start() -> Hv {
-        let system = system_file(common::CONTROL_AND_TELEMETRY);
-        let dir = tempfile::tempdir().unwrap();
-        let base = common::free_gdb_base(&[1, 1]);
-        let link = hv_link::LinkAddr::Unix(dir.path().join("link.sock"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hv"))
-            .args(["run", system.path.to_str().unwrap(), "--no-console"])
-            .args(["--gdb-port", &base.to_string(), "--link"])
-            .arg(link.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start hv run");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let hv = Hv {
-            child,
-            base,
-            link,
-            lines,
-            _dir: dir,
-            _system: system,
-        };
-        let port = base.to_string();
-        assert!(
-            wait_until(GUARD, || log.lock().unwrap().contains(&port)),
-            "no port table from hv run:\n{}",
-            log.lock().unwrap()
-        );
-        hv
-    }
-
-    fn count(&self, prefix: &str) -> usize {
-        let lines = self.lines.lock().unwrap();
-        lines.iter().filter(|l| l.starts_with(prefix)).count()
-    }
-
-    /// Waits until `prefix` has printed `more` lines beyond what it had printed.
-    fn prints_on(&self, prefix: &str, more: usize) {
-        let seen = self.count(prefix);
-        assert!(
-            wait_until(GUARD, || self.count(prefix) >= seen + more),
-            "{prefix} stopped printing"
-        );
-    }
-}
-
-impl Drop for Hv {
-    fn drop(&mut self) {
-        // SAFETY: kill only sends a signal to our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
+/// `hv run` of control and telemetry with the gdb bridge (the description file lives as long as
+/// the pair).
+fn start() -> (HvRun, common::SystemFile) {
+    let system = system_file(common::CONTROL_AND_TELEMETRY);
+    let hv = HvRun::with_bridge(&system.path, &[1, 1]);
+    (hv, system)
 }
 
 fn packet(body: &[u8]) -> Vec<u8> {
@@ -164,8 +89,8 @@ fn detach_and_reattach_back_to_back_is_never_refused() {
         return;
     }
     let _kvm = kvm_lock();
-    let hv = Hv::start();
-    let ports = [hv.base, hv.base + 100];
+    let (hv, _system) = start();
+    let ports = [hv.base(), hv.base() + 100];
     for cycle in 0..80 {
         let port = ports[cycle % 2];
         let mut gdb = Gdb::connect(port);
@@ -186,8 +111,8 @@ fn writes_whose_length_disagrees_with_their_data_are_refused() {
         return;
     }
     let _kvm = kvm_lock();
-    let hv = Hv::start();
-    let mut gdb = Gdb::connect(hv.base);
+    let (hv, _system) = start();
+    let mut gdb = Gdb::connect(hv.base());
     // A bare qSupported (no features) gets the normal reply; the session goes on.
     assert!(gdb.ask(b"qSupported").starts_with("PacketSize="));
     gdb.ask(b"?");
@@ -240,12 +165,12 @@ fn one_debugger_per_guest_across_the_bridge_and_link_clients() {
         return;
     }
     let _kvm = kvm_lock();
-    let hv = Hv::start();
-    let client = hv_link::LinkClient::connect(&hv.link, "other-debugger").unwrap();
+    let (hv, _system) = start();
+    let client = hv_link::LinkClient::connect(hv.link(), "other-debugger").unwrap();
     let control = hv_link::ChannelName::gdb("control");
     // gdb on the bridge's port (a session inside hv) owns control: a link client is refused,
     // for the partition and for its vCPU, and told who owns it.
-    let mut gdb = Gdb::connect(hv.base);
+    let mut gdb = Gdb::connect(hv.base());
     assert!(gdb.ask(b"?").starts_with('T'));
     for name in [
         control.clone(),
@@ -263,14 +188,14 @@ fn one_debugger_per_guest_across_the_bridge_and_link_clients() {
     // Released: now the link client takes control, and gdb on the bridge is turned away with
     // a reply it prints, naming the owner.
     let channel = client.open_channel(&control).unwrap();
-    let mut refused = Gdb::connect(hv.base + 100);
+    let mut refused = Gdb::connect(hv.base() + 100);
     let reply = refused.ask(b"?");
     assert!(
         reply.starts_with("E.") && reply.contains("other-debugger"),
         "{reply}"
     );
     channel.close().unwrap();
-    let mut gdb = Gdb::connect(hv.base);
+    let mut gdb = Gdb::connect(hv.base());
     assert!(gdb.ask(b"?").starts_with('T'));
     gdb.detach();
     hv.prints_on("[control]", 2);

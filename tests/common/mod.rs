@@ -2,6 +2,8 @@
 //! images, and a console collector for running systems.
 #![allow(dead_code)]
 
+pub mod hv_run;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
