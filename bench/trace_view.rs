@@ -2,8 +2,10 @@
 //! open-to-first-picture (the process started until the page's first data, `/api/meta` and the
 //! whole trace's `/api/range`, is answered), with the index built (first open) and reused (later
 //! opens); the frame time of pan/zoom range questions at random places and zooms (the page asks
-//! one per settled view); the server's peak memory (VmHWM). The peer, measured in the same run on
-//! the same file, is `hv trace stats` (one pass over the records).
+//! one per settled view); the server's peak memory (VmHWM); the page's own frame time (drawing a
+//! settled view in headless Chromium, trace-viewer/web/test/frames.mjs, when Chromium and
+//! playwright-core are here). The peer, measured in the same run on the same file, is
+//! `hv trace stats` (one pass over the records).
 //!
 //! Run: `cargo bench --bench trace_view` (goals on 10 M records: first picture ≤ 2 s with the
 //! index reused; frames ≤ 16 ms; server ≤ 300 MiB). `HV_BENCH_EVENTS=1000000` runs one size.
@@ -161,6 +163,32 @@ fn run(events: u64) {
         bytes += get(server.1, &format!("/api/range?from={from}&to={to}&px={PX}")).len();
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    // The page: its own frame time when it draws a settled view (headless Chromium, if here).
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("trace-viewer/web");
+    let page_frames = if Path::new("/usr/bin/chromium").exists()
+        && web.join("node_modules/playwright-core").exists()
+    {
+        let url = format!("http://{}/", server.1);
+        let out = Command::new("node")
+            .arg("test/frames.mjs")
+            .arg(&url)
+            .current_dir(&web)
+            .output()
+            .expect("run node test/frames.mjs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("frame "))
+            .map(|l| {
+                let f: Vec<&str> = l.splitn(4, ' ').collect();
+                format!(
+                    "\n  {:>10} zoom: median {} ms, worst {} ms ({})",
+                    f[0], f[1], f[2], f[3]
+                )
+            })
+            .collect::<String>()
+    } else {
+        " (skipped: needs /usr/bin/chromium and npm ci --prefix trace-viewer/web)".to_owned()
+    };
     let rss = peak_rss_mib(server.0.id());
     let (median, p95, worst) = (
         percentile(&mut times, 0.5),
@@ -172,7 +200,8 @@ fn run(events: u64) {
          first picture, index built:  {cold:.2} s ({:.2}x the peer; index {:.0} MiB; peak RSS {cold_rss:.0} MiB)\n\
          first picture, index reused: {warm:.3} s ({:.3}x the peer)\n\
          frames ({FRAMES} range questions, {PX} px): median {median:.2} ms, p95 {p95:.2} ms, worst {worst:.2} ms; {:.0} KiB per answer\n\
-         server peak RSS after the frames: {rss:.0} MiB",
+         server peak RSS after the frames: {rss:.0} MiB\n\
+         page frames (drawing a settled view in headless Chromium, 1400 px):{page_frames}",
         cold / peer,
         index_size as f64 / (1 << 20) as f64,
         warm / peer,
