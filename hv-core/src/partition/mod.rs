@@ -21,12 +21,10 @@ use crate::ipc::IpcChannel;
 pub use crate::lifecycle::{CrashRegisters, CrashReport, PartitionState};
 use crate::loader::{GuestImage, LoadError};
 use crate::timer::VirtualTimer;
-use crate::vcpu::{
-    DebugExit, DeviceAccess, HypercallOutcome, VcpuError, VcpuHost, VcpuRegisters, VcpuShared,
-    VcpuState,
-};
+use crate::vcpu::{DebugExit, VcpuError, VcpuRegisters, VcpuShared, VcpuState};
 
 mod handle;
+mod host;
 mod hypercalls;
 
 pub use handle::PartitionHandle;
@@ -637,120 +635,6 @@ impl Partition {
     fn unmapped(&self, what: &str, addr: u64, len: usize) {
         self.stats.unmapped_accesses.fetch_add(1, Ordering::Relaxed);
         self.warn(format!("{what} of {len} bytes at unmapped {addr:#x}"));
-    }
-}
-
-/// How the vCPU threads see their partition.
-impl VcpuHost for Partition {
-    fn lifecycle_park(&self) -> Option<VcpuState> {
-        self.parked_state()
-    }
-
-    fn in_window(&self) -> bool {
-        Partition::in_window(self)
-    }
-
-    fn is_shutting_down(&self) -> bool {
-        Partition::is_shutting_down(self)
-    }
-
-    fn vcpu_parked(&self) {
-        self.notify_parked();
-    }
-
-    fn crashed(&self, vcpu: u32, reason: String, registers: Option<VcpuRegisters>) {
-        self.crash(vcpu, reason, registers);
-    }
-
-    fn exited(&self, code: i64) {
-        self.exit(code);
-    }
-
-    fn debug_exit(&self, vcpu: &VcpuShared, exit: DebugExit) -> bool {
-        Partition::debug_exit(self, vcpu, exit)
-    }
-
-    fn warn(&self, message: String) {
-        Partition::warn(self, message);
-    }
-
-    #[inline]
-    fn now_ns(&self) -> u64 {
-        self.clock.now_ns()
-    }
-
-    fn interrupt_injected(&self) {
-        self.stats.irqs_injected.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn read_guest(&self, addr: u64, buf: &mut [u8]) -> bool {
-        self.read_memory(addr, buf).is_ok()
-    }
-
-    fn memory_size(&self) -> u64 {
-        self.config.memory
-    }
-
-    fn hypercall(
-        &self,
-        vcpu: &Arc<VcpuShared>,
-        nr: u64,
-        args: [u64; 4],
-        stamp: u64,
-    ) -> HypercallOutcome {
-        Partition::hypercall(self, vcpu, nr, args, stamp)
-    }
-
-    fn take_device_request(&self, vcpu: &VcpuShared, buf: u64) -> i64 {
-        Partition::take_device_request(self, vcpu, buf)
-    }
-}
-
-/// How a served device's request queue sees its client and its model.
-impl crate::devmodel::DeviceEnd for Partition {
-    fn lifecycle(&self) -> PartitionState {
-        self.state()
-    }
-
-    fn debug_stopped(&self) -> bool {
-        self.vcpus
-            .iter()
-            .any(|v| v.state() == VcpuState::DebugStopped)
-    }
-
-    fn uptime_ns(&self) -> u64 {
-        Partition::uptime_ns(self)
-    }
-
-    fn is_shutting_down(&self) -> bool {
-        Partition::is_shutting_down(self)
-    }
-
-    fn warn(&self, message: String) {
-        Partition::warn(self, message);
-    }
-}
-
-impl DeviceAccess for Partition {
-    fn pio_read(&self, port: u16, data: &mut [u8]) {
-        if !self.pio.read(u64::from(port), data, 0xff) {
-            self.unmapped("port read", u64::from(port), data.len());
-        }
-    }
-    fn pio_write(&self, port: u16, data: &[u8]) {
-        if !self.pio.write(u64::from(port), data) {
-            self.unmapped("port write", u64::from(port), data.len());
-        }
-    }
-    fn mmio_read(&self, addr: u64, data: &mut [u8]) {
-        if !self.mmio.read(addr, data, 0) {
-            self.unmapped("MMIO read", addr, data.len());
-        }
-    }
-    fn mmio_write(&self, addr: u64, data: &[u8]) {
-        if !self.mmio.write(addr, data) {
-            self.unmapped("MMIO write", addr, data.len());
-        }
     }
 }
 
