@@ -462,31 +462,117 @@ pub(crate) fn kind_name(kind: RecordKind) -> &'static str {
     }
 }
 
-/// Writes `ns` (relative to the base) as JSON microseconds, exactly.
-fn write_us(out: &mut impl Write, ns: u64) -> io::Result<()> {
-    write!(out, "{}.{:03}", ns / 1000, ns % 1000)
-}
+// Numbers are formatted by hand into a line buffer: the exports write tens of millions of
+// them, and `write!` through `fmt` was most of the JSON export's time.
 
-fn write_args(out: &mut impl Write, args: &[(&'static str, Arg)]) -> io::Result<()> {
-    out.write_all(b"{")?;
-    for (i, (name, value)) in args.iter().enumerate() {
-        if i > 0 {
-            out.write_all(b",")?;
-        }
-        write!(out, "\"{name}\":")?;
-        match value {
-            Arg::U(v) => write!(out, "{v}")?,
-            Arg::I(v) => write!(out, "{v}")?,
-            Arg::Hex(v) => write!(out, "\"{v:#x}\"")?,
-            Arg::S(s) => write_str(out, s)?,
+/// Appends `v` in decimal.
+fn put_u64(buf: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
         }
     }
-    out.write_all(b"}")
+    buf.extend_from_slice(&digits[at..]);
 }
 
-/// A JSON string.
-fn write_str(out: &mut impl Write, s: &str) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, s).map_err(io::Error::other)
+/// Appends `v` in decimal.
+fn put_i64(buf: &mut Vec<u8>, v: i64) {
+    if v < 0 {
+        buf.push(b'-');
+    }
+    put_u64(buf, v.unsigned_abs());
+}
+
+/// Appends `v` as `0x…` (lower case, as `{:#x}`).
+fn put_hex(buf: &mut Vec<u8>, v: u64) {
+    buf.extend_from_slice(b"0x");
+    let digits = (16 - v.leading_zeros() / 4).max(1);
+    for i in (0..digits).rev() {
+        buf.push(b"0123456789abcdef"[((v >> (i * 4)) & 0xf) as usize]);
+    }
+}
+
+/// Appends `ns` (relative to the base) as JSON microseconds, exactly.
+fn put_us(buf: &mut Vec<u8>, ns: u64) {
+    put_u64(buf, ns / 1000);
+    let f = ns % 1000;
+    buf.extend_from_slice(&[
+        b'.',
+        b'0' + (f / 100) as u8,
+        b'0' + (f / 10 % 10) as u8,
+        b'0' + (f % 10) as u8,
+    ]);
+}
+
+/// Appends a JSON string.
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+    } else {
+        // Serialising a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *buf, s);
+    }
+}
+
+impl Name {
+    /// Appends the name (ASCII without quotes or backslashes: no escaping needed).
+    fn put(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(self.0.as_bytes());
+        match self.1 {
+            Suffix::None => {}
+            Suffix::Dec(v) => {
+                buf.push(b' ');
+                put_u64(buf, v);
+            }
+            Suffix::Hex(v) => {
+                buf.push(b' ');
+                put_hex(buf, v);
+            }
+            Suffix::Word(w) => {
+                buf.push(b' ');
+                buf.extend_from_slice(w.as_bytes());
+            }
+        }
+    }
+}
+
+fn put_args(buf: &mut Vec<u8>, args: &[(&'static str, Arg)]) {
+    buf.push(b'{');
+    for (i, (name, value)) in args.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        put_str(buf, name);
+        buf.push(b':');
+        match *value {
+            Arg::U(v) => put_u64(buf, v),
+            Arg::I(v) => put_i64(buf, v),
+            Arg::Hex(v) => {
+                buf.push(b'"');
+                put_hex(buf, v);
+                buf.push(b'"');
+            }
+            Arg::S(s) => put_str(buf, s),
+        }
+    }
+    buf.push(b'}');
+}
+
+/// Appends `,"pid":P,"tid":T,"ts":`.
+fn put_track_ts(buf: &mut Vec<u8>, pid: u32, tid: u32, ts: u64) {
+    buf.extend_from_slice(b",\"pid\":");
+    put_u64(buf, u64::from(pid));
+    buf.extend_from_slice(b",\"tid\":");
+    put_u64(buf, u64::from(tid));
+    buf.extend_from_slice(b",\"ts\":");
+    put_us(buf, ts);
 }
 
 /// Writes a JSON trace-event file of `records` (in time order; `base`: the time shown as 0,
@@ -499,42 +585,49 @@ pub fn perfetto_json(
     records: impl IntoIterator<Item = TraceRecord>,
     out: &mut impl Write,
 ) -> io::Result<()> {
-    out.write_all(b"{\"displayTimeUnit\":\"ns\",\"otherData\":{\"system\":")?;
-    write_str(out, &header.system)?;
-    write!(
-        out,
-        ",\"tsc_khz\":{},\"epoch_unix_ns\":{}}},\"traceEvents\":[",
-        header.clock.tsc_khz, header.clock.epoch_unix_ns
-    )?;
+    let mut line: Vec<u8> = Vec::with_capacity(512);
+    line.extend_from_slice(b"{\"displayTimeUnit\":\"ns\",\"otherData\":{\"system\":");
+    put_str(&mut line, &header.system);
+    line.extend_from_slice(b",\"tsc_khz\":");
+    put_u64(&mut line, header.clock.tsc_khz);
+    line.extend_from_slice(b",\"epoch_unix_ns\":");
+    put_u64(&mut line, header.clock.epoch_unix_ns);
+    line.extend_from_slice(b"},\"traceEvents\":[");
+    out.write_all(&line)?;
     let mut first_event = true;
-    let mut sep = |out: &mut dyn Write| -> io::Result<()> {
+    // Starts an event in `line`: the separator, unless it is the first.
+    let mut start = |line: &mut Vec<u8>| {
+        line.clear();
         if !std::mem::take(&mut first_event) {
-            out.write_all(b",\n")?;
+            line.extend_from_slice(b",\n");
         }
-        Ok(())
     };
     for p in &header.partitions {
-        let pid = p.id + 1;
-        sep(out)?;
-        write!(
-            out,
-            "{{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":{pid},\"args\":{{\"name\":"
-        )?;
-        write_str(out, &p.name)?;
-        out.write_all(b"}}")?;
-        sep(out)?;
-        write!(
-            out,
-            "{{\"ph\":\"M\",\"name\":\"process_sort_index\",\"pid\":{pid},\"args\":{{\"sort_index\":{}}}}}",
-            p.id
-        )?;
+        let pid = u64::from(p.id) + 1;
+        start(&mut line);
+        line.extend_from_slice(b"{\"ph\":\"M\",\"name\":\"process_name\",\"pid\":");
+        put_u64(&mut line, pid);
+        line.extend_from_slice(b",\"args\":{\"name\":");
+        put_str(&mut line, &p.name);
+        line.extend_from_slice(b"}}");
+        out.write_all(&line)?;
+        start(&mut line);
+        line.extend_from_slice(b"{\"ph\":\"M\",\"name\":\"process_sort_index\",\"pid\":");
+        put_u64(&mut line, pid);
+        line.extend_from_slice(b",\"args\":{\"sort_index\":");
+        put_u64(&mut line, u64::from(p.id));
+        line.extend_from_slice(b"}}");
+        out.write_all(&line)?;
         for v in 0..p.vcpus {
-            sep(out)?;
-            write!(
-                out,
-                "{{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":{pid},\"tid\":{},\"args\":{{\"name\":\"vCPU {v}\"}}}}",
-                v + 1
-            )?;
+            start(&mut line);
+            line.extend_from_slice(b"{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":");
+            put_u64(&mut line, pid);
+            line.extend_from_slice(b",\"tid\":");
+            put_u64(&mut line, u64::from(v) + 1);
+            line.extend_from_slice(b",\"args\":{\"name\":\"vCPU ");
+            put_u64(&mut line, u64::from(v));
+            line.extend_from_slice(b"\"}}");
+            out.write_all(&line)?;
         }
     }
     // Open slices per (partition, vCPU, slice name): start time and arguments.
@@ -558,21 +651,21 @@ pub fn perfetto_json(
                 open.insert((r.partition, r.vcpu, name), (ts, args));
             }
             Effect::Close(name, extra) => {
-                if let Some((start, mut args)) = open.remove(&(r.partition, r.vcpu, name)) {
+                if let Some((begun, mut args)) = open.remove(&(r.partition, r.vcpu, name)) {
                     for &a in extra.as_slice() {
                         args.push(a);
                     }
-                    sep(out)?;
-                    write!(
-                        out,
-                        "{{\"ph\":\"X\",\"name\":\"{name}\",\"cat\":\"vcpu\",\"pid\":{pid},\"tid\":{tid},\"ts\":"
-                    )?;
-                    write_us(out, start)?;
-                    out.write_all(b",\"dur\":")?;
-                    write_us(out, ts.saturating_sub(start))?;
-                    out.write_all(b",\"args\":")?;
-                    write_args(out, args.as_slice())?;
-                    out.write_all(b"}")?;
+                    start(&mut line);
+                    line.extend_from_slice(b"{\"ph\":\"X\",\"name\":\"");
+                    line.extend_from_slice(name.as_bytes());
+                    line.extend_from_slice(b"\",\"cat\":\"vcpu\"");
+                    put_track_ts(&mut line, pid, tid, begun);
+                    line.extend_from_slice(b",\"dur\":");
+                    put_us(&mut line, ts.saturating_sub(begun));
+                    line.extend_from_slice(b",\"args\":");
+                    put_args(&mut line, args.as_slice());
+                    line.push(b'}');
+                    out.write_all(&line)?;
                 }
             }
             Effect::Forget => {
@@ -582,35 +675,35 @@ pub fn perfetto_json(
         }
         if is_instant(kind) {
             let (name, cat, args) = describe(kind, &r);
-            sep(out)?;
-            // Names are ASCII without quotes or backslashes: no escaping needed.
-            write!(out, "{{\"ph\":\"i\",\"s\":\"t\",\"name\":\"{name}\"")?;
-            write!(
-                out,
-                ",\"cat\":\"{cat}\",\"pid\":{pid},\"tid\":{tid},\"ts\":"
-            )?;
-            write_us(out, ts)?;
-            out.write_all(b",\"args\":")?;
-            write_args(out, args.as_slice())?;
-            out.write_all(b"}")?;
+            start(&mut line);
+            line.extend_from_slice(b"{\"ph\":\"i\",\"s\":\"t\",\"name\":\"");
+            name.put(&mut line);
+            line.extend_from_slice(b"\",\"cat\":\"");
+            line.extend_from_slice(cat.as_bytes());
+            line.push(b'"');
+            put_track_ts(&mut line, pid, tid, ts);
+            line.extend_from_slice(b",\"args\":");
+            put_args(&mut line, args.as_slice());
+            line.push(b'}');
+            out.write_all(&line)?;
         }
         if let Some(phase) = flow_of(kind) {
             let ph = match phase {
-                FlowPhase::Start => "s",
-                FlowPhase::Step => "t",
-                FlowPhase::End => "f",
+                FlowPhase::Start => b's',
+                FlowPhase::Step => b't',
+                FlowPhase::End => b'f',
             };
-            sep(out)?;
-            write!(
-                out,
-                "{{\"ph\":\"{ph}\",\"name\":\"device request\",\"cat\":\"device\",\"id\":{},\"pid\":{pid},\"tid\":{tid},\"ts\":",
-                r.a
-            )?;
-            write_us(out, ts)?;
+            start(&mut line);
+            line.extend_from_slice(b"{\"ph\":\"");
+            line.push(ph);
+            line.extend_from_slice(b"\",\"name\":\"device request\",\"cat\":\"device\",\"id\":");
+            put_u64(&mut line, r.a);
+            put_track_ts(&mut line, pid, tid, ts);
             if phase == FlowPhase::End {
-                out.write_all(b",\"bp\":\"e\"")?;
+                line.extend_from_slice(b",\"bp\":\"e\"");
             }
-            out.write_all(b"}")?;
+            line.push(b'}');
+            out.write_all(&line)?;
         }
     }
     out.write_all(b"]}\n")?;
@@ -635,12 +728,13 @@ pub fn csv_records(
     records: impl IntoIterator<Item = TraceRecord>,
     out: &mut impl Write,
 ) -> io::Result<()> {
-    let names: HashMap<u32, &str> = header
+    let names: FastMap<u32, &str> = header
         .partitions
         .iter()
         .map(|p| (p.id, p.name.as_str()))
         .collect();
     writeln!(out, "time_ns,partition,vcpu,kind,a,b,detail")?;
+    let mut line: Vec<u8> = Vec::with_capacity(128);
     for r in records {
         let detail = match r.kind() {
             Some(RecordKind::VmExit) => exit_reason_name(r.a),
@@ -649,18 +743,28 @@ pub fn csv_records(
             Some(RecordKind::ModelBusError) => bus_error_reason_name(r.b),
             _ => "",
         };
-        write!(
-            out,
-            "{},{},{},",
-            r.timestamp.saturating_sub(base),
-            names.get(&r.partition).copied().unwrap_or("?"),
-            r.vcpu
-        )?;
+        line.clear();
+        put_u64(&mut line, r.timestamp.saturating_sub(base));
+        line.push(b',');
+        line.extend_from_slice(names.get(&r.partition).copied().unwrap_or("?").as_bytes());
+        line.push(b',');
+        put_u64(&mut line, u64::from(r.vcpu));
+        line.push(b',');
         match r.kind() {
-            Some(k) => out.write_all(kind_name(k).as_bytes())?,
-            None => write!(out, "kind{}", r.kind)?,
+            Some(k) => line.extend_from_slice(kind_name(k).as_bytes()),
+            None => {
+                line.extend_from_slice(b"kind");
+                put_u64(&mut line, u64::from(r.kind));
+            }
         }
-        writeln!(out, ",{},{},{detail}", r.a, r.b)?;
+        line.push(b',');
+        put_u64(&mut line, r.a);
+        line.push(b',');
+        put_u64(&mut line, r.b);
+        line.push(b',');
+        line.extend_from_slice(detail.as_bytes());
+        line.push(b'\n');
+        out.write_all(&line)?;
     }
     out.flush()
 }
@@ -751,6 +855,29 @@ mod tests {
         assert_eq!(halted[0]["ts"], 0.0);
         assert_eq!(halted[0]["dur"], 3.0);
         assert_eq!(halted[0]["args"]["began_before_trace"], 1);
+    }
+
+    #[test]
+    fn numbers_are_formatted_as_fmt_would() {
+        for v in [0, 1, 9, 10, 255, 1000, 123_456_789, u64::MAX] {
+            let mut buf = Vec::new();
+            put_u64(&mut buf, v);
+            assert_eq!(buf, v.to_string().as_bytes());
+            buf.clear();
+            put_hex(&mut buf, v);
+            assert_eq!(buf, format!("{v:#x}").as_bytes());
+            buf.clear();
+            put_us(&mut buf, v);
+            assert_eq!(buf, format!("{}.{:03}", v / 1000, v % 1000).as_bytes());
+        }
+        for v in [0, -1, 42, i64::MIN, i64::MAX] {
+            let mut buf = Vec::new();
+            put_i64(&mut buf, v);
+            assert_eq!(buf, v.to_string().as_bytes());
+        }
+        let mut buf = Vec::new();
+        put_str(&mut buf, "a \"b\"\n");
+        assert_eq!(buf, br#""a \"b\"\n""#);
     }
 
     #[test]
