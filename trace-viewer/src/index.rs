@@ -66,6 +66,14 @@ const BLOCKED: u16 = 4;
 pub const INSTANT: u16 = 16;
 /// `Item::flags`: a blocked slice that ended with a bus error (`c` is the reason).
 pub const FLAG_BUS_ERROR: u16 = 1;
+/// `Item::flags`: a slice cut where it was still open, continued by the next slice of its kind
+/// (see [`MAX_WAITING`]).
+pub const FLAG_CONTINUED: u16 = 2;
+/// Items of one track held back behind an open slice, at most: past this the oldest open slice
+/// is cut at the current record and continues in a new item ([`FLAG_CONTINUED`]), so that a
+/// slice that never ends (a debugger stop never resumed) cannot hold the rest of its track in
+/// memory.
+pub const MAX_WAITING: usize = 1 << 16;
 
 /// Why an index could not be built or read.
 #[derive(Debug, thiserror::Error)]
@@ -395,6 +403,10 @@ impl Item {
     pub fn args(&self) -> serde_json::Value {
         use serde_json::json;
         let (a, b) = (self.a, self.b);
+        if self.is_slice() && self.flags & FLAG_CONTINUED != 0 {
+            // Cut while open: what its end would have said is not known yet.
+            return json!({"continued": true});
+        }
         if self.is_slice() {
             return match self.code {
                 GUEST => json!({"exit": exit_reason_name(a), "rip": format!("{b:#x}")}),
@@ -929,14 +941,44 @@ impl TrackBuild {
             }
             _ => emit(self, instant(r.a, r.b)),
         }
-        // Every later item starts at or after the earliest open slice or this record.
-        let watermark = self
-            .open
+        // Too much waits behind an open slice: cut the oldest one here, it continues from here.
+        while self.ready.len() > MAX_WAITING {
+            let Some(k) = (0..self.open.len())
+                .filter(|k| self.open[*k].is_some())
+                .min_by_key(|k| self.open[*k].map(|(start, _, _)| start))
+            else {
+                break;
+            };
+            let Some((start, a, b)) = self.open[k] else {
+                break;
+            };
+            self.open[k] = Some((t, a, b));
+            emit(
+                self,
+                Item {
+                    start,
+                    end: t,
+                    code: k as u16,
+                    flags: FLAG_CONTINUED,
+                    a,
+                    b,
+                    ..Item::default()
+                },
+            );
+            let watermark = self.watermark(t);
+            self.drain(Some(watermark))?;
+        }
+        let watermark = self.watermark(t);
+        self.drain(Some(watermark))
+    }
+
+    /// Every later item starts at or after the earliest open slice or the record at `t`.
+    fn watermark(&self, t: u64) -> u64 {
+        self.open
             .iter()
             .flatten()
             .map(|(start, _, _)| *start)
-            .fold(t, u64::min);
-        self.drain(Some(watermark))
+            .fold(t, u64::min)
     }
 
     /// Writes the ready items starting at or before `watermark` (all of them for `None`).
@@ -1278,7 +1320,7 @@ fn level_zero(
 
 #[cfg(test)]
 mod tests {
-    use hv_link::trace::{RecordKind, TraceWriter};
+    use hv_link::trace::{MAX_BATCH_RECORDS as MAX_BATCH, RecordKind, TraceWriter};
 
     use super::*;
     use crate::testing::{header, rec};
@@ -1504,6 +1546,40 @@ mod tests {
             .filter(|n| n.contains(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn a_slice_that_never_ends_is_cut_instead_of_holding_its_track() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.hvt");
+        // A debugger stop never resumed, then many markers on the same vCPU.
+        let n = MAX_WAITING as u64 * 3;
+        let mut recs = vec![rec(1_000, 0, 0, RecordKind::DebugStop, 0, 0)];
+        recs.extend((0..n).map(|k| rec(2_000 + k, 0, 0, RecordKind::Marker, k, 0)));
+        write(
+            &path,
+            &recs
+                .chunks(MAX_BATCH)
+                .map(<[_]>::to_vec)
+                .collect::<Vec<_>>(),
+        );
+        let (index, _) = Index::open_or_build(&path).unwrap();
+        let items = index.items(0, 0..u64::MAX).unwrap();
+        let (slices, markers): (Vec<Item>, Vec<Item>) = items.iter().partition(|i| i.is_slice());
+        assert_eq!(markers.len() as u64, n, "every marker is there");
+        assert!(slices.len() >= 2, "cut into pieces: {}", slices.len());
+        assert!(
+            slices
+                .iter()
+                .all(|s| s.flags & FLAG_CONTINUED != 0 && s.name() == "stopped in debugger")
+        );
+        // The pieces follow each other from the stop on.
+        assert_eq!(slices[0].start, 1_000);
+        for w in slices.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+        let starts: Vec<u64> = items.iter().map(|i| i.start).collect();
+        assert!(starts.is_sorted());
     }
 
     #[test]
