@@ -200,3 +200,34 @@ fn one_debugger_per_guest_across_the_bridge_and_link_clients() {
     gdb.detach();
     hv.prints_on("[control]", 2);
 }
+
+#[test]
+fn an_interrupt_during_a_step_leaves_no_stray_stop_for_the_next_resume() {
+    if !kvm_or_skip("an_interrupt_during_a_step_leaves_no_stray_stop_for_the_next_resume") {
+        return;
+    }
+    let _kvm = kvm_lock();
+    let (hv, _system) = start();
+    let mut gdb = Gdb::connect(hv.base());
+    assert!(gdb.ask(b"?").starts_with('T'));
+    for round in 0..20 {
+        // A step and an interrupt at once: gdb hears one stop (the interrupt's, or the step's
+        // if it won the race) ...
+        let mut both = packet(b"vCont;s:p1.1");
+        both.push(0x03);
+        gdb.s.write_all(&both).unwrap();
+        let first = gdb.reply();
+        assert!(first.starts_with('T'), "round {round}: {first}");
+        // ... and the next resume runs until the next interrupt: the step that the interrupt
+        // superseded is not reported then as a stray SIGTRAP.
+        gdb.s.write_all(&packet(b"vCont;c")).unwrap();
+        gdb.s.write_all(&[0x03]).unwrap();
+        let next = gdb.reply();
+        assert!(
+            next.starts_with("T02"),
+            "round {round}: after {first}, the resume was answered by {next}"
+        );
+    }
+    gdb.detach();
+    hv.prints_on("[control]", 2);
+}

@@ -137,7 +137,11 @@ impl GdbSession {
         let (events_tx, events) = crossbeam_channel::unbounded();
         partition.attach_debugger(vcpu, events_tx);
         let target = PartitionTarget::new(partition.clone(), all, vcpu);
-        let driver = Arc::new(Mutex::new(Driver::new(target, LinkConnection::new(output))));
+        let driver = Arc::new(Mutex::new(Driver::new(
+            target,
+            LinkConnection::new(output),
+            events.clone(),
+        )));
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let waiter = driver.clone();
         let owner = partition.clone();
@@ -292,18 +296,26 @@ struct Driver<H: GuestHandle> {
     started: bool,
     /// Debug stops that came while the target was stopped: reported at the next resume.
     pending: VecDeque<DebugStopEvent>,
+    /// The session's debug stops (shared with the session thread), drained when an interrupt
+    /// stop supersedes the steps still in flight.
+    events: Receiver<DebugStopEvent>,
     /// Why the session ended on its own.
     ending: Option<String>,
 }
 
 impl<H: GuestHandle> Driver<H> {
-    fn new(target: PartitionTarget<H>, connection: LinkConnection) -> Self {
+    fn new(
+        target: PartitionTarget<H>,
+        connection: LinkConnection,
+        events: Receiver<DebugStopEvent>,
+    ) -> Self {
         let mut driver = Driver {
             machine: None,
             target,
             filter: PacketFilter::new(PACKET_SIZE),
             started: false,
             pending: VecDeque::new(),
+            events,
             ending: None,
         };
         let machine = GdbStubBuilder::new(connection)
@@ -371,6 +383,13 @@ impl<H: GuestHandle> Driver<H> {
 
     /// A debug stop of a vCPU.
     fn event(&mut self, event: DebugStopEvent) {
+        let running = matches!(self.machine, Some(GdbStubStateMachine::Running(_)));
+        if !running && target::is_step(&event) {
+            // gdb already has a stop for the resume that began this step (an interrupt, or
+            // another vCPU's breakpoint): reporting it at the next resume would be a stray
+            // SIGTRAP at a pc gdb did not step from.
+            return;
+        }
         self.pending.push_back(event);
         if matches!(self.machine, Some(GdbStubStateMachine::Running(_)))
             && let Some(machine) = self.machine.take()
@@ -404,6 +423,7 @@ impl<H: GuestHandle> Driver<H> {
             machine = match machine {
                 GdbStubStateMachine::CtrlCInterrupt(gdb) => {
                     self.target.stop_all();
+                    self.drop_superseded_steps();
                     let first = self.target.vcpus()[0];
                     let stop = Stop::Signal(first, Signal::SIGINT);
                     if self.target.scope.is_some() {
@@ -433,6 +453,15 @@ impl<H: GuestHandle> Driver<H> {
                 }
             };
         }
+    }
+
+    /// After an interrupt stopped every vCPU: the completions of steps still in flight (sent
+    /// before their vCPUs parked, so already queued) are not reported at the next resume.
+    fn drop_superseded_steps(&mut self) {
+        while let Ok(event) = self.events.try_recv() {
+            self.pending.push_back(event);
+        }
+        self.pending.retain(|e| !target::is_step(e));
     }
 
     /// The session is over: no more input; breakpoints and debug controls go, and the guest
@@ -468,7 +497,11 @@ pub fn replay<H: GuestHandle>(handle: H, scope: Option<u32>, input: &[u8]) -> Re
             .extend_from_slice(bytes);
         true
     }));
-    let mut driver = Driver::new(PartitionTarget::with_handle(handle, scope), connection);
+    let mut driver = Driver::new(
+        PartitionTarget::with_handle(handle, scope),
+        connection,
+        crossbeam_channel::never(),
+    );
     driver.start();
     driver.input(input);
     let ended = driver.ending.clone();

@@ -138,6 +138,12 @@ pub struct PartitionTarget<H: GuestHandle = LivePartition> {
     pub(super) declared_write: DeclaredWrite,
 }
 
+/// Whether a debug stop is the completion of a single step (a #DB with no debug register hit):
+/// see [`PartitionTarget::on_debug_event`].
+pub(crate) fn is_step(event: &DebugStopEvent) -> bool {
+    event.exit.exception == 1 && event.exit.dr6 & 0xf == 0
+}
+
 fn tid(vcpu: u32) -> Tid {
     NonZeroUsize::new(vcpu as usize + 1).unwrap_or(NonZeroUsize::MIN)
 }

@@ -174,10 +174,6 @@ pub(crate) struct Session {
     gdb_text: String,
     /// An interrupt the adapter sent may still stop the guest after the next resume.
     stale_interrupt: bool,
-    /// Resumed after an interrupt of the adapter's own: a single-step trap that the stub still
-    /// had pending from before it may come first (seen when the interrupt lands while gdb
-    /// steps over a breakpoint); it is not the user's stop.
-    spurious_trap: bool,
     /// `partitions.list` asked for when a step started.
     prefetch: Option<tokio::task::JoinHandle<Result<Vec<PartitionInfo>, hv_link::ClientError>>>,
     /// The last resuming command (repeated after a refused watchpoint is dropped).
@@ -270,7 +266,6 @@ impl Session {
             last_resume: "-exec-continue".into(),
             stale_interrupt: false,
             prefetch: None,
-            spurious_trap: false,
             last_thread: 1,
             threads: Vec::new(),
         }
@@ -787,7 +782,6 @@ impl Session {
                     self.out
                         .output("important", &format!("hv dap: cannot resume: {e}\n"));
                 }
-                self.spurious_trap = true;
             }
         }
     }
@@ -1697,15 +1691,6 @@ impl Session {
             return;
         }
         if !self.configured {
-            return;
-        }
-        let trap = reason == "signal-received" && results.str("signal-name") == Some("SIGTRAP");
-        if std::mem::take(&mut self.spurious_trap) && trap {
-            tracing::debug!("hv dap: a stray SIGTRAP after an internal interrupt; resuming");
-            if let Err(e) = self.resume("-exec-continue").await {
-                self.out
-                    .output("important", &format!("hv dap: cannot resume: {e}\n"));
-            }
             return;
         }
         if self.stale_interrupt && is_interrupt(&results) {
