@@ -1,7 +1,7 @@
-//! One gdb TCP connection: open its `gdb:` channel, forward bytes both ways (one frame per TCP
-//! read, one TCP write per frame; on a socket link one thread waits on both sides and picks up
-//! the agent's answer itself, on a serial link one thread per direction), close the channel
-//! when gdb goes; or turn gdb away with `E.<reason>` replies when the channel is refused.
+//! One gdb TCP connection: open its session — a `gdb:` channel of the link, or in process
+//! beside the agent — and forward bytes both ways (over the link: one frame per TCP read, one
+//! TCP write per frame, one thread polling both sides), close it when gdb goes; or turn gdb
+//! away with `E.<reason>` replies when the guest is not available.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -317,13 +317,6 @@ fn forward(session: Session, from_gdb: TcpStream, release: Release<'_>) {
     forward_polled(session, from_gdb, release)
 }
 
-/// How long the bridge waits actively for the agent's answer after forwarding gdb's bytes.
-/// Most answers (registers, memory, a step) come well within it, and a reply found this way
-/// costs no wakeup of a sleeping thread (on a virtualised host, where a cross-CPU wakeup
-/// costs tens of microseconds, the largest part of a round trip); a later one (a continue)
-/// is waited for asleep.
-const REPLY_SPIN: Duration = Duration::from_micros(150);
-
 /// What to do after a frame from the link.
 enum Next {
     Go,
@@ -331,19 +324,24 @@ enum Next {
     Ended,
 }
 
-/// [`forward`] for a socket link: one thread waits on gdb's socket and the link together,
-/// and after forwarding gdb's bytes looks for the answer itself for a moment (no second
-/// thread to wake for it).
-fn forward_polled(session: Session, mut from_gdb: TcpStream, release: Release<'_>) {
-    use std::os::fd::AsRawFd;
+/// Why forwarding stopped.
+enum Stopped {
+    /// gdb hung up (or its socket failed): the channel is still open.
+    Gdb,
+    /// The agent ended the session (after letting the guest go) or the link was lost.
+    Agent,
+}
+
+/// [`forward`] for a socket link: one thread waits on gdb's socket and the link together
+/// (`poll`), so neither direction needs a thread of its own.
+fn forward_polled(session: Session, from_gdb: TcpStream, release: Release<'_>) {
     let Session {
         mut reader,
         writer,
         id,
     } = session;
     let _ = from_gdb.set_write_timeout(Some(CALL_TIMEOUT));
-    let gdb_fd = from_gdb.as_raw_fd();
-    let mut to_gdb = match from_gdb.try_clone() {
+    let to_gdb = match from_gdb.try_clone() {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("gdb-bridge: cannot clone the gdb socket: {e}");
@@ -352,36 +350,76 @@ fn forward_polled(session: Session, mut from_gdb: TcpStream, release: Release<'_
             return;
         }
     };
-    let mut gdb_alive = true;
-    // One frame from the link: gdb's bytes go to gdb; the end of the session ends forwarding.
-    let mut on_frame = |frame: hv_link::FrameRef<'_>| -> Next {
-        if frame.channel == id {
-            if gdb_alive && to_gdb.write_all(frame.payload).is_err() {
-                gdb_alive = false;
+    let mut to_gdb = ToGdbSocket {
+        stream: to_gdb,
+        alive: true,
+        id,
+    };
+    let stopped = pump(&mut reader, &writer, &from_gdb, &mut to_gdb);
+    release.closing();
+    if let Stopped::Gdb = stopped {
+        // gdb is gone: close and wait for the answer (the agent has detached when it comes).
+        let close =
+            request_bytes::<ChannelClose>(&RequestId::Number(CLOSE_ID), &ChannelCloseParams { id });
+        if close
+            .map(|b| writer.send_frame(ChannelId::CONTROL, &b))
+            .is_ok()
+        {
+            // Until the answer, the end of the link, or an error.
+            while let Ok(Some(frame)) = reader.recv_frame_ref() {
+                if let Next::Ended = to_gdb.on_frame(frame) {
+                    break;
+                }
             }
-        } else if frame.channel == ChannelId::CONTROL && ends_session(frame.payload, id) {
+        }
+    }
+    // Release, then hang up on gdb, which may reconnect the moment it sees the hang-up.
+    writer.shutdown();
+    release.released();
+    let _ = from_gdb.shutdown(Shutdown::Both);
+}
+
+/// Where the agent's frames go: gdb's bytes to gdb's socket (while gdb is there); the end of
+/// the session ends forwarding.
+struct ToGdbSocket {
+    stream: TcpStream,
+    alive: bool,
+    id: ChannelId,
+}
+
+impl ToGdbSocket {
+    fn on_frame(&mut self, frame: hv_link::FrameRef<'_>) -> Next {
+        if frame.channel == self.id {
+            if self.alive && self.stream.write_all(frame.payload).is_err() {
+                self.alive = false;
+            }
+        } else if frame.channel == ChannelId::CONTROL && ends_session(frame.payload, self.id) {
             return Next::Ended;
         }
         Next::Go
-    };
+    }
+}
+
+/// Copies both ways until one side ends.
+fn pump(
+    reader: &mut FrameReader,
+    writer: &FrameWriter,
+    mut from_gdb: &TcpStream,
+    to_gdb: &mut ToGdbSocket,
+) -> Stopped {
+    use std::os::fd::AsRawFd;
     let mut buf = vec![0u8; READ_CHUNK];
-    // Whether the agent (or the link) ended the session, rather than gdb.
-    let mut agent_ended = false;
-    'forward: while let Ok((gdb_ready, link_ready)) = reader.wait_readable_with(gdb_fd) {
+    while let Ok((gdb_ready, link_ready)) = reader.wait_readable_with(from_gdb.as_raw_fd()) {
         if link_ready {
             loop {
                 match reader.try_recv_frame_ref() {
                     Ok(hv_link::TryRecv::Frame(f)) => {
-                        if let Next::Ended = on_frame(f) {
-                            agent_ended = true;
-                            break 'forward;
+                        if let Next::Ended = to_gdb.on_frame(f) {
+                            return Stopped::Agent;
                         }
                     }
                     Ok(hv_link::TryRecv::Empty) => break,
-                    Ok(hv_link::TryRecv::Closed) | Err(_) => {
-                        agent_ended = true;
-                        break 'forward;
-                    }
+                    Ok(hv_link::TryRecv::Closed) | Err(_) => return Stopped::Agent,
                 }
             }
         }
@@ -389,67 +427,16 @@ fn forward_polled(session: Session, mut from_gdb: TcpStream, release: Release<'_
             continue;
         }
         let n = match from_gdb.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => return Stopped::Gdb,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+            Err(_) => return Stopped::Gdb,
         };
-        if writer.send_frame(id, &buf[..n]).is_err() {
-            break;
-        }
-        // The answer usually follows at once: look for it before going to sleep.
-        let deadline = std::time::Instant::now() + REPLY_SPIN;
-        loop {
-            match reader.try_recv_frame_ref() {
-                Ok(hv_link::TryRecv::Frame(f)) => {
-                    let on_gdb = f.channel == id;
-                    if let Next::Ended = on_frame(f) {
-                        agent_ended = true;
-                        break 'forward;
-                    }
-                    if on_gdb {
-                        break;
-                    }
-                }
-                Ok(hv_link::TryRecv::Empty) => {
-                    if std::time::Instant::now() >= deadline {
-                        break;
-                    }
-                    std::thread::yield_now();
-                }
-                Ok(hv_link::TryRecv::Closed) | Err(_) => {
-                    agent_ended = true;
-                    break 'forward;
-                }
-            }
+        if writer.send_frame(to_gdb.id, &buf[..n]).is_err() {
+            return Stopped::Gdb;
         }
     }
-    release.closing();
-    if agent_ended {
-        // Closed by the agent (which let the guest go before saying so) or the link lost:
-        // release, then hang up on gdb, which may reconnect the moment it sees the hang-up.
-        writer.shutdown();
-        release.released();
-        let _ = from_gdb.shutdown(Shutdown::Both);
-        return;
-    }
-    // gdb is gone: close and wait for the answer (the agent has detached when it comes).
-    let close =
-        request_bytes::<ChannelClose>(&RequestId::Number(CLOSE_ID), &ChannelCloseParams { id });
-    if close
-        .map(|b| writer.send_frame(ChannelId::CONTROL, &b))
-        .is_ok()
-    {
-        // Until the answer, the end of the link, or an error.
-        while let Ok(Some(frame)) = reader.recv_frame_ref() {
-            if let Next::Ended = on_frame(frame) {
-                break;
-            }
-        }
-    }
-    writer.shutdown();
-    release.released();
-    let _ = from_gdb.shutdown(Shutdown::Both);
+    Stopped::Agent
 }
 
 /// True for the answer to our `channel.close`, or a `channel.closed` notification for `id`.
