@@ -625,11 +625,23 @@ impl Index {
                 return Err(corrupt(format!("track {i} points outside the file")));
             }
         }
-        Ok(Index {
+        let index = Index {
             file,
             path: path.to_owned(),
             meta,
-        })
+        };
+        // Each track's top bucket counts all its items (a file cut or zeroed by a crash fails).
+        for (t, track) in index.meta.tracks.iter().enumerate() {
+            let top = track.levels.len() - 1;
+            let all = index.buckets(t, top, 0..1)?;
+            if all.first().map(|b| u64::from(b.items)) != Some(track.items.min(u64::from(u32::MAX)))
+            {
+                return Err(corrupt(format!(
+                    "track {t}'s buckets do not count its items"
+                )));
+            }
+        }
+        Ok(index)
     }
 
     /// Builds the index of `trace` at `path` (written to a temporary file, then renamed).
@@ -1268,8 +1280,8 @@ fn build_pass(
     out.write_all(&(json.len() as u64).to_le_bytes())
         .map_err(write)?;
     out.write_all(&MAGIC).map_err(write)?;
-    let file = out.into_inner().map_err(|e| write(e.into_error()))?;
-    file.sync_all().map_err(write)?;
+    // No fsync: it is a cache, and [`Index::open_unchecked`] checks what a crash could leave.
+    out.into_inner().map_err(|e| write(e.into_error()))?;
     Ok(())
 }
 
@@ -1514,7 +1526,15 @@ mod tests {
             bytes[n - 9] ^= 0xff; // the description's length's top byte
             bytes
         };
+        let zeroed_top = {
+            let mut bytes = good.clone();
+            let t = &rebuilt.meta().tracks[0];
+            let at = t.levels[t.levels.len() - 1].at as usize;
+            bytes[at..at + BUCKET_LEN].fill(0);
+            bytes
+        };
         for (bad, why) in [
+            (zeroed_top, "buckets do not count its items"),
             (good[..good.len() / 2].to_vec(), "no index footer"),
             (b"junk".to_vec(), "too short"),
             (junk_meta, "description of"),
