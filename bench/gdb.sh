@@ -2,9 +2,10 @@
 # GDB round-trip benchmark: stock gdb running bench/gdb/roundtrips.py against
 #   (1) our stub, through the gdb bridge and host link of `hv run`, on the `spin` guest, and
 #   (2) the peer: QEMU+KVM's gdbstub on a tiny real-mode guest (bench/gdb/peer-guest.S),
-# in alternating rounds of the same run (this machine is shared and noisy: only same-run ratios
-# mean anything). Prints, per operation, our/QEMU ratio per round, the median and the worst round,
-# then our packets and context switches (of the hv process) per operation.
+# in the same run, each operation on both stubs back to back, in alternating order (this machine
+# is shared and noisy: only same-run ratios mean anything). Prints, per operation, our/QEMU
+# ratio per round, the median and the worst round, then the packets gdb sends per operation
+# (ours and QEMU's) and our context switches (of the hv process) per operation.
 # Needs: qemu-system-x86 (Debian package), gdb, gcc, /dev/kvm. Run from anywhere: bench/gdb.sh
 # ROUNDS (default 5) sets the number of rounds.
 set -euo pipefail
@@ -39,6 +40,7 @@ qemu-system-x86_64 -enable-kvm -m 64 -display none -serial none -monitor none \
 qpid=$!
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$qport") 2>/dev/null && break; sleep 0.1; done
 
+# ours [packets] / peer [packets]: one gdb session; HV_BENCH_OPS picks the measurements.
 ours() {
   HV_BENCH_PID=$hvpid HV_BENCH_PACKETS=${1:-} gdb -q -batch -ex "target remote 127.0.0.1:$base" \
     -ex "hbreak *$loop" -ex continue -x "$here/roundtrips.py" -ex detach target/guests/spin.elf 2>&1 |
@@ -52,18 +54,26 @@ peer() {
 }
 
 metrics="stepi_per_s regread_per_s memread_MiB_per_s bp_hits_per_s"
+# Each operation is measured on both stubs back to back (in alternating order), so that the
+# host's load, which drifts over seconds, falls on both sides of each ratio alike.
 for r in $(seq "$rounds"); do
-  if ((r % 2)); then ours >"$work/ours.$r"; peer >"$work/peer.$r"; else peer >"$work/peer.$r"; ours >"$work/ours.$r"; fi
   line="round $r:"
   for m in $metrics; do
+    if ((r % 2)); then
+      HV_BENCH_OPS=$m ours >>"$work/ours.$r"
+      HV_BENCH_OPS=$m peer >>"$work/peer.$r"
+    else
+      HV_BENCH_OPS=$m peer >>"$work/peer.$r"
+      HV_BENCH_OPS=$m ours >>"$work/ours.$r"
+    fi
     a=$(sed -n "s/^$m //p" "$work/ours.$r"); b=$(sed -n "s/^$m //p" "$work/peer.$r")
     line+=$(awk -v m="$m" -v a="$a" -v b="$b" 'BEGIN { printf " %s %.2fx (%.0f vs %.0f)", m, a / b, a, b }')
     echo "$m $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", a / b }')" >>"$work/ratios"
   done
   echo "$line"
 done
-ours packets >"$work/ours.packets"
-peer packets >"$work/peer.packets"
+HV_BENCH_OPS=none ours packets >"$work/ours.packets"
+HV_BENCH_OPS=none peer packets >"$work/peer.packets"
 echo
 printf '%-20s %8s %8s %14s %12s\n' operation median worst "packets(QEMU)" "ctx-switches"
 for m in $metrics; do

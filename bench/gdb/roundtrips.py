@@ -14,6 +14,12 @@ import time
 import gdb
 
 PID = os.environ.get("HV_BENCH_PID")
+# HV_BENCH_OPS: the measurements to take (comma-separated names as printed; default all).
+OPS = os.environ.get("HV_BENCH_OPS")
+
+
+def wanted(name):
+    return not OPS or name in OPS.split(",")
 
 
 def switches():
@@ -61,7 +67,8 @@ loop_pc = int(gdb.parse_and_eval("$pc"))
 gdb.execute("delete", to_string=True)
 
 STEPS = 2000
-measure("stepi_per_s", STEPS, lambda: gdb.execute(f"stepi {STEPS}", to_string=True))
+if wanted("stepi_per_s"):
+    measure("stepi_per_s", STEPS, lambda: gdb.execute(f"stepi {STEPS}", to_string=True))
 
 
 def read_registers():
@@ -70,7 +77,8 @@ def read_registers():
         gdb.execute("info registers rip", to_string=True)
 
 
-measure("regread_per_s", 300, read_registers)
+if wanted("regread_per_s"):
+    measure("regread_per_s", 300, read_registers)
 
 inferior = gdb.selected_inferior()
 
@@ -82,9 +90,9 @@ def read_memory():
     return total / 2**20
 
 
-measure("memread_MiB_per_s", 64, read_memory, unit="MiB")
+if wanted("memread_MiB_per_s"):
+    measure("memread_MiB_per_s", 64, read_memory, unit="MiB")
 
-gdb.execute(f"hbreak *{loop_pc}", to_string=True)
 HITS = 300
 
 
@@ -93,9 +101,12 @@ def hits():
         gdb.execute("continue", to_string=True)
 
 
-measure("bp_hits_per_s", HITS, hits)
+if wanted("bp_hits_per_s"):
+    gdb.execute(f"hbreak *{loop_pc}", to_string=True)
+    measure("bp_hits_per_s", HITS, hits)
 
 if os.environ.get("HV_BENCH_PACKETS"):
+    gdb.execute(f"hbreak *{loop_pc}", to_string=True)
     print(f"stepi_per_s_packets {count_packets('stepi')}")
     print(f"bp_hits_per_s_packets {count_packets('continue')}")
     flush = "maintenance flush register-cache"
