@@ -215,12 +215,17 @@ fn view_live(
         Some(dir) => dir,
         None => std::env::current_dir().context("the current directory")?,
     };
-    // Everything received, as a trace file (the chunks back to back), for Save to copy.
+    // Everything received, as a trace file (the chunks back to back), for Save to copy: a
+    // temporary file unlinked at once, so that nothing is left behind however the viewer ends.
     let recording = std::env::temp_dir().join(format!("hv-live-{}.hvt", std::process::id()));
-    let mut file = std::fs::File::create(&recording)
+    let mut file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&recording)
         .with_context(|| format!("create {}", recording.display()))?;
-    file.write_all(&first)
-        .with_context(|| format!("write {}", recording.display()))?;
+    let _ = std::fs::remove_file(&recording);
+    file.write_all(&first).context("write the live recording")?;
     let writer = Arc::new(Mutex::new(std::io::BufWriter::new(file)));
     let live = Arc::new(RwLock::new(trace_viewer::live::LiveTrace::new(
         header.clone(),
@@ -250,18 +255,39 @@ fn view_live(
         })
         .context("start the live trace's thread")?;
     let system = header.system.clone();
-    let (save_from, save_writer) = (recording.clone(), Arc::clone(&writer));
+    let save_writer = Arc::clone(&writer);
     let save: trace_viewer::serve::SaveFn = Box::new(move || {
-        save_writer
+        use std::os::unix::fs::FileExt;
+        // Whole chunks only: the feeding thread waits while this copies.
+        let mut w = save_writer
             .lock()
-            .map_err(|_| "the recording's writer failed".to_owned())?
-            .flush()
-            .map_err(|e| format!("flush {}: {e}", save_from.display()))?;
+            .map_err(|_| "the recording's writer failed".to_owned())?;
+        w.flush()
+            .map_err(|e| format!("flush the live recording: {e}"))?;
+        let from = w.get_ref();
+        let len = from
+            .metadata()
+            .map_err(|e| format!("the live recording: {e}"))?
+            .len();
         let unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         let to = save_dir.join(format!("{system}-{unix}.hvt"));
-        std::fs::copy(&save_from, &to).map_err(|e| format!("write {}: {e}", to.display()))?;
+        let write = |e: std::io::Error| format!("write {}: {e}", to.display());
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&to).map_err(write)?);
+        let mut buf = vec![0; 1 << 20];
+        let mut at = 0;
+        while at < len {
+            let n = from
+                .read_at(&mut buf, at)
+                .map_err(|e| format!("read the live recording: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n]).map_err(write)?;
+            at += n as u64;
+        }
+        out.flush().map_err(write)?;
         Ok(to)
     });
     let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, args.port));
@@ -275,7 +301,6 @@ fn view_live(
     let _ = client.call_typed::<TraceStop>(&());
     viewer.shutdown();
     drop(channel);
-    let _ = std::fs::remove_file(&recording);
     Ok(ExitCode::SUCCESS)
 }
 
