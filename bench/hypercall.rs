@@ -178,7 +178,7 @@ fn main() {
 
         let (t, t_ns) = (Instant::now(), clock.now_ns());
         let mut system = hv_core::System::new(config.clone()).unwrap();
-        let vcpu = system.partitions()[0].vcpus[0].clone();
+        let vcpu = system.handles()[0].vcpus()[0].clone();
         vcpu.trace.set_classes(hv_core::trace::class::EXITS);
         system.start().unwrap();
         while vcpu.stats.exits.load(Ordering::Relaxed) == 0 {
@@ -200,13 +200,13 @@ fn main() {
     let mut real_mode = raw_vm(&kvm, false);
     let mut same_guest = raw_same_guest(&kvm, &config.partitions[0]);
     let mut system = hv_core::System::new(config).unwrap();
-    let partition = system.partitions()[0].clone();
+    let partition = system.handles()[0].clone();
     system.start().unwrap();
     let mut raw_ns = Vec::new();
     let mut real_ns = Vec::new();
     let mut same_ns = Vec::new();
     let mut our_ns = Vec::new();
-    let vcpu = partition.vcpus[0].clone();
+    let vcpu = partition.vcpus()[0].clone();
     let exits = || vcpu.stats.exits.load(Ordering::Relaxed);
     let (mut exits_total, mut calls_total) = (0, 0);
     for _ in 0..ROUNDS {
@@ -214,7 +214,7 @@ fn main() {
         real_ns.push(raw_round_trip(&mut real_mode));
         same_ns.push(raw_round_trip(&mut same_guest));
         partition.resume().unwrap();
-        let calls = || partition.stats.hypercalls.load(Ordering::Relaxed);
+        let calls = || partition.stats().hypercalls.load(Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(50));
         let (c0, e0, t0) = (calls(), exits(), Instant::now());
         std::thread::sleep(WINDOW);

@@ -155,7 +155,8 @@ fn streaming() {
         .open_channel(&hv_link::ChannelName::Trace)
         .expect("trace channel");
     let _header = channel.recv().unwrap();
-    let ring = &system.partitions()[0].vcpus[0].trace;
+    let vcpu = system.handles()[0].vcpus()[0].clone();
+    let ring = &vcpu.trace;
     let total: u64 = 20_000_000;
     let burst: u64 = 4096;
     let room = ring.capacity() - burst as usize;
@@ -240,7 +241,7 @@ fn on_off() {
     };
     let agent = debug_agent::Agent::start(&system, &system.config.agent, options).unwrap();
     system.start().unwrap();
-    let vcpu = system.partitions()[0].vcpus[0].clone();
+    let vcpu = system.handles()[0].vcpus()[0].clone();
     let window = Duration::from_millis(300);
     let rate = |classes: u32| {
         vcpu.trace.set_classes(classes);

@@ -33,7 +33,7 @@ fn samples(lines: &[String], prefix: &str) -> Vec<(u32, u32)> {
 
 /// Starts recording device-model traffic on every vCPU of `partition`.
 fn trace_devices(system: &System, partition: &str) {
-    for vcpu in &system.partition(partition).unwrap().vcpus {
+    for vcpu in system.handle(partition).unwrap().vcpus() {
         vcpu.trace.set_classes(class::DEVICE | class::EXITS);
     }
 }
@@ -41,7 +41,7 @@ fn trace_devices(system: &System, partition: &str) {
 /// Stops recording on `partition` and returns what its vCPUs recorded.
 fn drain_trace(system: &System, partition: &str) -> Vec<TraceRecord> {
     let mut records = Vec::new();
-    for vcpu in &system.partition(partition).unwrap().vcpus {
+    for vcpu in system.handle(partition).unwrap().vcpus() {
         vcpu.trace.set_classes(0);
         vcpu.trace.drain(&mut records);
     }
@@ -56,7 +56,7 @@ fn wait_for_warning(
     needles: &[&str],
     timeout: Duration,
 ) -> String {
-    let id = system.partition(partition).unwrap().id;
+    let id = system.handle(partition).unwrap().id();
     let deadline = Instant::now() + timeout;
     let mut seen = Vec::new();
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -225,7 +225,8 @@ fn control_reads_exactly_the_samples_the_model_produces() {
     );
     // The sensor interrupt (vector 40 in common::SENSOR_MODEL) arrived, once per sample control read
     // (control reads STATUS and DATA only after it); the 1 kHz timer has a vector of its own.
-    let control_vcpu = &system.partition("control").unwrap().vcpus[0];
+    let control_partition = system.handle("control").unwrap();
+    let control_vcpu = &control_partition.vcpus()[0];
     let sensor_irqs =
         control_vcpu.stats.irqs_by_vector[40].load(std::sync::atomic::Ordering::Relaxed);
     assert!(
@@ -248,8 +249,8 @@ fn an_idle_model_sleeps_in_its_request_wait() {
     }
     let _kvm = kvm_lock();
     let (system, consoles, _file) = boot(&system("sensor-model"));
-    let model = system.partition("sensor-model").unwrap();
-    let vcpu = &model.vcpus[0];
+    let model = system.handle("sensor-model").unwrap();
+    let vcpu = &model.vcpus()[0];
     vcpu.trace.set_classes(class::HYPERCALL | class::IRQ);
     consoles.wait_for("control", "sensor sample #2 =", Duration::from_secs(30));
     vcpu.trace.set_classes(0);
@@ -284,11 +285,7 @@ fn an_idle_model_sleeps_in_its_request_wait() {
         quiet >= 10,
         "the model was idle in only {quiet} of 40 windows of 50 ms"
     );
-    let served: u64 = model
-        .served
-        .iter()
-        .map(|d| d.served.load(std::sync::atomic::Ordering::Relaxed))
-        .sum();
+    let served = model.device_requests_served();
     assert!(served >= 3, "served {served}");
 }
 
@@ -302,7 +299,7 @@ fn a_hung_model_gives_bus_errors_and_a_restart_restores_service() {
     let events = system.subscribe(1 << 16);
     consoles.wait_for("control", "sensor sample #1 =", Duration::from_secs(30));
     trace_devices(&system, "control");
-    let model = system.partition("sensor-model").unwrap();
+    let model = system.handle("sensor-model").unwrap();
     model.pause().unwrap(); // a model that never answers
     consoles.wait_for("control", "sensor bus error", Duration::from_secs(30));
     // Logged, naming the device and the reason, and traced as a timeout.
@@ -361,7 +358,7 @@ fn a_crashed_model_gives_bus_errors_and_nothing_else_hangs() {
     let (system, consoles, _file) = boot(&system("crasher"));
     let events = system.subscribe(1 << 16);
     trace_devices(&system, "control");
-    let model = system.partition("sensor-model").unwrap();
+    let model = system.handle("sensor-model").unwrap();
     assert!(wait_until(Duration::from_secs(10), || matches!(
         model.state(),
         PartitionState::Crashed(_)
@@ -430,7 +427,7 @@ fn a_model_replying_garbage_gives_bus_errors_warnings_and_traces() {
     );
     // Nothing else is disturbed: the model serves on, control keeps running.
     assert_eq!(
-        system.partition("sensor-model").unwrap().state(),
+        system.handle("sensor-model").unwrap().state(),
         PartitionState::Running
     );
     consoles.wait_for("control", "uptime 2 s", Duration::from_secs(30));

@@ -110,12 +110,12 @@ struct TimerReading {
 /// Reads the timer's counters on both sides of the clock, retrying until at most one period
 /// passed in between, so `periods` is the count at `uptime_ns` to within one period however
 /// this thread is scheduled.
-fn read_timer(partition: &hv_core::Partition) -> TimerReading {
+fn read_timer(partition: &hv_core::PartitionHandle) -> TimerReading {
     use std::sync::atomic::Ordering::Relaxed;
-    let stats = partition.timer.stats();
+    let stats = partition.timer_stats();
     let periods = || stats.fired.load(Relaxed) + stats.missed.load(Relaxed);
     for _ in 0..1000 {
-        let delivered = partition.vcpus[0].stats.irqs_by_vector[DEMO_TIMER_VECTOR].load(Relaxed);
+        let delivered = partition.vcpus()[0].stats.irqs_by_vector[DEMO_TIMER_VECTOR].load(Relaxed);
         let fired = stats.fired.load(Relaxed);
         let before = periods();
         let uptime_ns = partition.uptime_ns();
@@ -143,11 +143,11 @@ fn timer_interrupts_arrive_at_the_configured_rate() {
     let _kvm = kvm_lock();
     let (system, consoles, _file) = boot(DEMO_PAIR);
     consoles.wait_for("control", "uptime 1 s,", Duration::from_secs(10));
-    let control = system.partition("control").unwrap();
-    let start = read_timer(control);
+    let control = system.handle("control").unwrap();
+    let start = read_timer(&control);
     // control prints this line once its handler has counted 3000 ticks.
     consoles.wait_for("control", "uptime 3 s, 3000 ticks", Duration::from_secs(30));
-    let end = read_timer(control);
+    let end = read_timer(&control);
 
     let periods = end.periods - start.periods;
     let expected = (end.uptime_ns - start.uptime_ns) / DEMO_TICK_NS;
@@ -188,7 +188,7 @@ name = "loop"
 endpoints = ["hypercalls", "echo"]
 "#,
     );
-    let hypercalls = system.partition("hypercalls").unwrap();
+    let hypercalls = system.handle("hypercalls").unwrap();
     assert!(
         wait_until(Duration::from_secs(30), || matches!(
             hypercalls.state(),
@@ -259,8 +259,8 @@ vcpus = 2
             format!("worker: vcpu {} block {block} primes {primes}", block % 2)
         );
     }
-    let worker = system.partition("worker").unwrap();
-    for vcpu in &worker.vcpus {
+    let worker = system.handle("worker").unwrap();
+    for vcpu in worker.vcpus() {
         assert!(
             vcpu.stats
                 .guest_ns
@@ -278,7 +278,7 @@ vcpus = 2
     assert_eq!(lines[ran + 1], answer, "the answer follows the summary");
     const WORKER_IPI_VECTOR: usize = 34;
     let injected = |vcpu: usize, vector: usize| {
-        worker.vcpus[vcpu].stats.irqs_by_vector[vector].load(std::sync::atomic::Ordering::Relaxed)
+        worker.vcpus()[vcpu].stats.irqs_by_vector[vector].load(std::sync::atomic::Ordering::Relaxed)
     };
     assert!(
         injected(1, WORKER_IPI_VECTOR) >= 1,
@@ -337,8 +337,8 @@ duration_us = 6000
 "#
     ));
     let mut system = hv_core::System::new(common::load(&file.path)).unwrap();
-    for partition in system.partitions() {
-        for vcpu in &partition.vcpus {
+    for partition in system.handles() {
+        for vcpu in partition.vcpus() {
             vcpu.trace.set_classes(class::EXITS | class::SCHED);
         }
     }
@@ -346,8 +346,8 @@ duration_us = 6000
     system.start().unwrap();
     consoles.wait_for("control", "uptime 1 s", Duration::from_secs(20));
     let mut records: Vec<TraceRecord> = Vec::new();
-    for partition in system.partitions() {
-        for vcpu in &partition.vcpus {
+    for partition in system.handles() {
+        for vcpu in partition.vcpus() {
             vcpu.trace.set_classes(0);
             vcpu.trace.drain(&mut records);
         }
@@ -413,7 +413,7 @@ name = "crasher"
 image = "{guests}/crasher.elf"
 "#
     ));
-    let crasher = system.partition("crasher").unwrap();
+    let crasher = system.handle("crasher").unwrap();
     assert!(wait_until(Duration::from_secs(10), || matches!(
         crasher.state(),
         PartitionState::Crashed(_)
@@ -426,7 +426,7 @@ image = "{guests}/crasher.elf"
         report.registers.is_some_and(|r| r.rip >= 0x10_0000),
         "{report}"
     );
-    assert!(crasher.vcpus[0].state() == VcpuState::Crashed);
+    assert!(crasher.vcpus()[0].state() == VcpuState::Crashed);
     let before = consoles.lines("control").len();
     consoles.wait_count("control", before + 2, Duration::from_secs(10));
     consoles.wait_for("telemetry", "#2 ticks", Duration::from_secs(10));
@@ -464,10 +464,10 @@ vcpus = 2
 "#
     ));
     consoles.wait_for("control", "uptime 1 s", Duration::from_secs(10));
-    let control = system.partition("control").unwrap();
+    let control = system.handle("control").unwrap();
     control.pause().unwrap();
     assert_eq!(control.state(), PartitionState::Paused);
-    assert_eq!(control.vcpus[0].state(), VcpuState::Paused);
+    assert_eq!(control.vcpus()[0].state(), VcpuState::Paused);
     // Console lines reach the collector in the order they were published: once worker has
     // printed after the pause, every line control printed before it has been collected.
     let worker_lines = consoles.lines("worker").len();
@@ -500,7 +500,7 @@ image = "{guests}/hcbench.elf"
 "#,
     );
     consoles.wait_count("hcbench", 1, Duration::from_secs(10));
-    let partition = system.partition("hcbench").unwrap();
+    let partition = system.handle("hcbench").unwrap();
     for round in 2..=60 {
         partition.reset().unwrap();
         // Back at its entry: it prints its first line again (not on at the old rip).
@@ -526,7 +526,7 @@ name = "random"
 image = "{guests}/random.elf"
 "#
     ));
-    let random = system.partition("random").unwrap();
+    let random = system.handle("random").unwrap();
     consoles.wait_for("random", "100000 operations done", Duration::from_secs(240));
     assert!(wait_until(Duration::from_secs(5), || random.state()
         == PartitionState::Exited(0)));

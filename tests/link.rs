@@ -227,17 +227,7 @@ fn console_channel_streams_output_and_feeds_the_uart() {
     // Output of the other partition does not leak into this channel.
     assert!(!String::from_utf8_lossy(&out).contains("telemetry:"));
 
-    let uart_fifo = || {
-        system
-            .partition("control")
-            .unwrap()
-            .uart
-            .lock()
-            .unwrap()
-            .0
-            .state()
-            .in_buffer
-    };
+    let uart_fifo = || system.handle("control").unwrap().console_input_pending();
     let before = uart_fifo();
     console.send(b"hello").unwrap();
     // Frames of one connection are handled in order: once this answers, the input is in.
@@ -429,8 +419,8 @@ fn malformed_link_input_closes_only_that_connection() {
             .close()
             .unwrap();
     }
-    for p in system.partitions() {
-        assert_eq!(p.state(), hv_core::PartitionState::Running, "{}", p.name);
+    for p in system.handles() {
+        assert_eq!(p.state(), hv_core::PartitionState::Running, "{}", p.name());
     }
     drop(console);
     drop(bystander);
@@ -563,7 +553,7 @@ fn gdb_channel_corpus_on_a_real_guest() {
                 );
             }
             // Detached either way: the vCPU is not left stopped for a debugger that is gone.
-            let vcpu = &system.partitions()[0].vcpus[0];
+            let vcpu = system.handles()[0].vcpus()[0].clone();
             assert!(
                 common::wait_until(Duration::from_secs(10), || vcpu.state()
                     != hv_core::VcpuState::DebugStopped),
@@ -576,11 +566,11 @@ fn gdb_channel_corpus_on_a_real_guest() {
     assert_eq!(owner.partitions().unwrap().len(), 2);
     // telemetry only prints what control sends, and the corpus may have broken control: check
     // that telemetry itself was never stopped, then that both print again after control's reset.
-    let telemetry = &system.partitions()[1];
+    let telemetry = system.handles()[1].clone();
     assert_eq!(telemetry.state(), hv_core::PartitionState::Running);
     assert!(
         telemetry
-            .vcpus
+            .vcpus()
             .iter()
             .all(|v| v.state() != hv_core::VcpuState::DebugStopped)
     );

@@ -5,10 +5,11 @@
 //! bus ([`bus`], [`console`]), virtual timer ([`timer`]) and IPC endpoints ([`ipc`]). Guests talk
 //! to the hypervisor through the hypercall ABI in [`hypercall`]. Interrupts are injected from user
 //! space ([`irq`]) so every raise, injection and EOI is observable; every vCPU writes its own trace
-//! ring ([`trace`]). Tools (the debug agent) control partitions and vCPUs through
-//! [`PartitionHandle`] and [`VcpuShared`], never through a lock over the whole system; the
-//! [`Partition`] itself is the bundle of a VM's parts, for the builder, the vCPU threads and
-//! tests.
+//! ring ([`trace`]). Tools (the debug agent, `hv run`, tests and benches) control partitions and
+//! vCPUs through [`PartitionHandle`] and [`VcpuShared`], never through a lock over the whole
+//! system; the partition itself (`partition::Partition`, the bundle of a VM's parts: memory,
+//! buses, UART, timer, IPC endpoints) is private to this crate, for the builder, the vCPU
+//! threads and the unit tests.
 
 pub mod boot;
 mod builder;
@@ -34,6 +35,6 @@ pub mod trace;
 pub mod vcpu;
 
 pub use events::SystemEvent;
-pub use partition::{CrashReport, Partition, PartitionError, PartitionHandle, PartitionState};
+pub use partition::{CrashReport, PartitionError, PartitionHandle, PartitionState};
 pub use system::{System, SystemError, kvm_available, kvm_or_skip};
 pub use vcpu::{VcpuError, VcpuRegisters, VcpuShared, VcpuState};

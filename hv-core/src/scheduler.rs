@@ -42,7 +42,7 @@ pub struct Scheduler {
 
 /// Window edges of one major frame: (offset, partition index, open), closes before opens at the
 /// same offset.
-pub fn frame_edges(
+pub(crate) fn frame_edges(
     schedule: &ScheduleConfig,
     partitions: &[Arc<Partition>],
 ) -> Vec<(Duration, usize, bool)> {
@@ -63,7 +63,7 @@ pub fn frame_edges(
 
 impl Scheduler {
     /// Starts the schedule; every partition starts outside its windows.
-    pub fn start(
+    pub(crate) fn start(
         schedule: &ScheduleConfig,
         partitions: Vec<Arc<Partition>>,
         clock: Arc<Clock>,

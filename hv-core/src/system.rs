@@ -99,11 +99,6 @@ impl System {
         Ok(())
     }
 
-    /// All partitions, in description order.
-    pub fn partitions(&self) -> &[Arc<Partition>] {
-        &self.partitions
-    }
-
     /// A handle on every partition, in description order (what tools hold).
     pub fn handles(&self) -> Vec<PartitionHandle> {
         self.partitions
@@ -119,7 +114,7 @@ impl System {
     }
 
     /// The partition called `name`.
-    pub fn partition(&self, name: &str) -> Option<&Arc<Partition>> {
+    pub(crate) fn partition(&self, name: &str) -> Option<&Arc<Partition>> {
         self.partitions.iter().find(|p| p.name == name)
     }
 

@@ -259,7 +259,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         outcome.take(event);
     }
     // A state change the subscription lost (it holds 65536 events) still counts.
-    for (i, p) in system.partitions().iter().enumerate() {
+    for (i, p) in system.handles().iter().enumerate() {
         if outcome.failed[i].is_none() && is_failure(&p.state()) {
             outcome.fail(i, p.state());
         }
@@ -272,9 +272,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let _ = std::io::stdout().flush();
     let summary: Vec<String> = system
-        .partitions()
+        .handles()
         .iter()
-        .map(|p| format!("{} {}", p.name, p.state().name()))
+        .map(|p| format!("{} {}", p.name(), p.state().name()))
         .collect();
     eprintln!(
         "hv: stopped after {:.1} s ({reason}): {}",

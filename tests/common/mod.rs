@@ -101,7 +101,11 @@ impl Consoles {
     /// Starts collecting from `system`.
     pub fn collect(system: &System) -> Consoles {
         let consoles = Consoles::default();
-        let names: Vec<String> = system.partitions().iter().map(|p| p.name.clone()).collect();
+        let names: Vec<String> = system
+            .handles()
+            .iter()
+            .map(|p| p.name().to_owned())
+            .collect();
         let events = system.subscribe(1 << 20);
         let inner = consoles.inner.clone();
         std::thread::spawn(move || {

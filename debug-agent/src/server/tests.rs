@@ -573,7 +573,7 @@ fn trace_requests_of_several_tools_add_up() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let (system, agent) = control_with_agent(tmp.path());
-    let classes = || system.partitions()[0].vcpus[0].trace.classes();
+    let classes = || system.handles()[0].vcpus()[0].trace.classes();
     let a = LinkClient::connect_with(agent.local_addr(), opts("tool-a")).unwrap();
     let b = LinkClient::connect_with(agent.local_addr(), opts("tool-b")).unwrap();
     use hv_core::trace::class;

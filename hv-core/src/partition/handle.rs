@@ -1,16 +1,19 @@
 //! [`PartitionHandle`]: what a tool holds on a partition — its state, lifecycle control, vCPU
-//! handles, guest memory, statistics, console input, trace rings and debugger control, with
-//! typed errors — and nothing of the parts inside (memory map, buses, UART, timer, IPC
-//! endpoints). The debug agent sees partitions only through it.
+//! handles, guest memory, statistics (its own, its timer's, its served devices'), console
+//! input, trace rings and debugger control, with typed errors — and nothing of the parts inside
+//! (memory map, buses, UART, timer, IPC endpoints). The debug agent, `hv run`, the end-to-end
+//! tests and the benches see partitions only through it.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
 use super::{DebugStopEvent, Partition, PartitionCounters, PartitionError};
 use crate::lifecycle::PartitionState;
+use crate::timer::TimerStats;
 use crate::vcpu::VcpuShared;
 
 /// A cheap, cloneable handle on one partition of a running system.
@@ -108,9 +111,30 @@ impl PartitionHandle {
         &self.partition.stats
     }
 
+    /// The virtual timer's counters (deadlines fired, periods coalesced).
+    pub fn timer_stats(&self) -> &TimerStats {
+        self.partition.timer.stats()
+    }
+
+    /// Device requests this partition has answered as a device model, over all the devices it
+    /// serves (0 when it serves none).
+    pub fn device_requests_served(&self) -> u64 {
+        self.partition
+            .served
+            .iter()
+            .map(|device| device.served.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Sends host input to the guest's UART; returns how many bytes fit.
     pub fn console_input(&self, bytes: &[u8]) -> usize {
         self.partition.console_input(bytes)
+    }
+
+    /// Host input the guest's UART holds and the guest has not read yet, oldest first.
+    pub fn console_input_pending(&self) -> Vec<u8> {
+        let uart = self.partition.uart.lock();
+        uart.unwrap_or_else(|p| p.into_inner()).0.state().in_buffer
     }
 
     /// Attaches a debugger to the whole partition (`scope` None) or one vCPU: its debug exits go
@@ -170,5 +194,9 @@ mod tests {
             Err(PartitionError::NoSuchVcpu { index: 2, .. })
         ));
         assert_eq!(handle.vcpu(1).unwrap().index, 1);
+        assert_eq!(handle.console_input(b"hi"), 2);
+        assert_eq!(handle.console_input_pending(), b"hi");
+        assert_eq!(handle.device_requests_served(), 0);
+        assert_eq!(handle.timer_stats().fired.load(Ordering::Relaxed), 0);
     }
 }

@@ -136,37 +136,37 @@ const PARK_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_WARNINGS: u64 = 16;
 
 /// A partition and everything its vCPU threads share.
-pub struct Partition {
+pub(crate) struct Partition {
     /// Index in the system description.
-    pub id: usize,
+    pub(crate) id: usize,
     /// Name from the system description.
-    pub name: String,
+    pub(crate) name: String,
     /// Its description.
-    pub config: PartitionConfig,
+    pub(crate) config: PartitionConfig,
     /// Guest-physical memory: RAM plus IPC windows.
-    pub memory: GuestMemoryMmap,
+    pub(crate) memory: GuestMemoryMmap,
     /// vCPUs.
-    pub vcpus: Vec<Arc<VcpuShared>>,
+    pub(crate) vcpus: Vec<Arc<VcpuShared>>,
     /// Port I/O devices.
-    pub pio: Bus,
+    pio: Bus,
     /// MMIO devices.
-    pub mmio: Bus,
+    mmio: Bus,
     /// The UART (for host input).
-    pub uart: Arc<Mutex<Uart>>,
+    uart: Arc<Mutex<Uart>>,
     /// Console output.
-    pub console: Arc<Console>,
+    console: Arc<Console>,
     /// The virtual timer.
-    pub timer: VirtualTimer,
+    timer: VirtualTimer,
     /// IPC channels, in channel-number order.
-    pub ipc: Vec<IpcEndpoint>,
+    ipc: Vec<IpcEndpoint>,
     /// Devices this partition serves as a device model, in device-number order.
-    pub served: Vec<Arc<crate::devmodel::ServedDevice>>,
+    served: Vec<Arc<crate::devmodel::ServedDevice>>,
     /// Where events go.
-    pub events: Arc<EventHub>,
+    events: Arc<EventHub>,
     /// Trace clock.
-    pub clock: Arc<Clock>,
+    clock: Arc<Clock>,
     /// Counters.
-    pub stats: PartitionCounters,
+    stats: PartitionCounters,
     image: GuestImage,
     boot_info: BootInfo,
     state: Mutex<PartitionState>,
