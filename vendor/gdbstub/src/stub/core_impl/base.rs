@@ -273,17 +273,34 @@ impl<T: Target, C: Connection> GdbStubImpl<T, C> {
                 }
                 .handle_error()?;
 
+                // The bytes go out in runs, not one `write_hex_buf` call each: a register
+                // file is hundreds of bytes.
                 let mut err = Ok(());
+                let mut run = [0u8; 64];
+                let mut len = 0;
                 regs.gdb_serialize(|val| {
-                    let res = match val {
-                        Some(b) => res.write_hex_buf(&[b]),
-                        None => res.write_str("xx"),
-                    };
-                    if let Err(e) = res {
-                        err = Err(e);
+                    if err.is_err() {
+                        return;
+                    }
+                    match val {
+                        Some(b) => {
+                            run[len] = b;
+                            len += 1;
+                            if len == run.len() {
+                                err = res.write_hex_buf(&run);
+                                len = 0;
+                            }
+                        }
+                        None => {
+                            err = res
+                                .write_hex_buf(&run[..len])
+                                .and_then(|()| res.write_str("xx"));
+                            len = 0;
+                        }
                     }
                 });
                 err?;
+                res.write_hex_buf(&run[..len])?;
                 HandlerStatus::Handled
             }
             Base::G(cmd) => {
