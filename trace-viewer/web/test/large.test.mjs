@@ -7,7 +7,7 @@
 // exact items and one guest slice (an exit) wide on screen, which a click selects and whose
 // details name the exit; back out to the whole trace with 0; search counts and visits matches.
 // Exits non-zero with a message on the first failure.
-import { chromium } from 'playwright-core';
+import { check, runPageTest } from './browser.mjs';
 
 const [url, totalArg, needle, matchesArg] = process.argv.slice(2);
 const TIMEOUT_MS = 60_000;
@@ -18,25 +18,7 @@ if (!url || !totalArg || !needle || !matchesArg) {
 const total = Number(totalArg);
 const expectedMatches = Number(matchesArg);
 
-class Failure extends Error {}
-function check(condition, message) {
-  if (!condition) throw new Failure(message);
-}
-
-const started = Date.now();
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-});
-let failed = false;
-try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 700 } });
-  const problems = [];
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') problems.push(`console error: ${m.text()}`); });
-  page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()}`));
-  page.on('response', (r) => { if (r.status() >= 400) problems.push(`HTTP ${r.status()} for ${r.url()}`); });
-  page.setDefaultTimeout(TIMEOUT_MS);
+await runPageTest('large trace e2e', { timeoutMs: TIMEOUT_MS, viewport: { width: 1400, height: 700 } }, async (page) => {
   const settled = () => page.waitForFunction(() => window.hvTimeline.ready && window.hvTimeline.settled);
   const state = () => page.evaluate(() => {
     const t = window.hvTimeline;
@@ -135,12 +117,4 @@ try {
   s = await state();
   console.log(`search "${needle}": ${text}; first at ${first.start} µs, next at ${s.selected.start} µs`);
   await settled();
-  check(problems.length === 0, problems.join('\n'));
-} catch (e) {
-  failed = true;
-  console.error(`FAIL: ${e instanceof Failure ? e.message : e.stack || e}`);
-} finally {
-  await browser.close();
-}
-if (failed) process.exit(1);
-console.log(`large trace e2e: all checks passed in ${Date.now() - started} ms`);
+});

@@ -4,7 +4,7 @@
 // the page follows (its view's end moves on as records arrive, and tracks are drawn), Freeze
 // stops it (the view stays), Save writes a trace file (its path is printed as "saved: PATH").
 // Exits non-zero with a message on the first failure.
-import { chromium } from 'playwright-core';
+import { check, runPageTest } from './browser.mjs';
 
 const url = process.argv[2];
 const TIMEOUT_MS = 60_000;
@@ -13,24 +13,7 @@ if (!url) {
   process.exit(2);
 }
 
-class Failure extends Error {}
-function check(condition, message) {
-  if (!condition) throw new Failure(message);
-}
-
-const started = Date.now();
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-});
-let failed = false;
-try {
-  const page = await browser.newPage({ viewport: { width: 1200, height: 600 } });
-  const problems = [];
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') problems.push(`console error: ${m.text()}`); });
-  page.on('response', (r) => { if (r.status() >= 400) problems.push(`HTTP ${r.status()} for ${r.url()}`); });
-  page.setDefaultTimeout(TIMEOUT_MS);
+await runPageTest('live view e2e', { timeoutMs: TIMEOUT_MS, requestFailures: false }, async (page) => {
   const state = () => page.evaluate(() => {
     const t = window.hvTimeline;
     return { live: t.live, following: t.following, visible: t.visible, drawn: t.drawn, tracks: t.tracks, events: t.events };
@@ -59,12 +42,4 @@ try {
   await page.waitForFunction(() => /^saved to /.test(document.getElementById('saved').textContent));
   const saved = (await page.textContent('#saved')).replace(/^saved to /, '');
   console.log(`saved: ${saved}`);
-  check(problems.length === 0, problems.join('\n'));
-} catch (e) {
-  failed = true;
-  console.error(`FAIL: ${e instanceof Failure ? e.message : e.stack || e}`);
-} finally {
-  await browser.close();
-}
-if (failed) process.exit(1);
-console.log(`live view e2e: all checks passed in ${Date.now() - started} ms`);
+});

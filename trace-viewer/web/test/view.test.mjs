@@ -4,7 +4,7 @@
 // Run by tests/trace_view.rs against `hv trace view` on a synthetic trace whose tracks are
 // "alpha vCPU 0", "beta vCPU 0" and "beta vCPU 1" and whose IRQ instants are named "inject 32".
 // Exits non-zero with a message on the first failure.
-import { chromium } from 'playwright-core';
+import { check, runPageTest } from './browser.mjs';
 
 const url = process.argv[2];
 const expectedTracks = (process.argv[3] || 'alpha vCPU 0,beta vCPU 0,beta vCPU 1').split(',');
@@ -16,26 +16,7 @@ if (!url) {
   process.exit(2);
 }
 
-class Failure extends Error {}
-
-function check(condition, message) {
-  if (!condition) throw new Failure(message);
-}
-
-const started = Date.now();
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-});
-let failed = false;
-try {
-  const page = await browser.newPage({ viewport: { width: 1200, height: 600 } });
-  const problems = [];
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') problems.push(`console error: ${m.text()}`); });
-  page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()}`));
-  page.on('response', (r) => { if (r.status() >= 400) problems.push(`HTTP ${r.status()} for ${r.url()}`); });
-  page.setDefaultTimeout(TIMEOUT_MS);
+await runPageTest('trace viewer e2e', { timeoutMs: TIMEOUT_MS }, async (page) => {
 
   await page.goto(url);
   await page.waitForFunction(() => window.hvTimeline && window.hvTimeline.ready && window.hvTimeline.settled);
@@ -125,13 +106,4 @@ try {
   s = await state();
   check(s.selected && s.selected.track === s.tracks[0], `a click on the first track selected ${JSON.stringify(s.selected)}`);
   console.log(`click: selected ${s.selected.name} (${s.selected.duration} µs)`);
-
-  check(problems.length === 0, problems.join('\n'));
-} catch (e) {
-  failed = true;
-  console.error(`FAIL: ${e instanceof Failure ? e.message : e.stack || e}`);
-} finally {
-  await browser.close();
-}
-if (failed) process.exit(1);
-console.log(`trace viewer e2e: all checks passed in ${Date.now() - started} ms`);
+});
