@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use crossbeam_channel::select;
 use hv_link::control::{TraceStart, TraceStartParams, TraceStop};
-use hv_link::trace::{Chunk, LOST_ON_LINK, RecordKind, TraceWriter, decode_chunk};
-use hv_link::{ChannelName, LinkClient};
+use hv_link::trace::{Chunk, LOST_ON_LINK, RecordKind, TraceHeader, TraceWriter, decode_chunk};
+use hv_link::{ChannelHandle, ChannelName, LinkClient};
 
 /// `hv trace` subcommands.
 #[derive(Debug, Args)]
@@ -201,16 +201,12 @@ fn view_live(
     use std::io::Write;
     use std::sync::{Arc, Mutex, RwLock};
 
-    let link = super::gdb_bridge::resolve(args.connect.as_deref())?;
-    let client =
-        LinkClient::connect(&link, "hv-trace-view").with_context(|| format!("connect {link}"))?;
-    let channel = client
-        .open_channel(&ChannelName::Trace)
-        .context("open the trace channel")?;
-    let first = channel.recv().context("read the trace header")?;
-    let Chunk::Header(header) = decode_chunk(&first).context("trace header")?.0 else {
-        bail!("the trace channel did not start with a header");
-    };
+    let TraceFeed {
+        client,
+        channel,
+        header,
+        header_chunk: first,
+    } = open_trace_channel(args.connect.as_deref(), "hv-trace-view")?;
     let save_dir = match args.save_dir {
         Some(dir) => dir,
         None => std::env::current_dir().context("the current directory")?,
@@ -374,18 +370,44 @@ fn synth(args: SynthArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
-    let signals = super::run::termination_signal()?;
-    let link = super::gdb_bridge::resolve(args.connect.as_deref())?;
+/// A running system's trace channel, open, with the header that started it.
+struct TraceFeed {
+    client: LinkClient,
+    channel: ChannelHandle,
+    header: TraceHeader,
+    /// The header chunk as it came (a recording starts with it).
+    header_chunk: Vec<u8>,
+}
+
+/// Connects to a running system (`connect`: its link or name, default the only one) as
+/// `client_name`, opens its trace channel and reads the header that starts it.
+fn open_trace_channel(connect: Option<&str>, client_name: &str) -> anyhow::Result<TraceFeed> {
+    let link = super::gdb_bridge::resolve(connect)?;
     let client =
-        LinkClient::connect(&link, "hv-trace").with_context(|| format!("connect {link}"))?;
+        LinkClient::connect(&link, client_name).with_context(|| format!("connect {link}"))?;
     let channel = client
         .open_channel(&ChannelName::Trace)
         .context("open the trace channel")?;
-    let first = channel.recv().context("read the trace header")?;
-    let Chunk::Header(header) = decode_chunk(&first).context("trace header")?.0 else {
+    let header_chunk = channel.recv().context("read the trace header")?;
+    let Chunk::Header(header) = decode_chunk(&header_chunk).context("trace header")?.0 else {
         bail!("the trace channel did not start with a header");
     };
+    Ok(TraceFeed {
+        client,
+        channel,
+        header,
+        header_chunk,
+    })
+}
+
+fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
+    let signals = super::run::termination_signal()?;
+    let TraceFeed {
+        client,
+        channel,
+        header,
+        ..
+    } = open_trace_channel(args.connect.as_deref(), "hv-trace")?;
     let file = std::fs::File::create(&args.file)
         .with_context(|| format!("create {}", args.file.display()))?;
     let mut writer = TraceWriter::new(std::io::BufWriter::new(file), &header)?;
