@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{boot, kvm_lock, kvm_or_skip, wait_until};
 use hv_core::trace::{TraceKind, TraceRecord, class};
-use hv_core::{PartitionState, System, SystemEvent};
+use hv_core::{PartitionLifecycle, System, SystemEvent};
 
 /// Control and telemetry (worker left out to keep the host quiet) with the demo's sensor served
 /// by guest image `model`.
@@ -277,7 +277,7 @@ fn an_idle_model_sleeps_in_its_request_wait() {
         let before = exits();
         std::thread::sleep(Duration::from_millis(50));
         let state = vcpu.state();
-        if exits() == before && state == hv_core::VcpuState::Halted {
+        if exits() == before && state == hv_core::VcpuThreadState::Halted {
             quiet += 1;
         }
     }
@@ -361,7 +361,7 @@ fn a_crashed_model_gives_bus_errors_and_nothing_else_hangs() {
     let model = system.handle("sensor-model").unwrap();
     assert!(wait_until(Duration::from_secs(10), || matches!(
         model.state(),
-        PartitionState::Crashed(_)
+        PartitionLifecycle::Crashed(_)
     )));
     consoles.wait_for("control", "sensor bus error", Duration::from_secs(30));
     // control's first conversion (after 1 s) certainly finds the model crashed.
@@ -428,7 +428,7 @@ fn a_model_replying_garbage_gives_bus_errors_warnings_and_traces() {
     // Nothing else is disturbed: the model serves on, control keeps running.
     assert_eq!(
         system.handle("sensor-model").unwrap().state(),
-        PartitionState::Running
+        PartitionLifecycle::Running
     );
     consoles.wait_for("control", "uptime 2 s", Duration::from_secs(30));
     let lines = consoles.lines("control");

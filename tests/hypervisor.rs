@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{Consoles, boot, kvm_lock, kvm_or_skip, wait_until};
 use hv_core::trace::{TraceKind, TraceRecord, class};
-use hv_core::{PartitionState, VcpuState};
+use hv_core::{PartitionLifecycle, VcpuThreadState};
 
 const DEMO_PAIR: &str = common::CONTROL_AND_TELEMETRY;
 
@@ -192,7 +192,7 @@ endpoints = ["hypercalls", "echo"]
     assert!(
         wait_until(Duration::from_secs(30), || matches!(
             hypercalls.state(),
-            PartitionState::Exited(_)
+            PartitionLifecycle::Exited(_)
         )),
         "hypercalls guest did not finish: {:?}",
         consoles.lines("hypercalls")
@@ -228,7 +228,7 @@ endpoints = ["hypercalls", "echo"]
         );
     }
     assert_eq!(lines.last().unwrap(), "hypercalls: all ok");
-    assert_eq!(hypercalls.state(), PartitionState::Exited(0));
+    assert_eq!(hypercalls.state(), PartitionLifecycle::Exited(0));
 }
 
 #[test]
@@ -416,9 +416,9 @@ image = "{guests}/crasher.elf"
     let crasher = system.handle("crasher").unwrap();
     assert!(wait_until(Duration::from_secs(10), || matches!(
         crasher.state(),
-        PartitionState::Crashed(_)
+        PartitionLifecycle::Crashed(_)
     )));
-    let PartitionState::Crashed(report) = crasher.state() else {
+    let PartitionLifecycle::Crashed(report) = crasher.state() else {
         unreachable!()
     };
     assert_eq!(report.reason, "triple fault");
@@ -426,7 +426,7 @@ image = "{guests}/crasher.elf"
         report.registers.is_some_and(|r| r.rip >= 0x10_0000),
         "{report}"
     );
-    assert!(crasher.vcpus()[0].state() == VcpuState::Crashed);
+    assert!(crasher.vcpus()[0].state() == VcpuThreadState::Crashed);
     let before = consoles.lines("control").len();
     consoles.wait_count("control", before + 2, Duration::from_secs(10));
     consoles.wait_for("telemetry", "#2 ticks", Duration::from_secs(10));
@@ -443,7 +443,7 @@ image = "{guests}/crasher.elf"
     }));
     assert!(wait_until(Duration::from_secs(10), || matches!(
         crasher.state(),
-        PartitionState::Crashed(_)
+        PartitionLifecycle::Crashed(_)
     )));
 }
 
@@ -466,8 +466,8 @@ vcpus = 2
     consoles.wait_for("control", "uptime 1 s", Duration::from_secs(10));
     let control = system.handle("control").unwrap();
     control.pause().unwrap();
-    assert_eq!(control.state(), PartitionState::Paused);
-    assert_eq!(control.vcpus()[0].state(), VcpuState::Paused);
+    assert_eq!(control.state(), PartitionLifecycle::Paused);
+    assert_eq!(control.vcpus()[0].state(), VcpuThreadState::Paused);
     // Console lines reach the collector in the order they were published: once worker has
     // printed after the pause, every line control printed before it has been collected.
     let worker_lines = consoles.lines("worker").len();
@@ -529,7 +529,7 @@ image = "{guests}/random.elf"
     let random = system.handle("random").unwrap();
     consoles.wait_for("random", "100000 operations done", Duration::from_secs(240));
     assert!(wait_until(Duration::from_secs(5), || random.state()
-        == PartitionState::Exited(0)));
+        == PartitionLifecycle::Exited(0)));
     // The others are unaffected: control still ticks and telemetry still receives.
     let control = consoles.lines("control").len();
     consoles.wait_count("control", control + 2, Duration::from_secs(10));

@@ -420,7 +420,12 @@ fn malformed_link_input_closes_only_that_connection() {
             .unwrap();
     }
     for p in system.handles() {
-        assert_eq!(p.state(), hv_core::PartitionState::Running, "{}", p.name());
+        assert_eq!(
+            p.state(),
+            hv_core::PartitionLifecycle::Running,
+            "{}",
+            p.name()
+        );
     }
     drop(console);
     drop(bystander);
@@ -556,7 +561,7 @@ fn gdb_channel_corpus_on_a_real_guest() {
             let vcpu = system.handles()[0].vcpus()[0].clone();
             assert!(
                 common::wait_until(Duration::from_secs(10), || vcpu.state()
-                    != hv_core::VcpuState::DebugStopped),
+                    != hv_core::VcpuThreadState::DebugStopped),
                 "{name} on {channel}: the vCPU stays stopped after the session"
             );
         }
@@ -567,12 +572,12 @@ fn gdb_channel_corpus_on_a_real_guest() {
     // telemetry only prints what control sends, and the corpus may have broken control: check
     // that telemetry itself was never stopped, then that both print again after control's reset.
     let telemetry = system.handles()[1].clone();
-    assert_eq!(telemetry.state(), hv_core::PartitionState::Running);
+    assert_eq!(telemetry.state(), hv_core::PartitionLifecycle::Running);
     assert!(
         telemetry
             .vcpus()
             .iter()
-            .all(|v| v.state() != hv_core::VcpuState::DebugStopped)
+            .all(|v| v.state() != hv_core::VcpuThreadState::DebugStopped)
     );
     owner.reset("control").unwrap();
     let seen = consoles.lines("control").len();

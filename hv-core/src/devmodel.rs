@@ -20,7 +20,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::bus::BusDevice;
 use crate::irq::IrqLine;
-use crate::lifecycle::PartitionState;
+use crate::lifecycle::PartitionLifecycle;
 use crate::poll::PollWindow;
 use crate::trace::TraceKind;
 use crate::vcpu;
@@ -130,7 +130,7 @@ impl BusError {
 /// weakly, so this module does not know the partition type.
 pub trait DeviceEnd: Send + Sync {
     /// The partition's lifecycle state.
-    fn lifecycle(&self) -> PartitionState;
+    fn lifecycle(&self) -> PartitionLifecycle;
     /// Whether one of its vCPUs is stopped in a debugger.
     fn debug_stopped(&self) -> bool;
     /// Nanoseconds since it (re)started.
@@ -143,7 +143,7 @@ pub trait DeviceEnd: Send + Sync {
 
 /// What the waiting client sees of its model.
 struct ModelView {
-    state: PartitionState,
+    state: PartitionLifecycle,
     debug_stopped: bool,
     uptime_ns: u64,
 }
@@ -370,11 +370,11 @@ impl ServedDevice {
             let failed = match self.model_view() {
                 None => Some(BusError::new(ModelGone, "the device has no model")),
                 Some(ModelView {
-                    state: PartitionState::Crashed(_),
+                    state: PartitionLifecycle::Crashed(_),
                     ..
                 }) => Some(BusError::new(ModelGone, "model crashed")),
                 Some(ModelView {
-                    state: PartitionState::Exited(_),
+                    state: PartitionLifecycle::Exited(_),
                     ..
                 }) => Some(BusError::new(ModelGone, "model exited")),
                 Some(m) if pending.taken_at.is_some_and(|t| m.uptime_ns < t) => Some(

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::lifecycle::PartitionState;
+use crate::lifecycle::PartitionLifecycle;
 
 /// Something that happened in the system.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,7 +30,7 @@ pub enum SystemEvent {
         /// Partition index.
         partition: usize,
         /// The new state.
-        state: PartitionState,
+        state: PartitionLifecycle,
     },
     /// A debugger stopped the partition or one of its vCPUs (attach, breakpoint, watchpoint;
     /// not single steps), or let it go (detach).

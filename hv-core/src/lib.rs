@@ -35,6 +35,6 @@ pub mod trace;
 pub mod vcpu;
 
 pub use events::SystemEvent;
-pub use partition::{CrashReport, PartitionError, PartitionHandle, PartitionState};
+pub use partition::{CrashReport, PartitionError, PartitionHandle, PartitionLifecycle};
 pub use system::{System, SystemError, kvm_available, kvm_or_skip};
-pub use vcpu::{VcpuError, VcpuRegisters, VcpuShared, VcpuState};
+pub use vcpu::{VcpuError, VcpuRegisters, VcpuShared, VcpuThreadState};

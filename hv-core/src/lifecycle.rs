@@ -3,9 +3,10 @@
 
 use crate::vcpu::VcpuRegisters;
 
-/// Lifecycle state of a partition.
+/// Lifecycle state of a partition (the hypervisor's view; the host link reports it as
+/// `hv_link::control::PartitionState`, which adds `stopped_in_debugger` and `halted`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PartitionState {
+pub enum PartitionLifecycle {
     /// Loaded, not started yet.
     Created,
     /// Running.
@@ -18,24 +19,24 @@ pub enum PartitionState {
     Exited(i64),
 }
 
-impl PartitionState {
+impl PartitionLifecycle {
     /// A short lowercase name (`running`, `crashed`, ...).
     pub fn name(&self) -> &'static str {
         match self {
-            PartitionState::Created => "created",
-            PartitionState::Running => "running",
-            PartitionState::Paused => "paused",
-            PartitionState::Crashed(_) => "crashed",
-            PartitionState::Exited(_) => "exited",
+            PartitionLifecycle::Created => "created",
+            PartitionLifecycle::Running => "running",
+            PartitionLifecycle::Paused => "paused",
+            PartitionLifecycle::Crashed(_) => "crashed",
+            PartitionLifecycle::Exited(_) => "exited",
         }
     }
 }
 
-impl std::fmt::Display for PartitionState {
+impl std::fmt::Display for PartitionLifecycle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PartitionState::Crashed(report) => write!(f, "crashed: {report}"),
-            PartitionState::Exited(code) => write!(f, "exited with code {code}"),
+            PartitionLifecycle::Crashed(report) => write!(f, "crashed: {report}"),
+            PartitionLifecycle::Exited(code) => write!(f, "exited with code {code}"),
             other => f.write_str(other.name()),
         }
     }

@@ -14,7 +14,7 @@ use clap::Args;
 use debug_agent::{Agent, AgentOptions};
 use gdb_bridge::{Bridge, BridgeOptions};
 use hv_config::{ConfigError, SystemConfig};
-use hv_core::{PartitionState, System, SystemEvent};
+use hv_core::{PartitionLifecycle, System, SystemEvent};
 use hv_link::LinkAddr;
 
 /// The demo system, run when no description is given.
@@ -218,7 +218,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let deadline = args.time_limit.and_then(|d| started.checked_add(d));
     let mut outcome = Outcome {
         names: &names,
-        states: vec![PartitionState::Created; names.len()],
+        states: vec![PartitionLifecycle::Created; names.len()],
         failed: vec![None; names.len()],
         told: vec![false; names.len()],
         quiet,
@@ -299,9 +299,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// A crash, or an exit with a nonzero code.
-fn is_failure(state: &PartitionState) -> bool {
-    matches!(state, PartitionState::Crashed(_))
-        || matches!(state, PartitionState::Exited(code) if *code != 0)
+fn is_failure(state: &PartitionLifecycle) -> bool {
+    matches!(state, PartitionLifecycle::Crashed(_))
+        || matches!(state, PartitionLifecycle::Exited(code) if *code != 0)
 }
 
 /// What `hv run` learnt from the system's events: each partition's state as the events tell it
@@ -309,9 +309,9 @@ fn is_failure(state: &PartitionState) -> bool {
 struct Outcome<'a> {
     names: &'a [String],
     /// The last state each partition's events gave.
-    states: Vec<PartitionState>,
+    states: Vec<PartitionLifecycle>,
     /// The first failing state of each partition during the run (a reset does not clear it).
-    failed: Vec<Option<PartitionState>>,
+    failed: Vec<Option<PartitionLifecycle>>,
     /// The failure was printed on stderr.
     told: Vec<bool>,
     /// Guest lines are not printed.
@@ -335,7 +335,7 @@ impl Outcome<'_> {
             SystemEvent::StateChanged { partition, state } => {
                 if is_failure(&state) && self.failed[partition].is_none() {
                     self.fail(partition, state.clone());
-                } else if matches!(state, PartitionState::Exited(_)) && self.report {
+                } else if matches!(state, PartitionLifecycle::Exited(_)) && self.report {
                     eprintln!("hv: partition {} {}", self.names[partition], state);
                 }
                 self.states[partition] = state;
@@ -356,7 +356,7 @@ impl Outcome<'_> {
 
     /// Notes a failure and prints it with its detail (the crash report) on stderr, unless the
     /// console has the terminal (then it is printed when the run ends).
-    fn fail(&mut self, partition: usize, state: PartitionState) {
+    fn fail(&mut self, partition: usize, state: PartitionLifecycle) {
         if self.report {
             eprintln!("hv: partition {} {}", self.names[partition], state);
             self.told[partition] = true;
@@ -369,7 +369,9 @@ impl Outcome<'_> {
         self.states.iter().any(|s| {
             matches!(
                 s,
-                PartitionState::Running | PartitionState::Paused | PartitionState::Created
+                PartitionLifecycle::Running
+                    | PartitionLifecycle::Paused
+                    | PartitionLifecycle::Created
             )
         })
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hv_core::probe::DebugCaps;
 use hv_core::vcpu::DebugControl;
-use hv_core::{PartitionError, PartitionState, VcpuRegisters, VcpuState};
+use hv_core::{PartitionError, PartitionLifecycle, VcpuRegisters, VcpuThreadState};
 
 use super::handle::GuestHandle;
 
@@ -170,16 +170,16 @@ impl GuestHandle for FakeGuest {
         self.lock().vcpus.len() as u32
     }
 
-    fn state(&self) -> PartitionState {
+    fn state(&self) -> PartitionLifecycle {
         // (A debugger stop is a vCPU state; the partition stays running.)
-        PartitionState::Running
+        PartitionLifecycle::Running
     }
 
-    fn vcpu_state(&self, vcpu: u32) -> VcpuState {
+    fn vcpu_state(&self, vcpu: u32) -> VcpuThreadState {
         if self.with_vcpu(vcpu, |v| v.stopped) {
-            VcpuState::DebugStopped
+            VcpuThreadState::DebugStopped
         } else {
-            VcpuState::Running
+            VcpuThreadState::Running
         }
     }
 

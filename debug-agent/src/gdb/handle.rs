@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use hv_core::probe::DebugCaps;
 use hv_core::vcpu::DebugControl;
-use hv_core::{PartitionError, PartitionHandle, PartitionState, VcpuRegisters, VcpuState};
+use hv_core::{
+    PartitionError, PartitionHandle, PartitionLifecycle, VcpuRegisters, VcpuThreadState,
+};
 
 /// One partition as the gdb target sees it. vCPU indexes are `0..vcpu_count()`; the target
 /// never passes others. Failures are hv-core's typed [`PartitionError`] (a vCPU's own failure is
@@ -21,9 +23,9 @@ pub trait GuestHandle: Send + 'static {
     /// Number of vCPUs.
     fn vcpu_count(&self) -> u32;
     /// The partition's state.
-    fn state(&self) -> PartitionState;
+    fn state(&self) -> PartitionLifecycle;
     /// A vCPU's state.
-    fn vcpu_state(&self, vcpu: u32) -> VcpuState;
+    fn vcpu_state(&self, vcpu: u32) -> VcpuThreadState;
     /// What guest debugging works on this host.
     fn debug_caps(&self) -> DebugCaps;
     /// Asks a vCPU to stop for the debugger (returns at once).
@@ -86,14 +88,14 @@ impl GuestHandle for LivePartition {
         self.partition.vcpu_count()
     }
 
-    fn state(&self) -> PartitionState {
+    fn state(&self) -> PartitionLifecycle {
         self.partition.state()
     }
 
-    fn vcpu_state(&self, vcpu: u32) -> VcpuState {
+    fn vcpu_state(&self, vcpu: u32) -> VcpuThreadState {
         self.partition
             .vcpu(vcpu)
-            .map_or(VcpuState::Gone, |v| v.state())
+            .map_or(VcpuThreadState::Gone, |v| v.state())
     }
 
     fn debug_caps(&self) -> DebugCaps {

@@ -24,7 +24,7 @@ use gdbstub::target::ext::breakpoints::{
 use gdbstub::target::{Target, TargetError, TargetResult};
 use hv_core::partition::DebugStopEvent;
 use hv_core::vcpu::{DebugControl, HwBreakpoint, HwKind};
-use hv_core::{PartitionState, VcpuRegisters, VcpuState};
+use hv_core::{PartitionLifecycle, VcpuRegisters, VcpuThreadState};
 
 use super::arch::{HvRegisters, HvX86_64};
 use super::filter::DeclaredWrite;
@@ -403,8 +403,8 @@ impl<H: GuestHandle> PartitionTarget<H> {
     /// Checks for a crash or exit of the partition while running.
     pub fn poll_state(&mut self) -> Option<Stop> {
         match self.partition.state() {
-            PartitionState::Exited(code) => Some(Stop::Exited(code as u8)),
-            PartitionState::Crashed(report) if !self.reported_crash => {
+            PartitionLifecycle::Exited(code) => Some(Stop::Exited(code as u8)),
+            PartitionLifecycle::Crashed(report) if !self.reported_crash => {
                 if self.scope.is_some_and(|v| v != report.vcpu) {
                     return None;
                 }
@@ -449,7 +449,7 @@ impl<H: GuestHandle> PartitionTarget<H> {
     }
 
     /// Whether `vcpu` is parked (for tests and monitor output).
-    pub fn vcpu_state(&self, vcpu: u32) -> Option<VcpuState> {
+    pub fn vcpu_state(&self, vcpu: u32) -> Option<VcpuThreadState> {
         (vcpu < self.partition.vcpu_count()).then(|| self.partition.vcpu_state(vcpu))
     }
 }

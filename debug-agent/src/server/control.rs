@@ -5,7 +5,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use hv_core::partition::PartitionError;
-use hv_core::{PartitionHandle, PartitionState, VcpuState};
+use hv_core::{PartitionHandle, PartitionLifecycle, VcpuThreadState};
 use hv_link::control::{InjectIrqParams, PartitionParams, SystemInfo};
 use hv_link::rpc::codes;
 use hv_link::{PartitionInfo, RpcError, VcpuInfo};
@@ -14,42 +14,42 @@ use super::Shared;
 
 /// The wire form of a partition's state. A running partition whose vCPUs are all stopped by a
 /// debugger is `stopped_in_debugger`.
-pub fn link_partition_state(state: &PartitionState) -> hv_link::PartitionState {
+pub fn link_partition_state(state: &PartitionLifecycle) -> hv_link::PartitionState {
     use hv_link::PartitionState as L;
     match state {
-        PartitionState::Created => L::Created,
-        PartitionState::Running => L::Running,
-        PartitionState::Paused => L::Paused,
-        PartitionState::Crashed(report) => L::Crashed {
+        PartitionLifecycle::Created => L::Created,
+        PartitionLifecycle::Running => L::Running,
+        PartitionLifecycle::Paused => L::Paused,
+        PartitionLifecycle::Crashed(report) => L::Crashed {
             reason: report.reason.clone(),
         },
-        PartitionState::Exited(code) => L::Exited {
+        PartitionLifecycle::Exited(code) => L::Exited {
             code: i32::try_from(*code).unwrap_or(if *code < 0 { i32::MIN } else { i32::MAX }),
         },
     }
 }
 
 /// Extra detail for a state change (the crash report with vCPU and registers).
-pub(crate) fn state_detail(state: &PartitionState) -> Option<String> {
+pub(crate) fn state_detail(state: &PartitionLifecycle) -> Option<String> {
     match state {
-        PartitionState::Crashed(report) => Some(report.to_string()),
-        PartitionState::Exited(code) => Some(format!("exit code {code}")),
+        PartitionLifecycle::Crashed(report) => Some(report.to_string()),
+        PartitionLifecycle::Exited(code) => Some(format!("exit code {code}")),
         _ => None,
     }
 }
 
 /// The wire form of a vCPU's state; a vCPU whose thread ended is `stopped`.
-pub fn link_vcpu_state(state: VcpuState) -> hv_link::VcpuState {
+pub fn link_vcpu_state(state: VcpuThreadState) -> hv_link::VcpuState {
     use hv_link::VcpuState as L;
     match state {
-        VcpuState::Created => L::Created,
-        VcpuState::Running => L::Running,
-        VcpuState::OutOfWindow => L::OutOfWindow,
-        VcpuState::BlockedOnDevice => L::BlockedOnDevice,
-        VcpuState::Halted => L::Halted,
-        VcpuState::Paused => L::Paused,
-        VcpuState::DebugStopped => L::StoppedInDebugger,
-        VcpuState::Crashed | VcpuState::Exited | VcpuState::Gone => L::Stopped,
+        VcpuThreadState::Created => L::Created,
+        VcpuThreadState::Running => L::Running,
+        VcpuThreadState::OutOfWindow => L::OutOfWindow,
+        VcpuThreadState::BlockedOnDevice => L::BlockedOnDevice,
+        VcpuThreadState::Halted => L::Halted,
+        VcpuThreadState::Paused => L::Paused,
+        VcpuThreadState::DebugStopped => L::StoppedInDebugger,
+        VcpuThreadState::Crashed | VcpuThreadState::Exited | VcpuThreadState::Gone => L::Stopped,
     }
 }
 
@@ -188,17 +188,20 @@ mod tests {
     #[test]
     fn states_map_to_the_wire() {
         use hv_link::PartitionState as L;
-        assert_eq!(link_partition_state(&PartitionState::Created), L::Created);
-        assert_eq!(link_partition_state(&PartitionState::Paused), L::Paused);
         assert_eq!(
-            link_partition_state(&PartitionState::Exited(3)),
+            link_partition_state(&PartitionLifecycle::Created),
+            L::Created
+        );
+        assert_eq!(link_partition_state(&PartitionLifecycle::Paused), L::Paused);
+        assert_eq!(
+            link_partition_state(&PartitionLifecycle::Exited(3)),
             L::Exited { code: 3 }
         );
         assert_eq!(
-            link_partition_state(&PartitionState::Exited(i64::MAX)),
+            link_partition_state(&PartitionLifecycle::Exited(i64::MAX)),
             L::Exited { code: i32::MAX }
         );
-        let crash = PartitionState::Crashed(CrashReport {
+        let crash = PartitionLifecycle::Crashed(CrashReport {
             reason: "triple fault".into(),
             vcpu: 1,
             registers: None,
@@ -214,15 +217,15 @@ mod tests {
             Some("triple fault on vCPU 1")
         );
         assert_eq!(
-            link_vcpu_state(VcpuState::DebugStopped),
+            link_vcpu_state(VcpuThreadState::DebugStopped),
             hv_link::VcpuState::StoppedInDebugger
         );
         assert_eq!(
-            link_vcpu_state(VcpuState::OutOfWindow),
+            link_vcpu_state(VcpuThreadState::OutOfWindow),
             hv_link::VcpuState::OutOfWindow
         );
         assert_eq!(
-            link_vcpu_state(VcpuState::Gone),
+            link_vcpu_state(VcpuThreadState::Gone),
             hv_link::VcpuState::Stopped
         );
     }

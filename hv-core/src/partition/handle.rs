@@ -12,7 +12,7 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use super::{DebugStopEvent, Partition, PartitionCounters, PartitionError};
-use crate::lifecycle::PartitionState;
+use crate::lifecycle::PartitionLifecycle;
 use crate::timer::TimerStats;
 use crate::vcpu::VcpuShared;
 
@@ -51,7 +51,7 @@ impl PartitionHandle {
     }
 
     /// Lifecycle state.
-    pub fn state(&self) -> PartitionState {
+    pub fn state(&self) -> PartitionLifecycle {
         self.partition.state()
     }
 
@@ -174,7 +174,7 @@ mod tests {
             (handle.id(), handle.name(), handle.vcpu_count()),
             (0, "p", 2)
         );
-        assert_eq!(handle.state(), PartitionState::Created);
+        assert_eq!(handle.state(), PartitionLifecycle::Created);
         handle.write_memory(0x20_0000, b"abc").unwrap();
         let mut back = [0u8; 3];
         handle.read_memory(0x20_0000, &mut back).unwrap();

@@ -7,14 +7,14 @@ use std::sync::atomic::Ordering;
 
 use super::Partition;
 use crate::devmodel::DeviceEnd;
-use crate::lifecycle::PartitionState;
+use crate::lifecycle::PartitionLifecycle;
 use crate::vcpu::{
-    DebugExit, DeviceAccess, HypercallOutcome, VcpuHost, VcpuRegisters, VcpuShared, VcpuState,
+    DebugExit, DeviceAccess, HypercallOutcome, VcpuHost, VcpuRegisters, VcpuShared, VcpuThreadState,
 };
 
 /// How the vCPU threads see their partition.
 impl VcpuHost for Partition {
-    fn lifecycle_park(&self) -> Option<VcpuState> {
+    fn lifecycle_park(&self) -> Option<VcpuThreadState> {
         self.parked_state()
     }
 
@@ -80,14 +80,14 @@ impl VcpuHost for Partition {
 
 /// How a served device's request queue sees its client and its model.
 impl DeviceEnd for Partition {
-    fn lifecycle(&self) -> PartitionState {
+    fn lifecycle(&self) -> PartitionLifecycle {
         self.state()
     }
 
     fn debug_stopped(&self) -> bool {
         self.vcpus
             .iter()
-            .any(|v| v.state() == VcpuState::DebugStopped)
+            .any(|v| v.state() == VcpuThreadState::DebugStopped)
     }
 
     fn uptime_ns(&self) -> u64 {

@@ -18,10 +18,10 @@ use crate::clock::Clock;
 use crate::console::{Console, Uart};
 use crate::events::{EventHub, SystemEvent};
 use crate::ipc::IpcChannel;
-pub use crate::lifecycle::{CrashRegisters, CrashReport, PartitionState};
+pub use crate::lifecycle::{CrashRegisters, CrashReport, PartitionLifecycle};
 use crate::loader::{GuestImage, LoadError};
 use crate::timer::VirtualTimer;
-use crate::vcpu::{DebugExit, VcpuError, VcpuRegisters, VcpuShared, VcpuState};
+use crate::vcpu::{DebugExit, VcpuError, VcpuRegisters, VcpuShared, VcpuThreadState};
 
 mod handle;
 mod host;
@@ -169,7 +169,7 @@ pub(crate) struct Partition {
     stats: PartitionCounters,
     image: GuestImage,
     boot_info: BootInfo,
-    state: Mutex<PartitionState>,
+    state: Mutex<PartitionLifecycle>,
     run_state: AtomicU8,
     in_window: AtomicBool,
     shutdown: AtomicBool,
@@ -245,7 +245,7 @@ impl Partition {
             stats: PartitionCounters::default(),
             image: parts.image,
             boot_info: parts.boot_info,
-            state: Mutex::new(PartitionState::Created),
+            state: Mutex::new(PartitionLifecycle::Created),
             run_state: AtomicU8::new(HOLD),
             in_window: AtomicBool::new(parts.in_window),
             shutdown: AtomicBool::new(false),
@@ -268,11 +268,11 @@ impl Partition {
     }
 
     /// Current state.
-    pub fn state(&self) -> PartitionState {
+    pub fn state(&self) -> PartitionLifecycle {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn set_state(&self, state: PartitionState) {
+    fn set_state(&self, state: PartitionLifecycle) {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state.clone();
         self.events.publish(SystemEvent::StateChanged {
             partition: self.id,
@@ -322,12 +322,12 @@ impl Partition {
     }
 
     /// vCPUs park in this state, or None when they may run.
-    pub(crate) fn parked_state(&self) -> Option<VcpuState> {
+    pub(crate) fn parked_state(&self) -> Option<VcpuThreadState> {
         match self.run_state.load(Ordering::Acquire) {
             RUN => None,
-            CRASHED => Some(VcpuState::Crashed),
-            EXITED => Some(VcpuState::Exited),
-            _ => Some(VcpuState::Paused),
+            CRASHED => Some(VcpuThreadState::Crashed),
+            EXITED => Some(VcpuThreadState::Exited),
+            _ => Some(VcpuThreadState::Paused),
         }
     }
 
@@ -413,16 +413,16 @@ impl Partition {
     pub fn resume(&self) -> Result<(), PartitionError> {
         let _control = self.control.lock().unwrap_or_else(|p| p.into_inner());
         match self.state() {
-            PartitionState::Created | PartitionState::Paused => {
-                if self.state() == PartitionState::Created {
+            PartitionLifecycle::Created | PartitionLifecycle::Paused => {
+                if self.state() == PartitionLifecycle::Created {
                     self.start_ns.store(self.clock.now_ns(), Ordering::Relaxed);
                 }
                 self.run_state.store(RUN, Ordering::Release);
-                self.set_state(PartitionState::Running);
+                self.set_state(PartitionLifecycle::Running);
                 self.kick_all();
                 Ok(())
             }
-            PartitionState::Running => Ok(()),
+            PartitionLifecycle::Running => Ok(()),
             _ => Err(self.wrong_state()),
         }
     }
@@ -431,16 +431,16 @@ impl Partition {
     pub fn pause(&self) -> Result<(), PartitionError> {
         let _control = self.control.lock().unwrap_or_else(|p| p.into_inner());
         match self.state() {
-            PartitionState::Running => {
+            PartitionLifecycle::Running => {
                 self.run_state.store(HOLD, Ordering::Release);
                 self.kick_all();
                 if !self.wait_parked(PARK_TIMEOUT) {
                     return Err(PartitionError::StopTimeout(self.name.clone()));
                 }
-                self.set_state(PartitionState::Paused);
+                self.set_state(PartitionLifecycle::Paused);
                 Ok(())
             }
-            PartitionState::Paused => Ok(()),
+            PartitionLifecycle::Paused => Ok(()),
             _ => Err(self.wrong_state()),
         }
     }
@@ -469,7 +469,7 @@ impl Partition {
         }
         self.start_ns.store(self.clock.now_ns(), Ordering::Relaxed);
         self.run_state.store(RUN, Ordering::Release);
-        self.set_state(PartitionState::Running);
+        self.set_state(PartitionLifecycle::Running);
         self.kick_all();
         Ok(())
     }
@@ -484,7 +484,7 @@ impl Partition {
         self.timer.cancel();
         // The guest's last words come before the news of its end.
         self.console.finish_line();
-        self.set_state(PartitionState::Crashed(CrashReport {
+        self.set_state(PartitionLifecycle::Crashed(CrashReport {
             reason,
             vcpu,
             registers: registers.as_ref().map(CrashRegisters::from),
@@ -501,7 +501,7 @@ impl Partition {
         }
         self.timer.cancel();
         self.console.finish_line();
-        self.set_state(PartitionState::Exited(code));
+        self.set_state(PartitionLifecycle::Exited(code));
         self.kick_all();
     }
 

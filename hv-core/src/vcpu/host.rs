@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::{DebugExit, DeviceAccess, VcpuRegisters, VcpuShared, VcpuState};
+use super::{DebugExit, DeviceAccess, VcpuRegisters, VcpuShared, VcpuThreadState};
 
 /// What a hypercall asks of the vCPU loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub enum HypercallOutcome {
 pub trait VcpuHost: DeviceAccess + Send + Sync {
     /// The parked state the partition's lifecycle holds its vCPUs in (paused, crashed, exited),
     /// or `None` when they may run.
-    fn lifecycle_park(&self) -> Option<VcpuState>;
+    fn lifecycle_park(&self) -> Option<VcpuThreadState>;
     /// Whether the schedule lets the partition run now.
     fn in_window(&self) -> bool;
     /// Whether the system is shutting down (the vCPU thread ends).

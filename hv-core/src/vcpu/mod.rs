@@ -3,7 +3,8 @@
 //! vCPU only through its `VcpuShared` (interrupt lines, requests, jobs) — never through a lock on
 //! the partition or the system — so stopping one partition can never stall another.
 //!
-//! - `state.rs`: what a vCPU is doing as seen from outside ([`VcpuState`]) and its counters.
+//! - `state.rs`: what a vCPU's thread is doing as seen from outside ([`VcpuThreadState`]) and
+//!   its counters.
 //! - `shared.rs`: [`VcpuShared`], the thread-safe face (interrupt controller, stop requests,
 //!   jobs run on the vCPU thread, trace ring).
 //! - `runner.rs`: [`VcpuRunner`], the thread itself: the run loop's explicit states, parks and
@@ -24,7 +25,7 @@ pub use exit::{DebugExit, DeviceAccess, ExitAction, MmioAccess, handle_exit};
 pub use host::{HypercallOutcome, VcpuHost};
 pub use runner::VcpuRunner;
 pub use shared::VcpuShared;
-pub use state::{EXIT_REASONS, VcpuCounters, VcpuState};
+pub use state::{EXIT_REASONS, VcpuCounters, VcpuThreadState};
 
 use std::sync::Arc;
 

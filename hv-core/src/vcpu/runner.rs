@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use kvm_ioctls::{SyncReg, VcpuFd};
 
-use super::{CURRENT, DebugControl, VcpuHost, VcpuShared, VcpuState};
+use super::{CURRENT, DebugControl, VcpuHost, VcpuShared, VcpuThreadState};
 use crate::kvm_ext;
 use crate::poll::PollWindow;
 use crate::trace::TraceKind;
@@ -31,7 +31,7 @@ enum Step {
     /// The system shuts down: the thread ends.
     End,
     /// Park in this state until released.
-    Park(VcpuState),
+    Park(VcpuThreadState),
     /// Wait for a device request into this buffer.
     WaitRequest(u64),
     /// Wait for an interrupt.
@@ -42,7 +42,7 @@ enum Step {
 
 /// The run loop's decision: shutdown first, then a park (lifecycle, debugger, schedule), then
 /// whatever the guest waits for, else the guest runs.
-fn next_step(shutting_down: bool, park: Option<VcpuState>, run: RunState) -> Step {
+fn next_step(shutting_down: bool, park: Option<VcpuThreadState>, run: RunState) -> Step {
     if shutting_down {
         return Step::End;
     }
@@ -58,15 +58,15 @@ fn next_step(shutting_down: bool, park: Option<VcpuState>, run: RunState) -> Ste
 
 /// Where a vCPU must park now, if anywhere: its partition's lifecycle (paused, crashed, exited)
 /// before a debugger's stop, before the schedule window.
-fn park_reason(host: &dyn VcpuHost, vcpu: &VcpuShared) -> Option<VcpuState> {
+fn park_reason(host: &dyn VcpuHost, vcpu: &VcpuShared) -> Option<VcpuThreadState> {
     if let Some(state) = host.lifecycle_park() {
         return Some(state);
     }
     if vcpu.stop_requested() {
-        return Some(VcpuState::DebugStopped);
+        return Some(VcpuThreadState::DebugStopped);
     }
     if !host.in_window() {
-        return Some(VcpuState::OutOfWindow);
+        return Some(VcpuThreadState::OutOfWindow);
     }
     None
 }
@@ -145,7 +145,7 @@ impl VcpuRunner {
         let run_addr = self.fd.get_kvm_run() as *mut kvm_bindings::kvm_run as usize;
         *self.shared.runner.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((kvm_ext::current_thread(), run_addr));
-        self.shared.set_state(VcpuState::Running);
+        self.shared.set_state(VcpuThreadState::Running);
         loop {
             self.serve_jobs();
             let step = next_step(self.host.is_shutting_down(), self.park_reason(), self.run);
@@ -168,7 +168,7 @@ impl VcpuRunner {
             }
         }
         *self.shared.runner.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        self.shared.set_state(VcpuState::Gone);
+        self.shared.set_state(VcpuThreadState::Gone);
         self.host.vcpu_parked();
     }
 
@@ -178,14 +178,14 @@ impl VcpuRunner {
         }
     }
 
-    fn park_reason(&self) -> Option<VcpuState> {
+    fn park_reason(&self) -> Option<VcpuThreadState> {
         park_reason(&*self.host, &self.shared)
     }
 
-    fn park(&mut self, state: VcpuState) {
+    fn park(&mut self, state: VcpuThreadState) {
         match state {
-            VcpuState::OutOfWindow => self.trace(TraceKind::ScheduleOut, 0, 0),
-            VcpuState::DebugStopped => self.trace(TraceKind::DebugStop, 0, 0),
+            VcpuThreadState::OutOfWindow => self.trace(TraceKind::ScheduleOut, 0, 0),
+            VcpuThreadState::DebugStopped => self.trace(TraceKind::DebugStop, 0, 0),
             _ => {}
         }
         self.trace(TraceKind::StateChange, state as u64, 0);
@@ -219,14 +219,14 @@ impl VcpuRunner {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = None;
             match state {
-                VcpuState::OutOfWindow => self.trace(TraceKind::ScheduleIn, 0, 0),
-                VcpuState::DebugStopped => self.trace(TraceKind::DebugResume, 0, 0),
+                VcpuThreadState::OutOfWindow => self.trace(TraceKind::ScheduleIn, 0, 0),
+                VcpuThreadState::DebugStopped => self.trace(TraceKind::DebugResume, 0, 0),
                 _ => {}
             }
             let next = if self.run == RunState::Halted {
-                VcpuState::Halted
+                VcpuThreadState::Halted
             } else {
-                VcpuState::Running
+                VcpuThreadState::Running
             };
             self.trace(TraceKind::StateChange, next as u64, 0);
             self.shared.set_state(next);
@@ -240,7 +240,7 @@ impl VcpuRunner {
     /// Spins first for the adaptive halt-poll window (see [`crate::poll`]): every reason to wake
     /// comes with a kick, so a change of the kick count ends the spin.
     fn wait_for_interrupt(&mut self) {
-        self.shared.set_state(VcpuState::Halted);
+        self.shared.set_state(VcpuThreadState::Halted);
         let shared = self.shared.clone();
         let halted_at = Instant::now();
         let kicks = shared.kicks.load(Ordering::SeqCst);
@@ -252,7 +252,7 @@ impl VcpuRunner {
         loop {
             if shared.irq().deliverable().is_some() {
                 self.run = RunState::Runnable;
-                self.shared.set_state(VcpuState::Running);
+                self.shared.set_state(VcpuThreadState::Running);
                 drop(guard);
                 self.trace(TraceKind::Wake, 0, 0);
                 break;
@@ -289,7 +289,7 @@ impl VcpuRunner {
         };
         let mut result = self.host.take_device_request(&self.shared, buf);
         if result == 0 && !done_waiting(self) {
-            self.shared.set_state(VcpuState::Halted);
+            self.shared.set_state(VcpuThreadState::Halted);
             self.trace(TraceKind::Halt, 0, 0);
             self.halt_poll
                 .spin_until(|| shared.kicks.load(Ordering::SeqCst) != kicks);
@@ -306,7 +306,7 @@ impl VcpuRunner {
             }
             drop(guard);
             self.halt_poll.record(started.elapsed());
-            self.shared.set_state(VcpuState::Running);
+            self.shared.set_state(VcpuThreadState::Running);
             self.trace(TraceKind::Wake, 0, 0);
         }
         shared.awaiting_request.store(false, Ordering::SeqCst);
@@ -342,7 +342,7 @@ mod tests {
     /// A stand-in partition: the lifecycle park and the schedule window are set by the test.
     #[derive(Default)]
     struct StandIn {
-        lifecycle: Mutex<Option<VcpuState>>,
+        lifecycle: Mutex<Option<VcpuThreadState>>,
         out_of_window: AtomicBool,
     }
 
@@ -354,7 +354,7 @@ mod tests {
     }
 
     impl VcpuHost for StandIn {
-        fn lifecycle_park(&self) -> Option<VcpuState> {
+        fn lifecycle_park(&self) -> Option<VcpuThreadState> {
             *self.lifecycle.lock().unwrap()
         }
         fn in_window(&self) -> bool {
@@ -391,7 +391,7 @@ mod tests {
     #[test]
     fn a_park_comes_before_any_wait_and_shutdown_before_all() {
         use RunState::*;
-        use VcpuState::{OutOfWindow, Paused};
+        use VcpuThreadState::{OutOfWindow, Paused};
         assert_eq!(next_step(false, None, Runnable), Step::Enter);
         assert_eq!(next_step(false, None, Halted), Step::WaitInterrupt);
         assert_eq!(
@@ -415,10 +415,20 @@ mod tests {
         let vcpu = VcpuShared::new(0, 0, 16);
         assert_eq!(park_reason(&host, &vcpu), None);
         host.out_of_window.store(true, Ordering::SeqCst);
-        assert_eq!(park_reason(&host, &vcpu), Some(VcpuState::OutOfWindow));
+        assert_eq!(
+            park_reason(&host, &vcpu),
+            Some(VcpuThreadState::OutOfWindow)
+        );
         vcpu.request_stop();
-        assert_eq!(park_reason(&host, &vcpu), Some(VcpuState::DebugStopped));
-        for state in [VcpuState::Paused, VcpuState::Crashed, VcpuState::Exited] {
+        assert_eq!(
+            park_reason(&host, &vcpu),
+            Some(VcpuThreadState::DebugStopped)
+        );
+        for state in [
+            VcpuThreadState::Paused,
+            VcpuThreadState::Crashed,
+            VcpuThreadState::Exited,
+        ] {
             *host.lifecycle.lock().unwrap() = Some(state);
             assert_eq!(park_reason(&host, &vcpu), Some(state));
         }

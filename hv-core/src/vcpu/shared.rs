@@ -8,7 +8,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use kvm_ioctls::VcpuFd;
 
-use super::{DebugControl, VcpuCounters, VcpuError, VcpuRegisters, VcpuRunner, VcpuState};
+use super::{DebugControl, VcpuCounters, VcpuError, VcpuRegisters, VcpuRunner, VcpuThreadState};
 use crate::irq::{InterruptTarget, IrqController};
 use crate::kvm_ext;
 use crate::trace::{TraceKind, TraceRecord, TraceRing};
@@ -77,7 +77,7 @@ impl VcpuShared {
             stop_requested: AtomicBool::new(false),
             pending_debug: Mutex::new(None),
             stopped_registers: Mutex::new(None),
-            state: AtomicU8::new(VcpuState::Created as u8),
+            state: AtomicU8::new(VcpuThreadState::Created as u8),
             blocked_on: Mutex::new(None),
             trace: TraceRing::new(trace_capacity),
             stats: VcpuCounters::default(),
@@ -85,11 +85,11 @@ impl VcpuShared {
     }
 
     /// Current state.
-    pub fn state(&self) -> VcpuState {
-        VcpuState::from_u8(self.state.load(Ordering::Acquire))
+    pub fn state(&self) -> VcpuThreadState {
+        VcpuThreadState::from_u8(self.state.load(Ordering::Acquire))
     }
 
-    pub(super) fn set_state(&self, state: VcpuState) {
+    pub(super) fn set_state(&self, state: VcpuThreadState) {
         self.state.store(state as u8, Ordering::Release);
         // Pairs with the fence in `kick`: a vCPU that leaves a parked state sees every request
         // made by a kicker that still saw it parked (and so only woke it).
@@ -125,7 +125,7 @@ impl VcpuShared {
         // in KVM_RUN).
         std::sync::atomic::fence(Ordering::SeqCst);
         let state = self.state();
-        if state.is_parked() || state == VcpuState::Halted {
+        if state.is_parked() || state == VcpuThreadState::Halted {
             return;
         }
         let runner = self.runner.lock().unwrap_or_else(|p| p.into_inner());
@@ -199,7 +199,7 @@ impl VcpuShared {
         }
         self.run_job(|runner| {
             let registers = runner.read_registers()?;
-            if runner.shared.state() == VcpuState::DebugStopped {
+            if runner.shared.state() == VcpuThreadState::DebugStopped {
                 // Cleared on the vCPU thread when it leaves the stop, so never stale.
                 *runner
                     .shared
@@ -270,9 +270,9 @@ impl VcpuShared {
     /// traces the change; only from this vCPU's own thread.
     pub(crate) fn set_blocked(&self, device: Option<&Arc<str>>) {
         let state = if device.is_some() {
-            VcpuState::BlockedOnDevice
+            VcpuThreadState::BlockedOnDevice
         } else {
-            VcpuState::Running
+            VcpuThreadState::Running
         };
         *self.blocked_on.lock().unwrap_or_else(|p| p.into_inner()) = device.cloned();
         self.trace_here(TraceKind::StateChange, state as u64, 0);
@@ -281,7 +281,7 @@ impl VcpuShared {
 
     /// The device whose model this vCPU is waiting for, if it is.
     pub fn blocked_on(&self) -> Option<Arc<str>> {
-        if self.state() != VcpuState::BlockedOnDevice {
+        if self.state() != VcpuThreadState::BlockedOnDevice {
             return None;
         }
         self.blocked_on

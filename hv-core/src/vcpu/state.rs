@@ -2,10 +2,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// What a vCPU is doing, as seen from outside.
+/// What a vCPU's thread is doing, as seen from outside (the hypervisor's view; the host link
+/// reports it as `hv_link::control::VcpuState`, which folds some of these together).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum VcpuState {
+pub enum VcpuThreadState {
     /// Thread not started yet.
     Created = 0,
     /// Running guest code (or handling an exit).
@@ -28,9 +29,9 @@ pub enum VcpuState {
     Gone = 9,
 }
 
-impl VcpuState {
-    pub(super) fn from_u8(v: u8) -> VcpuState {
-        use VcpuState::*;
+impl VcpuThreadState {
+    pub(super) fn from_u8(v: u8) -> VcpuThreadState {
+        use VcpuThreadState::*;
         [
             Created,
             Running,
@@ -50,7 +51,7 @@ impl VcpuState {
 
     /// A short lowercase name (`running`, `halted`, ...).
     pub fn name(self) -> &'static str {
-        use VcpuState::*;
+        use VcpuThreadState::*;
         match self {
             Created => "created",
             Running => "running",
@@ -67,7 +68,7 @@ impl VcpuState {
 
     /// True while the vCPU is parked and will not run guest code until released.
     pub fn is_parked(self) -> bool {
-        use VcpuState::*;
+        use VcpuThreadState::*;
         matches!(
             self,
             Created | Paused | OutOfWindow | DebugStopped | Crashed | Exited | Gone
