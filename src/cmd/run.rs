@@ -141,7 +141,8 @@ pub fn load_config(path: &std::path::Path) -> anyhow::Result<SystemConfig> {
     }
 }
 
-/// Runs `hv run`.
+/// Runs `hv run`: start the system and its debugging, follow its events until the run ends,
+/// stop everything, report.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let path = args.system.unwrap_or_else(|| PathBuf::from(DEMO_SYSTEM));
     let config = load_config(&path)?;
@@ -153,6 +154,63 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let signals = termination_signal()?;
     let names: Vec<String> = config.partitions.iter().map(|p| p.name.clone()).collect();
     let started = Instant::now();
+    let (mut system, events) = start_system(config, &names)?;
+    // The console takes the terminal when there is one; what would be printed meanwhile goes to
+    // its event log instead.
+    let want_console = !args.no_console && std::io::stdout().is_terminal();
+    let (notes_tx, notes_rx) = crossbeam_channel::unbounded::<String>();
+    let debugging = start_debugging(
+        &system,
+        &args.link,
+        args.gdb_port,
+        args.no_gdb_bridge,
+        bridge_event_sink(want_console, &notes_tx),
+    );
+    let (agent, bridge) = match debugging {
+        Ok(d) => d,
+        Err(e) => {
+            system.shutdown();
+            return Err(e);
+        }
+    };
+    let console = match &agent {
+        Some(agent) if want_console => {
+            Some(open_console(agent, bridge.as_ref(), notes_rx, &notes_tx)?)
+        }
+        _ => None,
+    };
+    // stderr would scribble over the console; its event log shows state changes instead.
+    let mut outcome = Outcome::new(
+        &names,
+        args.quiet || console.is_some(),
+        console.is_none(),
+        &notes_tx,
+    );
+    // A limit too far to represent never comes.
+    let deadline = args.time_limit.and_then(|d| started.checked_add(d));
+    let reason = follow_until_end(
+        &events,
+        &signals,
+        console.as_ref().map(|c| c.done()),
+        deadline,
+        &mut outcome,
+    );
+    drop(console);
+    // Debuggers first: their guests resume before the system stops.
+    drop(bridge);
+    drop(agent);
+    system.shutdown();
+    outcome.finish(&events, &system);
+    print_summary(&system, started, reason);
+    Ok(exit_status(&outcome.failed_names()))
+}
+
+/// Builds and starts the system, subscribed to its events before anything runs, and says on
+/// stderr what runs.
+fn start_system(
+    config: SystemConfig,
+    names: &[String],
+) -> anyhow::Result<(System, crossbeam_channel::Receiver<SystemEvent>)> {
     let mut system = System::new(config).context("cannot build the system")?;
     let events = system.subscribe(65_536);
     system.start().context("cannot start the system")?;
@@ -163,69 +221,60 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if names.len() == 1 { "" } else { "s" },
         names.join(", ")
     );
-    // The console takes the terminal when there is one; what would be printed meanwhile goes to
-    // its event log instead.
-    let want_console = !args.no_console && std::io::stdout().is_terminal();
-    let (notes_tx, notes_rx) = crossbeam_channel::unbounded::<String>();
-    let bridge_events: gdb_bridge::EventSink = if want_console {
-        let notes = notes_tx.clone();
+    Ok((system, events))
+}
+
+/// Where the gdb bridge's events (connections, disconnections) go: the console's event log
+/// when it has the terminal, else stderr.
+fn bridge_event_sink(
+    to_console: bool,
+    notes: &crossbeam_channel::Sender<String>,
+) -> gdb_bridge::EventSink {
+    if to_console {
+        let notes = notes.clone();
         Arc::new(move |e: &gdb_bridge::BridgeEvent| {
             let _ = notes.send(e.to_string());
         })
     } else {
         Arc::new(|e: &gdb_bridge::BridgeEvent| eprintln!("hv: {e}"))
-    };
-    let debugging = start_debugging(
-        &system,
-        &args.link,
-        args.gdb_port,
-        args.no_gdb_bridge,
-        bridge_events,
-    );
-    let (agent, bridge) = match debugging {
-        Ok(d) => d,
-        Err(e) => {
-            system.shutdown();
-            return Err(e);
-        }
-    };
-
-    let console = match &agent {
-        Some(a) if want_console => Some(super::console::EmbeddedConsole::start(
-            a.local_addr().clone(),
-            a.token().map(str::to_owned),
-            notes_rx,
-        )?),
-        _ => None,
-    };
-    if console.is_some()
-        && let Some(bridge) = &bridge
-    {
-        for entry in bridge.ports() {
-            let who = match entry.vcpu {
-                None => entry.partition.clone(),
-                Some(j) => format!("{} vCPU {j}", entry.partition),
-            };
-            let _ = notes_tx.send(format!("gdb: {who} on :{}", entry.port));
-        }
     }
+}
+
+/// Opens the terminal console on the agent's link; the bridge's gdb ports (which it would
+/// otherwise have printed on stderr) are its first notes.
+fn open_console(
+    agent: &Agent,
+    bridge: Option<&Bridge>,
+    notes_rx: crossbeam_channel::Receiver<String>,
+    notes: &crossbeam_channel::Sender<String>,
+) -> anyhow::Result<super::console::EmbeddedConsole> {
+    let console = super::console::EmbeddedConsole::start(
+        agent.local_addr().clone(),
+        agent.token().map(str::to_owned),
+        notes_rx,
+    )?;
+    for entry in bridge.map_or(&[][..], |b| b.ports()) {
+        let who = match entry.vcpu {
+            None => entry.partition.clone(),
+            Some(j) => format!("{} vCPU {j}", entry.partition),
+        };
+        let _ = notes.send(format!("gdb: {who} on :{}", entry.port));
+    }
+    Ok(console)
+}
+
+/// Follows the system's events into `outcome` until the run ends: no partition left running,
+/// Ctrl-C (or SIGTERM), the console closed, or the deadline. Returns why it ended.
+fn follow_until_end(
+    events: &crossbeam_channel::Receiver<SystemEvent>,
+    signals: &crossbeam_channel::Receiver<i32>,
+    console_done: Option<&crossbeam_channel::Receiver<()>>,
+    deadline: Option<Instant>,
+    outcome: &mut Outcome<'_>,
+) -> &'static str {
     let never = crossbeam_channel::never();
-    let console_done = console.as_ref().map_or(&never, |c| c.done());
-    let quiet = args.quiet || console.is_some();
-    // stderr would scribble over the console; its event log shows state changes instead.
-    let report = console.is_none();
-    // A limit too far to represent never comes.
-    let deadline = args.time_limit.and_then(|d| started.checked_add(d));
-    let mut outcome = Outcome {
-        names: &names,
-        states: vec![PartitionLifecycle::Created; names.len()],
-        failed: vec![None; names.len()],
-        told: vec![false; names.len()],
-        quiet,
-        report,
-        notes: &notes_tx,
-    };
-    let reason = loop {
+    let console_done = console_done.unwrap_or(&never);
+    loop {
         let timeout = deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600));
@@ -233,43 +282,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             recv(events) -> event => match event {
                 Ok(event) => {
                     if outcome.take(event) && !outcome.any_running() {
-                        break "no partition is left running";
+                        return "no partition is left running";
                     }
                 }
-                Err(_) => break "event stream closed",
+                Err(_) => return "event stream closed",
             },
-            recv(signals) -> _ => break "interrupted",
-            recv(console_done) -> _ => break "console closed",
+            recv(signals) -> _ => return "interrupted",
+            recv(console_done) -> _ => return "console closed",
             default(timeout) => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
-                    break "time limit reached";
+                    return "time limit reached";
                 }
             }
         }
-    };
-    drop(console);
-    // Debuggers first: their guests resume before the system stops.
-    drop(bridge);
-    drop(agent);
-    system.shutdown();
-    // Every vCPU thread has ended: what they published is all queued. Lines printed and crashes
-    // just before the end are part of the run too.
-    outcome.report = true;
-    for event in events.try_iter() {
-        outcome.take(event);
     }
-    // A state change the subscription lost (it holds 65536 events) still counts.
-    for (i, p) in system.handles().iter().enumerate() {
-        if outcome.failed[i].is_none() && is_failure(&p.state()) {
-            outcome.fail(i, p.state());
-        }
-    }
-    // Failures the console showed are told again now that the terminal is back.
-    for (i, failed) in outcome.failed.iter().enumerate() {
-        if let Some(state) = failed.as_ref().filter(|_| !outcome.told[i]) {
-            eprintln!("hv: partition {} {}", names[i], state);
-        }
-    }
+}
+
+/// The closing line on stderr: how long the run took, why it ended, every partition's state.
+fn print_summary(system: &System, started: Instant, reason: &str) {
     let _ = std::io::stdout().flush();
     let summary: Vec<String> = system
         .handles()
@@ -281,20 +311,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64(),
         summary.join(", ")
     );
-    let failed: Vec<&str> = names
-        .iter()
-        .zip(&outcome.failed)
-        .filter(|(_, failed)| failed.is_some())
-        .map(|(name, _)| name.as_str())
-        .collect();
+}
+
+/// Success, or [`GUEST_FAILED`] naming the partitions that failed during the run.
+fn exit_status(failed: &[&str]) -> ExitCode {
     if failed.is_empty() {
-        Ok(ExitCode::SUCCESS)
+        ExitCode::SUCCESS
     } else {
         eprintln!(
             "hv: exit status {GUEST_FAILED}: crashed or exited with a nonzero code: {}",
             failed.join(", ")
         );
-        Ok(ExitCode::from(GUEST_FAILED))
+        ExitCode::from(GUEST_FAILED)
     }
 }
 
@@ -321,7 +349,25 @@ struct Outcome<'a> {
     notes: &'a crossbeam_channel::Sender<String>,
 }
 
-impl Outcome<'_> {
+impl<'a> Outcome<'a> {
+    /// Nothing learnt yet: every partition created, none failed.
+    fn new(
+        names: &'a [String],
+        quiet: bool,
+        report: bool,
+        notes: &'a crossbeam_channel::Sender<String>,
+    ) -> Outcome<'a> {
+        Outcome {
+            names,
+            states: vec![PartitionLifecycle::Created; names.len()],
+            failed: vec![None; names.len()],
+            told: vec![false; names.len()],
+            quiet,
+            report,
+            notes,
+        }
+    }
+
     /// Takes one event; true when it changed a partition's state.
     fn take(&mut self, event: SystemEvent) -> bool {
         match event {
@@ -374,6 +420,38 @@ impl Outcome<'_> {
                     | PartitionLifecycle::Created
             )
         })
+    }
+
+    /// After the system stopped: takes the events still queued (every vCPU thread has ended, so
+    /// what they published is all there: lines printed and crashes just before the end are part
+    /// of the run too), counts a failure the subscription lost from the final states, and tells
+    /// again the failures the console showed, now that the terminal is back.
+    fn finish(&mut self, events: &crossbeam_channel::Receiver<SystemEvent>, system: &System) {
+        self.report = true;
+        for event in events.try_iter() {
+            self.take(event);
+        }
+        // A state change the subscription lost (it holds 65536 events) still counts.
+        for (i, p) in system.handles().iter().enumerate() {
+            if self.failed[i].is_none() && is_failure(&p.state()) {
+                self.fail(i, p.state());
+            }
+        }
+        for (i, failed) in self.failed.iter().enumerate() {
+            if let Some(state) = failed.as_ref().filter(|_| !self.told[i]) {
+                eprintln!("hv: partition {} {}", self.names[i], state);
+            }
+        }
+    }
+
+    /// The partitions that failed during the run, in description order.
+    fn failed_names(&self) -> Vec<&'a str> {
+        self.names
+            .iter()
+            .zip(&self.failed)
+            .filter(|(_, failed)| failed.is_some())
+            .map(|(name, _)| name.as_str())
+            .collect()
     }
 }
 
@@ -519,5 +597,32 @@ mod tests {
             assert!(e.contains("finite number of seconds"), "{bad}: {e}");
         }
         assert!(parse_seconds("soon").unwrap_err().contains("not a number"));
+    }
+
+    #[test]
+    fn the_outcome_keeps_failures_and_ends_with_the_last_running_partition() {
+        let names = vec!["a".to_owned(), "b".to_owned()];
+        let (notes, notes_rx) = crossbeam_channel::unbounded();
+        // As with the console on the terminal: nothing printed, warnings to its notes.
+        let mut outcome = Outcome::new(&names, true, false, &notes);
+        let changed = |partition, state| SystemEvent::StateChanged { partition, state };
+        assert!(outcome.take(changed(0, PartitionLifecycle::Running)));
+        assert!(outcome.take(changed(1, PartitionLifecycle::Exited(2))));
+        assert!(outcome.any_running());
+        // A reset does not clear the failure.
+        assert!(outcome.take(changed(1, PartitionLifecycle::Running)));
+        assert!(outcome.take(changed(1, PartitionLifecycle::Exited(0))));
+        assert!(outcome.take(changed(0, PartitionLifecycle::Exited(0))));
+        assert!(!outcome.any_running());
+        assert_eq!(outcome.failed_names(), ["b"]);
+        let warning = SystemEvent::Warning {
+            partition: 0,
+            message: "unmapped port 0x80".into(),
+        };
+        assert!(!outcome.take(warning));
+        assert_eq!(
+            notes_rx.try_recv().unwrap(),
+            "warning: a: unmapped port 0x80"
+        );
     }
 }
