@@ -42,6 +42,8 @@ struct Seen {
     irq_latencies: u64,
     latencies: hv_link::trace::IrqLatencies,
     eoi_latencies: u64,
+    /// vCPUs' states at the recording's start (the agent's, not a ring's records).
+    start_states: BTreeMap<(u32, u16), u64>,
 }
 
 impl Seen {
@@ -57,6 +59,10 @@ impl Seen {
                 self.eoi_latencies += 1;
             }
             let key = (r.partition, r.vcpu);
+            if r.is_state_at_start() {
+                *self.start_states.entry(key).or_default() += 1;
+                continue;
+            }
             match r.kind() {
                 Some(RecordKind::Lost) if r.b == LOST_ON_LINK => {
                     *self.lost_on_link.entry(key).or_default() += r.a
@@ -216,6 +222,12 @@ fn trace_flood_is_accounted_exactly_and_others_run_on() {
     let ring_lost: u64 = stats.partitions.iter().map(|p| p.lost_records).sum();
     assert_eq!(ring_lost, seen.lost_in_ring.values().sum::<u64>());
     assert!(seen.irq_latencies > 0, "control's timer interrupts traced");
+    // The one vCPU with its sched class on had its state noted where its recording started.
+    assert_eq!(
+        seen.start_states,
+        BTreeMap::from([((header.partitions[0].id, 0), 1)]),
+        "one state at start, for control's vCPU"
+    );
     assert!(seen.eoi_latencies > 0, "inject→EOI pairs found");
     let control = &stats.partitions[0];
     assert!(control.vcpus[0].exits > 0 && control.vcpus[0].guest_ns > 0);
@@ -473,4 +485,74 @@ fn a_recorded_trace_gives_stats_a_perfetto_export_and_csv() {
     };
     assert_eq!(csv.lines().count() as u64, records + 1);
     assert!(csv.starts_with("time_ns,partition,vcpu,kind,a,b,detail\n"));
+
+    // Each vCPU's state when the recording started is in the trace; a vCPU halted then (and
+    // not seen halting or waking before it) shows a halted slice from the trace's first
+    // timestamp in the export, instead of a blank track.
+    const SLICE_KINDS: [&str; 12] = [
+        "VmEntry",
+        "VmExit",
+        "Halt",
+        "Wake",
+        "ScheduleIn",
+        "ScheduleOut",
+        "DebugStop",
+        "DebugResume",
+        "ModelRequest",
+        "ModelReply",
+        "ModelBusError",
+        "Lost",
+    ];
+    // (partition, vCPU) -> the state at start, and whether it came before any slice record.
+    let mut starts: BTreeMap<(String, u64), (String, bool)> = BTreeMap::new();
+    let mut sliced: std::collections::BTreeSet<(String, u64)> = Default::default();
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let key = (f[1].to_owned(), f[2].parse::<u64>().unwrap());
+        if f[3] == "StateChange" && f[5] == "1" {
+            let first = !sliced.contains(&key);
+            assert!(
+                starts.insert(key, (f[6].to_owned(), first)).is_none(),
+                "one state at start per vCPU: {line}"
+            );
+        } else if SLICE_KINDS.contains(&f[3]) {
+            sliced.insert(key);
+        }
+    }
+    let vcpus: Vec<(String, u64)> = stats["vcpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["partition"].as_str().unwrap().to_owned(),
+                v["vcpu"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        starts.keys().cloned().collect::<Vec<_>>(),
+        vcpus,
+        "a state at start for every vCPU"
+    );
+    for ((partition, vcpu), (state, first)) in &starts {
+        eprintln!("state at start: {partition}.{vcpu} {state} (before its slices: {first})");
+        if state != "halted" || !first {
+            continue;
+        }
+        let pid = events
+            .iter()
+            .find(|e| e["name"] == "process_name" && e["args"]["name"] == partition.as_str())
+            .map(|e| e["pid"].clone())
+            .unwrap();
+        assert!(
+            events.iter().any(|e| e["ph"] == "X"
+                && e["name"] == "halted"
+                && e["pid"] == pid
+                && e["tid"] == vcpu + 1
+                && e["ts"] == 0.0
+                && e["args"]["began_before_trace"] == 1),
+            "{partition}.{vcpu} halted from the start"
+        );
+    }
 }

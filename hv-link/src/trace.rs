@@ -102,7 +102,10 @@ pub enum RecordKind {
     DebugStop = 15,
     /// The vCPU resumed after a debugger stop.
     DebugResume = 16,
-    /// The vCPU parked or unparked. a: new vCPU state code (see [`vcpu_state_name`]).
+    /// The vCPU parked or unparked. a: new vCPU state code (see [`vcpu_state_name`]), b: 0; or,
+    /// with b = [`STATE_AT_START`], the state the vCPU was in when a recording started (written by
+    /// the debug agent, not the vCPU: one per vCPU whose `sched` class is on, at `trace.start`
+    /// and when a `trace` channel opens; not counted in `trace_produced`).
     StateChange = 17,
     /// Records of this vCPU were dropped. a: how many; b: [`LOST_IN_RING`] (the hypervisor's
     /// ring was full) or [`LOST_ON_LINK`] (this subscriber's queue was full).
@@ -122,6 +125,9 @@ pub enum RecordKind {
     /// injected anew, with another `IrqRaise`/`IrqInject` pair). a: vector.
     IrqWithdraw = 24,
 }
+
+/// `StateChange.b`: not a change but the vCPU's state when the recording started.
+pub const STATE_AT_START: u64 = 1;
 
 /// `Lost.b`: dropped in the vCPU's ring.
 pub const LOST_IN_RING: u64 = 0;
@@ -328,6 +334,12 @@ impl TraceRecord {
     /// The kind, when known.
     pub fn kind(&self) -> Option<RecordKind> {
         RecordKind::from_u16(self.kind)
+    }
+
+    /// Whether this is a `StateChange` with [`STATE_AT_START`]: the state a vCPU was in when the
+    /// recording started, not a change.
+    pub fn is_state_at_start(&self) -> bool {
+        self.kind == RecordKind::StateChange as u16 && self.b == STATE_AT_START
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -929,6 +941,14 @@ mod tests {
         assert_eq!(class_bits(&["marker".into(), "irq".into()]), Ok(0b100_0010));
         assert_eq!(class_bits(&["nope".into()]), Err("nope".into()));
         assert_eq!(vcpu_state_name(3), "paused");
+        let start = TraceRecord {
+            kind: RecordKind::StateChange as u16,
+            a: 2,
+            b: STATE_AT_START,
+            ..Default::default()
+        };
+        assert!(start.is_state_at_start());
+        assert!(!TraceRecord { b: 0, ..start }.is_state_at_start());
         assert_eq!(bus_error_reason_name(3), "bad reply");
     }
 }

@@ -124,25 +124,68 @@ pub fn perfetto(trace: &Trace, out: &mut impl Write) -> io::Result<()> {
     )
 }
 
-/// Each vCPU's first record in `records` (in time order).
+/// Each vCPU's leading records in `records` (in time order): up to and including the first
+/// that tells its state when the trace began (see [`ends_lead`]); what [`initial_slices`] reads.
 pub fn first_records(records: &[TraceRecord]) -> Vec<TraceRecord> {
-    let mut seen: FastMap<(u32, u16), ()> = FastMap::default();
+    let mut done: FastMap<(u32, u16), bool> = FastMap::default();
     records
         .iter()
-        .filter(|r| seen.insert((r.partition, r.vcpu), ()).is_none())
+        .filter(|r| {
+            let done = done.entry((r.partition, r.vcpu)).or_default();
+            !std::mem::replace(done, *done || ends_lead(r))
+        })
         .copied()
         .collect()
 }
 
-/// The slice a vCPU was already in when the trace began, judging by its first record: one that
-/// ends a slice (an exit, a wake, a schedule-in, a debugger resume, a device reply) means the
-/// vCPU was in it from the start. Shown from the trace's first timestamp with the argument
-/// `began_before_trace`, so that quiet vCPUs do not show blank stretches there.
-pub(crate) fn began_before_trace(first: &TraceRecord) -> Option<&'static str> {
-    match effect(first.kind()?, first) {
-        Effect::Close(name, _) => Some(name),
+/// Whether `r` ends a vCPU's leading records: a state at recording start that names a slice
+/// (`StateChange` with `STATE_AT_START`), or a record that opens, closes or forgets slices.
+pub(crate) fn ends_lead(r: &TraceRecord) -> bool {
+    if r.is_state_at_start() {
+        return state_slice(r.a).is_some();
+    }
+    r.kind()
+        .is_some_and(|k| !matches!(effect(k, r), Effect::None))
+}
+
+/// The slice a vCPU in state `code` (a `StateChange` state) is in, if that state is one.
+pub(crate) fn state_slice(code: u64) -> Option<&'static str> {
+    match vcpu_state_name(code) {
+        "halted" => Some(HALTED),
+        "out_of_window" => Some(OUT_OF_WINDOW),
+        "debug_stopped" => Some(DEBUGGER),
+        "blocked_on_device" => Some(BLOCKED),
         _ => None,
     }
+}
+
+/// The slices vCPUs were already in when the trace began, from their leading records (see
+/// [`first_records`]; any order across vCPUs, time order within one): the state recorded at the
+/// recording's start when it is a slice (halted, outside the window, stopped in the debugger,
+/// blocked on a device), else a first slice record that ends a slice (an exit, a wake, a
+/// schedule-in, a debugger resume, a device reply) means the vCPU was in it from the start.
+/// Shown from the trace's first timestamp with the argument `began_before_trace`, so that quiet
+/// vCPUs do not show blank stretches there.
+pub(crate) fn initial_slices(first: &[TraceRecord]) -> Vec<((u32, u16), &'static str)> {
+    let mut decided: FastMap<(u32, u16), ()> = FastMap::default();
+    let mut out = Vec::new();
+    for r in first {
+        let key = (r.partition, r.vcpu);
+        if decided.contains_key(&key) || !ends_lead(r) {
+            continue;
+        }
+        decided.insert(key, ());
+        let slice = if r.is_state_at_start() {
+            state_slice(r.a)
+        } else {
+            match r.kind().map(|k| effect(k, r)) {
+                Some(Effect::Close(name, _)) => Some(name),
+                _ => None,
+            }
+        };
+        out.extend(slice.map(|s| (key, s)));
+    }
+    out
 }
 
 /// The argument marking a slice that began before the trace.
@@ -403,6 +446,11 @@ pub(crate) fn describe(kind: RecordKind, r: &TraceRecord) -> (Name, &'static str
             "marker",
             Args::of(&[("value", Arg::U(r.b))]),
         ),
+        StateChange if r.is_state_at_start() => (
+            Name("state at start", Word(vcpu_state_name(r.a))),
+            "vcpu",
+            Args::NONE,
+        ),
         StateChange => (
             Name("state", Word(vcpu_state_name(r.a))),
             "vcpu",
@@ -576,8 +624,8 @@ fn put_track_ts(buf: &mut Vec<u8>, pid: u32, tid: u32, ts: u64) {
 }
 
 /// Writes a JSON trace-event file of `records` (in time order; `base`: the time shown as 0,
-/// the first timestamp; `first`: each vCPU's first record, see [`first_records`]), one event at
-/// a time.
+/// the first timestamp; `first`: each vCPU's leading records, see [`first_records`]), one event
+/// at a time.
 pub fn perfetto_json(
     header: &TraceHeader,
     base: u64,
@@ -632,23 +680,30 @@ pub fn perfetto_json(
     }
     // Open slices per (partition, vCPU, slice name): start time and arguments.
     let mut open: FastMap<(u32, u16, &'static str), (u64, Args)> = FastMap::default();
-    for r in first {
-        if let Some(name) = began_before_trace(r) {
-            open.insert(
-                (r.partition, r.vcpu, name),
-                (0, Args::of(&[BEGAN_BEFORE_TRACE])),
-            );
-        }
+    for ((partition, vcpu), name) in initial_slices(first) {
+        open.insert(
+            (partition, vcpu, name),
+            (0, Args::of(&[BEGAN_BEFORE_TRACE])),
+        );
     }
+    let mut last = 0;
     for r in records {
         let Some(kind) = r.kind() else {
             continue;
         };
         let (pid, tid) = (r.partition + 1, u32::from(r.vcpu) + 1);
         let ts = r.timestamp.saturating_sub(base);
+        last = last.max(ts);
         match effect(kind, &r) {
             Effect::Open(name, args) => {
-                open.insert((r.partition, r.vcpu, name), (ts, args));
+                // The same slice again without its end (records lost unreported, or a state at
+                // start noted just before the vCPU's own record of it): the open one ends here,
+                // as in the protobuf export.
+                if let Some((begun, args)) = open.insert((r.partition, r.vcpu, name), (ts, args)) {
+                    start(&mut line);
+                    put_slice(&mut line, name, (pid, tid), (begun, ts), &args);
+                    out.write_all(&line)?;
+                }
             }
             Effect::Close(name, extra) => {
                 if let Some((begun, mut args)) = open.remove(&(r.partition, r.vcpu, name)) {
@@ -656,15 +711,7 @@ pub fn perfetto_json(
                         args.push(a);
                     }
                     start(&mut line);
-                    line.extend_from_slice(b"{\"ph\":\"X\",\"name\":\"");
-                    line.extend_from_slice(name.as_bytes());
-                    line.extend_from_slice(b"\",\"cat\":\"vcpu\"");
-                    put_track_ts(&mut line, pid, tid, begun);
-                    line.extend_from_slice(b",\"dur\":");
-                    put_us(&mut line, ts.saturating_sub(begun));
-                    line.extend_from_slice(b",\"args\":");
-                    put_args(&mut line, args.as_slice());
-                    line.push(b'}');
+                    put_slice(&mut line, name, (pid, tid), (begun, ts), &args);
                     out.write_all(&line)?;
                 }
             }
@@ -706,8 +753,39 @@ pub fn perfetto_json(
             out.write_all(&line)?;
         }
     }
+    // Slices still open at the end (a vCPU halted or outside its window throughout) are drawn
+    // to the last timestamp, marked `still_open`, so that quiet vCPUs do not show blank tracks.
+    let mut still_open: Vec<_> = open.into_iter().collect();
+    still_open.sort_unstable_by_key(|&((p, v, name), (begun, _))| (p, v, begun, name));
+    for ((p, v, name), (begun, mut args)) in still_open {
+        if begun < last {
+            args.push(("still_open", Arg::U(1)));
+            start(&mut line);
+            put_slice(
+                &mut line,
+                name,
+                (p + 1, u32::from(v) + 1),
+                (begun, last),
+                &args,
+            );
+            out.write_all(&line)?;
+        }
+    }
     out.write_all(b"]}\n")?;
     out.flush()
+}
+
+/// Appends a complete slice event (`ph` X) from `span.0` to `span.1` on `track` (pid, tid).
+fn put_slice(line: &mut Vec<u8>, name: &str, track: (u32, u32), span: (u64, u64), args: &Args) {
+    line.extend_from_slice(b"{\"ph\":\"X\",\"name\":\"");
+    line.extend_from_slice(name.as_bytes());
+    line.extend_from_slice(b"\",\"cat\":\"vcpu\"");
+    put_track_ts(line, track.0, track.1, span.0);
+    line.extend_from_slice(b",\"dur\":");
+    put_us(line, span.1.saturating_sub(span.0));
+    line.extend_from_slice(b",\"args\":");
+    put_args(line, args.as_slice());
+    line.push(b'}');
 }
 
 /// Writes one CSV line per record of a loaded trace (see [`csv_records`]).
@@ -850,11 +928,69 @@ mod tests {
         assert_eq!(
             halted.len(),
             1,
-            "the halt still open at the end is not drawn"
+            "the halt still open at the end (the last timestamp) is not drawn"
         );
         assert_eq!(halted[0]["ts"], 0.0);
         assert_eq!(halted[0]["dur"], 3.0);
         assert_eq!(halted[0]["args"]["began_before_trace"], 1);
+    }
+
+    #[test]
+    fn a_vcpus_state_at_recording_start_is_its_first_slice() {
+        use hv_link::trace::STATE_AT_START;
+        let trace = Trace::new(
+            header(),
+            vec![
+                rec(1000, 0, 0, Marker, 1, 0),
+                // Halted throughout: drawn to the last timestamp.
+                rec(1200, 0, 0, StateChange, 2, STATE_AT_START),
+                rec(1200, 1, 1, StateChange, 4, STATE_AT_START),
+                // A wake first, but the state at start (outside the window) decides.
+                rec(1200, 1, 0, StateChange, 1, STATE_AT_START),
+                rec(1300, 1, 0, Hypercall, 6, 0),
+                rec(2000, 1, 0, VmExit, 5, 0),
+                rec(3000, 1, 1, ScheduleIn, 0, 0),
+                rec(3500, 1, 1, StateChange, 2, 0),
+            ],
+        );
+        let first = first_records(&trace.records);
+        assert_eq!(
+            first.iter().map(|r| r.timestamp).collect::<Vec<_>>(),
+            [1000, 1200, 1200, 1200, 1300, 2000],
+            "each vCPU's records up to the one that tells its state"
+        );
+        assert_eq!(
+            initial_slices(&first),
+            [((0, 0), HALTED), ((1, 1), OUT_OF_WINDOW), ((1, 0), GUEST)]
+        );
+        let mut out = Vec::new();
+        perfetto(&trace, &mut out).unwrap();
+        let doc: Value = serde_json::from_slice(&out).unwrap();
+        let events = doc["traceEvents"].as_array().unwrap();
+        let slice = |name: &str| {
+            events
+                .iter()
+                .find(|e| e["ph"] == "X" && e["name"] == name)
+                .unwrap_or_else(|| panic!("a {name} slice"))
+        };
+        let out_of_window = slice(OUT_OF_WINDOW);
+        assert_eq!(
+            (out_of_window["ts"].clone(), out_of_window["dur"].clone()),
+            (0.0.into(), 2.0.into())
+        );
+        assert_eq!(out_of_window["args"]["began_before_trace"], 1);
+        assert_eq!(slice(GUEST)["dur"], 1.0);
+        let halted = slice(HALTED);
+        assert_eq!(
+            (halted["ts"].as_f64(), halted["dur"].as_f64()),
+            (Some(0.0), Some(2.5))
+        );
+        assert_eq!(halted["args"]["still_open"], 1);
+        assert!(
+            events
+                .iter()
+                .any(|e| e["ph"] == "i" && e["name"] == "state at start out_of_window")
+        );
     }
 
     #[test]

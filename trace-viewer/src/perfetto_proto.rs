@@ -22,8 +22,8 @@ use hv_link::trace::{RecordKind, TraceHeader, TraceRecord};
 use prost::Message;
 
 use crate::export::{
-    Arg, Args, BEGAN_BEFORE_TRACE, Effect, FastMap, FlowPhase, Name, Suffix, began_before_trace,
-    describe, effect, flow_of, is_instant,
+    Arg, Args, BEGAN_BEFORE_TRACE, Effect, FastMap, FlowPhase, Name, Suffix, describe, effect,
+    flow_of, initial_slices, is_instant,
 };
 
 /// `perfetto.protos.Trace`.
@@ -300,9 +300,9 @@ struct Writer<'w, W: Write> {
 }
 
 /// Writes `records` (in time order) as a Perfetto protobuf trace. `start` is the first
-/// timestamp and `first` each vCPU's first record ([`crate::export::first_records`]): a vCPU
-/// whose first record ends a slice was in that slice from `start` (argument
-/// `began_before_trace`).
+/// timestamp and `first` each vCPU's leading records ([`crate::export::first_records`]): a vCPU
+/// whose state at the recording's start is a slice, or whose first slice record ends one, was in
+/// that slice from `start` (argument `began_before_trace`).
 pub fn write(
     header: &TraceHeader,
     start: u64,
@@ -336,12 +336,9 @@ pub fn write(
             w.vcpu_track(p.id, v as u16)?;
         }
     }
-    for r in first {
-        if let Some(name) = began_before_trace(r) {
-            let key = (r.partition, r.vcpu);
-            w.vcpu_track(key.0, key.1)?;
-            w.begin(start, key, name, Args::of(&[BEGAN_BEFORE_TRACE]), None)?;
-        }
+    for (key, name) in initial_slices(first) {
+        w.vcpu_track(key.0, key.1)?;
+        w.begin(start, key, name, Args::of(&[BEGAN_BEFORE_TRACE]), None)?;
     }
     for r in records {
         w.record(&r)?;
@@ -723,6 +720,47 @@ mod tests {
         assert_eq!(
             begin.track_event.as_ref().unwrap().debug_annotations[0].uint_value,
             Some(1)
+        );
+    }
+
+    #[test]
+    fn a_vcpus_state_at_recording_start_begins_its_track() {
+        use hv_link::trace::STATE_AT_START;
+        let records = vec![
+            rec(100, 0, 0, Marker, 1, 0),
+            // vCPU 1.1 was halted; 1.0 was running and its first exit ends a guest slice.
+            rec(120, 1, 1, StateChange, 2, STATE_AT_START),
+            rec(120, 1, 0, StateChange, 1, STATE_AT_START),
+            rec(150, 1, 0, VmExit, 5, 0),
+            rec(400, 1, 1, Wake, 0, 0),
+        ];
+        let mut out = Vec::new();
+        write_all(records, &mut out);
+        let packets = decode(&out);
+        let short: Vec<(i32, u64, String)> = events(&packets)
+            .into_iter()
+            .filter(|e| e.0 != TYPE_INSTANT)
+            .map(|e| (e.0, e.1, e.2))
+            .collect();
+        assert_eq!(
+            short,
+            [
+                (TYPE_SLICE_BEGIN, vcpu_uuid(1, 1), "halted".to_owned()),
+                (TYPE_SLICE_BEGIN, vcpu_uuid(1, 0), "guest".to_owned()),
+                (TYPE_SLICE_END, vcpu_uuid(1, 0), String::new()),
+                (TYPE_SLICE_END, vcpu_uuid(1, 1), String::new()),
+            ]
+        );
+        let begin = packets.iter().find(|p| p.track_event.is_some()).unwrap();
+        assert_eq!(
+            begin.timestamp,
+            Some(100),
+            "from the trace's first timestamp"
+        );
+        assert!(
+            events(&packets)
+                .iter()
+                .any(|e| e.1 == vcpu_uuid(1, 1) && e.2 == "state at start halted")
         );
     }
 

@@ -69,7 +69,7 @@ pub struct VcpuStats {
     pub exits: BTreeMap<String, u64>,
     /// Hypercalls by name.
     pub hypercalls: BTreeMap<String, u64>,
-    /// State changes by new state.
+    /// State changes by new state (the states at the recording's start are not changes).
     pub states: BTreeMap<String, u64>,
 }
 
@@ -146,6 +146,9 @@ struct VcpuTally {
     stats: VcpuStats,
     entered_at: Option<u64>,
     halted_at: Option<u64>,
+    /// Whether the state this vCPU was in when the trace began is known (see
+    /// [`crate::export::initial_slices`]).
+    lead_done: bool,
 }
 
 #[derive(Default)]
@@ -195,6 +198,17 @@ impl Stats {
                 records += 1;
                 continue;
             };
+            if !vcpu.lead_done && crate::export::ends_lead(r) {
+                // The vCPU was halted or in the guest from the trace's first timestamp: its state
+                // at the recording's start says so, or its first slice record ends that slice.
+                vcpu.lead_done = true;
+                let initial = crate::export::initial_slices(std::slice::from_ref(r));
+                match initial.first().map(|(_, s)| *s) {
+                    Some(crate::export::HALTED) => vcpu.halted_at = Some(first),
+                    Some(crate::export::GUEST) => vcpu.entered_at = Some(first),
+                    _ => {}
+                }
+            }
             if kind == RecordKind::Lost {
                 lost += r.a;
                 // What was open may have ended among the lost records.
@@ -226,6 +240,7 @@ impl Stats {
                         hypercall_name(r.a).map_or_else(|| format!("#{}", r.a), str::to_owned);
                     *s.hypercalls.entry(name).or_default() += 1;
                 }
+                RecordKind::StateChange if r.is_state_at_start() => {}
                 RecordKind::StateChange => {
                     *s.states.entry(vcpu_state_name(r.a).to_owned()).or_default() += 1;
                 }
@@ -255,9 +270,13 @@ impl Stats {
         let vcpus: Vec<(u32, VcpuStats)> = vcpus
             .into_iter()
             .map(|((p, v), state)| {
+                // Still in the guest or halted at the end: counted up to the last timestamp.
+                let upto = |since: Option<u64>| since.map_or(0, |t| last.saturating_sub(t));
                 let stats = VcpuStats {
                     partition: name(p),
                     vcpu: v,
+                    guest_ns: state.stats.guest_ns + upto(state.entered_at),
+                    halted_ns: state.stats.halted_ns + upto(state.halted_at),
                     ..state.stats
                 };
                 (p, stats)
@@ -443,6 +462,43 @@ mod tests {
         assert_eq!(s.histogram.last(), Some(&(128, 36)));
         assert_eq!(s.histogram.iter().map(|b| b.1).sum::<u64>(), 100);
         assert_eq!(Summary::of(Vec::new()).count, 0);
+    }
+
+    #[test]
+    fn a_vcpu_halted_at_recording_start_counts_halted_from_the_first_timestamp() {
+        use hv_link::trace::STATE_AT_START;
+        let trace = Trace::new(
+            header(),
+            vec![
+                rec(1000, 0, 0, VmEntry, 0, 0),
+                rec(1100, 1, 1, StateChange, 2, STATE_AT_START),
+                rec(1100, 1, 0, StateChange, 1, STATE_AT_START),
+                rec(3000, 0, 0, VmExit, 5, 0),
+                rec(4000, 1, 1, Wake, 0, 0),
+                rec(4500, 1, 0, VmExit, 5, 0),
+                rec(5000, 1, 1, StateChange, 4, 0),
+            ],
+        );
+        let stats = Stats::compute(&trace);
+        let v = |p: &str, i: u16| {
+            stats
+                .vcpus
+                .iter()
+                .find(|v| v.partition == p && v.vcpu == i)
+                .unwrap()
+        };
+        assert_eq!(v("b", 1).halted_ns, 3000, "halted from the first timestamp");
+        assert_eq!(
+            v("b", 0).halted_ns,
+            0,
+            "running at start: its wake ends nothing"
+        );
+        assert_eq!(v("a", 0).guest_ns, 2000);
+        assert_eq!(
+            v("b", 1).states.iter().collect::<Vec<_>>(),
+            [(&"out_of_window".to_owned(), &1)],
+            "the state at start is not a change"
+        );
     }
 
     #[test]

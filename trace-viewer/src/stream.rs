@@ -174,9 +174,10 @@ impl TraceStream {
             .map(|p| p.name.as_str())
     }
 
-    /// Each vCPU's first record (the earliest), in the order the vCPUs first appear: what the
-    /// exporters look at to show the state a vCPU was in when the trace began (one batch read
-    /// per vCPU).
+    /// Each vCPU's leading records in its first batch (in time order, up to and including the
+    /// first that tells its state when the trace began, see [`crate::export::first_records`]), in
+    /// the order the vCPUs first appear: what the exporters look at to show the state a vCPU was
+    /// in when the trace began (one batch read per vCPU).
     pub fn first_records(&self) -> Result<Vec<TraceRecord>, ViewerError> {
         let format = |source| ViewerError::Format {
             path: self.path.clone(),
@@ -193,11 +194,16 @@ impl TraceStream {
             self.file
                 .read_exact_at(&mut chunk, at.offset)
                 .map_err(|e| format(TraceError::Io(e)))?;
-            let first = batch_records(&chunk)
+            let mut part: Vec<TraceRecord> = batch_records(&chunk)
                 .map_err(format)?
                 .filter(|r| (r.partition, r.vcpu) == lane.key)
-                .min_by_key(|r| r.timestamp);
-            firsts.extend(first);
+                .collect();
+            part.sort_by_key(|r| r.timestamp);
+            let lead = part
+                .iter()
+                .position(crate::export::ends_lead)
+                .map_or(part.len(), |i| i + 1);
+            firsts.extend_from_slice(&part[..lead]);
         }
         Ok(firsts)
     }

@@ -353,6 +353,8 @@ impl ConnState {
                 match subscribed {
                     Ok(sub) => {
                         self.traces.insert(channel, sub);
+                        // Where this recording starts, if anything is traced already.
+                        shared.trace.note_start_states(&shared.partitions);
                     }
                     Err(e) => {
                         tracing::warn!("debug agent: cannot start a trace writer: {e}");

@@ -7,6 +7,11 @@
 //! next batch as `Lost` records with `b = LOST_ON_LINK`. The drainer never waits for a
 //! subscriber, and the vCPUs never wait for the drainer: produced = delivered + lost, exactly,
 //! per subscriber, for the records produced while it was subscribed.
+//!
+//! Beside the rings, a side path: when a recording starts (`trace.start`, a `trace` channel
+//! opening) the agent notes every traced vCPU's current state as a `StateChange` record with
+//! `b = STATE_AT_START`, stamped with one clock read (the rings accept records only from their
+//! vCPU's thread); the drainer puts these at the head of its next batch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,8 +23,8 @@ use hv_core::PartitionHandle;
 use hv_core::clock::Clock;
 use hv_link::control::{PartitionStats, PartitionsStats, TraceStartParams, VcpuStats};
 use hv_link::trace::{
-    LOST_IN_RING, LOST_ON_LINK, MAX_BATCH_RECORDS, RecordKind, TraceClock, TraceHeader,
-    TracePartition, TraceRecord, class_bits, encode_batch_into, encode_header,
+    LOST_IN_RING, LOST_ON_LINK, MAX_BATCH_RECORDS, RecordKind, STATE_AT_START, TraceClock,
+    TraceHeader, TracePartition, TraceRecord, class, class_bits, encode_batch_into, encode_header,
 };
 use hv_link::{ChannelId, FrameEncoder, FrameWriter, RpcError};
 
@@ -69,6 +74,9 @@ pub(crate) struct TraceHub {
     /// union, so one tool's `trace.stop` never cuts off another tool's trace.
     requests: Mutex<BTreeMap<u64, Vec<u32>>>,
     next_requester: AtomicU64,
+    /// Records of the side path (vCPU states at a recording's start) for the drainer's next
+    /// batch.
+    side: Mutex<Vec<TraceRecord>>,
 }
 
 impl TraceHub {
@@ -108,6 +116,31 @@ impl TraceHub {
         Ok(sub)
     }
 
+    /// Notes the current state of every vCPU whose `sched` class is on, as `StateChange`
+    /// records with `b = STATE_AT_START` stamped now, for the drainer's next batch: where a
+    /// recording starts, its readers know each vCPU's state before the vCPU's own first record.
+    pub(crate) fn note_start_states(&self, partitions: &[PartitionHandle]) {
+        let now = Clock::shared().now_ns();
+        let mut side = self.side.lock().unwrap_or_else(|p| p.into_inner());
+        for p in partitions {
+            for v in p.vcpus() {
+                if v.trace.classes() & class::SCHED != 0 {
+                    side.push(start_state(
+                        now,
+                        p.id() as u32,
+                        v.index as u16,
+                        v.state() as u64,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Takes the side path's records into `out`.
+    fn take_side(&self, out: &mut Vec<TraceRecord>) {
+        out.append(&mut self.side.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
     /// Ends a subscription.
     pub(crate) fn unsubscribe(&self, sub: &Arc<Subscriber>) {
         sub.close();
@@ -138,6 +171,19 @@ impl TraceHub {
                 v.trace.set_classes(union);
             }
         }
+    }
+}
+
+/// The record saying that vCPU `vcpu` of `partition` is in state `state` (hv-core's vCPU state
+/// code, as `StateChange` carries it) at `timestamp`, when a recording starts.
+fn start_state(timestamp: u64, partition: u32, vcpu: u16, state: u64) -> TraceRecord {
+    TraceRecord {
+        timestamp,
+        kind: RecordKind::StateChange as u16,
+        vcpu,
+        partition,
+        a: state,
+        b: STATE_AT_START,
     }
 }
 
@@ -209,6 +255,7 @@ impl Drainer {
     /// Empties every ring once and offers the records to every subscriber.
     pub(crate) fn drain_once(&mut self, partitions: &[PartitionHandle], hub: &TraceHub) {
         self.records.clear();
+        hub.take_side(&mut self.records);
         for p in partitions {
             for v in p.vcpus() {
                 v.trace.drain(&mut self.records);
@@ -302,7 +349,9 @@ fn offer(
 fn drop_batch(sub: &Subscriber, batch: &[TraceRecord]) {
     let mut unreported = sub.unreported();
     let mut total = 0;
-    for r in batch {
+    // A vCPU's state at a recording's start comes from no ring: not counted (see
+    // `note_start_states`).
+    for r in batch.iter().filter(|r| !r.is_state_at_start()) {
         // A `Lost` record stands for `a` records.
         let n = if r.kind == RecordKind::Lost as u16 {
             r.a
@@ -349,6 +398,8 @@ pub(crate) fn start(
             mine[i] = bits;
         }
     });
+    // After the classes are on: a record a vCPU writes from now on comes after its state here.
+    shared.trace.note_start_states(&shared.partitions);
     Ok(())
 }
 
@@ -434,6 +485,35 @@ mod tests {
             b: i,
             timestamp: i,
         }
+    }
+
+    #[test]
+    fn start_states_go_at_the_head_of_the_next_batch_and_are_not_counted_when_dropped() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let sub = Arc::new(Subscriber {
+            tx,
+            unreported: Mutex::default(),
+            lost: AtomicU64::new(0),
+            closed: Arc::default(),
+        });
+        let hub = TraceHub::default();
+        hub.lock().push(sub.clone());
+        let halted = start_state(50, 1, 0, 2);
+        hub.side.lock().unwrap().push(halted);
+        let mut drainer = Drainer::default();
+        drainer.drain_once(&[], &hub);
+        let (hv_link::trace::Chunk::Batch(got), _) =
+            hv_link::trace::decode_chunk(&rx.recv().unwrap()).unwrap()
+        else {
+            panic!("a batch")
+        };
+        assert_eq!(got, [halted]);
+        assert!(got[0].is_state_at_start());
+        assert!(hub.side.lock().unwrap().is_empty(), "taken once");
+        // A full queue: the marker is lost and counted, the start state is not a ring's record.
+        offer(&sub, &[marker(1)], &mut None, &mut Vec::new());
+        offer(&sub, &[halted, marker(2)], &mut None, &mut Vec::new());
+        assert_eq!(sub.lost(), 1);
     }
 
     #[test]
