@@ -365,7 +365,7 @@ fn a_recorded_trace_gives_stats_a_perfetto_export_and_csv() {
         "--connect".as_ref(),
         link.as_ref(),
         "--duration".as_ref(),
-        "1".as_ref(),
+        "3".as_ref(),
     ]);
     agent.shutdown();
 
@@ -485,6 +485,39 @@ fn a_recorded_trace_gives_stats_a_perfetto_export_and_csv() {
     };
     assert_eq!(csv.lines().count() as u64, records + 1);
     assert!(csv.starts_with("time_ns,partition,vcpu,kind,a,b,detail\n"));
+
+    // IPC: the header says which endpoints the demo's channel joins (channel 0 of control and of
+    // telemetry), and the export draws a flow from each of control's sends (one a second) to
+    // telemetry's receive of it.
+    let header = hv_link::trace::TraceReader::new(std::fs::File::open(&file).unwrap())
+        .unwrap()
+        .header()
+        .clone();
+    let ends: Vec<(u32, u64)> = header.channels[0]
+        .endpoints
+        .iter()
+        .map(|e| (e.partition, e.channel))
+        .collect();
+    assert_eq!(header.channels[0].name, "telemetry");
+    assert_eq!(ends, [(0, 0), (1, 0)]);
+    let bound = |dir: &str| -> BTreeMap<String, &serde_json::Value> {
+        events
+            .iter()
+            .filter(|e| e[dir] == true)
+            .map(|e| (e["bind_id"].as_str().unwrap().to_owned(), e))
+            .collect()
+    };
+    let (sends, receives) = (bound("flow_out"), bound("flow_in"));
+    assert!(!receives.is_empty(), "a message received within 3 s");
+    for (id, receive) in &receives {
+        let send = sends.get(id).expect("each receive's flow begins at a send");
+        assert_eq!(send["name"], "IPC send 0");
+        assert_eq!(send["pid"], control_pid);
+        assert_eq!(receive["name"], "IPC receive 0");
+        assert_ne!(receive["pid"], control_pid);
+        assert_eq!(send["args"]["len"], receive["args"]["len"]);
+        assert!(send["ts"].as_f64() <= receive["ts"].as_f64());
+    }
 
     // Each vCPU's state when the recording started is in the trace; a vCPU halted then (and
     // not seen halting or waking before it) shows a halted slice from the trace's first

@@ -193,6 +193,34 @@ fn every_export_of_a_synthetic_trace_agrees_with_its_records() {
         4 * 2 + 8,
         "process name and order, thread names"
     );
+    // IPC: a flow from each send to its receive (the header's channels join control's channel 1
+    // and telemetry's), paired in order: same length, forward in time, sender to receiver.
+    let sends = want.n(RecordKind::IpcSend);
+    assert_eq!(sends, want.n(RecordKind::IpcReceive));
+    let mut ipc: HashMap<String, (Option<&Value>, Option<&Value>)> = HashMap::new();
+    for e in events.iter().filter(|e| e["bind_id"].is_string()) {
+        let id = e["bind_id"].as_str().unwrap().to_owned();
+        let end = ipc.entry(id).or_default();
+        if e["flow_out"] == true {
+            assert!(
+                e["name"] == "IPC send 1" && end.0.replace(e).is_none(),
+                "{e}"
+            );
+        } else {
+            assert!(e["flow_in"] == true && e["name"] == "IPC receive 1", "{e}");
+            assert!(end.1.replace(e).is_none(), "{e}");
+        }
+    }
+    assert_eq!(ipc.len() as u64, sends);
+    for (send, receive) in ipc.values() {
+        let (send, receive) = (send.expect("a send"), receive.expect("a receive"));
+        assert_eq!(send["args"]["len"], receive["args"]["len"]);
+        assert!(us(&send["ts"]) < us(&receive["ts"]));
+        assert_eq!(
+            (send["pid"].as_u64(), receive["pid"].as_u64()),
+            (Some(1), Some(2))
+        );
+    }
 
     // Protobuf, decoded with Perfetto's schema.
     let proto_path = dir.path().join("t.perfetto-trace");
@@ -229,9 +257,13 @@ fn every_export_of_a_synthetic_trace_agrees_with_its_records() {
     // Each reply is also an instant (it ends the request's flow).
     assert_eq!(instants, want.instants() + requests);
     assert_eq!(summary["instants"]["take request"], requests);
-    assert_eq!(summary["flows"], requests);
-    assert_eq!(summary["flows_ended"], requests);
-    assert_eq!(summary["flow_lengths"], serde_json::json!({"4": requests}));
+    // Device requests (4 events each) and IPC messages (send and receive).
+    assert_eq!(summary["flows"], requests + sends);
+    assert_eq!(summary["flows_ended"], requests + sends);
+    assert_eq!(
+        summary["flow_lengths"],
+        serde_json::json!({"4": requests, "2": sends})
+    );
     let depth = summary["max_depth"].as_u64().unwrap();
     assert!((1..=2).contains(&depth), "{summary}");
 }

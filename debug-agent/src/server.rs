@@ -194,12 +194,14 @@ impl Agent {
         options: AgentOptions,
     ) -> Result<Agent, AgentError> {
         let events = system.subscribe(EVENT_CAPACITY);
-        Agent::start_parts(
+        let channels = trace::channels(&system.config);
+        Agent::start_with(
             &system.config.name,
             system.handles(),
             events,
             config,
             options,
+            channels,
         )
     }
 
@@ -211,6 +213,18 @@ impl Agent {
         events: Receiver<SystemEvent>,
         config: &AgentConfig,
         options: AgentOptions,
+    ) -> Result<Agent, AgentError> {
+        Agent::start_with(system, partitions, events, config, options, Vec::new())
+    }
+
+    /// [`start_parts`](Self::start_parts) with the IPC channels for the trace header.
+    fn start_with(
+        system: &str,
+        partitions: Vec<PartitionHandle>,
+        events: Receiver<SystemEvent>,
+        config: &AgentConfig,
+        options: AgentOptions,
+        channels: Vec<hv_link::trace::TraceChannel>,
     ) -> Result<Agent, AgentError> {
         let addr = link_addr(system, config, &options)?;
         let bind = BindOptions {
@@ -225,7 +239,7 @@ impl Agent {
         let token_file = listener.token_file().map(|p| p.to_owned());
         let mut server = ServerConfig::for_listener(&listener, options.server_name.clone(), system);
         server.handshake_timeout = options.handshake_timeout;
-        let trace_header = trace::header(system, &partitions);
+        let trace_header = trace::header(system, &partitions, channels);
         let shared = Arc::new(Shared {
             system: system.to_owned(),
             partitions: partitions.into(),

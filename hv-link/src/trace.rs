@@ -396,6 +396,29 @@ pub struct TraceHeader {
     pub clock: TraceClock,
     /// Partitions in id order.
     pub partitions: Vec<TracePartition>,
+    /// IPC channels and the endpoints each joins, in description order (empty, and absent from
+    /// the JSON, when unknown: traces of older agents).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<TraceChannel>,
+}
+
+/// One IPC channel in the header: what `IpcSend`/`IpcReceive` records' channel numbers (each
+/// partition's own) mean.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceChannel {
+    /// Channel name.
+    pub name: String,
+    /// The two endpoints.
+    pub endpoints: Vec<TraceEndpoint>,
+}
+
+/// One end of an IPC channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceEndpoint {
+    /// Partition id.
+    pub partition: u32,
+    /// The channel's number in that partition (`IpcSend.a` / `IpcReceive.a`).
+    pub channel: u64,
 }
 
 /// One interrupt latency measured from a record stream by [`IrqLatencies`].
@@ -756,7 +779,29 @@ mod tests {
                 vcpus: 2,
                 image: "/x/control.elf".into(),
             }],
+            channels: vec![TraceChannel {
+                name: "ch".into(),
+                endpoints: vec![
+                    TraceEndpoint {
+                        partition: 0,
+                        channel: 0,
+                    },
+                    TraceEndpoint {
+                        partition: 1,
+                        channel: 0,
+                    },
+                ],
+            }],
         }
+    }
+
+    #[test]
+    fn a_header_without_channels_reads_as_before() {
+        let old = br#"{"system":"s","clock":{"tsc_khz":1,"epoch_unix_ns":2},"partitions":[]}"#;
+        let h: TraceHeader = serde_json::from_slice(old).unwrap();
+        assert!(h.channels.is_empty());
+        let json = serde_json::to_string(&h).unwrap();
+        assert!(!json.contains("channels"), "{json}");
     }
 
     fn records(n: u64) -> Vec<TraceRecord> {

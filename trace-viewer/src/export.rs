@@ -8,7 +8,8 @@
 //! slices for its time in the guest (entry to exit, with the exit reason), halted, stopped in the
 //! debugger, outside its schedule window and blocked on a device model; interrupts, hypercalls,
 //! device accesses, IPC, markers and state changes are instants on it, and each device-model
-//! request is a flow from the client's access through the model and back.
+//! request is a flow from the client's access through the model and back, each IPC message one
+//! from its send to its receive (when the header lists the channels' endpoints).
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -392,6 +393,70 @@ pub(crate) fn flow_of(kind: RecordKind) -> Option<FlowPhase> {
     }
 }
 
+/// Most IPC sends one direction of a channel keeps waiting for their receive (beyond, the oldest
+/// is forgotten: memory stays bounded when the receiver is not traced).
+const MAX_IPC_IN_FLIGHT: usize = 1 << 16;
+
+/// Pairs IPC sends with their receives, for flows from sender to receiver: the header's
+/// `channels` say which (partition, channel number) ends each channel joins; on each channel and
+/// direction, receives take the sends in order (channels are FIFO). A `Lost` record of an
+/// endpoint's vCPU forgets the sends waiting on its channels (the pairing would be off).
+#[derive(Debug, Default)]
+pub(crate) struct IpcFlows {
+    /// (partition, channel number) → (channel index, endpoint index).
+    ends: FastMap<(u32, u64), (usize, usize)>,
+    /// Per channel and sending endpoint: the flow ids of sends not received yet.
+    waiting: Vec<[std::collections::VecDeque<u64>; 2]>,
+    sent: u64,
+}
+
+impl IpcFlows {
+    /// The pairing for a trace with `header` (none when the header lists no channels).
+    pub(crate) fn new(header: &TraceHeader) -> IpcFlows {
+        let mut flows = IpcFlows::default();
+        for (i, c) in header.channels.iter().enumerate() {
+            if let [a, b] = c.endpoints[..] {
+                flows.ends.insert((a.partition, a.channel), (i, 0));
+                flows.ends.insert((b.partition, b.channel), (i, 1));
+            }
+        }
+        flows.waiting = vec![Default::default(); header.channels.len()];
+        flows
+    }
+
+    /// The flow `r` begins (an `IpcSend`) or ends (the `IpcReceive` of a send in the trace):
+    /// its phase and id (odd ids: device-model flows use even ones).
+    pub(crate) fn feed(&mut self, r: &TraceRecord) -> Option<(FlowPhase, u64)> {
+        match r.kind()? {
+            RecordKind::IpcSend => {
+                let &(channel, end) = self.ends.get(&(r.partition, r.a))?;
+                let id = (self.sent << 1) | 1;
+                self.sent += 1;
+                let queue = &mut self.waiting[channel][end];
+                if queue.len() == MAX_IPC_IN_FLIGHT {
+                    queue.pop_front();
+                }
+                queue.push_back(id);
+                Some((FlowPhase::Start, id))
+            }
+            RecordKind::IpcReceive => {
+                let &(channel, end) = self.ends.get(&(r.partition, r.a))?;
+                let id = self.waiting[channel][1 - end].pop_front()?;
+                Some((FlowPhase::End, id))
+            }
+            RecordKind::Lost => {
+                for (&(partition, _), &(channel, _)) in &self.ends {
+                    if partition == r.partition {
+                        self.waiting[channel].iter_mut().for_each(|q| q.clear());
+                    }
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Whether a record is an instant on its track (not a slice boundary).
 pub(crate) fn is_instant(kind: RecordKind) -> bool {
     use RecordKind::*;
@@ -686,6 +751,7 @@ pub fn perfetto_json(
             (0, Args::of(&[BEGAN_BEFORE_TRACE])),
         );
     }
+    let mut ipc = IpcFlows::new(header);
     let mut last = 0;
     for r in records {
         let Some(kind) = r.kind() else {
@@ -731,6 +797,16 @@ pub fn perfetto_json(
             put_track_ts(&mut line, pid, tid, ts);
             line.extend_from_slice(b",\"args\":");
             put_args(&mut line, args.as_slice());
+            // An IPC send's flow to its receive (flow v2: bound to these instants).
+            if let Some((phase, id)) = ipc.feed(&r) {
+                line.extend_from_slice(b",\"bind_id\":\"");
+                put_hex(&mut line, id);
+                line.extend_from_slice(if phase == FlowPhase::Start {
+                    b"\",\"flow_out\":true"
+                } else {
+                    b"\",\"flow_in\":true"
+                });
+            }
             line.push(b'}');
             out.write_all(&line)?;
         }

@@ -5,7 +5,8 @@
 //! (`TrackDescriptor`s first); slices (guest, halted, stopped in the debugger, outside the
 //! schedule window, blocked on a device) are `TrackEvent` begin/end pairs on the vCPU's track,
 //! everything else an instant; each device-model request is a flow (`flow_ids`) from the
-//! client's blocked slice through the model's take and answer to the client's reply. Event
+//! client's blocked slice through the model's take and answer to the client's reply, and each IPC
+//! message a flow from the sender's `IPC send` to the receiver's `IPC receive`. Event
 //! names, categories and argument names are interned on the one packet sequence.
 //!
 //! Slices on a track must nest: when a slice ends while a later one is still open (say a debugger
@@ -22,8 +23,8 @@ use hv_link::trace::{RecordKind, TraceHeader, TraceRecord};
 use prost::Message;
 
 use crate::export::{
-    Arg, Args, BEGAN_BEFORE_TRACE, Effect, FastMap, FlowPhase, Name, Suffix, describe, effect,
-    flow_of, initial_slices, is_instant,
+    Arg, Args, BEGAN_BEFORE_TRACE, Effect, FastMap, FlowPhase, IpcFlows, Name, Suffix, describe,
+    effect, flow_of, initial_slices, is_instant,
 };
 
 /// `perfetto.protos.Trace`.
@@ -287,6 +288,8 @@ struct Writer<'w, W: Write> {
     /// Flows begun and not ended (requests in flight): only those get an end, so that a reply
     /// to a request made before the trace began ends nothing.
     open_flows: FastMap<u64, ()>,
+    /// IPC sends waiting for their receives (flows from sender to receiver).
+    ipc: IpcFlows,
     first: bool,
     /// Names, categories and argument names new in the packet being made.
     new_names: Vec<(u64, String)>,
@@ -320,6 +323,7 @@ pub fn write(
         tracks: FastMap::default(),
         processes: FastMap::default(),
         open_flows: FastMap::default(),
+        ipc: IpcFlows::new(header),
         first: true,
         new_names: Vec::new(),
         new_static_names: Vec::new(),
@@ -662,7 +666,15 @@ impl<W: Write> Writer<'_, W> {
             if matches!(kind, RecordKind::ModelReceive | RecordKind::ModelRespond) {
                 args.push_front(("request", Arg::U(r.a)));
             }
-            let step = flow.filter(|(p, _)| *p == FlowPhase::Step).map(|f| f.1);
+            let mut flows = (
+                flow.filter(|(p, _)| *p == FlowPhase::Step).map(|f| f.1),
+                None,
+            );
+            match self.ipc.feed(r) {
+                Some((FlowPhase::End, id)) => flows.1 = Some(id),
+                Some((_, id)) => flows.0 = Some(id),
+                None => {}
+            }
             self.event(
                 ts,
                 key,
@@ -670,7 +682,7 @@ impl<W: Write> Writer<'_, W> {
                 EventName::Name(name),
                 Some(category),
                 args.as_slice(),
-                (step, None),
+                flows,
             )?;
         }
         Ok(())

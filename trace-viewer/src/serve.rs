@@ -67,7 +67,7 @@ pub type SaveFn = Box<dyn Fn() -> Result<std::path::PathBuf, String> + Send + Sy
 /// What a viewer shows.
 enum Source {
     /// A trace file, through its index.
-    File(Index),
+    File(Box<Index>),
     /// A running system's trace, growing, and how to save it.
     Live(Arc<RwLock<LiveTrace>>, SaveFn),
 }
@@ -76,7 +76,7 @@ impl Content {
     /// Runs `f` on the store (a live trace stays locked for reading meanwhile).
     fn with_store<R>(&self, f: impl FnOnce(&dyn Store) -> R) -> R {
         match &self.source {
-            Source::File(index) => f(index),
+            Source::File(index) => f(&**index),
             Source::Live(live, _) => match live.read() {
                 Ok(live) => f(&*live),
                 Err(poisoned) => f(&*poisoned.into_inner()),
@@ -101,7 +101,7 @@ impl std::fmt::Debug for Viewer {
 impl Viewer {
     /// Serves the trace of `index` on `addr` (port 0 picks a free port; see [`Viewer::addr`]).
     pub fn start(index: Index, addr: SocketAddr) -> Result<Viewer, ServeError> {
-        Viewer::start_source(Source::File(index), addr)
+        Viewer::start_source(Source::File(Box::new(index)), addr)
     }
 
     /// Serves a live trace on `addr`: the page follows it as it grows; its Save button calls

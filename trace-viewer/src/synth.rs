@@ -15,8 +15,8 @@ use std::collections::BinaryHeap;
 use std::io::Write;
 
 use hv_link::trace::{
-    MAX_BATCH_RECORDS, RecordKind, TraceClock, TraceError, TraceHeader, TracePartition,
-    TraceRecord, TraceWriter,
+    MAX_BATCH_RECORDS, RecordKind, TraceChannel, TraceClock, TraceEndpoint, TraceError,
+    TraceHeader, TracePartition, TraceRecord, TraceWriter,
 };
 
 /// How big a trace to make.
@@ -48,6 +48,20 @@ pub fn header() -> TraceHeader {
             partition(2, "uart-model", 1),
             partition(3, "worker", 4),
         ],
+        // Control's channel 1 is telemetry's channel 1 (what their IPC records carry).
+        channels: vec![TraceChannel {
+            name: "telemetry".into(),
+            endpoints: vec![
+                TraceEndpoint {
+                    partition: 0,
+                    channel: 1,
+                },
+                TraceEndpoint {
+                    partition: 1,
+                    channel: 1,
+                },
+            ],
+        }],
     }
 }
 
@@ -137,6 +151,8 @@ struct Sim {
     seq: u64,
     next_request: u64,
     generated: u64,
+    /// When the last IPC message is received (the channel is FIFO: messages arrive in order).
+    last_received: u64,
 }
 
 impl Sim {
@@ -196,13 +212,14 @@ impl Sim {
                 self.push(i, reply, ModelReply, id, reply - request);
                 t = reply + 200;
             }
-            Role::Control if choice < 40 => {
-                // IPC to telemetry.
+            Role::Control if choice < 40 && self.lanes[i].vcpu == 0 => {
+                // IPC to telemetry, from one vCPU (so messages are sent in time order).
                 self.push(i, t, VmExit, 3, rip);
                 let len = self.rng.range(8, 256);
                 self.push(i, t + 200, IpcSend, 1, len);
                 self.push(i, t + 300, Hypercall, 9, 0);
-                let received = t + self.rng.range(2_000, 20_000);
+                let received = (t + self.rng.range(2_000, 20_000)).max(self.last_received + 100);
+                self.last_received = received;
                 self.push(TELEMETRY_LANE, received, IpcReceive, 1, len);
                 t += 500;
             }
@@ -268,6 +285,7 @@ pub fn write<W: Write>(out: W, options: SynthOptions) -> Result<u64, TraceError>
         seq: 0,
         next_request: 1,
         generated: 0,
+        last_received: 0,
     };
     for p in &header.partitions {
         let role = match p.name.as_str() {

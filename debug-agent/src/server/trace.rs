@@ -23,8 +23,9 @@ use hv_core::PartitionHandle;
 use hv_core::clock::Clock;
 use hv_link::control::{PartitionStats, PartitionsStats, TraceStartParams, VcpuStats};
 use hv_link::trace::{
-    LOST_IN_RING, LOST_ON_LINK, MAX_BATCH_RECORDS, RecordKind, STATE_AT_START, TraceClock,
-    TraceHeader, TracePartition, TraceRecord, class, class_bits, encode_batch_into, encode_header,
+    LOST_IN_RING, LOST_ON_LINK, MAX_BATCH_RECORDS, RecordKind, STATE_AT_START, TraceChannel,
+    TraceClock, TraceEndpoint, TraceHeader, TracePartition, TraceRecord, class, class_bits,
+    encode_batch_into, encode_header,
 };
 use hv_link::{ChannelId, FrameEncoder, FrameWriter, RpcError};
 
@@ -208,8 +209,45 @@ fn write_loop(closed: &AtomicBool, rx: &Receiver<Arc<[u8]>>, channel: ChannelId,
     }
 }
 
+/// The IPC channels of a system description and the endpoints each joins, with each
+/// endpoint's channel number in its partition (its place among the partition's channels in
+/// description order, as the hypervisor numbers them), for the trace header.
+pub(crate) fn channels(config: &hv_config::SystemConfig) -> Vec<TraceChannel> {
+    let ids: HashMap<&str, u32> = config
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.as_str(), i as u32))
+        .collect();
+    let mut numbered: HashMap<&str, u64> = HashMap::new();
+    config
+        .channels
+        .iter()
+        .map(|c| TraceChannel {
+            name: c.name.clone(),
+            endpoints: c
+                .endpoints
+                .iter()
+                .filter_map(|e| {
+                    let number = numbered.entry(e.as_str()).or_default();
+                    let channel = *number;
+                    *number += 1;
+                    Some(TraceEndpoint {
+                        partition: *ids.get(e.as_str())?,
+                        channel,
+                    })
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 /// The header every new `trace` channel starts with.
-pub(crate) fn header(system: &str, partitions: &[PartitionHandle]) -> Vec<u8> {
+pub(crate) fn header(
+    system: &str,
+    partitions: &[PartitionHandle],
+    channels: Vec<TraceChannel>,
+) -> Vec<u8> {
     let clock = Clock::shared();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -229,6 +267,7 @@ pub(crate) fn header(system: &str, partitions: &[PartitionHandle]) -> Vec<u8> {
                 image: normalize(p.image_path()).display().to_string(),
             })
             .collect(),
+        channels,
     })
 }
 
@@ -485,6 +524,55 @@ mod tests {
             b: i,
             timestamp: i,
         }
+    }
+
+    #[test]
+    fn channel_ends_are_numbered_per_partition_in_description_order() {
+        let toml = r#"
+[system]
+name = "t"
+[[partition]]
+name = "a"
+image = "a.elf"
+[[partition]]
+name = "b"
+image = "b.elf"
+[[partition]]
+name = "c"
+image = "c.elf"
+[[channel]]
+name = "ab"
+endpoints = ["a", "b"]
+[[channel]]
+name = "ca"
+endpoints = ["c", "a"]
+vector = 49
+"#;
+        let options = hv_config::ParseOptions {
+            check_images: false,
+            ..Default::default()
+        };
+        let config =
+            hv_config::SystemConfig::parse_with(toml, std::path::Path::new("t.toml"), &options)
+                .unwrap();
+        let got: Vec<(String, Vec<(u32, u64)>)> = channels(&config)
+            .into_iter()
+            .map(|c| {
+                let ends = c
+                    .endpoints
+                    .iter()
+                    .map(|e| (e.partition, e.channel))
+                    .collect();
+                (c.name, ends)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ab".to_owned(), vec![(0, 0), (1, 0)]),
+                ("ca".to_owned(), vec![(2, 0), (0, 1)]),
+            ]
+        );
     }
 
     #[test]
