@@ -479,13 +479,6 @@ impl<H: GuestHandle> Target for PartitionTarget<H> {
     fn guard_rail_implicit_sw_breakpoints(&self) -> bool {
         true
     }
-
-    /// No run-length encoding: gdbstub writes an RLE reply one byte at a time through a state
-    /// machine (over half of the agent's time in a 16 KiB `m`), while plain hex goes out in
-    /// chunks (vendor/gdbstub.patch). The replies only cross a local socket or the host link.
-    fn use_rle(&self) -> bool {
-        false
-    }
 }
 
 impl<H: GuestHandle> MultiThreadBase for PartitionTarget<H> {

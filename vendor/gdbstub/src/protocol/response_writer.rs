@@ -192,13 +192,16 @@ impl<'a, C: Connection + 'a> ResponseWriter<'a, C> {
 
     /// Write a byte-buffer as a hex string (i.e: two ascii chars / byte).
     pub fn write_hex_buf(&mut self, data: &[u8]) -> Result<(), Error<C::Error>> {
-        // Without RLE (and without packet logging), the hex digits go to the connection in
-        // chunks: a byte-at-a-time `write` costs most of the time of a large `m` reply.
+        // The digits are encoded a chunk at a time: a byte-at-a-time `write` costs most of the
+        // time of a large `m` reply.
+        if self.rle_enabled {
+            return self.write_hex_runs(data);
+        }
         #[cfg(feature = "trace-pkt")]
         let logging = log_enabled!(log::Level::Trace);
         #[cfg(not(feature = "trace-pkt"))]
         let logging = false;
-        if !self.rle_enabled && !logging {
+        if !logging {
             return self.write_hex_chunks(data);
         }
         for b in data.iter() {
@@ -207,10 +210,46 @@ impl<'a, C: Connection + 'a> ResponseWriter<'a, C> {
         Ok(())
     }
 
+    /// [`write_hex_buf`](Self::write_hex_buf) with RLE: each run of one digit goes through the
+    /// RLE state at once (a zero page is a few runs, not 8192 calls). Same output as writing
+    /// the digits one by one.
+    fn write_hex_runs(&mut self, data: &[u8]) -> Result<(), Error<C::Error>> {
+        let mut chunk = [0u8; 256];
+        for part in data.chunks(chunk.len() / 2) {
+            let hex = &mut chunk[..part.len() * 2];
+            hex_digits(hex, part);
+            let mut i = 0;
+            while i < hex.len() {
+                let c = hex[i];
+                let run = hex[i..].iter().take_while(|&&x| x == c).count();
+                self.write_run(c, run)?;
+                i += run;
+            }
+        }
+        Ok(())
+    }
+
+    /// `write(byte)` `n` times, RLE on: the pending run grows by as much as `write` lets it
+    /// in one step.
+    fn write_run(&mut self, byte: u8, mut n: usize) -> Result<(), Error<C::Error>> {
+        // `write` grows a run while `' ' - 4 + (repeat + 1) <= '~'`.
+        const MAX_REPEAT: u8 = b'~' - (b' ' - 4);
+        while n > 0 {
+            if byte == self.rle_char && self.rle_repeat < MAX_REPEAT {
+                let add = usize::from(MAX_REPEAT - self.rle_repeat).min(n);
+                self.rle_repeat += add as u8;
+                n -= add;
+            } else {
+                self.write(byte)?;
+                n -= 1;
+            }
+        }
+        Ok(())
+    }
+
     /// [`write_hex_buf`](Self::write_hex_buf) without RLE: encodes up to 256 digits at a time
     /// and hands them to the connection with one `write_all`.
     fn write_hex_chunks(&mut self, data: &[u8]) -> Result<(), Error<C::Error>> {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         if data.is_empty() {
             return Ok(());
         }
@@ -218,22 +257,10 @@ impl<'a, C: Connection + 'a> ResponseWriter<'a, C> {
             self.started = true;
             self.inner.write(b'$').map_err(Error)?;
         }
-        if data.len() <= 16 {
-            // Short buffers (`g` replies come one byte at a time): no chunk to fill.
-            for b in data {
-                let pair = [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0x0f)]];
-                self.checksum = self.checksum.wrapping_add(pair[0]).wrapping_add(pair[1]);
-                self.inner.write_all(&pair).map_err(Error)?;
-            }
-            return Ok(());
-        }
         let mut chunk = [0u8; 256];
         for part in data.chunks(chunk.len() / 2) {
             let hex = &mut chunk[..part.len() * 2];
-            for (pair, b) in hex.chunks_exact_mut(2).zip(part) {
-                pair[0] = DIGITS[usize::from(b >> 4)];
-                pair[1] = DIGITS[usize::from(b & 0x0f)];
-            }
+            hex_digits(hex, part);
             self.checksum = hex.iter().fold(self.checksum, |a, x| a.wrapping_add(*x));
             self.inner.write_all(hex).map_err(Error)?;
         }
@@ -330,6 +357,15 @@ impl<'a, C: Connection + 'a> ResponseWriter<'a, C> {
     }
 }
 
+/// Lower-case hex digits of `data` into `out` (twice its length).
+fn hex_digits(out: &mut [u8], data: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(data) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,25 +412,40 @@ mod tests {
         }
     }
 
-    /// Without RLE, hex buffers written in chunks give the same packet (body and checksum) as
-    /// writing them one digit at a time, for lengths around the chunk size.
+    /// Hex buffers written in chunks (with RLE: in runs) give the same packet (body and
+    /// checksum) as writing them one digit at a time: for lengths around the chunk size, runs
+    /// of every length around RLE's limits (7 and 8 repeats, 97 and 98), and a run that
+    /// continues one already pending.
     #[test]
     fn chunked_hex_matches_byte_at_a_time() {
-        for len in [0usize, 1, 16, 17, 127, 128, 129, 300, 4096] {
-            let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
-            let mut chunked = MockConnection::new();
-            let mut writer = ResponseWriter::new(&mut chunked, false);
-            writer.write_str("x").unwrap();
-            writer.write_hex_buf(&data).unwrap();
-            writer.flush().unwrap();
-            let mut bytewise = MockConnection::new();
-            let mut writer = ResponseWriter::new(&mut bytewise, false);
-            writer.write_str("x").unwrap();
-            for b in &data {
-                writer.write_hex(*b).unwrap();
+        let mut inputs: Vec<Vec<u8>> = [0usize, 1, 16, 17, 127, 128, 129, 300, 4096]
+            .iter()
+            .map(|&len| (0..len).map(|i| (i * 37 + 11) as u8).collect())
+            .collect();
+        for run in [1usize, 2, 3, 4, 6, 7, 8, 9, 48, 49, 50, 97, 98, 99, 200, 8192] {
+            let mut data = vec![0x12, 0x30];
+            data.extend(core::iter::repeat_n(0u8, run));
+            data.push(0x0f);
+            data.extend(core::iter::repeat_n(0xffu8, run));
+            inputs.push(data);
+        }
+        for rle in [false, true] {
+            for data in &inputs {
+                let mut chunked = MockConnection::new();
+                let mut writer = ResponseWriter::new(&mut chunked, rle);
+                writer.write_str("x0").unwrap();
+                writer.write_hex_buf(data).unwrap();
+                writer.write_hex_buf(&data[data.len() / 2..]).unwrap();
+                writer.flush().unwrap();
+                let mut bytewise = MockConnection::new();
+                let mut writer = ResponseWriter::new(&mut bytewise, rle);
+                writer.write_str("x0").unwrap();
+                for b in data.iter().chain(&data[data.len() / 2..]) {
+                    writer.write_hex(*b).unwrap();
+                }
+                writer.flush().unwrap();
+                assert_eq!(chunked.data, bytewise.data, "rle {rle}, input {data:?}");
             }
-            writer.flush().unwrap();
-            assert_eq!(chunked.data, bytewise.data, "length {len}");
         }
         // A packet that starts with hex digits still gets its '$'.
         let mut conn = MockConnection::new();
