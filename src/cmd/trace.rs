@@ -462,9 +462,15 @@ fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let _ = client.call_typed::<TraceStop>(&());
-    // What the agent drained before the stop is on its way: take what arrives shortly.
-    while let Ok(payload) = channel.receiver().recv_timeout(Duration::from_millis(100)) {
-        count(&payload, &mut writer)?;
+    // What the agent drained before the stop is on its way: take what arrives shortly. Bounded
+    // as a whole: another client (the console, VS Code's Partitions view) may keep the rings
+    // recording, and its batches would keep coming.
+    let drained_by = Instant::now() + Duration::from_millis(300);
+    while let Some(left) = drained_by.checked_duration_since(Instant::now()) {
+        match channel.receiver().recv_timeout(left) {
+            Ok(payload) => count(&payload, &mut writer)?,
+            Err(_) => break,
+        }
     }
     writer.finish()?;
     eprintln!(
