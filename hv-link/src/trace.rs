@@ -543,6 +543,13 @@ pub fn encode_batch(records: &[TraceRecord]) -> Vec<u8> {
 
 /// Decodes the chunk at the start of `bytes`; returns it and the bytes it used.
 pub fn decode_chunk(bytes: &[u8]) -> Result<(Chunk, usize), TraceError> {
+    let (tag, total) = chunk_frame(bytes, &[HEADER_TAG, BATCH_TAG])?;
+    Ok((decode_body(tag, &bytes[CHUNK_HEADER_LEN..total])?, total))
+}
+
+/// Checks the chunk frame at the start of `bytes` (long enough, a tag in `tags`, a length within
+/// [`MAX_CHUNK_LEN`] whose body is all there); returns its tag and the bytes it spans.
+fn chunk_frame(bytes: &[u8], tags: &[[u8; 4]]) -> Result<([u8; 4], usize), TraceError> {
     if bytes.len() < CHUNK_HEADER_LEN {
         return Err(TraceError::Truncated {
             needed: CHUNK_HEADER_LEN,
@@ -550,7 +557,7 @@ pub fn decode_chunk(bytes: &[u8]) -> Result<(Chunk, usize), TraceError> {
         });
     }
     let tag: [u8; 4] = [bytes[0], bytes[1], bytes[2], bytes[3]];
-    if tag != HEADER_TAG && tag != BATCH_TAG {
+    if !tags.contains(&tag) {
         return Err(TraceError::BadTag(tag));
     }
     let len = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
@@ -564,7 +571,7 @@ pub fn decode_chunk(bytes: &[u8]) -> Result<(Chunk, usize), TraceError> {
             available: bytes.len(),
         });
     }
-    Ok((decode_body(tag, &bytes[CHUNK_HEADER_LEN..total])?, total))
+    Ok((tag, total))
 }
 
 fn decode_body(tag: [u8; 4], body: &[u8]) -> Result<Chunk, TraceError> {
@@ -610,27 +617,7 @@ pub fn batch_records(
     if bytes.len() >= CHUNK_HEADER_LEN && bytes[..4] == HEADER_TAG {
         return Err(TraceError::UnexpectedChunk { expected: "batch" });
     }
-    if bytes.len() < CHUNK_HEADER_LEN {
-        return Err(TraceError::Truncated {
-            needed: CHUNK_HEADER_LEN,
-            available: bytes.len(),
-        });
-    }
-    let tag: [u8; 4] = [bytes[0], bytes[1], bytes[2], bytes[3]];
-    if tag != BATCH_TAG {
-        return Err(TraceError::BadTag(tag));
-    }
-    let len = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
-    if len > MAX_CHUNK_LEN {
-        return Err(TraceError::TooLarge(len));
-    }
-    let total = CHUNK_HEADER_LEN + len;
-    if bytes.len() < total {
-        return Err(TraceError::Truncated {
-            needed: total,
-            available: bytes.len(),
-        });
-    }
+    let (_, total) = chunk_frame(bytes, &[BATCH_TAG])?;
     let body = &bytes[CHUNK_HEADER_LEN..total];
     let bad = |count| TraceError::BadBatch {
         count,
