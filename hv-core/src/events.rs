@@ -51,11 +51,21 @@ pub enum SystemEvent {
     },
 }
 
+/// Which events a subscriber takes.
+pub type EventFilter = fn(&SystemEvent) -> bool;
+
+/// One subscription: where its events go, the most it may hold undelivered, which it takes.
+#[derive(Debug)]
+struct Subscriber {
+    tx: Sender<SystemEvent>,
+    capacity: usize,
+    wanted: EventFilter,
+}
+
 /// Fan-out of `SystemEvent`s.
 #[derive(Debug, Default)]
 pub struct EventHub {
-    /// Each subscriber's sender and the most events it may hold undelivered.
-    subscribers: Mutex<Vec<(Sender<SystemEvent>, usize)>>,
+    subscribers: Mutex<Vec<Subscriber>>,
     dropped: AtomicU64,
 }
 
@@ -64,33 +74,54 @@ impl EventHub {
     /// events actually queued, not with `capacity` (a bounded channel would allocate every slot
     /// up front: 7.5 MiB for 65,536 events).
     pub fn subscribe(&self, capacity: usize) -> Receiver<SystemEvent> {
+        self.subscribe_to(capacity, |_| true)
+    }
+
+    /// A subscription to the events `wanted` accepts only: the others are not queued and do
+    /// not wake the subscriber (say a main loop that ignores console bytes and debugger stops,
+    /// which come by the thousand per second).
+    pub fn subscribe_to(&self, capacity: usize, wanted: EventFilter) -> Receiver<SystemEvent> {
         let (tx, rx) = crossbeam_channel::unbounded();
         self.subscribers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((tx, capacity));
+            .push(Subscriber {
+                tx,
+                capacity,
+                wanted,
+            });
         rx
     }
 
     /// Sends `event` to every live subscriber without blocking.
     pub fn publish(&self, event: SystemEvent) {
         let mut subscribers = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
-        subscribers.retain(|(tx, capacity)| {
-            // Only publishers (under this lock) add to the queue, so it cannot grow past the
-            // check; the receiver may only shrink it.
-            if tx.len() >= *capacity {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                return true;
-            }
-            match tx.try_send(event.clone()) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    true
+        subscribers.retain(
+            |Subscriber {
+                 tx,
+                 capacity,
+                 wanted,
+             }| {
+                if !wanted(&event) {
+                    // (A gone subscriber is forgotten at the next event it takes.)
+                    return true;
                 }
-                Err(TrySendError::Disconnected(_)) => false,
-            }
-        });
+                // Only publishers (under this lock) add to the queue, so it cannot grow past the
+                // check; the receiver may only shrink it.
+                if tx.len() >= *capacity {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                match tx.try_send(event.clone()) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_)) => {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                    Err(TrySendError::Disconnected(_)) => false,
+                }
+            },
+        );
     }
 
     /// Events dropped because a subscriber was full.
@@ -124,6 +155,23 @@ mod tests {
         // Drained: it takes events again.
         hub.publish(line(5));
         assert_eq!(slow.try_recv().ok(), Some(line(5)));
+    }
+
+    #[test]
+    fn a_subscriber_takes_only_the_events_it_wants() {
+        let hub = EventHub::default();
+        let lines = hub.subscribe_to(8, |e| matches!(e, SystemEvent::ConsoleLine { .. }));
+        let all = hub.subscribe(8);
+        let stop = SystemEvent::Debugger {
+            partition: 0,
+            stopped: true,
+            detail: "breakpoint".into(),
+        };
+        hub.publish(stop.clone());
+        hub.publish(line(1));
+        assert_eq!(lines.try_iter().collect::<Vec<_>>(), vec![line(1)]);
+        assert_eq!(all.try_iter().collect::<Vec<_>>(), vec![stop, line(1)]);
+        assert_eq!(hub.dropped(), 0);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use hv_config::SystemConfig;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
 use crate::clock::Clock;
-use crate::events::{EventHub, SystemEvent};
+use crate::events::{EventFilter, EventHub, SystemEvent};
 use crate::kvm_ext;
 use crate::partition::{Partition, PartitionHandle};
 use crate::scheduler::{Scheduler, WindowEdge};
@@ -121,6 +121,15 @@ impl System {
     /// A new event subscription (console lines, state changes, warnings).
     pub fn subscribe(&self, capacity: usize) -> crossbeam_channel::Receiver<SystemEvent> {
         self.events.subscribe(capacity)
+    }
+
+    /// A subscription to the events `wanted` accepts only (see [`EventHub::subscribe_to`]).
+    pub fn subscribe_to(
+        &self,
+        capacity: usize,
+        wanted: EventFilter,
+    ) -> crossbeam_channel::Receiver<SystemEvent> {
+        self.events.subscribe_to(capacity, wanted)
     }
 
     /// The trace clock.

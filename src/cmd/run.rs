@@ -212,7 +212,7 @@ fn start_system(
     names: &[String],
 ) -> anyhow::Result<(System, crossbeam_channel::Receiver<SystemEvent>)> {
     let mut system = System::new(config).context("cannot build the system")?;
-    let events = system.subscribe(65_536);
+    let events = system.subscribe_to(65_536, Outcome::takes);
     system.start().context("cannot start the system")?;
     eprintln!(
         "hv: running {} ({} partition{}: {}); Ctrl-C stops",
@@ -366,6 +366,15 @@ impl<'a> Outcome<'a> {
             report,
             notes,
         }
+    }
+
+    /// The events [`take`](Self::take) uses: console bytes and debugger stops (thousands a
+    /// second under a debugger) are left out, so they never wake the main loop.
+    fn takes(event: &SystemEvent) -> bool {
+        !matches!(
+            event,
+            SystemEvent::ConsoleOutput { .. } | SystemEvent::Debugger { .. }
+        )
     }
 
     /// Takes one event; true when it changed a partition's state.

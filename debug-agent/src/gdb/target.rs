@@ -25,6 +25,7 @@ use gdbstub::target::{Target, TargetError, TargetResult};
 use hv_core::partition::DebugStopEvent;
 use hv_core::vcpu::{DebugControl, HwBreakpoint, HwKind};
 use hv_core::{PartitionLifecycle, VcpuRegisters, VcpuThreadState};
+use kvm_bindings::kvm_regs;
 
 use super::arch::{HvRegisters, HvX86_64};
 use super::filter::DeclaredWrite;
@@ -133,6 +134,9 @@ pub struct PartitionTarget<H: GuestHandle = LivePartition> {
     /// gdb asked that threads without an action stay stopped (`set scheduler-locking on`).
     scheduler_lock: bool,
     cache: HashMap<u32, VcpuRegisters>,
+    /// General-purpose registers that came with each stopped vCPU's debug stop (for the stop
+    /// reply's expedited registers, without asking the vCPU thread); until the next resume.
+    stop_gprs: HashMap<u32, kvm_regs>,
     reported_crash: bool,
     /// What the `M`/`X` packet being handled declares it writes (set by the session).
     pub(super) declared_write: DeclaredWrite,
@@ -178,6 +182,7 @@ impl<H: GuestHandle> PartitionTarget<H> {
             actions: HashMap::new(),
             scheduler_lock: false,
             cache: HashMap::new(),
+            stop_gprs: HashMap::new(),
             reported_crash: false,
             declared_write: DeclaredWrite::None,
         }
@@ -309,6 +314,7 @@ impl<H: GuestHandle> PartitionTarget<H> {
     /// unless scheduler locking keeps them stopped.
     fn apply_resume(&mut self) -> Result<(), TargetFault> {
         self.cache.clear();
+        self.stop_gprs.clear();
         if !self.scheduler_lock {
             for v in self.vcpus() {
                 self.actions.entry(v).or_insert(Action::Continue);
@@ -338,6 +344,7 @@ impl<H: GuestHandle> PartitionTarget<H> {
     /// Releases every vCPU of this target.
     pub fn release_all(&mut self) {
         self.cache.clear();
+        self.stop_gprs.clear();
         for v in self.vcpus() {
             self.partition.release_stop(v);
         }
@@ -397,6 +404,9 @@ impl<H: GuestHandle> PartitionTarget<H> {
         // All-stop: the other vCPUs of this target stop too before gdb hears of it. (Their
         // debug controls are set again at the next resume.)
         self.stop_all();
+        if let Some(gprs) = event.gprs {
+            self.stop_gprs.insert(vcpu, gprs);
+        }
         Some(stop)
     }
 
@@ -418,14 +428,19 @@ impl<H: GuestHandle> PartitionTarget<H> {
 
     /// Expedited registers (rbp, rsp, rip) of `vcpu` for a stop reply.
     pub fn expedited(&mut self, vcpu: u32) -> Vec<(usize, [u8; 8])> {
-        match self.registers(vcpu) {
-            Ok(r) => vec![
-                (super::arch::REG_RBP, r.regs.rbp.to_le_bytes()),
-                (super::arch::REG_RSP, r.regs.rsp.to_le_bytes()),
-                (super::arch::REG_RIP, r.regs.rip.to_le_bytes()),
-            ],
-            Err(_) => Vec::new(),
-        }
+        let gprs = match (self.cache.get(&vcpu), self.stop_gprs.get(&vcpu)) {
+            (Some(r), _) => r.regs,
+            (None, Some(gprs)) => *gprs,
+            (None, None) => match self.registers(vcpu) {
+                Ok(r) => r.regs,
+                Err(_) => return Vec::new(),
+            },
+        };
+        vec![
+            (super::arch::REG_RBP, gprs.rbp.to_le_bytes()),
+            (super::arch::REG_RSP, gprs.rsp.to_le_bytes()),
+            (super::arch::REG_RIP, gprs.rip.to_le_bytes()),
+        ]
     }
 
     fn read_regs(&mut self, vcpu: u32, regs: &mut HvRegisters) -> TargetResult<(), Self> {

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use kvm_bindings::kvm_regs;
+
 use super::Partition;
 use crate::devmodel::DeviceEnd;
 use crate::lifecycle::PartitionLifecycle;
@@ -38,8 +40,8 @@ impl VcpuHost for Partition {
         self.exit(code);
     }
 
-    fn debug_exit(&self, vcpu: &VcpuShared, exit: DebugExit) -> bool {
-        Partition::debug_exit(self, vcpu, exit)
+    fn debug_exit(&self, vcpu: &VcpuShared, exit: DebugExit, gprs: Option<kvm_regs>) -> bool {
+        Partition::debug_exit(self, vcpu, exit, gprs)
     }
 
     fn warn(&self, message: String) {

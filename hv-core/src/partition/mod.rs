@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use hv_config::PartitionConfig;
+use kvm_bindings::kvm_regs;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::boot::{self, BootInfo};
@@ -120,6 +121,9 @@ pub struct DebugStopEvent {
     pub vcpu: u32,
     /// What it hit.
     pub exit: DebugExit,
+    /// Its general-purpose registers, rip and rflags at the exit (read on the vCPU thread, so
+    /// a stop reply needs no round trip to it), if they could be read.
+    pub gprs: Option<kvm_regs>,
 }
 
 const RUN: u8 = 0;
@@ -508,7 +512,12 @@ impl Partition {
     /// Routes a debug exit to the debugger attached to this vCPU (a per-vCPU one first, else the
     /// partition's), which then owns the stopped vCPU. Returns false when no debugger is attached
     /// (the caller then drops its debug controls: nobody is there to step or break).
-    pub(crate) fn debug_exit(&self, vcpu: &VcpuShared, exit: DebugExit) -> bool {
+    pub(crate) fn debug_exit(
+        &self,
+        vcpu: &VcpuShared,
+        exit: DebugExit,
+        gprs: Option<kvm_regs>,
+    ) -> bool {
         let debuggers = self.debuggers.lock().unwrap_or_else(|p| p.into_inner());
         let sink = debuggers
             .iter()
@@ -520,6 +529,7 @@ impl Partition {
                 let _ = tx.send(DebugStopEvent {
                     vcpu: vcpu.index,
                     exit,
+                    gprs,
                 });
                 if let Some(what) = debug_stop_name(&exit) {
                     self.note_debugger(

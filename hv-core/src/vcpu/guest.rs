@@ -248,7 +248,9 @@ impl VcpuRunner {
     /// vCPU was stepping or at a breakpoint), drops the debug controls so that no step or
     /// breakpoint traps again with nobody to answer it.
     pub(super) fn report_debug_exit(&mut self, exit: DebugExit) {
-        if !self.host.debug_exit(&self.shared, exit)
+        // Free with synced registers: the stop reply's rip, rsp and rbp come from here.
+        let gprs = self.read_gprs().ok();
+        if !self.host.debug_exit(&self.shared, exit, gprs)
             && self.debug.is_active()
             && let Err(e) = self.set_debug(DebugControl::default(), false)
         {

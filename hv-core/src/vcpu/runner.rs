@@ -338,6 +338,7 @@ mod tests {
 
     use super::*;
     use crate::vcpu::{DebugExit, DeviceAccess, HypercallOutcome, VcpuRegisters};
+    use kvm_bindings::kvm_regs;
 
     /// A stand-in partition: the lifecycle park and the schedule window are set by the test.
     #[derive(Default)]
@@ -366,7 +367,7 @@ mod tests {
         fn vcpu_parked(&self) {}
         fn crashed(&self, _: u32, _: String, _: Option<VcpuRegisters>) {}
         fn exited(&self, _: i64) {}
-        fn debug_exit(&self, _: &VcpuShared, _: DebugExit) -> bool {
+        fn debug_exit(&self, _: &VcpuShared, _: DebugExit, _: Option<kvm_regs>) -> bool {
             false
         }
         fn warn(&self, _: String) {}
