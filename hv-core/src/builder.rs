@@ -25,7 +25,7 @@ use crate::kvm_ext;
 use crate::layout::{UART_PORT, UART_PORT_COUNT, UART_VECTOR, VCPU_STACK_SIZE};
 use crate::loader::{GuestImage, LoadError};
 use crate::partition::{IpcEndpoint, Partition, PartitionError, PartitionParts};
-use crate::vcpu::{VcpuError, VcpuShared, init_vcpu};
+use crate::vcpu::{SyncedRegisters, VcpuError, VcpuShared, init_vcpu};
 
 /// Where KVM wants its three-page TSS area (outside RAM, inside the identity map; system
 /// descriptions must not place MMIO there).
@@ -110,7 +110,7 @@ pub(crate) struct Built {
     pub pending_vcpus: Vec<(Arc<Partition>, Vec<VcpuFd>)>,
     pub events: Arc<EventHub>,
     pub clock: Arc<Clock>,
-    pub sync_regs: bool,
+    pub sync_regs: SyncedRegisters,
     pub vms: Vec<VmFd>,
     pub kvm: Kvm,
 }
@@ -124,7 +124,7 @@ fn kvm_err(what: impl Into<String>) -> impl FnOnce(vmm_sys_util::errno::Error) -
 pub(crate) fn build(config: &SystemConfig) -> Result<Built, SystemError> {
     kvm_ext::install_kick_handler().map_err(kvm_err("installing the kick signal handler"))?;
     let kvm = open_kvm()?;
-    let sync_regs = kvm.check_extension(Cap::SyncRegs);
+    let sync_regs = SyncedRegisters::from_mask(kvm.check_extension_int(Cap::SyncRegs));
     let clock = Arc::new(Clock::shared().clone());
     let events = Arc::new(EventHub::default());
     let channels = ipc_channels(config)?;

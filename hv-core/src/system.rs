@@ -15,7 +15,7 @@ use crate::events::{EventFilter, EventHub, SystemEvent};
 use crate::kvm_ext;
 use crate::partition::{Partition, PartitionHandle};
 use crate::scheduler::{Scheduler, WindowEdge};
-use crate::vcpu::VcpuRunner;
+use crate::vcpu::{SyncedRegisters, VcpuRunner};
 
 pub use crate::builder::{KVM_TSS_ADDR, SystemError, TRACE_CAPACITY, open_kvm};
 
@@ -29,7 +29,7 @@ pub struct System {
     threads: Vec<JoinHandle<()>>,
     pending_vcpus: Vec<(Arc<Partition>, Vec<VcpuFd>)>,
     scheduler: Mutex<Option<Scheduler>>,
-    sync_regs: bool,
+    sync_regs: SyncedRegisters,
     _vms: Vec<VmFd>,
     _kvm: Kvm,
 }

@@ -25,6 +25,7 @@ struct FakeVcpu {
     registers: VcpuRegisters,
     stopped: bool,
     debug: DebugControl,
+    resumes: u64,
 }
 
 #[derive(Debug)]
@@ -78,6 +79,7 @@ impl FakeGuest {
             .map(|v| FakeVcpu {
                 registers: initial_registers(v),
                 stopped: false,
+                resumes: 0,
                 debug: DebugControl::default(),
             })
             .collect();
@@ -193,6 +195,15 @@ impl GuestHandle for FakeGuest {
 
     fn release_stop(&self, vcpu: u32) {
         self.with_vcpu(vcpu, |v| v.stopped = false);
+    }
+
+    fn resume(&self, vcpu: u32, control: DebugControl) -> u64 {
+        self.set_debug(vcpu, control);
+        self.with_vcpu(vcpu, |v| {
+            v.stopped = false;
+            v.resumes += 1;
+            v.resumes
+        })
     }
 
     fn wait_parked(&self, vcpus: &[u32], _timeout: Duration) -> bool {

@@ -40,11 +40,11 @@ pub trait GuestHandle: Send + 'static {
     fn set_registers(&self, vcpu: u32, registers: VcpuRegisters) -> Result<(), PartitionError>;
     /// Sets a vCPU's debug controls (applied before it next enters the guest).
     fn set_debug(&self, vcpu: u32, control: DebugControl);
-    /// Sets a vCPU's debug controls and lets it run (a continue or a step).
-    fn resume(&self, vcpu: u32, control: DebugControl) {
-        self.set_debug(vcpu, control);
-        self.release_stop(vcpu);
-    }
+    /// Sets a vCPU's debug controls and lets it run (a continue or a step); returns the
+    /// resume's number, which the debug stops of this run carry ([`DebugStopEvent::resume`]).
+    ///
+    /// [`DebugStopEvent::resume`]: hv_core::partition::DebugStopEvent::resume
+    fn resume(&self, vcpu: u32, control: DebugControl) -> u64;
     /// Gives a `#BP` that was the guest's own back to the guest.
     fn reinject_breakpoint(&self, vcpu: u32) -> Result<(), PartitionError>;
     /// Reads guest-physical memory (all of `buf` or an error).
@@ -134,11 +134,12 @@ impl GuestHandle for LivePartition {
         }
     }
 
-    fn resume(&self, vcpu: u32, control: DebugControl) {
+    fn resume(&self, vcpu: u32, control: DebugControl) -> u64 {
         // One kick: setting the controls and releasing separately kicked twice, and the second
         // kick often found the vCPU already running (a wasted KVM_RUN round trip).
-        if let Ok(v) = self.partition.vcpu(vcpu) {
-            v.resume_with(control);
+        match self.partition.vcpu(vcpu) {
+            Ok(v) => v.resume_with(control),
+            Err(_) => 0,
         }
     }
 

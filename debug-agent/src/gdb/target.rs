@@ -23,9 +23,8 @@ use gdbstub::target::ext::breakpoints::{
 };
 use gdbstub::target::{Target, TargetError, TargetResult};
 use hv_core::partition::DebugStopEvent;
-use hv_core::vcpu::{DebugControl, HwBreakpoint, HwKind};
+use hv_core::vcpu::{DebugControl, HwBreakpoint, HwKind, StopRegisters};
 use hv_core::{PartitionLifecycle, VcpuRegisters, VcpuThreadState};
-use kvm_bindings::kvm_regs;
 
 use super::arch::{HvRegisters, HvX86_64};
 use super::filter::DeclaredWrite;
@@ -134,9 +133,12 @@ pub struct PartitionTarget<H: GuestHandle = LivePartition> {
     /// gdb asked that threads without an action stay stopped (`set scheduler-locking on`).
     scheduler_lock: bool,
     cache: HashMap<u32, VcpuRegisters>,
-    /// General-purpose registers that came with each stopped vCPU's debug stop (for the stop
-    /// reply's expedited registers, without asking the vCPU thread); until the next resume.
-    stop_gprs: HashMap<u32, kvm_regs>,
+    /// Registers that came with each stopped vCPU's debug stop (the stop reply's expedited
+    /// registers, the paging state of memory reads: no round trip to the vCPU thread); until
+    /// the next resume.
+    stop_registers: HashMap<u32, StopRegisters>,
+    /// The number of each vCPU's latest resume ([`GuestHandle::resume`]).
+    resumed: HashMap<u32, u64>,
     reported_crash: bool,
     /// What the `M`/`X` packet being handled declares it writes (set by the session).
     pub(super) declared_write: DeclaredWrite,
@@ -182,7 +184,8 @@ impl<H: GuestHandle> PartitionTarget<H> {
             actions: HashMap::new(),
             scheduler_lock: false,
             cache: HashMap::new(),
-            stop_gprs: HashMap::new(),
+            stop_registers: HashMap::new(),
+            resumed: HashMap::new(),
             reported_crash: false,
             declared_write: DeclaredWrite::None,
         }
@@ -221,7 +224,12 @@ impl<H: GuestHandle> PartitionTarget<H> {
     }
 
     fn paging(&mut self, vcpu: u32) -> Result<PagingState, TargetError<TargetFault>> {
-        let s = self.registers(vcpu)?.sregs;
+        let at_stop = self.stop_registers.get(&vcpu).and_then(|r| r.sregs);
+        let s = match (self.cache.get(&vcpu), at_stop) {
+            (Some(r), _) => r.sregs,
+            (None, Some(sregs)) => sregs,
+            (None, None) => self.registers(vcpu)?.sregs,
+        };
         Ok(PagingState {
             cr0: s.cr0,
             cr3: s.cr3,
@@ -314,7 +322,7 @@ impl<H: GuestHandle> PartitionTarget<H> {
     /// unless scheduler locking keeps them stopped.
     fn apply_resume(&mut self) -> Result<(), TargetFault> {
         self.cache.clear();
-        self.stop_gprs.clear();
+        self.stop_registers.clear();
         if !self.scheduler_lock {
             for v in self.vcpus() {
                 self.actions.entry(v).or_insert(Action::Continue);
@@ -322,8 +330,10 @@ impl<H: GuestHandle> PartitionTarget<H> {
         }
         let actions: Vec<(u32, Action)> = self.actions.drain().collect();
         for (vcpu, action) in actions {
-            self.partition
+            let number = self
+                .partition
                 .resume(vcpu, self.debug_control(action == Action::Step));
+            self.resumed.insert(vcpu, number);
         }
         Ok(())
     }
@@ -344,7 +354,7 @@ impl<H: GuestHandle> PartitionTarget<H> {
     /// Releases every vCPU of this target.
     pub fn release_all(&mut self) {
         self.cache.clear();
-        self.stop_gprs.clear();
+        self.stop_registers.clear();
         for v in self.vcpus() {
             self.partition.release_stop(v);
         }
@@ -366,9 +376,24 @@ impl<H: GuestHandle> PartitionTarget<H> {
         self.write_virtual(vcpu, addr, &[original]).is_ok()
     }
 
+    /// Whether `event` completes a step of an earlier resume than the vCPU's latest: a step an
+    /// interrupt stop superseded, whose event was already on its way when the interrupt's
+    /// stop drained the queue. Reporting it would be a stray SIGTRAP at a pc gdb did not
+    /// step from.
+    pub(crate) fn is_superseded_step(&self, event: &DebugStopEvent) -> bool {
+        is_step(event)
+            && self
+                .resumed
+                .get(&event.vcpu)
+                .is_some_and(|&latest| event.resume < latest)
+    }
+
     /// Decides what a debug exit means. None: not for the debugger (the guest's own int3,
-    /// re-injected), keep running.
+    /// re-injected, or the completion of a superseded step), keep running.
     pub fn on_debug_event(&mut self, event: DebugStopEvent) -> Option<Stop> {
+        if self.is_superseded_step(&event) {
+            return None;
+        }
         let vcpu = event.vcpu;
         let exit = event.exit;
         let stop = match exit.exception {
@@ -404,9 +429,7 @@ impl<H: GuestHandle> PartitionTarget<H> {
         // All-stop: the other vCPUs of this target stop too before gdb hears of it. (Their
         // debug controls are set again at the next resume.)
         self.stop_all();
-        if let Some(gprs) = event.gprs {
-            self.stop_gprs.insert(vcpu, gprs);
-        }
+        self.stop_registers.insert(vcpu, event.registers);
         Some(stop)
     }
 
@@ -428,9 +451,10 @@ impl<H: GuestHandle> PartitionTarget<H> {
 
     /// Expedited registers (rbp, rsp, rip) of `vcpu` for a stop reply.
     pub fn expedited(&mut self, vcpu: u32) -> Vec<(usize, [u8; 8])> {
-        let gprs = match (self.cache.get(&vcpu), self.stop_gprs.get(&vcpu)) {
+        let at_stop = self.stop_registers.get(&vcpu).and_then(|r| r.gprs);
+        let gprs = match (self.cache.get(&vcpu), at_stop) {
             (Some(r), _) => r.regs,
-            (None, Some(gprs)) => *gprs,
+            (None, Some(gprs)) => gprs,
             (None, None) => match self.registers(vcpu) {
                 Ok(r) => r.regs,
                 Err(_) => return Vec::new(),

@@ -5,13 +5,12 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use kvm_bindings::kvm_regs;
-
 use super::Partition;
 use crate::devmodel::DeviceEnd;
 use crate::lifecycle::PartitionLifecycle;
 use crate::vcpu::{
-    DebugExit, DeviceAccess, HypercallOutcome, VcpuHost, VcpuRegisters, VcpuShared, VcpuThreadState,
+    DebugExit, DeviceAccess, HypercallOutcome, StopRegisters, VcpuHost, VcpuRegisters, VcpuShared,
+    VcpuThreadState,
 };
 
 /// How the vCPU threads see their partition.
@@ -40,8 +39,8 @@ impl VcpuHost for Partition {
         self.exit(code);
     }
 
-    fn debug_exit(&self, vcpu: &VcpuShared, exit: DebugExit, gprs: Option<kvm_regs>) -> bool {
-        Partition::debug_exit(self, vcpu, exit, gprs)
+    fn debug_exit(&self, vcpu: &VcpuShared, exit: DebugExit, registers: StopRegisters) -> bool {
+        Partition::debug_exit(self, vcpu, exit, registers)
     }
 
     fn warn(&self, message: String) {

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use hv_config::PartitionConfig;
-use kvm_bindings::kvm_regs;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::boot::{self, BootInfo};
@@ -22,7 +21,9 @@ use crate::ipc::IpcChannel;
 pub use crate::lifecycle::{CrashRegisters, CrashReport, PartitionLifecycle};
 use crate::loader::{GuestImage, LoadError};
 use crate::timer::VirtualTimer;
-use crate::vcpu::{DebugExit, VcpuError, VcpuRegisters, VcpuShared, VcpuThreadState};
+use crate::vcpu::{
+    DebugExit, StopRegisters, VcpuError, VcpuRegisters, VcpuShared, VcpuThreadState,
+};
 
 mod handle;
 mod host;
@@ -121,9 +122,10 @@ pub struct DebugStopEvent {
     pub vcpu: u32,
     /// What it hit.
     pub exit: DebugExit,
-    /// Its general-purpose registers, rip and rflags at the exit (read on the vCPU thread, so
-    /// a stop reply needs no round trip to it), if they could be read.
-    pub gprs: Option<kvm_regs>,
+    /// Registers at the exit that came free with it (see [`StopRegisters`]).
+    pub registers: StopRegisters,
+    /// The number of the debugger resume the vCPU ran under ([`VcpuShared::resume_with`]).
+    pub resume: u64,
 }
 
 const RUN: u8 = 0;
@@ -516,7 +518,7 @@ impl Partition {
         &self,
         vcpu: &VcpuShared,
         exit: DebugExit,
-        gprs: Option<kvm_regs>,
+        registers: StopRegisters,
     ) -> bool {
         let debuggers = self.debuggers.lock().unwrap_or_else(|p| p.into_inner());
         let sink = debuggers
@@ -529,7 +531,8 @@ impl Partition {
                 let _ = tx.send(DebugStopEvent {
                     vcpu: vcpu.index,
                     exit,
-                    gprs,
+                    registers,
+                    resume: vcpu.resumed_as(),
                 });
                 if let Some(what) = debug_stop_name(&exit) {
                     self.note_debugger(

@@ -5,6 +5,7 @@ use kvm_bindings::{
     KVM_GUESTDBG_BLOCKIRQ, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_INJECT_BP, KVM_GUESTDBG_SINGLESTEP,
     KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP, kvm_guest_debug,
 };
+use kvm_ioctls::SyncReg;
 
 use super::{VcpuError, VcpuRunner, VcpuShared};
 
@@ -144,6 +145,15 @@ impl VcpuRunner {
                 source,
             })?;
         self.debug = control;
+        let sync_sregs = self.synced.sregs && control.is_active();
+        if sync_sregs != self.synced_sregs {
+            if sync_sregs {
+                self.fd.set_sync_valid_reg(SyncReg::SystemRegister);
+            } else {
+                self.fd.clear_sync_valid_reg(SyncReg::SystemRegister);
+            }
+            self.synced_sregs = sync_sregs;
+        }
         Ok(())
     }
 }

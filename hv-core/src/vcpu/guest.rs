@@ -10,8 +10,8 @@ use kvm_ioctls::SyncReg;
 use super::runner::{RunState, VcpuRunner};
 use super::state::bump;
 use super::{
-    DebugControl, DebugExit, EXIT_REASONS, ExitAction, HypercallOutcome, MmioAccess, VcpuError,
-    VcpuRegisters, handle_exit, reset_vcpu,
+    DebugControl, DebugExit, EXIT_REASONS, ExitAction, HypercallOutcome, MmioAccess, StopRegisters,
+    VcpuError, VcpuRegisters, handle_exit, reset_vcpu,
 };
 use crate::kvm_ext;
 use crate::trace::TraceKind;
@@ -144,7 +144,7 @@ impl VcpuRunner {
         );
         if self.shared.trace.wants(TraceKind::VmExit) {
             let reason = u64::from(reason);
-            let rip = if self.sync_regs {
+            let rip = if self.synced.regs {
                 self.fd.sync_regs().regs.rip
             } else {
                 0
@@ -248,9 +248,13 @@ impl VcpuRunner {
     /// vCPU was stepping or at a breakpoint), drops the debug controls so that no step or
     /// breakpoint traps again with nobody to answer it.
     pub(super) fn report_debug_exit(&mut self, exit: DebugExit) {
-        // Free with synced registers: the stop reply's rip, rsp and rbp come from here.
-        let gprs = self.read_gprs().ok();
-        if !self.host.debug_exit(&self.shared, exit, gprs)
+        // Free with synced registers: the stop reply's rip, rsp and rbp and the paging state for
+        // gdb's memory reads come from here.
+        let registers = StopRegisters {
+            gprs: self.read_gprs().ok(),
+            sregs: self.synced_sregs.then(|| self.fd.sync_regs().sregs),
+        };
+        if !self.host.debug_exit(&self.shared, exit, registers)
             && self.debug.is_active()
             && let Err(e) = self.set_debug(DebugControl::default(), false)
         {
@@ -292,7 +296,7 @@ impl VcpuRunner {
     }
 
     pub(super) fn read_gprs(&mut self) -> Result<kvm_regs, VcpuError> {
-        if self.sync_regs {
+        if self.synced.regs {
             Ok(self.fd.sync_regs().regs)
         } else {
             self.fd.get_regs().map_err(|source| VcpuError::Kvm {
@@ -303,7 +307,7 @@ impl VcpuRunner {
     }
 
     pub(super) fn write_rax(&mut self, rax: u64) -> Result<(), VcpuError> {
-        if self.sync_regs {
+        if self.synced.regs {
             self.fd.sync_regs_mut().regs.rax = rax;
             self.fd.set_sync_dirty_reg(SyncReg::Register);
             Ok(())
@@ -346,7 +350,7 @@ impl VcpuRunner {
     /// After a KVM_SET_REGS: the synced copy in `kvm_run` shows the new registers, and a pending
     /// dirty copy (say a hypercall's result) must not overwrite them on the next entry.
     pub(super) fn registers_set(&mut self, regs: kvm_regs) {
-        if self.sync_regs {
+        if self.synced.regs {
             self.fd.clear_sync_dirty_reg(SyncReg::Register);
             self.fd.sync_regs_mut().regs = regs;
         }

@@ -7,9 +7,7 @@
 
 use std::sync::Arc;
 
-use kvm_bindings::kvm_regs;
-
-use super::{DebugExit, DeviceAccess, VcpuRegisters, VcpuShared, VcpuThreadState};
+use super::{DebugExit, DeviceAccess, StopRegisters, VcpuRegisters, VcpuShared, VcpuThreadState};
 
 /// What a hypercall asks of the vCPU loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,9 +39,9 @@ pub trait VcpuHost: DeviceAccess + Send + Sync {
     fn crashed(&self, vcpu: u32, reason: String, registers: Option<VcpuRegisters>);
     /// The guest called `HV_EXIT`.
     fn exited(&self, code: i64);
-    /// A debug exit for the partition's debugger, with the general-purpose registers at the
-    /// exit when they could be read; false when no debugger wants it.
-    fn debug_exit(&self, vcpu: &VcpuShared, exit: DebugExit, gprs: Option<kvm_regs>) -> bool;
+    /// A debug exit for the partition's debugger, with the registers the vCPU thread had at
+    /// hand; false when no debugger wants it.
+    fn debug_exit(&self, vcpu: &VcpuShared, exit: DebugExit, registers: StopRegisters) -> bool;
     /// A warning for the event log.
     fn warn(&self, message: String);
     /// The trace clock, in ns.

@@ -76,6 +76,38 @@ pub struct VcpuRegisters {
     pub fpu: kvm_fpu,
 }
 
+/// Which registers KVM can hand back in `kvm_run` at every exit (`KVM_CAP_SYNC_REGS`), so that
+/// reading them costs no ioctl.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncedRegisters {
+    /// General-purpose registers, rip and rflags.
+    pub regs: bool,
+    /// Segment, control and descriptor-table registers.
+    pub sregs: bool,
+}
+
+impl SyncedRegisters {
+    /// From the capability's value (a mask of `KVM_SYNC_X86_*`; 0 without the capability).
+    pub fn from_mask(mask: i32) -> SyncedRegisters {
+        let mask = mask.max(0) as u32;
+        SyncedRegisters {
+            regs: mask & kvm_bindings::KVM_SYNC_X86_REGS != 0,
+            sregs: mask & kvm_bindings::KVM_SYNC_X86_SREGS != 0,
+        }
+    }
+}
+
+/// The registers a vCPU thread had at hand when it stopped for a debugger (from `kvm_run`
+/// where KVM syncs them), so that a stop reply and the memory reads that follow it need no
+/// round trip to the stopped vCPU's thread.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StopRegisters {
+    /// General-purpose registers, rip and rflags.
+    pub gprs: Option<kvm_regs>,
+    /// Segment, control and descriptor-table registers (paging state).
+    pub sregs: Option<kvm_sregs>,
+}
+
 /// Sets up a fresh vCPU fd: CPUID and the long-mode entry state.
 pub fn init_vcpu(
     kvm: &Kvm,

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use kvm_ioctls::{SyncReg, VcpuFd};
 
-use super::{CURRENT, DebugControl, VcpuHost, VcpuShared, VcpuThreadState};
+use super::{CURRENT, DebugControl, SyncedRegisters, VcpuHost, VcpuShared, VcpuThreadState};
 use crate::kvm_ext;
 use crate::poll::PollWindow;
 use crate::trace::TraceKind;
@@ -78,7 +78,12 @@ pub struct VcpuRunner {
     pub(super) shared: Arc<VcpuShared>,
     pub(super) host: Arc<dyn VcpuHost>,
     pub(super) run: RunState,
-    pub(super) sync_regs: bool,
+    /// Which registers KVM hands back in `kvm_run` (general-purpose ones always when it can;
+    /// system registers while the vCPU is being debugged).
+    pub(super) synced: SyncedRegisters,
+    /// System registers are synced now (while debug controls are active: a debug stop then
+    /// carries the paging state; no cost on other exits).
+    pub(super) synced_sregs: bool,
     pub(super) debug: DebugControl,
     /// How long a halt spins before it sleeps.
     pub(super) halt_poll: PollWindow,
@@ -96,14 +101,14 @@ pub struct VcpuRunner {
 }
 
 impl VcpuRunner {
-    /// Prepares the runner; `sync_regs` when KVM_CAP_SYNC_REGS is available.
+    /// Prepares the runner; `synced`: what KVM_CAP_SYNC_REGS offers.
     pub fn new(
         mut fd: VcpuFd,
         shared: Arc<VcpuShared>,
         host: Arc<dyn VcpuHost>,
-        sync_regs: bool,
+        synced: SyncedRegisters,
     ) -> VcpuRunner {
-        if sync_regs {
+        if synced.regs {
             fd.set_sync_valid_reg(SyncReg::Register);
         }
         VcpuRunner {
@@ -111,7 +116,8 @@ impl VcpuRunner {
             shared,
             host,
             run: RunState::Runnable,
-            sync_regs,
+            synced,
+            synced_sregs: false,
             debug: DebugControl::default(),
             halt_poll: PollWindow::default(),
             unconfirmed_injection: None,
@@ -220,7 +226,12 @@ impl VcpuRunner {
                 .unwrap_or_else(|p| p.into_inner()) = None;
             match state {
                 VcpuThreadState::OutOfWindow => self.trace(TraceKind::ScheduleIn, 0, 0),
-                VcpuThreadState::DebugStopped => self.trace(TraceKind::DebugResume, 0, 0),
+                VcpuThreadState::DebugStopped => {
+                    // Read after the release was seen: at least the resume that released it.
+                    let resume = self.shared.resumes.load(Ordering::SeqCst);
+                    self.shared.resumed_as.store(resume, Ordering::SeqCst);
+                    self.trace(TraceKind::DebugResume, 0, 0);
+                }
                 _ => {}
             }
             let next = if self.run == RunState::Halted {
@@ -337,8 +348,7 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     use super::*;
-    use crate::vcpu::{DebugExit, DeviceAccess, HypercallOutcome, VcpuRegisters};
-    use kvm_bindings::kvm_regs;
+    use crate::vcpu::{DebugExit, DeviceAccess, HypercallOutcome, StopRegisters, VcpuRegisters};
 
     /// A stand-in partition: the lifecycle park and the schedule window are set by the test.
     #[derive(Default)]
@@ -367,7 +377,7 @@ mod tests {
         fn vcpu_parked(&self) {}
         fn crashed(&self, _: u32, _: String, _: Option<VcpuRegisters>) {}
         fn exited(&self, _: i64) {}
-        fn debug_exit(&self, _: &VcpuShared, _: DebugExit, _: Option<kvm_regs>) -> bool {
+        fn debug_exit(&self, _: &VcpuShared, _: DebugExit, _: StopRegisters) -> bool {
             false
         }
         fn warn(&self, _: String) {}

@@ -34,6 +34,11 @@ pub struct VcpuShared {
     pub(super) jobs_tx: Sender<VcpuJob>,
     pub(super) jobs_rx: Receiver<VcpuJob>,
     pub(super) stop_requested: AtomicBool,
+    /// Debugger resumes so far (`resume_with`, `release_stop`).
+    pub(super) resumes: AtomicU64,
+    /// The count of `resumes` when the vCPU last left a debugger stop: its debug stops carry it,
+    /// so a debugger can tell the completion of an earlier resume's step from the current one.
+    pub(super) resumed_as: AtomicU64,
     pub(super) pending_debug: Mutex<Option<DebugControl>>,
     /// Registers captured when the vCPU parked for the debugger (valid until it runs again).
     pub(super) stopped_registers: Mutex<Option<VcpuRegisters>>,
@@ -75,6 +80,8 @@ impl VcpuShared {
             jobs_tx,
             jobs_rx,
             stop_requested: AtomicBool::new(false),
+            resumes: AtomicU64::new(0),
+            resumed_as: AtomicU64::new(0),
             pending_debug: Mutex::new(None),
             stopped_registers: Mutex::new(None),
             state: AtomicU8::new(VcpuThreadState::Created as u8),
@@ -115,10 +122,11 @@ impl VcpuShared {
     /// `KVM_RUN` if it is in the guest.
     pub fn kick(&self) {
         self.kicks.fetch_add(1, Ordering::SeqCst);
-        {
-            let _guard = self.wake.lock().unwrap_or_else(|p| p.into_inner());
-            self.wake_cond.notify_all();
-        }
+        // Taking the lock orders this kick after a waiter's last look at its requests (it then
+        // waits, and the notify reaches it); notifying after the lock is released spares the
+        // woken thread a block on it (a futex round trip per kick).
+        drop(self.wake.lock().unwrap_or_else(|p| p.into_inner()));
+        self.wake_cond.notify_all();
         // A parked or halted vCPU looks at its requests before it next enters the guest, so
         // waking it is enough: no signal, and no `immediate_exit` that would turn its next
         // KVM_RUN into a wasted round trip. Nor does the vCPU's own thread need one (it is not
@@ -152,16 +160,24 @@ impl VcpuShared {
     }
 
     /// Sets the debug controls and releases a debugger stop, with one kick (a resume or a step).
-    pub fn resume_with(&self, control: DebugControl) {
+    /// Returns the resume's number, which the vCPU's next debug stops carry
+    /// ([`resumed_as`](Self::resumed_as)).
+    pub fn resume_with(&self, control: DebugControl) -> u64 {
         *self.pending_debug.lock().unwrap_or_else(|p| p.into_inner()) = Some(control);
-        self.stop_requested.store(false, Ordering::SeqCst);
-        self.kick();
+        self.release_stop()
     }
 
-    /// Releases a debugger stop.
-    pub fn release_stop(&self) {
+    /// Releases a debugger stop; returns the resume's number.
+    pub fn release_stop(&self) -> u64 {
+        let number = self.resumes.fetch_add(1, Ordering::SeqCst) + 1;
         self.stop_requested.store(false, Ordering::SeqCst);
         self.kick();
+        number
+    }
+
+    /// The number of the resume that last let the vCPU run from a debugger stop (0: none yet).
+    pub fn resumed_as(&self) -> u64 {
+        self.resumed_as.load(Ordering::SeqCst)
     }
 
     /// Whether a debugger stop is requested.
