@@ -13,6 +13,7 @@ pub struct Clock {
     epoch: Instant,
 }
 
+#[inline]
 fn rdtsc() -> u64 {
     // SAFETY: rdtsc has no memory effects and is available on every x86_64 CPU.
     unsafe { core::arch::x86_64::_rdtsc() }

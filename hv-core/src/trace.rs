@@ -6,6 +6,8 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use crossbeam_utils::CachePadded;
+
 /// Record kinds, event classes and the record itself are the host link's (hv-link's trace
 /// format), so that what the rings hold is what the `trace` channel and trace files carry.
 pub use hv_link::trace::{RecordKind as TraceKind, TraceRecord, class};
@@ -14,20 +16,32 @@ pub use hv_link::trace::{RecordKind as TraceKind, TraceRecord, class};
 pub struct TraceRing {
     slots: Box<[UnsafeCell<TraceRecord>]>,
     mask: u64,
+    /// Enabled `class` bits.
+    mask_classes: AtomicU32,
+    /// What the producer writes, on cache lines of its own: the consumer's reads and writes
+    /// never take them from the producer's core, nor the producer's the consumer's.
+    producer: CachePadded<ProducerSide>,
+    /// Next slot the consumer reads (only the consumer stores it).
+    tail: CachePadded<AtomicU64>,
+}
+
+/// The producer's counters.
+#[derive(Default)]
+struct ProducerSide {
     /// Next slot the producer writes (only the producer stores it).
     head: AtomicU64,
-    /// Next slot the consumer reads (only the consumer stores it).
-    tail: AtomicU64,
+    /// The consumer's `tail` as the producer last read it: room is known without reading the
+    /// consumer's cache line until the ring looks full.
+    tail_seen: AtomicU64,
     /// Records dropped and not yet reported by a `Lost` record (added to by the producer, taken
     /// by whoever writes the `Lost` record: the producer, or the consumer via
     /// [`take_unreported`](TraceRing::take_unreported)).
     unreported: AtomicU64,
-    /// All records ever offered to the ring, including dropped ones.
-    produced: AtomicU64,
+    /// `Lost` records written (so that the records offered are `head - lost_markers + lost`,
+    /// with no counter to bump on the common path).
+    lost_markers: AtomicU64,
     /// All records ever dropped.
     lost: AtomicU64,
-    /// Enabled `class` bits.
-    mask_classes: AtomicU32,
 }
 
 // SAFETY: slots are written only by the single producer at indices in [tail+cap, head) that the
@@ -55,12 +69,9 @@ impl TraceRing {
                 .map(|_| UnsafeCell::new(TraceRecord::default()))
                 .collect(),
             mask: capacity as u64 - 1,
-            head: AtomicU64::new(0),
-            tail: AtomicU64::new(0),
-            unreported: AtomicU64::new(0),
-            produced: AtomicU64::new(0),
-            lost: AtomicU64::new(0),
             mask_classes: AtomicU32::new(0),
+            producer: CachePadded::default(),
+            tail: CachePadded::new(AtomicU64::new(0)),
         }
     }
 
@@ -83,25 +94,29 @@ impl TraceRing {
     /// Appends a record. Must only be called from the ring's one producer thread.
     #[inline]
     pub fn produce(&self, record: TraceRecord) {
-        // Only the producer writes `produced`: no locked instruction needed.
-        self.produced
-            .store(self.produced.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        let head = self.head.load(Ordering::Relaxed);
-        let tail = self.tail.load(Ordering::Acquire);
+        let p = &*self.producer;
+        let head = p.head.load(Ordering::Relaxed);
         let capacity = self.mask + 1;
-        let unreported = self.unreported.load(Ordering::Relaxed);
+        let unreported = p.unreported.load(Ordering::Relaxed);
         let needed = if unreported > 0 { 2 } else { 1 };
-        if head - tail + needed > capacity {
-            // Drop path only: an atomic add, because the consumer may take the count meanwhile.
-            self.unreported.fetch_add(1, Ordering::Relaxed);
-            self.lost
-                .store(self.lost.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            return;
+        if head - p.tail_seen.load(Ordering::Relaxed) + needed > capacity {
+            // Looks full: see how far the consumer got. (Slots below a tail read with Acquire
+            // are free for good, so a stale `tail_seen` is only ever too cautious.)
+            let tail = self.tail.load(Ordering::Acquire);
+            p.tail_seen.store(tail, Ordering::Relaxed);
+            if head - tail + needed > capacity {
+                // Drop path only: an atomic add, because the consumer may take the count
+                // meanwhile.
+                p.unreported.fetch_add(1, Ordering::Relaxed);
+                p.lost
+                    .store(p.lost.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                return;
+            }
         }
         let mut head = head;
         if unreported > 0 {
             // The consumer may have taken (part of) it since the load above: report what is left.
-            let count = self.unreported.swap(0, Ordering::Relaxed);
+            let count = p.unreported.swap(0, Ordering::Relaxed);
             if count > 0 {
                 self.write_slot(
                     head,
@@ -112,12 +127,18 @@ impl TraceRing {
                     },
                 );
                 head += 1;
+                // Only the producer writes it: no locked instruction needed.
+                p.lost_markers.store(
+                    p.lost_markers.load(Ordering::Relaxed) + 1,
+                    Ordering::Relaxed,
+                );
             }
         }
         self.write_slot(head, record);
-        self.head.store(head + 1, Ordering::Release);
+        p.head.store(head + 1, Ordering::Release);
     }
 
+    #[inline]
     fn write_slot(&self, index: u64, record: TraceRecord) {
         let slot = &self.slots[(index & self.mask) as usize];
         // SAFETY: only the producer writes, and this slot is outside [tail, head) so the consumer
@@ -128,7 +149,7 @@ impl TraceRing {
     /// Moves every published record to `out`. Must only be called from one consumer at a time.
     pub fn drain(&self, out: &mut Vec<TraceRecord>) -> usize {
         let tail = self.tail.load(Ordering::Relaxed);
-        let head = self.head.load(Ordering::Acquire);
+        let head = self.producer.head.load(Ordering::Acquire);
         for index in tail..head {
             let slot = &self.slots[(index & self.mask) as usize];
             // SAFETY: [tail, head) was published by the producer's release store of `head`, and
@@ -143,13 +164,23 @@ impl TraceRing {
     /// the consumer can report them itself (a producer that went quiet after an overflow would
     /// otherwise never write its `Lost` record). Only from the ring's one consumer.
     pub fn take_unreported(&self) -> u64 {
-        self.unreported.swap(0, Ordering::Relaxed)
+        let unreported = &self.producer.unreported;
+        // Read first: the drainer asks every round, and a write would take the producer's
+        // cache line each time.
+        if unreported.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        unreported.swap(0, Ordering::Relaxed)
     }
 
     /// Records published and not drained yet (a snapshot).
     pub fn len(&self) -> usize {
         let tail = self.tail.load(Ordering::Acquire);
-        (self.head.load(Ordering::Acquire).saturating_sub(tail)) as usize
+        (self
+            .producer
+            .head
+            .load(Ordering::Acquire)
+            .saturating_sub(tail)) as usize
     }
 
     /// Whether nothing waits to be drained (a snapshot).
@@ -164,12 +195,16 @@ impl TraceRing {
 
     /// Records offered so far (delivered + lost + still queued + `Lost` markers excluded).
     pub fn produced(&self) -> u64 {
-        self.produced.load(Ordering::Relaxed)
+        let p = &*self.producer;
+        // Lost first: a record dropped meanwhile then shows in neither, not in both.
+        let lost = p.lost.load(Ordering::Relaxed);
+        let markers = p.lost_markers.load(Ordering::Relaxed);
+        p.head.load(Ordering::Relaxed) - markers + lost
     }
 
     /// Records dropped so far.
     pub fn lost(&self) -> u64 {
-        self.lost.load(Ordering::Relaxed)
+        self.producer.lost.load(Ordering::Relaxed)
     }
 }
 
