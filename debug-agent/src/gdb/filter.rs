@@ -89,6 +89,23 @@ impl PacketFilter {
         self.write
     }
 
+    /// When the next byte ends a packet: whether that packet may need a stopped target, that
+    /// is, it is not one of the packets gdb opens a connection with to learn what the stub
+    /// supports (those are answered while the attach stop is still on its way).
+    pub(super) fn next_byte_ends_packet_for_target(&self) -> bool {
+        /// Packets (by prefix) that never touch a vCPU.
+        const HANDSHAKE: [&[u8]; 7] = [
+            b"qSupported",
+            b"vMustReplyEmpty",
+            b"QStartNoAckMode",
+            b"qXfer:features:read:",
+            b"qTStatus",
+            b"qAttached",
+            b"H",
+        ];
+        self.state == Scan::Sum2 && !HANDSHAKE.iter().any(|p| self.head.starts_with(p))
+    }
+
     /// Takes one byte from gdb; an error for a packet longer than the limit.
     pub(super) fn push(&mut self, byte: u8) -> Result<Pass, String> {
         if self.len >= self.limit {

@@ -146,6 +146,7 @@ impl GdbSession {
         let waiter = driver.clone();
         let owner = partition.clone();
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            stop_on_attach(&partition, vcpu);
             let reason = wait(&waiter, &wake_rx, events);
             // Whatever the ending: no more input is taken, the guest is let go.
             partition.detach_debugger(vcpu);
@@ -214,8 +215,24 @@ fn guarded<H: GuestHandle>(driver: &mut Driver<H>, f: impl FnOnce(&mut Driver<H>
     }
 }
 
-/// The session thread: stops the target (gdb expects a stopped target on attach), then reports
-/// what happens while it runs, until the session ends (Some(reason)) or is closed (None).
+/// gdb expects a stopped target on attach: asks the session's vCPUs to stop and waits for
+/// them without holding the session, so gdb's first packets are answered meanwhile (the first
+/// packet that needs the target waits for the same stop, `Driver::start`).
+fn stop_on_attach(partition: &PartitionHandle, scope: Option<u32>) {
+    let vcpus: Vec<u32> = match scope {
+        Some(v) => vec![v],
+        None => (0..partition.vcpus().len() as u32).collect(),
+    };
+    for &v in &vcpus {
+        if let Ok(vcpu) = partition.vcpu(v) {
+            vcpu.request_stop();
+        }
+    }
+    partition.wait_vcpus_parked(&vcpus, target::STOP_TIMEOUT);
+}
+
+/// The session thread: notes the attach stop done, then reports what happens while the target
+/// runs, until the session ends (Some(reason)) or is closed (None).
 fn wait(
     driver: &Mutex<Driver<LivePartition>>,
     wake: &Receiver<()>,
@@ -347,7 +364,6 @@ impl<H: GuestHandle> Driver<H> {
     }
 
     fn input(&mut self, bytes: &[u8]) {
-        self.start();
         for &byte in bytes {
             if self.machine.is_none() {
                 return;
@@ -359,6 +375,13 @@ impl<H: GuestHandle> Driver<H> {
     }
 
     fn feed(&mut self, byte: u8) -> Result<(), String> {
+        // gdb's first packets (what the stub supports) are answered at once; the first one
+        // that may look at the target waits for the attach stop. Under heavy load a park can
+        // outlast gdb's wait for the ack of its first packet, and gdb then sends it again
+        // (and takes the second reply for the answer to its next packet).
+        if self.filter.next_byte_ends_packet_for_target() {
+            self.start();
+        }
         let pass = self.filter.push(byte)?;
         // gdbstub ignores the length an M or X packet declares: the target compares it with
         // the data it is handed.

@@ -32,7 +32,7 @@ use super::handle::{GuestHandle, LivePartition};
 use crate::pagewalk::{PagingState, translate};
 
 /// How long a stop request waits for vCPUs to park.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Errors that end a gdb session.
 #[derive(Debug, thiserror::Error)]

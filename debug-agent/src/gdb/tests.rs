@@ -260,3 +260,42 @@ fn a_bare_qsupported_gets_a_normal_reply() {
         }
     }
 }
+
+#[test]
+fn gdbs_handshake_is_answered_before_the_attach_stop_and_the_first_target_packet_waits_for_it() {
+    use std::sync::{Arc, Mutex};
+
+    use super::target::PartitionTarget;
+    use super::{Driver, LinkConnection};
+
+    let guest = FakeGuest::new("fake", 2, TRAPPING);
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let sink = sent.clone();
+    let connection = LinkConnection::new(Box::new(move |bytes| {
+        sink.lock().unwrap().extend_from_slice(bytes);
+        true
+    }));
+    let mut driver = Driver::new(
+        PartitionTarget::with_handle(guest.clone(), None),
+        connection,
+        crossbeam_channel::never(),
+    );
+    let replies = |sent: &Mutex<Vec<u8>>| {
+        String::from_utf8_lossy(&std::mem::take(&mut *sent.lock().unwrap())).into_owned()
+    };
+    // What gdb sends first, as it connects: answered with the guest still running.
+    driver.input(&session(&[
+        "qSupported:multiprocess+;xmlRegisters=i386",
+        "vMustReplyEmpty",
+        "QStartNoAckMode",
+    ]));
+    let handshake = replies(&sent);
+    assert!(handshake.contains("PacketSize="), "{handshake}");
+    assert!(!guest.stopped(0) && !guest.stopped(1));
+    // Then the stop reason: the target stops first.
+    driver.input(&pkt("?"));
+    assert!(guest.stopped(0) && guest.stopped(1));
+    assert!(replies(&sent).contains("$T05"));
+    driver.finish(true);
+    assert!(guest.released());
+}
