@@ -429,7 +429,15 @@ impl<H: GuestHandle> PartitionTarget<H> {
         // All-stop: the other vCPUs of this target stop too before gdb hears of it. (Their
         // debug controls are set again at the next resume.)
         self.stop_all();
-        self.stop_registers.insert(vcpu, event.registers);
+        // The registers of the stop, unless the vCPU ran again since (a stop that came while
+        // the target was stopped, reported at the next resume).
+        if self
+            .resumed
+            .get(&vcpu)
+            .is_none_or(|&latest| event.resume >= latest)
+        {
+            self.stop_registers.insert(vcpu, event.registers);
+        }
         Some(stop)
     }
 
