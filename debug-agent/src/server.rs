@@ -193,12 +193,15 @@ impl Agent {
         config: &AgentConfig,
         options: AgentOptions,
     ) -> Result<Agent, AgentError> {
-        let events = system.subscribe(EVENT_CAPACITY);
+        let listening = Arc::new(events::Listening::default());
+        let wanted = listening.clone();
+        let events =
+            system.subscribe_to(EVENT_CAPACITY, Box::new(move |event| wanted.wants(event)));
         let channels = trace::channels(&system.config);
         Agent::start_with(
             &system.config.name,
             system.handles(),
-            events,
+            (events, listening),
             config,
             options,
             channels,
@@ -214,14 +217,23 @@ impl Agent {
         config: &AgentConfig,
         options: AgentOptions,
     ) -> Result<Agent, AgentError> {
-        Agent::start_with(system, partitions, events, config, options, Vec::new())
+        let listening = Arc::new(events::Listening::default());
+        Agent::start_with(
+            system,
+            partitions,
+            (events, listening),
+            config,
+            options,
+            Vec::new(),
+        )
     }
 
-    /// [`start_parts`](Self::start_parts) with the IPC channels for the trace header.
+    /// [`start_parts`](Self::start_parts) with the IPC channels for the trace header; the
+    /// events come with the counts of listeners their subscription may filter on.
     fn start_with(
         system: &str,
         partitions: Vec<PartitionHandle>,
-        events: Receiver<SystemEvent>,
+        (events, listening): (Receiver<SystemEvent>, Arc<events::Listening>),
         config: &AgentConfig,
         options: AgentOptions,
         channels: Vec<hv_link::trace::TraceChannel>,
@@ -245,7 +257,7 @@ impl Agent {
             partitions: partitions.into(),
             server,
             claims: ChannelClaims::new(),
-            sinks: events::Sinks::default(),
+            sinks: events::Sinks::new(listening),
             trace: trace::TraceHub::default(),
             trace_header,
             gdb_options: GdbSessionOptions {

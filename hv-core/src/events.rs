@@ -51,15 +51,22 @@ pub enum SystemEvent {
     },
 }
 
-/// Which events a subscriber takes.
-pub type EventFilter = fn(&SystemEvent) -> bool;
+/// Which events a subscriber takes (called by the publishing thread, which must not block).
+pub type EventFilter = Box<dyn Fn(&SystemEvent) -> bool + Send + Sync>;
 
 /// One subscription: where its events go, the most it may hold undelivered, which it takes.
-#[derive(Debug)]
 struct Subscriber {
     tx: Sender<SystemEvent>,
     capacity: usize,
     wanted: EventFilter,
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Fan-out of `SystemEvent`s.
@@ -74,7 +81,7 @@ impl EventHub {
     /// events actually queued, not with `capacity` (a bounded channel would allocate every slot
     /// up front: 7.5 MiB for 65,536 events).
     pub fn subscribe(&self, capacity: usize) -> Receiver<SystemEvent> {
-        self.subscribe_to(capacity, |_| true)
+        self.subscribe_to(capacity, Box::new(|_| true))
     }
 
     /// A subscription to the events `wanted` accepts only: the others are not queued and do
@@ -160,7 +167,10 @@ mod tests {
     #[test]
     fn a_subscriber_takes_only_the_events_it_wants() {
         let hub = EventHub::default();
-        let lines = hub.subscribe_to(8, |e| matches!(e, SystemEvent::ConsoleLine { .. }));
+        let lines = hub.subscribe_to(
+            8,
+            Box::new(|e| matches!(e, SystemEvent::ConsoleLine { .. })),
+        );
         let all = hub.subscribe(8);
         let stop = SystemEvent::Debugger {
             partition: 0,

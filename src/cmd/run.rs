@@ -212,7 +212,7 @@ fn start_system(
     names: &[String],
 ) -> anyhow::Result<(System, crossbeam_channel::Receiver<SystemEvent>)> {
     let mut system = System::new(config).context("cannot build the system")?;
-    let events = system.subscribe_to(65_536, Outcome::takes);
+    let events = system.subscribe_to(65_536, Box::new(Outcome::takes));
     system.start().context("cannot start the system")?;
     eprintln!(
         "hv: running {} ({} partition{}: {}); Ctrl-C stops",

@@ -39,7 +39,11 @@ pub(crate) fn serve(shared: &Arc<Shared>, mut conn: Connection) {
     let client = accepted.hello.client.clone();
     tracing::info!(%peer, %client, "debug agent: client connected");
     let (reader, writer) = conn.split();
-    let (sink, queue) = Sink::new(&client, shared.queue_capacity);
+    let (sink, queue) = Sink::new(
+        &client,
+        shared.queue_capacity,
+        shared.sinks.listening().clone(),
+    );
     let pump_writer = writer.clone();
     let pump = std::thread::Builder::new()
         .name("agent-pump".into())

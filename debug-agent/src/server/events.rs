@@ -6,7 +6,7 @@
 //! Each connection has a pump thread that writes its queue to the link, batching what is
 //! queued into one write, so a slow client only slows itself.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
@@ -33,21 +33,51 @@ struct Interest {
     events: bool,
 }
 
+/// How many connections listen for each kind of event, kept by their sinks: the agent's
+/// subscription takes only what someone listens for, so a debugger's stops and a chatty
+/// guest's output do not wake the dispatcher for nobody.
+#[derive(Debug, Default)]
+pub(crate) struct Listening {
+    /// Sinks with `partition.state_changed` notifications on.
+    events: AtomicUsize,
+    /// Console channels open, over all sinks.
+    consoles: AtomicUsize,
+}
+
+impl Listening {
+    /// Whether the dispatcher has anyone to hand `event` to.
+    pub(crate) fn wants(&self, event: &SystemEvent) -> bool {
+        match event {
+            SystemEvent::ConsoleOutput { .. } => self.consoles.load(Ordering::Relaxed) > 0,
+            SystemEvent::StateChanged { .. } | SystemEvent::Debugger { .. } => {
+                self.events.load(Ordering::Relaxed) > 0
+            }
+            SystemEvent::ConsoleLine { .. } | SystemEvent::Warning { .. } => false,
+        }
+    }
+}
+
 /// One connection's subscription.
 pub(crate) struct Sink {
     tx: Sender<Outbound>,
     interest: Mutex<Interest>,
+    listening: Arc<Listening>,
     dropped: AtomicU64,
     client: String,
 }
 
 impl Sink {
-    /// A sink and the receiver its pump drains.
-    pub(crate) fn new(client: &str, capacity: usize) -> (Arc<Sink>, Receiver<Outbound>) {
+    /// A sink counted in `listening`, and the receiver its pump drains.
+    pub(crate) fn new(
+        client: &str,
+        capacity: usize,
+        listening: Arc<Listening>,
+    ) -> (Arc<Sink>, Receiver<Outbound>) {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let sink = Arc::new(Sink {
             tx,
             interest: Mutex::default(),
+            listening,
             dropped: AtomicU64::new(0),
             client: client.to_owned(),
         });
@@ -61,16 +91,31 @@ impl Sink {
     /// Start streaming partition `partition`'s console on `channel`.
     pub(crate) fn add_console(&self, partition: usize, channel: ChannelId) {
         self.interest().consoles.push((partition, channel));
+        self.listening.consoles.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Stop streaming on `channel`.
     pub(crate) fn remove_console(&self, channel: ChannelId) {
-        self.interest().consoles.retain(|(_, c)| *c != channel);
+        let mut interest = self.interest();
+        let before = interest.consoles.len();
+        interest.consoles.retain(|(_, c)| *c != channel);
+        let removed = before - interest.consoles.len();
+        self.listening
+            .consoles
+            .fetch_sub(removed, Ordering::Relaxed);
     }
 
     /// Turn `partition.state_changed` notifications on or off.
     pub(crate) fn set_events(&self, on: bool) {
-        self.interest().events = on;
+        let mut interest = self.interest();
+        if interest.events != on {
+            interest.events = on;
+            if on {
+                self.listening.events.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.listening.events.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 
     fn offer(&self, channel: ChannelId, payload: &Arc<[u8]>) {
@@ -96,13 +141,38 @@ impl Sink {
     }
 }
 
+impl Drop for Sink {
+    fn drop(&mut self) {
+        // What the connection still listened for when it went.
+        self.set_events(false);
+        let consoles = self.interest().consoles.len();
+        self.listening
+            .consoles
+            .fetch_sub(consoles, Ordering::Relaxed);
+    }
+}
+
 /// Every live connection's sink.
 #[derive(Default)]
 pub(crate) struct Sinks {
     list: Mutex<Vec<Arc<Sink>>>,
+    listening: Arc<Listening>,
 }
 
 impl Sinks {
+    /// Sinks counted in `listening`.
+    pub(crate) fn new(listening: Arc<Listening>) -> Sinks {
+        Sinks {
+            list: Mutex::default(),
+            listening,
+        }
+    }
+
+    /// What the sinks listen for.
+    pub(crate) fn listening(&self) -> &Arc<Listening> {
+        &self.listening
+    }
+
     fn lock(&self) -> MutexGuard<'_, Vec<Arc<Sink>>> {
         self.list.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -289,5 +359,49 @@ mod tests {
         ];
         let expect: Vec<(u32, String)> = expect.iter().map(|(c, s)| (*c, s.to_string())).collect();
         assert_eq!(frames, expect);
+    }
+
+    fn console_output() -> SystemEvent {
+        SystemEvent::ConsoleOutput {
+            partition: 0,
+            bytes: b"x".to_vec(),
+        }
+    }
+
+    fn stop() -> SystemEvent {
+        SystemEvent::Debugger {
+            partition: 0,
+            stopped: true,
+            detail: "breakpoint".into(),
+        }
+    }
+
+    #[test]
+    fn the_subscription_takes_what_some_connection_listens_for() {
+        let listening = Arc::new(Listening::default());
+        let wants = |e: SystemEvent| listening.wants(&e);
+        assert!(!wants(console_output()) && !wants(stop()));
+        let (a, _qa) = Sink::new("a", 4, listening.clone());
+        let (b, _qb) = Sink::new("b", 4, listening.clone());
+        a.set_events(true);
+        a.set_events(true);
+        assert!(wants(stop()) && !wants(console_output()));
+        a.set_events(false);
+        assert!(!wants(stop()));
+        b.add_console(0, ChannelId(3));
+        b.add_console(1, ChannelId(4));
+        b.remove_console(ChannelId(3));
+        assert!(wants(console_output()));
+        b.set_events(true);
+        // A connection that goes takes what it listened for with it.
+        drop(b);
+        assert!(!wants(console_output()) && !wants(stop()));
+        drop(a);
+        assert_eq!(listening.events.load(Ordering::Relaxed), 0);
+        assert_eq!(listening.consoles.load(Ordering::Relaxed), 0);
+        assert!(!wants(SystemEvent::ConsoleLine {
+            partition: 0,
+            line: "x".into()
+        }));
     }
 }
