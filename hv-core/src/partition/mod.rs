@@ -4,7 +4,7 @@
 //! Control calls (pause, resume, reset) lock only this partition's control mutex and talk to its
 //! vCPUs through their `VcpuShared`; nothing here can block another partition.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -183,6 +183,8 @@ pub(crate) struct Partition {
     control: Mutex<()>,
     park_lock: Mutex<()>,
     park_cond: Condvar,
+    /// Threads in `wait_vcpus_parked`: a park or unpark with none costs no wake-up.
+    park_waiters: AtomicUsize,
     debuggers: Mutex<Vec<(Option<u32>, Sender<DebugStopEvent>)>>,
     warnings: AtomicU64,
 }
@@ -258,6 +260,7 @@ impl Partition {
             control: Mutex::new(()),
             park_lock: Mutex::new(()),
             park_cond: Condvar::new(),
+            park_waiters: AtomicUsize::new(0),
             debuggers: Mutex::new(Vec::new()),
             warnings: AtomicU64::new(0),
         })
@@ -360,8 +363,16 @@ impl Partition {
         self.kick_all();
     }
 
+    /// A vCPU parked or left a parked state (its state is already stored).
     pub(crate) fn notify_parked(&self) {
-        let _guard = self.park_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // A waiter counts itself before it looks at the states: either it sees this state or
+        // it is counted here and woken.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.park_waiters.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        // Taken and released before the notify, so the woken waiter does not block on it.
+        drop(self.park_lock.lock().unwrap_or_else(|p| p.into_inner()));
         self.park_cond.notify_all();
     }
 
@@ -381,24 +392,27 @@ impl Partition {
     pub fn wait_vcpus_parked(&self, vcpus: &[u32], timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut guard = self.park_lock.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
+        self.park_waiters.fetch_add(1, Ordering::SeqCst);
+        let parked = loop {
             if vcpus
                 .iter()
                 .filter_map(|i| self.vcpus.get(*i as usize))
                 .all(|v| v.state().is_parked())
             {
-                return true;
+                break true;
             }
             let now = Instant::now();
             if now >= deadline {
-                return false;
+                break false;
             }
             guard = self
                 .park_cond
                 .wait_timeout(guard, (deadline - now).min(Duration::from_millis(50)))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-        }
+        };
+        self.park_waiters.fetch_sub(1, Ordering::SeqCst);
+        parked
     }
 
     /// Nanoseconds since the partition (re)started.
