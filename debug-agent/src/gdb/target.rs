@@ -224,11 +224,9 @@ impl<H: GuestHandle> PartitionTarget<H> {
     }
 
     fn paging(&mut self, vcpu: u32) -> Result<PagingState, TargetError<TargetFault>> {
-        let at_stop = self.stop_registers.get(&vcpu).and_then(|r| r.sregs);
-        let s = match (self.cache.get(&vcpu), at_stop) {
-            (Some(r), _) => r.sregs,
-            (None, Some(sregs)) => sregs,
-            (None, None) => self.registers(vcpu)?.sregs,
+        let s = match self.stop_registers.get(&vcpu).and_then(|r| r.sregs) {
+            Some(sregs) => sregs,
+            None => self.registers(vcpu)?.sregs,
         };
         Ok(PagingState {
             cr0: s.cr0,
@@ -381,11 +379,14 @@ impl<H: GuestHandle> PartitionTarget<H> {
     /// stop drained the queue. Reporting it would be a stray SIGTRAP at a pc gdb did not
     /// step from.
     pub(crate) fn is_superseded_step(&self, event: &DebugStopEvent) -> bool {
-        is_step(event)
-            && self
-                .resumed
-                .get(&event.vcpu)
-                .is_some_and(|&latest| event.resume < latest)
+        is_step(event) && self.resumed_since(event)
+    }
+
+    /// Whether the vCPU of `event` was resumed after the run that produced it.
+    fn resumed_since(&self, event: &DebugStopEvent) -> bool {
+        self.resumed
+            .get(&event.vcpu)
+            .is_some_and(|&latest| event.resume < latest)
     }
 
     /// Decides what a debug exit means. None: not for the debugger (the guest's own int3,
@@ -431,11 +432,7 @@ impl<H: GuestHandle> PartitionTarget<H> {
         self.stop_all();
         // The registers of the stop, unless the vCPU ran again since (a stop that came while
         // the target was stopped, reported at the next resume).
-        if self
-            .resumed
-            .get(&vcpu)
-            .is_none_or(|&latest| event.resume >= latest)
-        {
+        if !self.resumed_since(&event) {
             self.stop_registers.insert(vcpu, event.registers);
         }
         Some(stop)
@@ -459,11 +456,9 @@ impl<H: GuestHandle> PartitionTarget<H> {
 
     /// Expedited registers (rbp, rsp, rip) of `vcpu` for a stop reply.
     pub fn expedited(&mut self, vcpu: u32) -> Vec<(usize, [u8; 8])> {
-        let at_stop = self.stop_registers.get(&vcpu).and_then(|r| r.gprs);
-        let gprs = match (self.cache.get(&vcpu), at_stop) {
-            (Some(r), _) => r.regs,
-            (None, Some(gprs)) => gprs,
-            (None, None) => match self.registers(vcpu) {
+        let gprs = match self.stop_registers.get(&vcpu).and_then(|r| r.gprs) {
+            Some(gprs) => gprs,
+            None => match self.registers(vcpu) {
                 Ok(r) => r.regs,
                 Err(_) => return Vec::new(),
             },
@@ -487,6 +482,8 @@ impl<H: GuestHandle> PartitionTarget<H> {
             .set_registers(vcpu, kvm)
             .map_err(|_| TargetError::NonFatal)?;
         self.cache.insert(vcpu, kvm);
+        // The registers the stop came with are no longer the vCPU's.
+        self.stop_registers.remove(&vcpu);
         Ok(())
     }
 
