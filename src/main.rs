@@ -47,14 +47,31 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HV_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = |default: &str| {
+        tracing_subscriber::EnvFilter::try_from_env("HV_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+    };
+    // `hv dap --log FILE`: the adapter's stdout is the protocol, so its log goes to a file.
+    let dap_log = match &cli.command {
+        Some(Command::Dap(args)) => args.log.as_deref(),
+        _ => None,
+    };
+    match dap_log.map(cmd::dap::open_log).transpose() {
+        Ok(Some(file)) => tracing_subscriber::fmt()
+            .with_env_filter(filter("hv_dap=trace"))
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .init(),
+        Ok(None) => tracing_subscriber::fmt()
+            .with_env_filter(filter("error"))
+            .with_writer(std::io::stderr)
+            .init(),
+        Err(e) => {
+            eprintln!("hv: error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     let result = match cli.command {
         None => cmd::run::run(cmd::run::RunArgs::default()),
         Some(Command::Run(args)) => cmd::run::run(args),

@@ -47,6 +47,12 @@ function partitionsPane() {
   return page.locator('.pane', { has: page.locator('.pane-header', { hasText: /^Partitions/ }) });
 }
 
+/** Expands or collapses the Run and Debug pane titled `title` (a click on its header if needed). */
+async function setPane(title, expanded) {
+  const header = page.locator('.pane-header', { hasText: new RegExp(`^${title}`) }).first();
+  if (((await header.getAttribute('aria-expanded')) === 'true') !== expanded) await header.click();
+}
+
 /** Opens Run and Debug and expands the Partitions pane (a click on its header when collapsed). */
 async function showPartitions() {
   await palette('View: Show Run and Debug');
@@ -101,8 +107,7 @@ async function main() {
     await page.locator('.quick-input-widget').waitFor({ state: 'hidden', timeout: 15000 });
     await page.locator('.statusbar', { hasText: `Ln ${bpLine},` }).waitFor({ timeout: 15000 });
     await page.keyboard.press('F9');
-    const watch = page.locator('.pane-header', { hasText: /^Watch/ }).first();
-    if ((await watch.getAttribute('aria-expanded')) === 'true') await watch.click(); // room for Variables
+    await setPane('Watch', false); // room for Variables
     await page.locator('.codicon-debug-breakpoint').first().waitFor({ timeout: 15000 });
     log(`breakpoint set at sensor_model.c:${bpLine} with F9`);
 
@@ -116,6 +121,10 @@ async function main() {
 
     // Variables: expand Locals (the adapter's first scope is "Device request"), then req; read
     // offset. A click while the tree re-renders can be lost: retry until the child row shows.
+    // The tree renders only the rows in view: Breakpoints and Partitions are collapsed first so
+    // that Variables has the height for them (else req's row can stay below the pane's edge).
+    await setPane('Breakpoints', false);
+    await setPane('Partitions', false);
     const varRow = (name) => page.locator('.debug-variables .monaco-list-row').filter({ hasText: new RegExp(`^\\s*${name}\\s*[=:]`) }).first();
     const expand = async (row, child, what) => {
       for (let i = 0; i < 6; i++) {
@@ -157,10 +166,8 @@ async function main() {
 
     // The Partitions view: the four partitions, sensor-model stopped in the debugger. The other
     // panes are collapsed so that the whole tree is rendered.
-    for (const title of ['Variables', 'Watch', 'Call Stack', 'Breakpoints']) {
-      const header = page.locator('.pane-header', { hasText: new RegExp(`^${title}`) }).first();
-      if ((await header.getAttribute('aria-expanded')) === 'true') await header.click();
-    }
+    for (const title of ['Variables', 'Watch', 'Call Stack', 'Breakpoints']) await setPane(title, false);
+    await setPane('Partitions', true);
     const pane2 = partitionsPane();
     await pane2.locator('.monaco-list-row', { hasText: /^sensor-model\s*debug-stopped/ }).first().waitFor({ timeout: LONG });
     for (const name of DEMO) await pane2.locator('.monaco-list-row .label-name', { hasText: new RegExp(`^${escape(name)}$`) }).first().waitFor({ timeout: 30000 });
@@ -239,12 +246,12 @@ async function main() {
     await input.fill('worker · vCPU 1');
     await page.locator('.quick-input-list .monaco-list-row .label-name', { hasText: /^worker · vCPU 1$/ }).first().click();
     log('Select and Start Debugging → "hv: attach…" → quick pick → worker · vCPU 1');
-    const stackHeader = page.locator('.pane-header', { hasText: /^Call Stack/ }).first();
-    if ((await stackHeader.getAttribute('aria-expanded')) !== 'true') await stackHeader.click();
+    await setPane('Call Stack', true);
     const vcpuSession = page.locator('.debug-call-stack .monaco-list-row', { hasText: /^\s*hv: worker vCPU 1/ }).first();
     await vcpuSession.waitFor({ timeout: LONG });
     await vcpuSession.click(); // focus it: Pause acts on the focused session
     await palette('Debug: Pause');
+    await setPane('Call Stack', false); // the Partitions tree renders only the rows in view
     await pane2.locator('.monaco-list-row', { hasText: /^vCPU 1\s*debug-stopped/ }).first().waitFor({ timeout: LONG });
     const workerRows = (await pane2.locator('.monaco-list-row').allInnerTexts()).map((t) => t.replace(/\s+/g, ' ')).filter((t) => /^(worker|vCPU)/.test(t));
     log(`paused the vCPU session: ${workerRows.join(' | ')}`);

@@ -93,6 +93,9 @@ trap stop_server EXIT
 # part's system (its link socket, gdb ports) is left for the next.
 start_server() {
   PORT=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+  # The adapter's session log (every DAP message and gdb/MI line), kept per part for failures.
+  export HV_DAP_LOG="$OUT/dap-$1.log"
+  rm -f "$HV_DAP_LOG"
   setsid code-server --auth none --bind-addr "127.0.0.1:$PORT" --disable-telemetry --disable-update-check \
     --disable-workspace-trust --disable-getting-started-override "${CS_ARGS[@]}" --vscode-option enable-smoke-test-driver \
     "$REPO" >"$OUT/server-$1.log" 2>&1 &
@@ -121,7 +124,7 @@ t1=$(date +%s)
 if CS_URL="http://127.0.0.1:$PORT/?folder=$REPO" node "$EXT/test/drive.mjs"; then
   echo "run-vscode-tests: UI part passed ($(( $(date +%s) - t1 )) s)"
 else
-  echo "run-vscode-tests: UI part FAILED (see $OUT/ui-fail.png, $OUT/server-ui.log)" >&2
+  echo "run-vscode-tests: UI part FAILED (see $OUT/ui-fail.png, $OUT/server-ui.log, $OUT/dap-ui.log)" >&2
   status=1
 fi
 stop_server
@@ -140,7 +143,7 @@ PAYLOAD=$(node -e 'const [a,e]=process.argv.slice(1);console.log(encodeURICompon
 if CS_URL="http://127.0.0.1:$PORT/?folder=$REPO&payload=$PAYLOAD" node "$EXT/test/runtests.mjs"; then
   echo "run-vscode-tests: extension-test hook part passed ($(( $(date +%s) - t1 )) s)"
 else
-  echo "run-vscode-tests: extension-test hook part FAILED (see $HVDK_TEST_RESULT, $OUT/server-hook.log)" >&2
+  echo "run-vscode-tests: extension-test hook part FAILED (see $HVDK_TEST_RESULT, $OUT/server-hook.log, $OUT/dap-hook.log)" >&2
   status=1
 fi
 stop_server

@@ -114,6 +114,7 @@ where
         loop {
             match protocol::read_message(&mut reader).await {
                 Ok(Some(m)) => {
+                    tracing::debug!("dap> {m}");
                     if req_tx.send(Some(m)).is_err() {
                         return;
                     }

@@ -140,6 +140,7 @@ pub async fn write_all<W: AsyncWrite + Unpin>(
         }
         message["seq"] = json!(seq);
         seq += 1;
+        tracing::debug!("dap< {message}");
         write_message(&mut writer, &message).await?;
     }
     Ok(())
