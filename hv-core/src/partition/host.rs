@@ -9,8 +9,8 @@ use super::Partition;
 use crate::devmodel::DeviceEnd;
 use crate::lifecycle::PartitionLifecycle;
 use crate::vcpu::{
-    DebugExit, DeviceAccess, HypercallOutcome, StopRegisters, VcpuHost, VcpuRegisters, VcpuShared,
-    VcpuThreadState,
+    DebugExit, DebugReport, DeviceAccess, HypercallOutcome, StopRegisters, VcpuHost, VcpuRegisters,
+    VcpuShared, VcpuThreadState,
 };
 
 /// How the vCPU threads see their partition.
@@ -39,7 +39,12 @@ impl VcpuHost for Partition {
         self.exit(code);
     }
 
-    fn debug_exit(&self, vcpu: &VcpuShared, exit: DebugExit, registers: StopRegisters) -> bool {
+    fn debug_exit(
+        &self,
+        vcpu: &VcpuShared,
+        exit: DebugExit,
+        registers: StopRegisters,
+    ) -> Option<DebugReport> {
         Partition::debug_exit(self, vcpu, exit, registers)
     }
 

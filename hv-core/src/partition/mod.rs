@@ -22,7 +22,7 @@ pub use crate::lifecycle::{CrashRegisters, CrashReport, PartitionLifecycle};
 use crate::loader::{GuestImage, LoadError};
 use crate::timer::VirtualTimer;
 use crate::vcpu::{
-    DebugExit, StopRegisters, VcpuError, VcpuRegisters, VcpuShared, VcpuThreadState,
+    DebugExit, DebugReport, StopRegisters, VcpuError, VcpuRegisters, VcpuShared, VcpuThreadState,
 };
 
 mod handle;
@@ -526,14 +526,15 @@ impl Partition {
     }
 
     /// Routes a debug exit to the debugger attached to this vCPU (a per-vCPU one first, else the
-    /// partition's), which then owns the stopped vCPU. Returns false when no debugger is attached
-    /// (the caller then drops its debug controls: nobody is there to step or break).
+    /// partition's), which then owns the stopped vCPU: requests the stop and returns the report
+    /// for the vCPU to send once parked. None when no debugger is attached (the caller then drops
+    /// its debug controls: nobody is there to step or break).
     pub(crate) fn debug_exit(
         &self,
         vcpu: &VcpuShared,
         exit: DebugExit,
         registers: StopRegisters,
-    ) -> bool {
+    ) -> Option<DebugReport> {
         let debuggers = self.debuggers.lock().unwrap_or_else(|p| p.into_inner());
         let sink = debuggers
             .iter()
@@ -542,19 +543,22 @@ impl Partition {
         match sink {
             Some((_, tx)) => {
                 vcpu.request_stop();
-                let _ = tx.send(DebugStopEvent {
-                    vcpu: vcpu.index,
-                    exit,
-                    registers,
-                    resume: vcpu.resumed_as(),
-                });
                 if let Some(what) = debug_stop_name(&exit) {
                     self.note_debugger(
                         true,
                         format!("{what} on vCPU {} at {:#x}", vcpu.index, exit.pc),
                     );
                 }
-                true
+                let tx = tx.clone();
+                let event = DebugStopEvent {
+                    vcpu: vcpu.index,
+                    exit,
+                    registers,
+                    resume: vcpu.resumed_as(),
+                };
+                Some(Box::new(move || {
+                    let _ = tx.send(event);
+                }))
             }
             None => {
                 self.warn(format!(
@@ -562,7 +566,7 @@ impl Partition {
                      switched off",
                     vcpu.index, exit.exception, exit.pc
                 ));
-                false
+                None
             }
         }
     }

@@ -254,11 +254,19 @@ impl VcpuRunner {
             gprs: self.read_gprs().ok(),
             sregs: self.synced_sregs.then(|| self.fd.sync_regs().sregs),
         };
-        if !self.host.debug_exit(&self.shared, exit, registers)
-            && self.debug.is_active()
-            && let Err(e) = self.set_debug(DebugControl::default(), false)
-        {
-            self.host.warn(format!("vCPU {}: {e}", self.shared.index));
+        match self.host.debug_exit(&self.shared, exit, registers) {
+            Some(report) => {
+                // Sent when this vCPU parks for the stop (an earlier one, if any, first).
+                if let Some(earlier) = self.debug_report.replace(report) {
+                    earlier();
+                }
+            }
+            None if self.debug.is_active() => {
+                if let Err(e) = self.set_debug(DebugControl::default(), false) {
+                    self.host.warn(format!("vCPU {}: {e}", self.shared.index));
+                }
+            }
+            None => {}
         }
     }
 

@@ -9,6 +9,11 @@ use std::sync::Arc;
 
 use super::{DebugExit, DeviceAccess, StopRegisters, VcpuRegisters, VcpuShared, VcpuThreadState};
 
+/// A debug stop on its way to the debugger. The vCPU sends it (calls it) only once it has
+/// parked, so that the debugger, woken by it, finds the vCPU stopped already instead of
+/// waiting for it to park (a sleep and a wake-up on every breakpoint hit and step).
+pub type DebugReport = Box<dyn FnOnce() + Send>;
+
 /// What a hypercall asks of the vCPU loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HypercallOutcome {
@@ -40,8 +45,14 @@ pub trait VcpuHost: DeviceAccess + Send + Sync {
     /// The guest called `HV_EXIT`.
     fn exited(&self, code: i64);
     /// A debug exit for the partition's debugger, with the registers the vCPU thread had at
-    /// hand; false when no debugger wants it.
-    fn debug_exit(&self, vcpu: &VcpuShared, exit: DebugExit, registers: StopRegisters) -> bool;
+    /// hand: requests the vCPU's debugger stop and returns the report for the debugger, which
+    /// the vCPU sends once it has parked; None when no debugger wants it.
+    fn debug_exit(
+        &self,
+        vcpu: &VcpuShared,
+        exit: DebugExit,
+        registers: StopRegisters,
+    ) -> Option<DebugReport>;
     /// A warning for the event log.
     fn warn(&self, message: String);
     /// The trace clock, in ns.

@@ -22,7 +22,7 @@ mod state;
 
 pub use debug::{DebugControl, HwBreakpoint, HwKind};
 pub use exit::{DebugExit, DeviceAccess, ExitAction, MmioAccess, handle_exit};
-pub use host::{HypercallOutcome, VcpuHost};
+pub use host::{DebugReport, HypercallOutcome, VcpuHost};
 pub use runner::VcpuRunner;
 pub use shared::VcpuShared;
 pub use state::{EXIT_REASONS, VcpuCounters, VcpuThreadState};

@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use kvm_ioctls::{SyncReg, VcpuFd};
 
-use super::{CURRENT, DebugControl, SyncedRegisters, VcpuHost, VcpuShared, VcpuThreadState};
+use super::{
+    CURRENT, DebugControl, DebugReport, SyncedRegisters, VcpuHost, VcpuShared, VcpuThreadState,
+};
 use crate::kvm_ext;
 use crate::poll::PollWindow;
 use crate::trace::TraceKind;
@@ -98,6 +100,8 @@ pub struct VcpuRunner {
     /// While an exit is handled (no waits in between): its time, which stamps every record of
     /// that exit, so an exit costs one clock read however many records it writes.
     pub(super) exit_stamp: Option<u64>,
+    /// A debug stop for the debugger, sent once this vCPU has parked (see [`DebugReport`]).
+    pub(super) debug_report: Option<DebugReport>,
 }
 
 impl VcpuRunner {
@@ -123,6 +127,7 @@ impl VcpuRunner {
             unconfirmed_injection: None,
             stale_halt_exit: false,
             exit_stamp: None,
+            debug_report: None,
         }
     }
 
@@ -162,6 +167,10 @@ impl VcpuRunner {
             }
             // Back to the top after every wait: a kicker that saw this vCPU halted only woke it
             // (see `kick`), so a request it made must be seen before the guest runs.
+            if !matches!(step, Step::Park(_)) {
+                // Released before it parked (or shutting down): the debugger still hears of it.
+                self.send_debug_report();
+            }
             match step {
                 Step::End => break,
                 Step::Park(state) => self.park(state),
@@ -184,6 +193,12 @@ impl VcpuRunner {
         }
     }
 
+    fn send_debug_report(&mut self) {
+        if let Some(report) = self.debug_report.take() {
+            report();
+        }
+    }
+
     fn park_reason(&self) -> Option<VcpuThreadState> {
         park_reason(&*self.host, &self.shared)
     }
@@ -197,6 +212,7 @@ impl VcpuRunner {
         self.trace(TraceKind::StateChange, state as u64, 0);
         self.shared.set_state(state);
         self.host.vcpu_parked();
+        self.send_debug_report();
         // Jobs (a debugger's register and debug-register requests) are served here, parked: the
         // vCPU does not leave and re-enter its parked state for each.
         let shared = self.shared.clone();
@@ -377,8 +393,13 @@ mod tests {
         fn vcpu_parked(&self) {}
         fn crashed(&self, _: u32, _: String, _: Option<VcpuRegisters>) {}
         fn exited(&self, _: i64) {}
-        fn debug_exit(&self, _: &VcpuShared, _: DebugExit, _: StopRegisters) -> bool {
-            false
+        fn debug_exit(
+            &self,
+            _: &VcpuShared,
+            _: DebugExit,
+            _: StopRegisters,
+        ) -> Option<DebugReport> {
+            None
         }
         fn warn(&self, _: String) {}
         fn now_ns(&self) -> u64 {
