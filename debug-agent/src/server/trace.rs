@@ -1,7 +1,8 @@
 //! Trace streaming: `trace.start` / `trace.stop`, `partitions.stats`, and the `trace` channel.
 //!
 //! One drainer thread empties every vCPU's trace ring every [`DRAIN_PERIOD`] and encodes what it
-//! found into record batches (hv-link's trace format). Each `trace` channel subscriber has a
+//! found into record batches (hv-link's trace format); while nothing is traced and nobody
+//! subscribes it sleeps until that changes. Each `trace` channel subscriber has a
 //! bounded queue of batches and a writer thread; when the queue is full the batch is dropped for
 //! that subscriber only and the records are counted per vCPU, then reported at the head of its
 //! next batch as `Lost` records with `b = LOST_ON_LINK`. The drainer never waits for a
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, select};
 use hv_core::PartitionHandle;
 use hv_core::clock::Clock;
 use hv_link::control::{PartitionStats, PartitionsStats, TraceStartParams, VcpuStats};
@@ -78,6 +79,21 @@ pub(crate) struct TraceHub {
     /// Records of the side path (vCPU states at a recording's start) for the drainer's next
     /// batch.
     side: Mutex<Vec<TraceRecord>>,
+    /// Wakes an idle drainer (a subscriber or a recording started).
+    work: Work,
+}
+
+/// A one-slot wake-up: signals that coalesce until the waiter takes them.
+struct Work {
+    tx: Sender<()>,
+    rx: Receiver<()>,
+}
+
+impl Default for Work {
+    fn default() -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        Work { tx, rx }
+    }
 }
 
 impl TraceHub {
@@ -103,6 +119,7 @@ impl TraceHub {
             closed: Arc::new(AtomicBool::new(false)),
         });
         self.lock().push(sub.clone());
+        self.wake_drainer();
         opened();
         // The header goes before every batch: the writer that sends them starts after it.
         let _ = writer.send_frame(channel, header);
@@ -135,6 +152,27 @@ impl TraceHub {
                 }
             }
         }
+        drop(side);
+        self.wake_drainer();
+    }
+
+    /// Whether nothing is traced, queued or subscribed: the drainer has nothing to do.
+    fn is_idle(&self) -> bool {
+        self.lock().is_empty()
+            && self
+                .requests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+            && self
+                .side
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+    }
+
+    fn wake_drainer(&self) {
+        let _ = self.work.tx.try_send(());
     }
 
     /// Takes the side path's records into `out`.
@@ -172,6 +210,8 @@ impl TraceHub {
                 v.trace.set_classes(union);
             }
         }
+        drop(requests);
+        self.wake_drainer();
     }
 }
 
@@ -274,11 +314,23 @@ pub(crate) fn header(
 /// The drainer thread: until `stop` disconnects.
 pub(crate) fn drain_loop(shared: &Shared, stop: &Receiver<()>) {
     let mut drainer = Drainer::default();
+    let hub = &shared.trace;
     loop {
-        drainer.drain_once(&shared.partitions, &shared.trace);
-        match stop.recv_timeout(DRAIN_PERIOD) {
-            Err(RecvTimeoutError::Timeout) => {}
-            _ => return,
+        drainer.drain_once(&shared.partitions, hub);
+        if hub.is_idle() {
+            // Nothing is traced and nobody listens: one more round discards what a vCPU wrote
+            // as its classes went off, then sleep until a recording or a subscriber starts
+            // (no wake-ups every period for nothing, e.g. while a debugger steps).
+            drainer.drain_once(&shared.partitions, hub);
+            select! {
+                recv(stop) -> _ => return,
+                recv(hub.work.rx) -> _ => {}
+            }
+        } else {
+            match stop.recv_timeout(DRAIN_PERIOD) {
+                Err(RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
         }
     }
 }
@@ -602,6 +654,35 @@ vector = 49
         offer(&sub, &[marker(1)], &mut None, &mut Vec::new());
         offer(&sub, &[halted, marker(2)], &mut None, &mut Vec::new());
         assert_eq!(sub.lost(), 1);
+    }
+
+    #[test]
+    fn the_drainer_is_idle_only_with_nothing_traced_queued_or_subscribed_and_is_woken_out_of_it() {
+        let hub = TraceHub::default();
+        assert!(hub.is_idle());
+        assert!(hub.work.rx.try_recv().is_err(), "no wake-up for nothing");
+        // A recording (classes requested), even with nobody subscribed yet: rings fill.
+        hub.request(&[], 1, |classes| classes.push(class::SCHED));
+        assert!(!hub.is_idle());
+        assert!(hub.work.rx.try_recv().is_ok(), "woken by the request");
+        hub.request(&[], 1, Vec::clear);
+        assert!(hub.is_idle());
+        // Wake-ups coalesce: one waiting, however many changes.
+        hub.side.lock().unwrap().push(marker(1));
+        assert!(!hub.is_idle(), "side records still to deliver");
+        hub.wake_drainer();
+        hub.wake_drainer();
+        assert!(hub.work.rx.try_recv().is_ok());
+        assert!(hub.work.rx.try_recv().is_err());
+        hub.side.lock().unwrap().clear();
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        hub.lock().push(Arc::new(Subscriber {
+            tx,
+            unreported: Mutex::default(),
+            lost: AtomicU64::new(0),
+            closed: Arc::default(),
+        }));
+        assert!(!hub.is_idle(), "a subscriber");
     }
 
     #[test]
