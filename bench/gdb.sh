@@ -3,8 +3,9 @@
 #   (1) our stub, through the gdb bridge and host link of `hv run`, on the `spin` guest, and
 #   (2) the peer: QEMU+KVM's gdbstub on a tiny real-mode guest (bench/gdb/peer-guest.S),
 # in the same run, each operation on both stubs back to back, in alternating order (this machine
-# is shared and noisy: only same-run ratios mean anything). Prints, per operation, our/QEMU
-# ratio per round, the median and the worst round, then the packets gdb sends per operation
+# is shared and noisy: only same-run ratios mean anything). Within a round, each stub's value is
+# the median of 5 short batches (bench/gdb/roundtrips.py; HV_BENCH_REPEATS). Prints, per
+# operation, our/QEMU ratio per round, the median and the worst round, then the packets gdb sends per operation
 # (ours and QEMU's) and our context switches (of the hv process) per operation.
 # Needs: qemu-system-x86 (Debian package), gdb, gcc, /dev/kvm. Run from anywhere: bench/gdb.sh
 # ROUNDS (default 5) sets the number of rounds.
@@ -54,6 +55,13 @@ peer() {
 }
 
 metrics="stepi_per_s regread_per_s memread_MiB_per_s bp_hits_per_s"
+# Before round 1, one session on each stub that measures nothing: it returns only once that
+# guest reached its loop, so every round runs with both guests spinning between their sessions.
+# (QEMU's firmware takes seconds to reach the boot sector; until then this VM has an idle core,
+# and a wake-up on an idle vCPU of this VM costs far more than on a busy one: round 1 of ours used
+# to run at half the speed of the others.)
+HV_BENCH_OPS=none ours >/dev/null || true
+HV_BENCH_OPS=none peer >/dev/null || true
 # Each operation is measured on both stubs back to back (in alternating order), so that the
 # host's load, which drifts over seconds, falls on both sides of each ratio alike.
 for r in $(seq "$rounds"); do

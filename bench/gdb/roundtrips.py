@@ -2,8 +2,11 @@
 # stock gdb against whatever stub gdb is connected to, and prints one "<name> <value>" line each:
 #   stepi_per_s        single steps (`stepi N`)
 #   regread_per_s      register reads (register cache flushed before each `info registers rip`)
-#   memread_MiB_per_s  64 reads of 16 KiB from 0x100000
+#   memread_MiB_per_s  reads of 16 KiB from 0x100000 on
 #   bp_hits_per_s      `continue` to a hardware breakpoint inside the loop
+# Each value is the median of REPEATS back-to-back batches (HV_BENCH_REPEATS, default 5): one
+# batch of our stub lasts 10-100 ms, so a single stall of the shared host (a neighbour's burst, a
+# descheduled vCPU of this VM) would otherwise decide a whole round, on either side.
 # With HV_BENCH_PID set (the stub's process), each is followed by "<name>_ctxsw <n>": context
 # switches of that process per operation, from /proc. With HV_BENCH_PACKETS set, by
 # "<name>_packets <n>": remote packets gdb sent per operation (from `set debug remote`).
@@ -37,16 +40,23 @@ def switches():
     return total
 
 
+REPEATS = int(os.environ.get("HV_BENCH_REPEATS", "5"))
+
+
 def measure(name, count, op, unit=None):
+    """Runs `op` (`count` operations; returns the amount done in `unit` if given) REPEATS times
+    and prints the median rate, and the context switches per operation over all batches."""
     before = switches()
-    start = time.perf_counter()
-    amount = op()
-    elapsed = time.perf_counter() - start
+    rates = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        amount = op()
+        elapsed = time.perf_counter() - start
+        rates.append((amount if unit else count) / elapsed)
     after = switches()
-    value = (amount if unit else count) / elapsed
-    print(f"{name} {value:.2f}")
+    print(f"{name} {sorted(rates)[len(rates) // 2]:.2f}")
     if PID:
-        print(f"{name}_ctxsw {(after - before) / count:.1f}")
+        print(f"{name}_ctxsw {(after - before) / (count * REPEATS):.1f}")
 
 
 def count_packets(*ops):
@@ -66,34 +76,36 @@ gdb.execute("set pagination off")
 loop_pc = int(gdb.parse_and_eval("$pc"))
 gdb.execute("delete", to_string=True)
 
-STEPS = 2000
+STEPS = 500
 if wanted("stepi_per_s"):
     measure("stepi_per_s", STEPS, lambda: gdb.execute(f"stepi {STEPS}", to_string=True))
 
 
 def read_registers():
-    for _ in range(300):
+    for _ in range(REGREADS):
         gdb.execute("maintenance flush register-cache", to_string=True)
         gdb.execute("info registers rip", to_string=True)
 
 
+REGREADS = 200
 if wanted("regread_per_s"):
-    measure("regread_per_s", 300, read_registers)
+    measure("regread_per_s", REGREADS, read_registers)
 
 inferior = gdb.selected_inferior()
 
 
 def read_memory():
     total = 0
-    for i in range(64):
+    for i in range(MEMREADS):
         total += len(inferior.read_memory(0x100000 + i * 16384, 16384))
     return total / 2**20
 
 
+MEMREADS = 32
 if wanted("memread_MiB_per_s"):
-    measure("memread_MiB_per_s", 64, read_memory, unit="MiB")
+    measure("memread_MiB_per_s", MEMREADS, read_memory, unit="MiB")
 
-HITS = 300
+HITS = 100
 
 
 def hits():
