@@ -68,8 +68,12 @@ fn main() -> std::process::ExitCode {
             .with_writer(std::io::stderr)
             .init(),
         Err(e) => {
-            eprintln!("hv: error: {e:#}");
-            return std::process::ExitCode::FAILURE;
+            // The adapter serves on without its log (VS Code would only say that it died).
+            eprintln!("hv: warning: {e:#}: no session log");
+            tracing_subscriber::fmt()
+                .with_env_filter(filter("error"))
+                .with_writer(std::io::stderr)
+                .init()
         }
     }
     let result = match cli.command {

@@ -38,8 +38,15 @@ struct Dap {
 
 impl Dap {
     fn start() -> Dap {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hv"))
-            .arg("dap")
+        Self::start_with(|_| {})
+    }
+
+    /// Starts `hv dap` with its command adjusted by `configure` (environment, arguments).
+    fn start_with(configure: impl FnOnce(&mut Command)) -> Dap {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hv"));
+        command.arg("dap");
+        configure(&mut command);
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -792,6 +799,39 @@ fn bad_input_gets_clear_errors() {
     assert!(e.contains("launch or attach first"), "{e}");
     let e = dap.fails("gotoTargets", json!({}));
     assert!(e.contains("does not support"), "{e}");
+    dap.ok("disconnect", json!({}));
+    dap.wait_exit();
+}
+
+/// `HV_DAP_LOG` (or `--log`) keeps the session's DAP messages; a log that cannot be opened is a
+/// warning, never a dead adapter. No KVM needed.
+#[test]
+fn the_session_log_has_every_message_and_a_bad_log_path_is_only_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("hv-dap.log");
+    let mut dap = Dap::start_with(|c| {
+        c.env("HV_DAP_LOG", &log);
+    });
+    dap.initialize();
+    let e = dap.fails("launch", json!({"type": "hv", "request": "launch"}));
+    dap.ok("disconnect", json!({}));
+    dap.wait_exit();
+    let text = std::fs::read_to_string(&log).expect("the log was written");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("dap> ") && l.contains(r#""command":"initialize""#)),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("dap< ") && l.contains("launch needs `system`")),
+        "the error response {e:?} is not in the log:\n{text}"
+    );
+
+    let mut dap = Dap::start_with(|c| {
+        c.args(["--log", "/nonexistent/dir/hv-dap.log"]);
+    });
+    dap.initialize();
     dap.ok("disconnect", json!({}));
     dap.wait_exit();
 }
