@@ -121,10 +121,10 @@ async function main() {
 
     // Variables: expand Locals (the adapter's first scope is "Device request"), then req; read
     // offset. A click while the tree re-renders can be lost: retry until the child row shows.
-    // The tree renders only the rows in view: Breakpoints and Partitions are collapsed first so
-    // that Variables has the height for them (else req's row can stay below the pane's edge).
-    await setPane('Breakpoints', false);
-    await setPane('Partitions', false);
+    // The tree renders only the rows in view, and a pane keeps its height while others change:
+    // every other pane is collapsed so that Variables takes the side bar (else req's row can
+    // stay below the pane's edge, never rendered). Call Stack comes back for the step.
+    for (const title of ['Call Stack', 'Breakpoints', 'Partitions']) await setPane(title, false);
     const varRow = (name) => page.locator('.debug-variables .monaco-list-row').filter({ hasText: new RegExp(`^\\s*${name}\\s*[=:]`) }).first();
     const expand = async (row, child, what) => {
       for (let i = 0; i < 6; i++) {
@@ -153,6 +153,7 @@ async function main() {
     await page.mouse.move(900, 300); // no hover on the Variables tree
     await page.screenshot({ path: `${SHOTS}/stop.png` });
     log(`screenshot ${SHOTS}/stop.png`);
+    await setPane('Call Stack', true);
 
     // Step over: the frame's line changes.
     await palette('Debug: Step Over');
