@@ -4,10 +4,12 @@
 //!
 //! Bytes from the link go in with [`GdbSession::input`] and are handled right there, on the
 //! caller's thread (the link connection's reader): a packet for a stopped target (registers,
-//! memory, breakpoints, resume) costs no hand-off to another thread. Bytes for gdb come out
-//! through the [`GdbOutput`] callback, one call per reply. The session also owns a thread that
-//! waits for what happens while the target runs (a vCPU's debug stop, the partition crashing
-//! or exiting) and reports it. Closing the session (detach, dropped connection) removes
+//! memory, breakpoints, resume) costs no hand-off to another thread, and after a resume that
+//! thread waits a little ([`STOP_WAIT`]) for the stop and reports it itself (a step, a breakpoint
+//! near by: the stopped vCPU hands its event straight to it). Bytes for gdb come out through the
+//! [`GdbOutput`] callback, one call per reply. The session also owns a thread that waits for
+//! what happens while the target runs longer (a vCPU's debug stop, the partition crashing or
+//! exiting) and reports it. Closing the session (detach, dropped connection) removes
 //! breakpoints and, by default, lets the guest run on. A session can also end on its own (gdb
 //! sends `D` or `k`, the partition exits, or gdbstub rejects the bytes, e.g. a packet larger
 //! than [`PACKET_SIZE`]); it then cleans up the same way and tells its owner through the
@@ -38,7 +40,7 @@ use gdbstub::conn::Connection;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
 use gdbstub::stub::{DisconnectReason, GdbStubBuilder, GdbStubError};
 use hv_core::PartitionHandle;
-use hv_core::partition::DebugStopEvent;
+use hv_core::partition::{DebugSink, DebugStopEvent};
 
 use arch::HvRegId;
 use filter::{PacketFilter, Pass};
@@ -55,6 +57,10 @@ pub const PACKET_SIZE: usize = 0x20000;
 
 /// How often the partition's state (crash, exit) is checked while the target runs.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long the thread that fed a resume waits for its stop before leaving it to the session
+/// thread (gdb's Ctrl-C waits as long at most).
+pub const STOP_WAIT: Duration = Duration::from_millis(2);
 
 /// Session options.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +80,7 @@ impl Default for GdbSessionOptions {
 /// A running gdb session on one partition or one vCPU.
 pub struct GdbSession {
     driver: Arc<Mutex<Driver<LivePartition>>>,
+    stops: Stops,
     /// Dropped to close the session: the session thread then cleans up and ends.
     wake: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -134,14 +141,15 @@ impl GdbSession {
             Some(v) => format!("gdb-{}.{v}", partition.name()),
             None => format!("gdb-{}", partition.name()),
         };
-        let (events_tx, events) = crossbeam_channel::unbounded();
-        partition.attach_debugger(vcpu, events_tx);
+        let (stops, sink) = Stops::new();
+        partition.attach_debugger(vcpu, sink);
         let target = PartitionTarget::new(partition.clone(), all, vcpu);
         let driver = Arc::new(Mutex::new(Driver::new(
             target,
             LinkConnection::new(output),
-            events.clone(),
+            stops.clone(),
         )));
+        let events = stops.to_session.clone();
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let waiter = driver.clone();
         let owner = partition.clone();
@@ -166,17 +174,34 @@ impl GdbSession {
         };
         Ok(GdbSession {
             driver,
+            stops,
             wake: Some(wake_tx),
             thread: Some(thread),
         })
     }
 
     /// Feeds bytes that arrived from gdb; they are handled before this returns (replies go
-    /// out through the output), except for stops of a running target, which come later.
+    /// out through the output). A resume's stop is reported from here too if it comes within
+    /// [`STOP_WAIT`], else later by the session thread.
     pub fn input(&self, bytes: &[u8]) {
-        let ended = {
+        self.stops.route_to_input(true);
+        let (ended, running) = {
             let mut d = lock(&self.driver);
             guarded(&mut d, |d| d.input(bytes));
+            (d.ending.is_some(), d.is_running())
+        };
+        let first = if running && !ended {
+            self.stops.to_input.recv_timeout(STOP_WAIT).ok()
+        } else {
+            None
+        };
+        self.stops.route_to_input(false);
+        let ended = {
+            let mut d = lock(&self.driver);
+            // With the route switched back, nothing more arrives here: take what did.
+            for event in first.into_iter().chain(self.stops.to_input.try_iter()) {
+                guarded(&mut d, |d| d.event(event));
+            }
             d.ending.is_some()
         };
         if ended && let Some(wake) = &self.wake {
@@ -212,6 +237,50 @@ fn lock<H: GuestHandle>(driver: &Mutex<Driver<H>>) -> MutexGuard<'_, Driver<H>> 
 fn guarded<H: GuestHandle>(driver: &mut Driver<H>, f: impl FnOnce(&mut Driver<H>)) {
     if catch_unwind(AssertUnwindSafe(|| f(&mut *driver))).is_err() {
         driver.end("gdb session error: internal error (panic)".to_owned());
+    }
+}
+
+/// A session's debug stops. The stopped vCPU hands its event (on its own thread, once parked) to
+/// the thread feeding gdb's packets while one does ([`GdbSession::input`], which then waits a
+/// little for a resume's stop and reports it without waking anybody), else to the session thread.
+#[derive(Clone)]
+struct Stops {
+    /// Whether stops go to `to_input` now. Held while a stop is routed, so that once it is
+    /// switched off no stop can still arrive there unseen.
+    to_input_now: Arc<Mutex<bool>>,
+    to_input: Receiver<DebugStopEvent>,
+    to_session: Receiver<DebugStopEvent>,
+}
+
+impl Stops {
+    /// The queues, and the sink that fills them (for `attach_debugger`). When the partition
+    /// drops the sink (the session detached, or another debugger of its scope replaced it),
+    /// both queues disconnect.
+    fn new() -> (Stops, DebugSink) {
+        let (input_tx, to_input) = crossbeam_channel::unbounded();
+        let (session_tx, to_session) = crossbeam_channel::unbounded();
+        let to_input_now = Arc::new(Mutex::new(false));
+        let route = to_input_now.clone();
+        let sink: DebugSink = Arc::new(move |event| {
+            let to_input = route.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = if *to_input { &input_tx } else { &session_tx };
+            let _ = tx.send(event);
+        });
+        let stops = Stops {
+            to_input_now,
+            to_input,
+            to_session,
+        };
+        (stops, sink)
+    }
+
+    fn route_to_input(&self, on: bool) {
+        *self.to_input_now.lock().unwrap_or_else(|p| p.into_inner()) = on;
+    }
+
+    /// Every stop queued so far, on either side.
+    fn queued(&self) -> impl Iterator<Item = DebugStopEvent> + '_ {
+        self.to_input.try_iter().chain(self.to_session.try_iter())
     }
 }
 
@@ -313,26 +382,22 @@ struct Driver<H: GuestHandle> {
     started: bool,
     /// Debug stops that came while the target was stopped: reported at the next resume.
     pending: VecDeque<DebugStopEvent>,
-    /// The session's debug stops (shared with the session thread), drained when an interrupt
-    /// stop supersedes the steps still in flight.
-    events: Receiver<DebugStopEvent>,
+    /// The session's debug stops (shared with the threads that report them), drained when an
+    /// interrupt stop supersedes the steps still in flight.
+    stops: Stops,
     /// Why the session ended on its own.
     ending: Option<String>,
 }
 
 impl<H: GuestHandle> Driver<H> {
-    fn new(
-        target: PartitionTarget<H>,
-        connection: LinkConnection,
-        events: Receiver<DebugStopEvent>,
-    ) -> Self {
+    fn new(target: PartitionTarget<H>, connection: LinkConnection, stops: Stops) -> Self {
         let mut driver = Driver {
             machine: None,
             target,
             filter: PacketFilter::new(PACKET_SIZE),
             started: false,
             pending: VecDeque::new(),
-            events,
+            stops,
             ending: None,
         };
         let machine = GdbStubBuilder::new(connection)
@@ -402,6 +467,10 @@ impl<H: GuestHandle> Driver<H> {
             None => return Ok(()),
         };
         self.settle(next.map_err(|e| e.to_string())?)
+    }
+
+    fn is_running(&self) -> bool {
+        matches!(self.machine, Some(GdbStubStateMachine::Running(_)))
     }
 
     /// A debug stop of a vCPU.
@@ -481,9 +550,8 @@ impl<H: GuestHandle> Driver<H> {
     /// After an interrupt stopped every vCPU: the completions of steps still in flight (sent
     /// before their vCPUs parked, so already queued) are not reported at the next resume.
     fn drop_superseded_steps(&mut self) {
-        while let Ok(event) = self.events.try_recv() {
-            self.pending.push_back(event);
-        }
+        let queued: Vec<DebugStopEvent> = self.stops.queued().collect();
+        self.pending.extend(queued);
         self.pending.retain(|e| !target::is_step(e));
     }
 
@@ -523,7 +591,7 @@ pub fn replay<H: GuestHandle>(handle: H, scope: Option<u32>, input: &[u8]) -> Re
     let mut driver = Driver::new(
         PartitionTarget::with_handle(handle, scope),
         connection,
-        crossbeam_channel::never(),
+        Stops::new().0,
     );
     driver.start();
     driver.input(input);

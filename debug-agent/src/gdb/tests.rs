@@ -266,7 +266,7 @@ fn gdbs_handshake_is_answered_before_the_attach_stop_and_the_first_target_packet
     use std::sync::{Arc, Mutex};
 
     use super::target::PartitionTarget;
-    use super::{Driver, LinkConnection};
+    use super::{Driver, LinkConnection, Stops};
 
     let guest = FakeGuest::new("fake", 2, TRAPPING);
     let sent = Arc::new(Mutex::new(Vec::new()));
@@ -278,7 +278,7 @@ fn gdbs_handshake_is_answered_before_the_attach_stop_and_the_first_target_packet
     let mut driver = Driver::new(
         PartitionTarget::with_handle(guest.clone(), None),
         connection,
-        crossbeam_channel::never(),
+        Stops::new().0,
     );
     let replies = |sent: &Mutex<Vec<u8>>| {
         String::from_utf8_lossy(&std::mem::take(&mut *sent.lock().unwrap())).into_owned()
@@ -298,4 +298,40 @@ fn gdbs_handshake_is_answered_before_the_attach_stop_and_the_first_target_packet
     assert!(replies(&sent).contains("$T05"));
     driver.finish(true);
     assert!(guest.released());
+}
+
+#[test]
+fn a_stop_goes_to_the_thread_feeding_gdb_while_it_waits_else_to_the_session_thread() {
+    use hv_core::partition::DebugStopEvent;
+    use hv_core::vcpu::{DebugExit, StopRegisters};
+
+    use super::Stops;
+
+    let stop = |vcpu| DebugStopEvent {
+        vcpu,
+        exit: DebugExit {
+            exception: 1,
+            pc: 0x1000,
+            dr6: 1 << 14,
+            dr7: 0,
+        },
+        registers: StopRegisters::default(),
+        resume: 1,
+    };
+    let (stops, sink) = Stops::new();
+    sink(stop(0));
+    stops.route_to_input(true);
+    sink(stop(1));
+    stops.route_to_input(false);
+    sink(stop(2));
+    let vcpus = |rx: &crossbeam_channel::Receiver<DebugStopEvent>| {
+        rx.try_iter().map(|e| e.vcpu).collect::<Vec<_>>()
+    };
+    assert_eq!(vcpus(&stops.to_input), [1]);
+    assert_eq!(vcpus(&stops.to_session), [0, 2]);
+    // Both queues end with the sink (the partition dropped it: detached or replaced).
+    sink(stop(3));
+    drop(sink);
+    assert_eq!(stops.queued().map(|e| e.vcpu).collect::<Vec<_>>(), [3]);
+    assert!(stops.to_session.recv().is_err() && stops.to_input.recv().is_err());
 }

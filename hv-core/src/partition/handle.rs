@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
-
-use super::{DebugStopEvent, Partition, PartitionCounters, PartitionError};
+use super::{DebugSink, Partition, PartitionCounters, PartitionError};
 use crate::lifecycle::PartitionLifecycle;
 use crate::timer::TimerStats;
 use crate::vcpu::VcpuShared;
@@ -139,7 +137,7 @@ impl PartitionHandle {
 
     /// Attaches a debugger to the whole partition (`scope` None) or one vCPU: its debug exits go
     /// to `sink`.
-    pub fn attach_debugger(&self, scope: Option<u32>, sink: Sender<DebugStopEvent>) {
+    pub fn attach_debugger(&self, scope: Option<u32>, sink: DebugSink) {
         self.partition.attach_debugger(scope, sink);
     }
 

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use hv_config::PartitionConfig;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -115,6 +114,11 @@ pub struct IpcEndpoint {
     pub gpa: u64,
 }
 
+/// Where an attached debugger takes its debug stops: called on the stopped vCPU's thread, once
+/// that vCPU has parked. Dropped when the debugger detaches or another one of the same scope
+/// replaces it.
+pub type DebugSink = Arc<dyn Fn(DebugStopEvent) + Send + Sync>;
+
 /// A debug event reported to an attached debugger.
 #[derive(Debug, Clone, Copy)]
 pub struct DebugStopEvent {
@@ -185,7 +189,7 @@ pub(crate) struct Partition {
     park_cond: Condvar,
     /// Threads in `wait_vcpus_parked`: a park or unpark with none costs no wake-up.
     park_waiters: AtomicUsize,
-    debuggers: Mutex<Vec<(Option<u32>, Sender<DebugStopEvent>)>>,
+    debuggers: Mutex<Vec<(Option<u32>, DebugSink)>>,
     warnings: AtomicU64,
 }
 
@@ -541,7 +545,7 @@ impl Partition {
             .find(|(filter, _)| *filter == Some(vcpu.index))
             .or_else(|| debuggers.iter().find(|(filter, _)| filter.is_none()));
         match sink {
-            Some((_, tx)) => {
+            Some((_, sink)) => {
                 vcpu.request_stop();
                 if let Some(what) = debug_stop_name(&exit) {
                     self.note_debugger(
@@ -549,16 +553,14 @@ impl Partition {
                         format!("{what} on vCPU {} at {:#x}", vcpu.index, exit.pc),
                     );
                 }
-                let tx = tx.clone();
+                let sink = sink.clone();
                 let event = DebugStopEvent {
                     vcpu: vcpu.index,
                     exit,
                     registers,
                     resume: vcpu.resumed_as(),
                 };
-                Some(Box::new(move || {
-                    let _ = tx.send(event);
-                }))
+                Some(Box::new(move || sink(event)))
             }
             None => {
                 self.warn(format!(
@@ -572,8 +574,8 @@ impl Partition {
     }
 
     /// Attaches a debugger for one vCPU (`Some(index)`) or the whole partition (`None`); its
-    /// debug exits are sent to `sink`. Replaces an earlier debugger with the same scope.
-    pub fn attach_debugger(&self, scope: Option<u32>, sink: Sender<DebugStopEvent>) {
+    /// debug exits are handed to `sink`. Replaces an earlier debugger with the same scope.
+    pub fn attach_debugger(&self, scope: Option<u32>, sink: DebugSink) {
         {
             let mut debuggers = self.debuggers.lock().unwrap_or_else(|p| p.into_inner());
             debuggers.retain(|(filter, _)| *filter != scope);
