@@ -1,6 +1,8 @@
 //! Debugger support on the vCPU thread: guest-debug control (software breakpoints, hardware
 //! breakpoints and watchpoints in the debug registers, single step) and #BP re-injection.
 
+use std::sync::atomic::Ordering;
+
 use kvm_bindings::{
     KVM_GUESTDBG_BLOCKIRQ, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_INJECT_BP, KVM_GUESTDBG_SINGLESTEP,
     KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP, kvm_guest_debug,
@@ -106,14 +108,22 @@ impl VcpuShared {
 }
 
 impl VcpuRunner {
-    /// Applies debug controls set from another thread since the last entry.
+    /// Applies debug controls set from another thread since the last entry, and notes the
+    /// resume this entry runs under: every resume counted so far. Read under the lock a resume
+    /// counts itself under, so that a step's stop carries the number of the resume whose
+    /// controls it ran with, whether or not the vCPU parked in between (a release can come
+    /// while the vCPU is still on its way to the park, or parked for another reason, a reset).
     pub(super) fn apply_pending_debug(&mut self) {
-        let pending = self
-            .shared
-            .pending_debug
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let pending = {
+            let mut pending = self
+                .shared
+                .pending_debug
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let resume = self.shared.resumes.load(Ordering::SeqCst);
+            self.shared.resumed_as.store(resume, Ordering::SeqCst);
+            pending.take()
+        };
         // Unchanged controls (a run of steps) cost no KVM_SET_GUEST_DEBUG.
         if let Some(control) = pending
             && control != self.debug

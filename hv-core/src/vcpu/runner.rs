@@ -242,12 +242,7 @@ impl VcpuRunner {
                 .unwrap_or_else(|p| p.into_inner()) = None;
             match state {
                 VcpuThreadState::OutOfWindow => self.trace(TraceKind::ScheduleIn, 0, 0),
-                VcpuThreadState::DebugStopped => {
-                    // Read after the release was seen: at least the resume that released it.
-                    let resume = self.shared.resumes.load(Ordering::SeqCst);
-                    self.shared.resumed_as.store(resume, Ordering::SeqCst);
-                    self.trace(TraceKind::DebugResume, 0, 0);
-                }
+                VcpuThreadState::DebugStopped => self.trace(TraceKind::DebugResume, 0, 0),
                 _ => {}
             }
             let next = if self.run == RunState::Halted {

@@ -36,8 +36,10 @@ pub struct VcpuShared {
     pub(super) stop_requested: AtomicBool,
     /// Debugger resumes so far (`resume_with`, `release_stop`).
     pub(super) resumes: AtomicU64,
-    /// The count of `resumes` when the vCPU last left a debugger stop: its debug stops carry it,
-    /// so a debugger can tell the completion of an earlier resume's step from the current one.
+    /// The count of `resumes` when the vCPU last entered the guest (read under the
+    /// `pending_debug` lock, which every resume counts itself under with its controls): its
+    /// debug stops carry it, so a debugger can tell the completion of an earlier resume's step
+    /// from the current one.
     pub(super) resumed_as: AtomicU64,
     pub(super) pending_debug: Mutex<Option<DebugControl>>,
     /// Registers captured when the vCPU parked for the debugger (valid until it runs again).
@@ -163,19 +165,29 @@ impl VcpuShared {
     /// Returns the resume's number, which the vCPU's next debug stops carry
     /// ([`resumed_as`](Self::resumed_as)).
     pub fn resume_with(&self, control: DebugControl) -> u64 {
-        *self.pending_debug.lock().unwrap_or_else(|p| p.into_inner()) = Some(control);
-        self.release_stop()
+        self.release(Some(control))
     }
 
     /// Releases a debugger stop; returns the resume's number.
     pub fn release_stop(&self) -> u64 {
-        let number = self.resumes.fetch_add(1, Ordering::SeqCst) + 1;
+        self.release(None)
+    }
+
+    fn release(&self, control: Option<DebugControl>) -> u64 {
+        let number = {
+            let mut pending = self.pending_debug.lock().unwrap_or_else(|p| p.into_inner());
+            if control.is_some() {
+                *pending = control;
+            }
+            self.resumes.fetch_add(1, Ordering::SeqCst) + 1
+        };
         self.stop_requested.store(false, Ordering::SeqCst);
         self.kick();
         number
     }
 
-    /// The number of the resume that last let the vCPU run from a debugger stop (0: none yet).
+    /// The number of the latest resume counted when the vCPU last entered the guest (0: none
+    /// yet).
     pub fn resumed_as(&self) -> u64 {
         self.resumed_as.load(Ordering::SeqCst)
     }
