@@ -475,15 +475,14 @@ impl<H: GuestHandle> Driver<H> {
 
     /// A debug stop of a vCPU.
     fn event(&mut self, event: DebugStopEvent) {
-        let running = matches!(self.machine, Some(GdbStubStateMachine::Running(_)));
-        if !running && target::is_step(&event) {
+        if !self.is_running() && target::is_step(&event) {
             // gdb already has a stop for the resume that began this step (an interrupt, or
             // another vCPU's breakpoint): reporting it at the next resume would be a stray
             // SIGTRAP at a pc gdb did not step from.
             return;
         }
         self.pending.push_back(event);
-        if matches!(self.machine, Some(GdbStubStateMachine::Running(_)))
+        if self.is_running()
             && let Some(machine) = self.machine.take()
             && let Err(e) = self.settle(machine)
         {
@@ -493,7 +492,7 @@ impl<H: GuestHandle> Driver<H> {
 
     /// While running: reports a crash or exit of the partition.
     fn poll(&mut self) {
-        if !matches!(self.machine, Some(GdbStubStateMachine::Running(_))) {
+        if !self.is_running() {
             return;
         }
         let Some(stop) = self.target.poll_state() else {
