@@ -45,11 +45,12 @@ fn gdb(elf: &str, port: u16, commands: &str) -> String {
     std::fs::write(
         &script,
         format!(
-            "set pagination off\nset confirm off\ntarget remote 127.0.0.1:{port}\n{commands}\n"
+            "set pagination off\nset confirm off\nset debug remote 1\ntarget remote 127.0.0.1:{port}\n{commands}\n"
         ),
     )
     .unwrap();
-    // A stop that never comes must fail the test, not hang it.
+    // A stop that never comes must fail the test, not hang it; gdb's remote log (`set debug
+    // remote 1`, in the output shown on failure) then tells which packet went unanswered.
     let out = Command::new("timeout")
         .args(["--kill-after=5", "120", "gdb", "-nx", "-batch", "-x"])
         .arg(&script)
