@@ -196,13 +196,20 @@ impl GdbSession {
             None
         };
         self.stops.route_to_input(false);
-        let ended = {
+        // With the route switched back, nothing more arrives here: take what did (most packets
+        // bring none, and cost no second lock of the session).
+        let mut arrived = first
+            .into_iter()
+            .chain(self.stops.to_input.try_iter())
+            .peekable();
+        let ended = if arrived.peek().is_some() {
             let mut d = lock(&self.driver);
-            // With the route switched back, nothing more arrives here: take what did.
-            for event in first.into_iter().chain(self.stops.to_input.try_iter()) {
+            for event in arrived {
                 guarded(&mut d, |d| d.event(event));
             }
             d.ending.is_some()
+        } else {
+            ended
         };
         if ended && let Some(wake) = &self.wake {
             let _ = wake.try_send(());
@@ -549,8 +556,7 @@ impl<H: GuestHandle> Driver<H> {
     /// After an interrupt stopped every vCPU: the completions of steps still in flight (sent
     /// before their vCPUs parked, so already queued) are not reported at the next resume.
     fn drop_superseded_steps(&mut self) {
-        let queued: Vec<DebugStopEvent> = self.stops.queued().collect();
-        self.pending.extend(queued);
+        self.pending.extend(self.stops.queued());
         self.pending.retain(|e| !target::is_step(e));
     }
 
